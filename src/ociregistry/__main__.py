@@ -1,0 +1,3 @@
+from ociregistry.cli import main
+
+raise SystemExit(main())

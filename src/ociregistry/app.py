@@ -1,0 +1,65 @@
+"""The ASGI application: one Starlette app, its routes, and its per-process lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from ociregistry import v2
+from ociregistry.config import Settings
+from ociregistry.errors import RegistryError
+from ociregistry.services import Services
+from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
+
+UPLOAD_PURGE_INTERVAL_SECONDS = 3600
+
+log = logging.getLogger("ociregistry")
+
+
+async def _purge_stale_uploads(services: Services) -> None:
+    """Remove abandoned upload sessions now and then. Every worker runs this; purging is
+    idempotent, and the jitter keeps them from all scanning at once."""
+    while True:
+        await asyncio.sleep(UPLOAD_PURGE_INTERVAL_SECONDS * random.uniform(0.5, 1.5))
+        try:
+            purged = await services.uploads.purge_expired()
+            if purged:
+                log.info("purged %d expired upload sessions", purged)
+        except Exception:
+            log.exception("purging expired uploads failed")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        app.state.services = services
+        purger = asyncio.create_task(_purge_stale_uploads(services))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            await services.close()
+
+    return Starlette(
+        routes=v2.routes,
+        middleware=[Middleware(ApiVersionHeader)],
+        exception_handlers={
+            RegistryError: registry_error_handler,
+            HTTPException: http_error_handler,
+        },
+        lifespan=lifespan,
+    )
+
+
+def create_app_from_environment() -> Starlette:
+    """The uvicorn factory each worker process calls; `serve` put the settings in the
+    environment."""
+    return create_app(Settings.load())

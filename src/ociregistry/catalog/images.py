@@ -1,0 +1,370 @@
+"""Images (OCI repositories) and what they hold: blob links, manifests, tags, referrers.
+
+Everything the /v2 API asks of the metadata goes through `Images`. Each read is one query on
+the hot paths (a manifest by tag is a single indexed join); a write is one transaction, and a
+tag is written in the same transaction as, and after, the manifest it points to, whose bytes
+are already durable in the blob store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ociregistry.blobstore.digest import Digest
+from ociregistry.catalog.database import Database
+from ociregistry.catalog.models import (
+    Image,
+    ImageBlob,
+    Manifest,
+    ManifestReference,
+    Registry,
+    Tag,
+    utcnow,
+)
+from ociregistry.catalog.sql import dialect_insert, insert_ignore
+from ociregistry.errors import (
+    ManifestBlobUnknown,
+    ManifestUnknown,
+    NameUnknown,
+)
+from ociregistry.manifests.parse import ParsedManifest
+from ociregistry.names import RepositoryName
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+def _image_of(repo: RepositoryName) -> Any:
+    """WHERE clause selecting the image row of `repo` (joined with its registry)."""
+    return and_(
+        Registry.name == repo.registry,
+        Registry.status == "available",
+        Image.registry_id == Registry.id,
+        Image.name == repo.image,
+    )
+
+
+class Images:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- existence ---------------------------------------------------------------------------
+
+    async def registry_exists(self, name: str) -> bool:
+        async with self.db.read() as conn:
+            found = await conn.scalar(
+                select(Registry.id).where(Registry.name == name, Registry.status == "available")
+            )
+        return found is not None
+
+    async def image_id(self, repo: RepositoryName) -> int | None:
+        async with self.db.read() as conn:
+            return await conn.scalar(select(Image.id).where(_image_of(repo)))
+
+    async def require_registry(self, repo: RepositoryName) -> None:
+        """NAME_UNKNOWN unless the registry of `repo` exists: pushes need it first (SPEC §1)."""
+        if not await self.registry_exists(repo.registry):
+            raise NameUnknown(
+                f"registry {repo.registry!r} does not exist; create it before pushing "
+                f"(ociregistry registry create {repo.registry})",
+                detail={"name": repo.full},
+            )
+
+    async def require_image(self, repo: RepositoryName) -> int:
+        image_id = await self.image_id(repo)
+        if image_id is None:
+            raise NameUnknown(f"repository {repo.full} is not known", detail={"name": repo.full})
+        return image_id
+
+    @staticmethod
+    async def _ensure_image(conn: AsyncConnection, repo: RepositoryName) -> int:
+        registry_id = await conn.scalar(
+            select(Registry.id).where(
+                Registry.name == repo.registry, Registry.status == "available"
+            )
+        )
+        if registry_id is None:
+            raise NameUnknown(
+                f"registry {repo.registry!r} does not exist; create it before pushing",
+                detail={"name": repo.full},
+            )
+        now = utcnow()
+        await insert_ignore(
+            conn, Image.__table__,
+            {"registry_id": registry_id, "name": repo.image, "pull_count": 0,
+             "created_at": now, "updated_at": now},
+            ["registry_id", "name"],
+        )
+        image_id = await conn.scalar(
+            select(Image.id).where(Image.registry_id == registry_id, Image.name == repo.image)
+        )
+        assert image_id is not None
+        return image_id
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    async def blob_size(self, repo: RepositoryName, digest: Digest) -> int | None:
+        """The size of a blob `repo` may serve, or None."""
+        async with self.db.read() as conn:
+            return await conn.scalar(
+                select(ImageBlob.size)
+                .join(Image, Image.id == ImageBlob.image_id)
+                .join(Registry, Registry.id == Image.registry_id)
+                .where(_image_of(repo), ImageBlob.digest == str(digest))
+            )
+
+    async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
+        async with self.db.write() as conn:
+            image_id = await self._ensure_image(conn, repo)
+            await insert_ignore(
+                conn, ImageBlob.__table__,
+                {"image_id": image_id, "digest": str(digest), "size": size,
+                 "created_at": utcnow()},
+                ["image_id", "digest"],
+            )
+
+    async def unlink_blob(self, repo: RepositoryName, digest: Digest) -> bool:
+        async with self.db.write() as conn:
+            image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+            if image_id is None:
+                return False
+            result = await conn.execute(
+                delete(ImageBlob).where(
+                    ImageBlob.image_id == image_id, ImageBlob.digest == str(digest)
+                )
+            )
+        return bool(result.rowcount)
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    async def find_manifest(
+        self, repo: RepositoryName, *, tag: str | None = None, digest: Digest | None = None
+    ) -> ManifestRecord | None:
+        """The manifest a tag points at, or the one with this digest, in one query."""
+        query = (
+            select(Manifest.digest, Manifest.media_type, Manifest.size)
+            .join(Image, Image.id == Manifest.image_id)
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(_image_of(repo))
+        )
+        if tag is not None:
+            query = query.join(Tag, Tag.manifest_id == Manifest.id).where(
+                Tag.image_id == Image.id, Tag.name == tag
+            )
+        else:
+            query = query.where(Manifest.digest == str(digest))
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else ManifestRecord(*row)
+
+    async def missing_references(
+        self, repo: RepositoryName, parsed: ParsedManifest
+    ) -> None:
+        """Raise MANIFEST_BLOB_UNKNOWN / MANIFEST_UNKNOWN for anything `parsed` needs but
+        `repo` lacks. Foreign layers are not held by any registry and are not checked."""
+        async with self.db.read() as conn:
+            await self._check_references(conn, repo, parsed)
+
+    @staticmethod
+    async def _check_references(
+        conn: AsyncConnection, repo: RepositoryName, parsed: ParsedManifest
+    ) -> None:
+        blobs = {str(d.digest) for d in parsed.blobs if not d.foreign}
+        children = {str(d.digest) for d in parsed.children}
+        image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+        if blobs:
+            present: set[str] = set()
+            if image_id is not None:
+                present = set(
+                    (await conn.scalars(
+                        select(ImageBlob.digest).where(
+                            ImageBlob.image_id == image_id, ImageBlob.digest.in_(blobs)
+                        )
+                    )).all()
+                )
+            missing = sorted(blobs - present)
+            if missing:
+                raise ManifestBlobUnknown(
+                    f"the manifest references {len(missing)} blob(s) that {repo.full} does not "
+                    f"hold, first {missing[0]}; push the blobs before the manifest",
+                    detail={"digests": missing[:20]},
+                )
+        if children:
+            present = set()
+            if image_id is not None:
+                present = set(
+                    (await conn.scalars(
+                        select(Manifest.digest).where(
+                            Manifest.image_id == image_id, Manifest.digest.in_(children)
+                        )
+                    )).all()
+                )
+            missing = sorted(children - present)
+            if missing:
+                raise ManifestUnknown(
+                    f"the index references {len(missing)} manifest(s) that {repo.full} does not "
+                    f"hold, first {missing[0]}; push the child manifests before the index",
+                    detail={"digests": missing[:20]},
+                )
+
+    async def record_manifest(
+        self,
+        repo: RepositoryName,
+        digest: Digest,
+        size: int,
+        parsed: ParsedManifest,
+        tag: str | None,
+    ) -> None:
+        """Record a manifest whose bytes are stored, then point `tag` at it, atomically."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            await self._check_references(conn, repo, parsed)  # again, inside the transaction
+            image_id = await self._ensure_image(conn, repo)
+            manifest_id = await conn.scalar(
+                select(Manifest.id).where(
+                    Manifest.image_id == image_id, Manifest.digest == str(digest)
+                )
+            )
+            if manifest_id is None:
+                manifest_id = await self._insert_manifest(conn, image_id, digest, size, parsed)
+            await insert_ignore(
+                conn, ImageBlob.__table__,
+                {"image_id": image_id, "digest": str(digest), "size": size, "created_at": now},
+                ["image_id", "digest"],
+            )
+            if tag is not None:
+                upsert = dialect_insert(conn, Tag.__table__).values(
+                    image_id=image_id, name=tag, manifest_id=manifest_id, pull_count=0,
+                    created_at=now,
+                )
+                await conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["image_id", "name"],
+                        set_={"manifest_id": manifest_id, "created_at": now},
+                    )
+                )
+            await conn.execute(update(Image).where(Image.id == image_id).values(updated_at=now))
+
+    @staticmethod
+    async def _insert_manifest(
+        conn: AsyncConnection, image_id: int, digest: Digest, size: int, parsed: ParsedManifest
+    ) -> int:
+        result = await conn.execute(
+            Manifest.__table__.insert().values(
+                image_id=image_id, digest=str(digest), media_type=parsed.media_type, size=size,
+                artifact_type=parsed.artifact_type,
+                subject=str(parsed.subject.digest) if parsed.subject else None,
+                annotations=parsed.annotations, created_at=utcnow(),
+            )
+        )
+        manifest_id = result.inserted_primary_key[0]
+        references = [
+            {"manifest_id": manifest_id, "position": i, "digest": str(d.digest),
+             "kind": "blob", "size": d.size, "platform": None}
+            for i, d in enumerate(parsed.blobs)
+        ] + [
+            {"manifest_id": manifest_id, "position": len(parsed.blobs) + i,
+             "digest": str(d.digest), "kind": "manifest", "size": d.size,
+             "platform": d.platform}
+            for i, d in enumerate(parsed.children)
+        ]
+        if references:
+            await conn.execute(ManifestReference.__table__.insert(), references)
+        return manifest_id
+
+    async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
+        """Delete a manifest and every tag pointing at it."""
+        async with self.db.write() as conn:
+            image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+            if image_id is None:
+                return False
+            result = await conn.execute(
+                delete(Manifest).where(
+                    Manifest.image_id == image_id, Manifest.digest == str(digest)
+                )
+            )
+            await conn.execute(
+                delete(ImageBlob).where(
+                    ImageBlob.image_id == image_id, ImageBlob.digest == str(digest)
+                )
+            )
+        return bool(result.rowcount)
+
+    async def delete_tag(self, repo: RepositoryName, tag: str) -> bool:
+        async with self.db.write() as conn:
+            image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+            if image_id is None:
+                return False
+            result = await conn.execute(
+                delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
+            )
+        return bool(result.rowcount)
+
+    # -- listings ----------------------------------------------------------------------------
+
+    async def tags(self, repo: RepositoryName, *, limit: int, last: str | None) -> list[str]:
+        query = (
+            select(Tag.name)
+            .join(Image, Image.id == Tag.image_id)
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(_image_of(repo))
+            .order_by(Tag.name)
+            .limit(limit)
+        )
+        if last:
+            query = query.where(Tag.name > last)
+        async with self.db.read() as conn:
+            return list((await conn.scalars(query)).all())
+
+    async def repositories(self, *, limit: int, last: str | None) -> list[str]:
+        """Full names of images holding at least one manifest, in lexical order."""
+        full_name = (Registry.name + "/" + Image.name).label("full_name")
+        has_manifest = select(Manifest.id).where(Manifest.image_id == Image.id).exists()
+        query = (
+            select(full_name)
+            .select_from(Image)
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(Registry.status == "available", has_manifest)
+            .order_by(full_name)
+            .limit(limit)
+        )
+        if last:
+            query = query.where(full_name > last)
+        async with self.db.read() as conn:
+            return list((await conn.scalars(query)).all())
+
+    async def referrers(
+        self, repo: RepositoryName, subject: Digest, artifact_type: str | None
+    ) -> list[Referrer]:
+        query = (
+            select(
+                Manifest.digest, Manifest.media_type, Manifest.size, Manifest.artifact_type,
+                Manifest.annotations,
+            )
+            .join(Image, Image.id == Manifest.image_id)
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(_image_of(repo), Manifest.subject == str(subject))
+            .order_by(Manifest.created_at, Manifest.id)
+        )
+        if artifact_type is not None:
+            query = query.where(Manifest.artifact_type == artifact_type)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Referrer(*row) for row in rows]

@@ -1,0 +1,1 @@
+"""Manifests: media types, parsing and validation, storage, tags and referrers."""

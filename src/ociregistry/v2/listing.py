@@ -1,0 +1,58 @@
+"""`/v2/<name>/tags/list` and `/v2/_catalog`: paginated with `n` and `last`, and a `Link`
+header pointing at the next page."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ociregistry.auth.policy import Action
+from ociregistry.errors import PaginationInvalid
+from ociregistry.v2.common import principal, repository, services
+
+MAX_PAGE = 10_000  # a larger `n` gets a page of this size and a Link to the next
+
+
+def _page_size(request: Request) -> int:
+    value = request.query_params.get("n")
+    if value is None or value == "":
+        return MAX_PAGE
+    if not value.isdigit():
+        raise PaginationInvalid(
+            f"n must be a non-negative integer, not {value[:50]!r}", detail={"n": value[:50]}
+        )
+    return min(int(value[:12]), MAX_PAGE)
+
+
+def _paginated(
+    request: Request, key: str, items: list[str], limit: int, extra: dict[str, str]
+) -> JSONResponse:
+    headers = {}
+    if len(items) > limit:
+        items = items[:limit]
+        query = urlencode({"n": limit, "last": items[-1]})
+        headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return JSONResponse({**extra, key: items}, headers=headers)
+
+
+async def list_tags(request: Request) -> JSONResponse:
+    repo = repository(request)
+    registry = services(request)
+    await registry.policy.require(principal(request), repo, Action.PULL)
+    limit = _page_size(request)
+    last = request.query_params.get("last") or None
+    await registry.images.require_image(repo)
+    tags = [] if limit == 0 else await registry.images.tags(repo, limit=limit + 1, last=last)
+    return _paginated(request, "tags", tags, limit, {"name": repo.full})
+
+
+async def list_repositories(request: Request) -> JSONResponse:
+    registry = services(request)
+    limit = _page_size(request)
+    last = request.query_params.get("last") or None
+    names: list[str] = []
+    if limit and await registry.policy.may_list_catalog(principal(request)):
+        names = await registry.images.repositories(limit=limit + 1, last=last)
+    return _paginated(request, "repositories", names, limit, {})

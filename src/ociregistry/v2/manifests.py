@@ -1,0 +1,62 @@
+"""`/v2/<name>/manifests/<reference>`: push, fetch, check and delete manifests by tag or digest."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ociregistry.auth.policy import Action
+from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
+from ociregistry.manifests.service import Reference
+from ociregistry.v2.common import principal, read_body, repository, services
+
+
+async def _fetch(request: Request, *, with_body: bool) -> Response:
+    repo = repository(request)
+    reference = Reference.parse(request.path_params["reference"])
+    registry = services(request)
+    await registry.policy.require(principal(request), repo, Action.PULL)
+    record, body = await registry.manifests.get(repo, reference)
+    headers = {
+        "Content-Type": record.media_type,
+        "Content-Length": str(record.size),
+        "Docker-Content-Digest": record.digest,
+        "ETag": f'"{record.digest}"',
+    }
+    return Response(body if with_body else b"", headers=headers)
+
+
+async def get_manifest(request: Request) -> Response:
+    return await _fetch(request, with_body=True)
+
+
+async def head_manifest(request: Request) -> Response:
+    return await _fetch(request, with_body=False)
+
+
+async def put_manifest(request: Request) -> Response:
+    repo = repository(request)
+    reference = Reference.parse(request.path_params["reference"])
+    registry = services(request)
+    await registry.policy.require(principal(request), repo, Action.PUSH)
+    body = await read_body(request, MAX_MANIFEST_BYTES)
+    pushed = await registry.manifests.put(
+        repo, reference, body, request.headers.get("content-type")
+    )
+    headers = {
+        "Location": f"/v2/{repo.full}/manifests/{pushed.digest}",
+        "Docker-Content-Digest": str(pushed.digest),
+        "Content-Length": "0",
+    }
+    if pushed.subject is not None:
+        headers["OCI-Subject"] = str(pushed.subject)
+    return Response(status_code=201, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    repo = repository(request)
+    reference = Reference.parse(request.path_params["reference"])
+    registry = services(request)
+    await registry.policy.require(principal(request), repo, Action.DELETE)
+    await registry.manifests.delete(repo, reference)
+    return Response(status_code=202)

@@ -1,0 +1,28 @@
+"""`/v2/<name>/referrers/<digest>`: the manifests whose `subject` is a digest, as an OCI index."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ociregistry.auth.policy import Action
+from ociregistry.blobstore.digest import Digest
+from ociregistry.manifests.mediatypes import OCI_INDEX
+from ociregistry.manifests.referrers import referrers_index
+from ociregistry.v2.common import principal, repository, services
+
+
+async def list_referrers(request: Request) -> Response:
+    repo = repository(request)
+    subject = Digest.parse(request.path_params["digest"])
+    registry = services(request)
+    await registry.policy.require(principal(request), repo, Action.PULL)
+    await registry.images.require_image(repo)
+    artifact_type = request.query_params.get("artifactType") or None
+    referrers = await registry.images.referrers(repo, subject, artifact_type)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    return Response(
+        json.dumps(referrers_index(referrers)), media_type=OCI_INDEX, headers=headers
+    )
