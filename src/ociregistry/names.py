@@ -69,5 +69,6 @@ class RepositoryName:
                 "[a-z0-9] separated by '.', '_', '__' or '-', joined by '/'"
             )
         if problem:
-            raise NameInvalid(f"repository name {name[:300]!r} {problem}", detail={"name": name[:300]})
+            shown = name[:300]
+            raise NameInvalid(f"repository name {shown!r} {problem}", detail={"name": shown})
         return cls(registry, image)

@@ -34,7 +34,9 @@ class BlobStore:
         info = await self.driver.stat(blob_path(digest))
         return None if info is None else info.size
 
-    def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         return self.driver.reader(blob_path(digest), offset, length)
 
     async def get(self, digest: Digest) -> bytes:

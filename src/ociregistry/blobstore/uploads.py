@@ -242,7 +242,8 @@ class Uploads:
         else:
             offset, hasher = 0, hashlib.new(algorithm)
         if offset < size:
-            async for chunk in self.driver.reader(self._data_path(session.id), offset, size - offset):
+            data = self.driver.reader(self._data_path(session.id), offset, size - offset)
+            async for chunk in data:
                 await _in_thread(hasher.update, chunk)
         return Digest(algorithm, hasher.hexdigest())
 

@@ -2,8 +2,11 @@
 
 SQLite (the embedded default) runs in WAL mode so readers never wait for the writer, with
 `synchronous=FULL` so a committed push survives a power cut, and writes begin with
-`BEGIN IMMEDIATE` so two processes never deadlock upgrading a read lock. PostgreSQL needs none
-of this and gets plain transactions.
+`BEGIN IMMEDIATE` so two processes never deadlock upgrading a read lock.
+
+SQLite reads run inline on the event loop, on one connection per process: they are indexed
+point lookups in a local file that take microseconds, less than a hop to a worker thread
+would. PostgreSQL needs none of this and gets plain async connections for both.
 """
 
 from __future__ import annotations
@@ -14,12 +17,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import Executable, create_engine, event
+from sqlalchemy.engine import Connection, Engine, Result
+from sqlalchemy.engine.result import ScalarResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+_PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=FULL",
+    f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "foreign_keys=ON",
+)
 
 
 def sqlite_url(path: Path) -> str:
@@ -30,27 +40,62 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _sqlite_engine(url: str, begin: str | None) -> AsyncEngine:
+def _apply_pragmas(dbapi_connection: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in _PRAGMAS:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+class InlineReader:
+    """The async read interface of `AsyncConnection`, served synchronously by one sqlite3
+    connection in autocommit mode. Safe without locks: each call runs to completion on the
+    event loop thread, so no two coroutines ever share it mid-statement."""
+
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_engine(
+            url.replace("sqlite+aiosqlite", "sqlite", 1),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(self._engine, "connect", lambda dbapi, _record: _apply_pragmas(dbapi))
+        self._connection: Connection | None = None
+
+    def _conn(self) -> Connection:
+        if self._connection is None:
+            self._connection = self._engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return self._connection
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+        return self._conn().execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._conn().scalar(statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
+        return self._conn().scalars(statement, parameters)
+
+    def dispose(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    """The write engine: every transaction takes the write lock up front."""
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver, so that BEGIN is ours to choose.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=FULL",
-            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-            "foreign_keys=ON",
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
+        _apply_pragmas(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Connection) -> None:
-        if begin:
-            connection.exec_driver_sql(begin)
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -60,16 +105,20 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._inline: InlineReader | None = None
         if _is_sqlite(url):
             # Reads run in autocommit mode: each statement sees the latest committed state.
-            self._reader = _sqlite_engine(url, begin=None)
-            self._writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE")
+            self._inline = InlineReader(url)
+            self._writer = _sqlite_engine(url)
         else:
-            self._reader = self._writer = create_async_engine(url, pool_pre_ping=True)
+            self._writer = create_async_engine(url, pool_pre_ping=True)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._reader.connect() as connection:
+    async def read(self) -> AsyncIterator[AsyncConnection | InlineReader]:
+        if self._inline is not None:
+            yield self._inline
+            return
+        async with self._writer.connect() as connection:
             yield connection
 
     @asynccontextmanager
@@ -78,9 +127,9 @@ class Database:
             yield connection
 
     async def dispose(self) -> None:
-        await self._reader.dispose()
-        if self._writer is not self._reader:
-            await self._writer.dispose()
+        if self._inline is not None:
+            self._inline.dispose()
+        await self._writer.dispose()
 
 
 def _upgrade(connection: Connection) -> None:
@@ -94,9 +143,7 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def _migrate(url: str) -> None:
-    engine = (
-        _sqlite_engine(url, begin="BEGIN IMMEDIATE") if _is_sqlite(url) else create_async_engine(url)
-    )
+    engine = _sqlite_engine(url) if _is_sqlite(url) else create_async_engine(url)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade)

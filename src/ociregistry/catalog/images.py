@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.blobstore.digest import Digest
@@ -51,14 +51,72 @@ class Referrer:
     annotations: dict[str, str] | None
 
 
-def _image_of(repo: RepositoryName) -> Any:
-    """WHERE clause selecting the image row of `repo` (joined with its registry)."""
-    return and_(
-        Registry.name == repo.registry,
-        Registry.status == "available",
-        Image.registry_id == Registry.id,
-        Image.name == repo.image,
+# Statements are built once: building a joined select costs more than running it.
+_REGISTRY_ID = select(Registry.id).where(
+    Registry.name == bindparam("registry"), Registry.status == "available"
+)
+_IMAGE_ROW = and_(
+    Registry.name == bindparam("registry"),
+    Registry.status == "available",
+    Image.registry_id == Registry.id,
+    Image.name == bindparam("image"),
+)
+_IMAGE_ID = (
+    select(Image.id)
+    .select_from(Image)
+    .join(Registry, Registry.id == Image.registry_id)
+    .where(_IMAGE_ROW)
+)
+_BLOB_SIZE = (
+    select(ImageBlob.size)
+    .join(Image, Image.id == ImageBlob.image_id)
+    .join(Registry, Registry.id == Image.registry_id)
+    .where(_IMAGE_ROW, ImageBlob.digest == bindparam("digest"))
+)
+_MANIFEST = (
+    select(Manifest.digest, Manifest.media_type, Manifest.size)
+    .join(Image, Image.id == Manifest.image_id)
+    .join(Registry, Registry.id == Image.registry_id)
+)
+_MANIFEST_BY_DIGEST = _MANIFEST.where(_IMAGE_ROW, Manifest.digest == bindparam("digest"))
+_MANIFEST_BY_TAG = _MANIFEST.join(Tag, Tag.manifest_id == Manifest.id).where(
+    _IMAGE_ROW, Tag.image_id == Image.id, Tag.name == bindparam("tag")
+)
+_TAGS = (
+    select(Tag.name)
+    .join(Image, Image.id == Tag.image_id)
+    .join(Registry, Registry.id == Image.registry_id)
+    .where(_IMAGE_ROW, Tag.name > bindparam("last"))
+    .order_by(Tag.name)
+    .limit(bindparam("limit"))
+)
+_REFERRERS = (
+    select(
+        Manifest.digest, Manifest.media_type, Manifest.size, Manifest.artifact_type,
+        Manifest.annotations,
     )
+    .join(Image, Image.id == Manifest.image_id)
+    .join(Registry, Registry.id == Image.registry_id)
+    .where(_IMAGE_ROW, Manifest.subject == bindparam("subject"))
+    .order_by(Manifest.created_at, Manifest.id)
+)
+_FULL_NAME = (Registry.name + "/" + Image.name).label("full_name")
+_REPOSITORIES = (
+    select(_FULL_NAME)
+    .select_from(Image)
+    .join(Registry, Registry.id == Image.registry_id)
+    .where(
+        Registry.status == "available",
+        select(Manifest.id).where(Manifest.image_id == Image.id).exists(),
+        bindparam("last") < _FULL_NAME,
+    )
+    .order_by(_FULL_NAME)
+    .limit(bindparam("limit"))
+)
+
+
+def _params(repo: RepositoryName, **more: Any) -> dict[str, Any]:
+    return {"registry": repo.registry, "image": repo.image, **more}
 
 
 class Images:
@@ -69,14 +127,12 @@ class Images:
 
     async def registry_exists(self, name: str) -> bool:
         async with self.db.read() as conn:
-            found = await conn.scalar(
-                select(Registry.id).where(Registry.name == name, Registry.status == "available")
-            )
+            found = await conn.scalar(_REGISTRY_ID, {"registry": name})
         return found is not None
 
     async def image_id(self, repo: RepositoryName) -> int | None:
         async with self.db.read() as conn:
-            return await conn.scalar(select(Image.id).where(_image_of(repo)))
+            return await conn.scalar(_IMAGE_ID, _params(repo))
 
     async def require_registry(self, repo: RepositoryName) -> None:
         """NAME_UNKNOWN unless the registry of `repo` exists: pushes need it first (SPEC §1)."""
@@ -95,11 +151,7 @@ class Images:
 
     @staticmethod
     async def _ensure_image(conn: AsyncConnection, repo: RepositoryName) -> int:
-        registry_id = await conn.scalar(
-            select(Registry.id).where(
-                Registry.name == repo.registry, Registry.status == "available"
-            )
-        )
+        registry_id = await conn.scalar(_REGISTRY_ID, {"registry": repo.registry})
         if registry_id is None:
             raise NameUnknown(
                 f"registry {repo.registry!r} does not exist; create it before pushing",
@@ -123,12 +175,7 @@ class Images:
     async def blob_size(self, repo: RepositoryName, digest: Digest) -> int | None:
         """The size of a blob `repo` may serve, or None."""
         async with self.db.read() as conn:
-            return await conn.scalar(
-                select(ImageBlob.size)
-                .join(Image, Image.id == ImageBlob.image_id)
-                .join(Registry, Registry.id == Image.registry_id)
-                .where(_image_of(repo), ImageBlob.digest == str(digest))
-            )
+            return await conn.scalar(_BLOB_SIZE, _params(repo, digest=str(digest)))
 
     async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
         async with self.db.write() as conn:
@@ -142,7 +189,7 @@ class Images:
 
     async def unlink_blob(self, repo: RepositoryName, digest: Digest) -> bool:
         async with self.db.write() as conn:
-            image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
             result = await conn.execute(
@@ -158,20 +205,12 @@ class Images:
         self, repo: RepositoryName, *, tag: str | None = None, digest: Digest | None = None
     ) -> ManifestRecord | None:
         """The manifest a tag points at, or the one with this digest, in one query."""
-        query = (
-            select(Manifest.digest, Manifest.media_type, Manifest.size)
-            .join(Image, Image.id == Manifest.image_id)
-            .join(Registry, Registry.id == Image.registry_id)
-            .where(_image_of(repo))
-        )
         if tag is not None:
-            query = query.join(Tag, Tag.manifest_id == Manifest.id).where(
-                Tag.image_id == Image.id, Tag.name == tag
-            )
+            query, params = _MANIFEST_BY_TAG, _params(repo, tag=tag)
         else:
-            query = query.where(Manifest.digest == str(digest))
+            query, params = _MANIFEST_BY_DIGEST, _params(repo, digest=str(digest))
         async with self.db.read() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(query, params)).first()
         return None if row is None else ManifestRecord(*row)
 
     async def missing_references(
@@ -188,7 +227,7 @@ class Images:
     ) -> None:
         blobs = {str(d.digest) for d in parsed.blobs if not d.foreign}
         children = {str(d.digest) for d in parsed.children}
-        image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+        image_id = await conn.scalar(_IMAGE_ID, _params(repo))
         if blobs:
             present: set[str] = set()
             if image_id is not None:
@@ -292,7 +331,7 @@ class Images:
     async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
         """Delete a manifest and every tag pointing at it."""
         async with self.db.write() as conn:
-            image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
             result = await conn.execute(
@@ -309,7 +348,7 @@ class Images:
 
     async def delete_tag(self, repo: RepositoryName, tag: str) -> bool:
         async with self.db.write() as conn:
-            image_id = await conn.scalar(select(Image.id).where(_image_of(repo)))
+            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
             result = await conn.execute(
@@ -320,51 +359,22 @@ class Images:
     # -- listings ----------------------------------------------------------------------------
 
     async def tags(self, repo: RepositoryName, *, limit: int, last: str | None) -> list[str]:
-        query = (
-            select(Tag.name)
-            .join(Image, Image.id == Tag.image_id)
-            .join(Registry, Registry.id == Image.registry_id)
-            .where(_image_of(repo))
-            .order_by(Tag.name)
-            .limit(limit)
-        )
-        if last:
-            query = query.where(Tag.name > last)
         async with self.db.read() as conn:
-            return list((await conn.scalars(query)).all())
+            names = await conn.scalars(_TAGS, _params(repo, last=last or "", limit=limit))
+            return list(names.all())
 
     async def repositories(self, *, limit: int, last: str | None) -> list[str]:
         """Full names of images holding at least one manifest, in lexical order."""
-        full_name = (Registry.name + "/" + Image.name).label("full_name")
-        has_manifest = select(Manifest.id).where(Manifest.image_id == Image.id).exists()
-        query = (
-            select(full_name)
-            .select_from(Image)
-            .join(Registry, Registry.id == Image.registry_id)
-            .where(Registry.status == "available", has_manifest)
-            .order_by(full_name)
-            .limit(limit)
-        )
-        if last:
-            query = query.where(full_name > last)
         async with self.db.read() as conn:
-            return list((await conn.scalars(query)).all())
+            names = await conn.scalars(_REPOSITORIES, {"last": last or "", "limit": limit})
+            return list(names.all())
 
     async def referrers(
         self, repo: RepositoryName, subject: Digest, artifact_type: str | None
     ) -> list[Referrer]:
-        query = (
-            select(
-                Manifest.digest, Manifest.media_type, Manifest.size, Manifest.artifact_type,
-                Manifest.annotations,
-            )
-            .join(Image, Image.id == Manifest.image_id)
-            .join(Registry, Registry.id == Image.registry_id)
-            .where(_image_of(repo), Manifest.subject == str(subject))
-            .order_by(Manifest.created_at, Manifest.id)
-        )
-        if artifact_type is not None:
-            query = query.where(Manifest.artifact_type == artifact_type)
         async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [Referrer(*row) for row in rows]
+            rows = (await conn.execute(_REFERRERS, _params(repo, subject=str(subject)))).all()
+        referrers = [Referrer(*row) for row in rows]
+        if artifact_type is not None:
+            referrers = [r for r in referrers if r.artifact_type == artifact_type]
+        return referrers

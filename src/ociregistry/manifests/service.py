@@ -81,7 +81,9 @@ class Manifests:
         record = await self.images.find_manifest(repo, tag=reference.tag, digest=reference.digest)
         if record is None:
             if await self.images.image_id(repo) is None:
-                raise NameUnknown(f"repository {repo.full} is not known", detail={"name": repo.full})
+                raise NameUnknown(
+                    f"repository {repo.full} is not known", detail={"name": repo.full}
+                )
             shown = reference.tag or str(reference.digest)
             raise ManifestUnknown(
                 f"manifest {shown} is not in {repo.full}", detail={"reference": shown}

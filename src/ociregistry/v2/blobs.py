@@ -74,7 +74,7 @@ async def head_blob(request: Request) -> Response:
 
 
 async def get_blob(request: Request) -> Response:
-    repo, digest, size = await _locate(request)
+    _, digest, size = await _locate(request)
     blobs = services(request).blobs
     redirect = blobs.redirect_url(digest)
     if redirect:
