@@ -153,4 +153,6 @@ async def _migrate(url: str) -> None:
 
 def migrate(url: str) -> None:
     """Bring the schema up to date (Alembic `upgrade head`); safe to run on every start."""
+    if _is_sqlite(url):
+        Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     asyncio.run(_migrate(url))

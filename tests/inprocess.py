@@ -1,0 +1,51 @@
+"""The registry app served in-process through httpx's ASGI transport.
+
+Fast enough for property tests that push hundreds of examples; everything else drives a real
+server process (see server.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from ociregistry.app import create_app
+from ociregistry.catalog import migrate
+from ociregistry.config import Settings
+from ociregistry.services import Services
+
+T = TypeVar("T")
+
+
+class InProcessRegistry:
+    """An app with its lifespan entered, and a client for it, on a private event loop."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(data_dir=str(data_dir))
+        migrate(self.settings.resolved_database_url)
+        self.app = create_app(self.settings)
+        self._runner = asyncio.Runner()
+        self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(
+            self.app
+        )
+        self.run(self._lifespan.__aenter__())
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://registry.test"
+        )
+
+    @property
+    def services(self) -> Services:
+        return self.app.state.services
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coroutine)
+
+    def close(self) -> None:
+        self.run(self.client.aclose())
+        self.run(self._lifespan.__aexit__(None, None, None))
+        self._runner.close()
