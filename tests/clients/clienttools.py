@@ -1,0 +1,211 @@
+"""Run real registry clients (docker, podman, skopeo) and push images over plain HTTP.
+
+The client tests judge the server by what real clients print and do, so every command's
+combined output is kept and shown in full when a command does not end as the test expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from images import Blob, Image, Index
+
+COMMAND_TIMEOUT_SECONDS = 300
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+NAME_UNKNOWN_PATTERN = re.compile(r"NAME_UNKNOWN|name unknown", re.IGNORECASE)
+REQUIRE_CLIENTS_ENV = "OCIREGISTRY_REQUIRE_CLIENTS"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a client command did: its exit code and everything it printed."""
+
+    args: tuple[str, ...]
+    returncode: int
+    output: str
+
+    def describe(self) -> str:
+        return f"$ {' '.join(self.args)}\n[exit {self.returncode}]\n{self.output}"
+
+
+def run(
+    *args: str | Path,
+    check: bool = True,
+    timeout: float = COMMAND_TIMEOUT_SECONDS,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run a command, stdout and stderr interleaved as a person would see them.
+
+    With `check`, a non-zero exit fails the test with the full output, so the report says what
+    the client complained about instead of only an exit code.
+    """
+    argv = tuple(str(arg) for arg in args)
+    try:
+        completed = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+    except subprocess.TimeoutExpired as expired:
+        output = expired.output or ""
+        if isinstance(output, bytes):
+            output = output.decode(errors="replace")
+        pytest.fail(f"$ {' '.join(argv)}\ntimed out after {timeout}s; output so far:\n{output}")
+    result = Result(argv, completed.returncode, completed.stdout)
+    if check and result.returncode != 0:
+        pytest.fail(f"client command failed:\n{result.describe()}", pytrace=False)
+    return result
+
+
+def clients_required() -> bool:
+    """scripts/test sets this: in the full run a missing client is a failure, not a skip."""
+    return os.environ.get(REQUIRE_CLIENTS_ENV) == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip (developer machine without the client) or fail (the full run) for `reason`."""
+    if clients_required():
+        pytest.fail(f"{reason} ({REQUIRE_CLIENTS_ENV}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def find_tool(name: str, env_var: str | None = None) -> str:
+    """The path of client `name` (or of `$env_var` when set), else skip/fail."""
+    chosen = os.environ.get(env_var, "") if env_var else ""
+    path = shutil.which(chosen or name)
+    if path is None:
+        unavailable(f"{chosen or name} is not installed")
+    assert path is not None
+    return path
+
+
+def pushed_digest(output: str) -> str:
+    """The manifest digest from docker's `TAG: digest: sha256:... size: N` push line."""
+    match = re.search(r"digest: (sha256:[0-9a-f]{64}) size: \d+", output)
+    assert match, f"no 'digest: ... size: ...' line in the push output:\n{output}"
+    return match.group(1)
+
+
+def push_blob_http(client: httpx.Client, repository: str, blob: Blob) -> None:
+    """Monolithic POST + PUT upload of one blob, as the distribution spec describes it."""
+    started = client.post(f"/v2/{repository}/blobs/uploads/")
+    assert started.status_code == 202, f"POST upload: {started.status_code} {started.text}"
+    # Merge, not replace: the Location may carry upload state in its own query string.
+    location = httpx.URL(started.headers["Location"]).copy_merge_params({"digest": blob.digest})
+    finished = client.put(
+        location,
+        content=blob.data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert finished.status_code == 201, f"PUT upload: {finished.status_code} {finished.text}"
+
+
+def push_manifest_http(client: httpx.Client, repository: str, manifest: Blob, ref: str) -> None:
+    """PUT exact manifest bytes under `ref` (tag or digest)."""
+    response = client.put(
+        f"/v2/{repository}/manifests/{ref}",
+        content=manifest.data,
+        headers={"Content-Type": manifest.media_type},
+    )
+    assert response.status_code == 201, f"PUT manifest: {response.status_code} {response.text}"
+    assert response.headers.get("Docker-Content-Digest") == manifest.digest
+
+
+def push_image_http(client: httpx.Client, repository: str, top: Image | Index, tag: str) -> None:
+    """Push an image or index with plain HTTP calls, to set up a subject for other clients."""
+    children = top.children if isinstance(top, Index) else ()
+    for child in children:
+        for blob in child.blobs():
+            push_blob_http(client, repository, blob)
+        push_manifest_http(client, repository, child.manifest, child.digest)
+    if isinstance(top, Image):
+        for blob in top.blobs():
+            push_blob_http(client, repository, blob)
+    push_manifest_http(client, repository, top.manifest, tag)
+
+
+class Docker:
+    """The docker CLI against the local daemon; remembers the images a test made."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.created: list[str] = []
+
+    def __call__(self, *args: str | Path, check: bool = True) -> Result:
+        return run(self.binary, *args, check=check)
+
+    def import_tar(self, tar: Path, reference: str) -> str:
+        """`docker import` a rootfs tar as `reference`; returns the image ID (sha256:...)."""
+        self.created.append(reference)
+        image_id = self("import", tar, reference).output.strip().splitlines()[-1]
+        assert image_id.startswith("sha256:"), f"docker import printed {image_id!r}"
+        return image_id
+
+    def tag(self, source: str, reference: str) -> None:
+        self.created.append(reference)
+        self("tag", source, reference)
+
+    def pull(self, reference: str) -> Result:
+        self.created.append(reference)
+        return self("pull", reference)
+
+    def image_id(self, reference: str) -> str | None:
+        """The local image ID of `reference`, or None when the daemon has no such image."""
+        result = self("image", "inspect", "--format", "{{.Id}}", reference, check=False)
+        return result.output.strip() if result.returncode == 0 else None
+
+    def repo_digests(self, reference: str) -> list[str]:
+        """The `host/repo@sha256:...` names the daemon records for a pulled image."""
+        output = self("image", "inspect", "--format", "{{json .RepoDigests}}", reference).output
+        return list(json.loads(output))
+
+    def cleanup(self) -> None:
+        """Remove every image reference the test made, so the daemon's store stays small."""
+        if self.created:
+            self("rmi", "--force", *reversed(self.created), check=False)
+        self.created.clear()
+
+
+class Podman:
+    """podman with its own vfs store in a temp dir: no overlay or fuse needed, no leftovers."""
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        self.global_args = [
+            "--root", str(root / "storage"),
+            "--runroot", str(root / "run"),
+            "--storage-driver", "vfs",
+            "--events-backend", "none",
+            "--cgroup-manager", "cgroupfs",
+            "--tmpdir", str(root / "tmp"),
+        ]
+
+    def __call__(self, *args: str | Path, check: bool = True) -> Result:
+        return run(self.binary, *self.global_args, *args, check=check)
+
+    def image_id(self, reference: str) -> str | None:
+        result = self("image", "inspect", "--format", "{{.Id}}", reference, check=False)
+        return result.output.strip() if result.returncode == 0 else None
+
+
+class Skopeo:
+    """skopeo; the TLS flags stay with each call, since they differ between subcommands."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def __call__(self, *args: str | Path, check: bool = True) -> Result:
+        return run(self.binary, *args, check=check)
