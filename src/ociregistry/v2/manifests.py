@@ -6,14 +6,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ociregistry.auth.policy import Action
+from ociregistry.errors import ManifestUnknown
 from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
-from ociregistry.manifests.service import Reference
+from ociregistry.manifests.service import Reference, TagInvalid
 from ociregistry.v2.common import principal, read_body, repository, services
+
+
+def _existing_reference(request: Request) -> Reference:
+    """A reference to look up: one that cannot be a tag names no manifest (404, as the OCI
+    conformance suite expects), while pushing to it is refused as TAG_INVALID."""
+    try:
+        return Reference.parse(request.path_params["reference"])
+    except TagInvalid as error:
+        raise ManifestUnknown(error.message, detail=error.detail) from None
 
 
 async def _fetch(request: Request, *, with_body: bool) -> Response:
     repo = repository(request)
-    reference = Reference.parse(request.path_params["reference"])
+    reference = _existing_reference(request)
     registry = services(request)
     await registry.policy.require(principal(request), repo, Action.PULL)
     record, body = await registry.manifests.get(repo, reference)
@@ -55,7 +65,7 @@ async def put_manifest(request: Request) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     repo = repository(request)
-    reference = Reference.parse(request.path_params["reference"])
+    reference = _existing_reference(request)
     registry = services(request)
     await registry.policy.require(principal(request), repo, Action.DELETE)
     await registry.manifests.delete(repo, reference)
