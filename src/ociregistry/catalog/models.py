@@ -54,6 +54,12 @@ class Registry(Base):
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="available")  # | deleting
     remark: Mapped[str] = mapped_column(Text, default="")
+    project_group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("project_groups.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     pull_count_refreshed_at: Mapped[datetime | None] = mapped_column(nullable=True)

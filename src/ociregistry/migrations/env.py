@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from ociregistry.auth import models as _auth_models  # noqa: F401 - registers the tables
 from ociregistry.catalog.models import Base
 
 connection = context.config.attributes["connection"]
