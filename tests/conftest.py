@@ -49,5 +49,6 @@ def registry(server: RunningServer, registry_name: str) -> str:
 
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60.0) as http:
+    """An HTTP client signed in as the platform admin (Basic credentials on every request)."""
+    with httpx.Client(base_url=server.url, timeout=60.0, auth=server.admin) as http:
         yield http

@@ -15,19 +15,20 @@ from typing import Any, TypeVar
 import httpx
 
 from ociregistry.app import create_app
-from ociregistry.catalog import migrate
+from ociregistry.cli import prepare
 from ociregistry.config import Settings
 from ociregistry.services import Services
 
 T = TypeVar("T")
+ADMIN_PASSWORD = "in-process-admin"
 
 
 class InProcessRegistry:
     """An app with its lifespan entered, and a client for it, on a private event loop."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(data_dir=str(data_dir))
-        migrate(self.settings.resolved_database_url)
+        self.settings = Settings(data_dir=str(data_dir), admin_password=ADMIN_PASSWORD)
+        prepare(self.settings)
         self.app = create_app(self.settings)
         self._runner = asyncio.Runner()
         self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(
@@ -35,7 +36,9 @@ class InProcessRegistry:
         )
         self.run(self._lifespan.__aenter__())
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://registry.test"
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://registry.test",
+            auth=("admin", ADMIN_PASSWORD),
         )
 
     @property

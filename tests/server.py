@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 
 READY_TIMEOUT_SECONDS = 60.0
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "test-admin-password"  # the first start creates `admin` with it
 
 
 def free_port() -> int:
@@ -40,7 +42,7 @@ class RunningServer:
         self.data_dir = Path(data_dir)
         self.workers = workers
         self.port = port or free_port()
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "OCIREGISTRY_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
         self.extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
@@ -49,6 +51,11 @@ class RunningServer:
     def address(self) -> str:
         """`host:port`, as it appears in image references."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        """Credentials of the platform admin, for clients that must sign in to push."""
+        return ADMIN_USER, ADMIN_PASSWORD
 
     @property
     def url(self) -> str:

@@ -31,6 +31,8 @@ def run_suite(
     env = {name: value for name, value in os.environ.items() if not name.startswith("OCI_")}
     # A mount without `from` is not searched for in other repositories: expect 202.
     env["OCI_AUTOMATIC_CROSSMOUNT"] = "0"
+    # Signed in: the suite goes through the token flow (401, token endpoint, Bearer).
+    env["OCI_USERNAME"], env["OCI_PASSWORD"] = server.admin
     result = subprocess.run(
         [
             sys.executable,

@@ -172,7 +172,7 @@ def assert_image_served(client: httpx.Client, repo: str, image: SmallImage, tag:
 
 def client_for(server: RunningServer) -> httpx.Client:
     """A new client per server life, so no pooled connection to a killed process is reused."""
-    return httpx.Client(base_url=server.url, timeout=TIMEOUT)
+    return httpx.Client(base_url=server.url, timeout=TIMEOUT, auth=server.admin)
 
 
 def push_monolithic(client: httpx.Client, repo: str, body: Iterable[bytes], content: Content

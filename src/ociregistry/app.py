@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from ociregistry import v2
+from ociregistry.authapi import token
 from ociregistry.config import Settings
 from ociregistry.errors import RegistryError
 from ociregistry.services import Services
@@ -39,7 +41,7 @@ async def _purge_stale_uploads(services: Services) -> None:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = Services.build(settings)
+        services = await Services.start(settings)
         app.state.services = services
         purger = asyncio.create_task(_purge_stale_uploads(services))
         try:
@@ -49,7 +51,11 @@ def create_app(settings: Settings) -> Starlette:
             await services.close()
 
     return Starlette(
-        routes=v2.routes,
+        routes=[
+            *v2.routes,
+            Route("/auth/token", token.get_token, methods=["GET"]),
+            Route("/auth/token", token.post_token, methods=["POST"]),
+        ],
         middleware=[Middleware(ApiVersionHeader)],
         exception_handlers={
             RegistryError: registry_error_handler,

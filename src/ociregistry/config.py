@@ -40,6 +40,12 @@ class Settings:
     upload_expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS
     access_log: bool = True
     log_level: str = "info"
+    admin_password: str = ""  # first start only; empty: generate one and print it once
+    anonymous_access: bool = True  # anonymous view and pull of public and platform images
+    token_service: str = "ociregistry"  # the `service` of token auth, and the tokens' audience
+    token_ttl_seconds: int = 300
+    login_max_failures: int = 10  # failed sign-ins before an account or address is blocked
+    login_block_seconds: int = 300
 
     @property
     def data_path(self) -> Path:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ociregistry.auth.accounts import Accounts
+from ociregistry.auth.groups import Groups
 from ociregistry.auth.policy import AccessPolicy
+from ociregistry.auth.throttle import LoginThrottle
+from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobstore import BlobStore, FilesystemDriver, Uploads
-from ociregistry.catalog import Database, Images, Registries
+from ociregistry.catalog.database import Database
+from ociregistry.catalog.images import Images
+from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
 from ociregistry.manifests.service import Manifests
 
@@ -20,10 +26,16 @@ class Services:
     images: Images
     registries: Registries
     manifests: Manifests
+    accounts: Accounts
+    groups: Groups
+    throttle: LoginThrottle
+    signer: TokenSigner
     policy: AccessPolicy
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    async def start(cls, settings: Settings) -> Services:
+        """Everything a worker needs; the schema and the signing key exist already (`serve`
+        prepares them before starting workers)."""
         db = Database(settings.resolved_database_url)
         driver = FilesystemDriver(settings.storage_path)
         blobs = BlobStore(driver)
@@ -36,7 +48,17 @@ class Services:
             images=images,
             registries=Registries(db),
             manifests=Manifests(images, blobs),
-            policy=AccessPolicy(),
+            accounts=Accounts(db),
+            groups=Groups(db),
+            throttle=LoginThrottle(
+                db,
+                max_failures=settings.login_max_failures,
+                block_seconds=settings.login_block_seconds,
+            ),
+            signer=await TokenSigner.load(
+                db, service=settings.token_service, ttl_seconds=settings.token_ttl_seconds
+            ),
+            policy=AccessPolicy(db, anonymous_access=settings.anonymous_access),
         )
 
     async def close(self) -> None:

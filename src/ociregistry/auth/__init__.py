@@ -1,5 +1,1 @@
-"""Users, tokens and the access policy."""
-
-from ociregistry.auth.policy import ANONYMOUS, AccessPolicy, Action, Principal
-
-__all__ = ["ANONYMOUS", "AccessPolicy", "Action", "Principal"]
+"""Users, project groups, tokens and the access policy (`policy`), with no HTTP in sight."""

@@ -1,8 +1,19 @@
 """The single access decision point: may this principal do this to that repository?
 
-Every /v2 route and every management route asks here, and nowhere else. The registry core
-allows everything; the access-control work fills in SPEC §2 (roles, public and private
-registries, platform registries) behind this same interface.
+Every /v2 route, the token service and the management API ask here, and nowhere else. The
+rule is SPEC §2:
+
+    who                 private user registry   public user registry   platform registry
+    anonymous           nothing                 pull                   pull
+    signed-in stranger  nothing                 pull                   pull
+    group guest         pull                    pull                   pull
+    group developer     pull push delete        pull push delete       pull
+    group owner         pull push delete        pull push delete       pull
+    platform admin      everything              everything             everything
+
+A registry token or a read-only personal access token can only narrow this further. What a
+caller may not pull, it may not know exists either: it answers NAME_UNKNOWN, exactly as a
+registry that does not exist.
 """
 
 from __future__ import annotations
@@ -10,7 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ociregistry.errors import Denied
+from sqlalchemy import and_, bindparam, select
+
+from ociregistry.auth.models import GroupMember
+from ociregistry.auth.tokens import TokenClaims
+from ociregistry.catalog.database import Database
+from ociregistry.catalog.models import Registry
+from ociregistry.errors import Denied, NameUnknown, Unauthorized
 from ociregistry.names import RepositoryName
 
 
@@ -20,12 +37,24 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
+ALL_ACTIONS = frozenset(Action)
+_ROLE_ACTIONS = {
+    "guest": frozenset({Action.PULL}),
+    "developer": ALL_ACTIONS,
+    "owner": ALL_ACTIONS,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is asking: a signed-in user, or anonymous (`username` None)."""
+    """Who is asking: a user (or anonymous), and what their credentials restrict them to."""
 
     username: str | None = None
+    user_id: int | None = None
     is_admin: bool = False
+    token: TokenClaims | None = None  # a registry token narrows access to its `access` claim
+    read_only: bool = False  # a read-only personal access token
+    presented_credentials: bool = False  # anonymous, but with a (token service) token
 
     @property
     def anonymous(self) -> bool:
@@ -35,13 +64,108 @@ class Principal:
 ANONYMOUS = Principal()
 
 
+class AuthenticationRequired(Unauthorized):
+    """401: the caller must (re-)authenticate for `scope`; the HTTP layer adds the challenge."""
+
+    def __init__(self, message: str, scope: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.error = error
+
+
+_REGISTRY_ACCESS = (
+    select(Registry.kind, Registry.public, Registry.status, GroupMember.role)
+    .select_from(Registry)
+    .outerjoin(
+        GroupMember,
+        and_(
+            GroupMember.group_id == Registry.project_group_id,
+            GroupMember.user_id == bindparam("user_id"),
+        ),
+    )
+    .where(Registry.name == bindparam("registry"))
+)
+
+
+def scope_for(repo: RepositoryName, action: Action) -> str:
+    """The scope a client should ask for; pushes ask for pull too, as docker does."""
+    actions = "pull,push" if action is Action.PUSH else str(action)
+    return f"repository:{repo.full}:{actions}"
+
+
 class AccessPolicy:
+    def __init__(self, db: Database, *, anonymous_access: bool = True) -> None:
+        self.db = db
+        self.anonymous_access = anonymous_access
+
+    async def registry_permissions(self, principal: Principal, registry: str) -> frozenset[str]:
+        """What SPEC §2 lets `principal` do in `registry`, before any token narrows it."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    _REGISTRY_ACCESS, {"registry": registry, "user_id": principal.user_id or -1}
+                )
+            ).first()
+        if row is None:
+            return frozenset()
+        kind, public, status, role = row
+        if status != "available":
+            return frozenset()
+        if principal.is_admin:
+            return ALL_ACTIONS
+        allowed: frozenset[str] = frozenset()
+        if (kind == "platform" or public) and (self.anonymous_access or not principal.anonymous):
+            allowed = frozenset({Action.PULL})
+        if kind == "user" and role is not None:
+            allowed |= _ROLE_ACTIONS.get(role, frozenset())
+        return allowed
+
+    def narrow(
+        self, principal: Principal, repo: RepositoryName, allowed: frozenset[str]
+    ) -> frozenset[str]:
+        """What the presented credentials leave of `allowed`."""
+        if principal.token is not None:
+            allowed = allowed & principal.token.actions("repository", repo.full)
+        if principal.read_only:
+            allowed = allowed & {Action.PULL}
+        return allowed
+
+    async def permissions(self, principal: Principal, repo: RepositoryName) -> frozenset[str]:
+        allowed = await self.registry_permissions(principal, repo.registry)
+        return self.narrow(principal, repo, allowed)
+
     async def allows(self, principal: Principal, repo: RepositoryName, action: Action) -> bool:
-        return True
+        return action in await self.permissions(principal, repo)
 
     async def require(self, principal: Principal, repo: RepositoryName, action: Action) -> None:
-        if not await self.allows(principal, repo, action):
-            raise Denied(f"{action} access to {repo.full} is denied", detail={"name": repo.full})
+        """Return when allowed; otherwise raise what the caller may be told:
+        401 (authenticate, or get a token with this scope), 404 (you cannot see this) or
+        403 (you can see it but not do this)."""
+        allowed = await self.registry_permissions(principal, repo.registry)
+        if action in self.narrow(principal, repo, allowed):
+            return
+        scope = scope_for(repo, action)
+        if principal.anonymous and not principal.presented_credentials:
+            raise AuthenticationRequired("authentication required", scope)
+        if principal.anonymous and Action.PULL not in allowed:
+            raise AuthenticationRequired(
+                "authentication required", scope, error="insufficient_scope"
+            )
+        if action in allowed:  # the token, not the user, lacks the right: ask for a new one
+            raise AuthenticationRequired(
+                f"the token does not grant {action} on {repo.full}",
+                scope,
+                error="insufficient_scope",
+            )
+        if Action.PULL not in allowed:
+            raise NameUnknown(f"repository {repo.full} is not known", detail={"name": repo.full})
+        if principal.anonymous:
+            raise AuthenticationRequired("authentication required", scope)
+        raise Denied(
+            f"{principal.username} may not {action} in {repo.full}", detail={"name": repo.full}
+        )
 
     async def may_list_catalog(self, principal: Principal) -> bool:
+        if principal.token is not None:
+            return bool(principal.token.actions("registry", "catalog"))
         return True

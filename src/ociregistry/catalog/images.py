@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy import and_, bindparam, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ociregistry.auth.models import GroupMember
 from ociregistry.blobstore.digest import Digest
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
@@ -28,7 +29,6 @@ from ociregistry.catalog.models import (
 from ociregistry.catalog.sql import dialect_insert, insert_ignore
 from ociregistry.errors import (
     ManifestBlobUnknown,
-    ManifestUnknown,
     NameUnknown,
 )
 from ociregistry.manifests.parse import ParsedManifest
@@ -256,8 +256,8 @@ class Images:
                     )).all()
                 )
             missing = sorted(children - present)
-            if missing:
-                raise ManifestUnknown(
+            if missing:  # the spec: a missing reference of any kind is MANIFEST_BLOB_UNKNOWN
+                raise ManifestBlobUnknown(
                     f"the index references {len(missing)} manifest(s) that {repo.full} does not "
                     f"hold, first {missing[0]}; push the child manifests before the index",
                     detail={"digests": missing[:20]},
@@ -363,10 +363,31 @@ class Images:
             names = await conn.scalars(_TAGS, _params(repo, last=last or "", limit=limit))
             return list(names.all())
 
-    async def repositories(self, *, limit: int, last: str | None) -> list[str]:
-        """Full names of images holding at least one manifest, in lexical order."""
+    async def repositories(
+        self,
+        *,
+        limit: int,
+        last: str | None,
+        everything: bool = False,
+        public: bool = True,
+        user_id: int | None = None,
+    ) -> list[str]:
+        """Full names of images holding at least one manifest, in lexical order: all of them,
+        or those in public and platform registries (`public`) and in the registries of the
+        groups `user_id` belongs to."""
+        query = _REPOSITORIES
+        if not everything:
+            visible = []
+            if public:
+                visible.append(or_(Registry.public.is_(True), Registry.kind == "platform"))
+            if user_id is not None:
+                member_of = select(GroupMember.group_id).where(GroupMember.user_id == user_id)
+                visible.append(
+                    and_(Registry.kind == "user", Registry.project_group_id.in_(member_of))
+                )
+            query = query.where(or_(*visible) if visible else false())
         async with self.db.read() as conn:
-            names = await conn.scalars(_REPOSITORIES, {"last": last or "", "limit": limit})
+            names = await conn.scalars(query, {"last": last or "", "limit": limit})
             return list(names.all())
 
     async def referrers(

@@ -7,7 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import Image, Registry, new_resource_id, utcnow
 from ociregistry.errors import NameInvalid, NameUnknown, RegistryError
@@ -40,19 +42,37 @@ class Registries:
         self.db = db
 
     async def create(
-        self, name: str, *, public: bool = False, kind: str = "user", remark: str = ""
+        self,
+        name: str,
+        *,
+        public: bool = False,
+        kind: str = "user",
+        remark: str = "",
+        owner: str | None = None,
+        group: str | None = None,
     ) -> RegistryInfo:
+        """A new registry of `group` (by default the owner's own group)."""
         check_registry_name(name)
         if kind not in ("user", "platform"):
             raise NameInvalid(f"kind must be 'user' or 'platform', not {kind!r}")
         now = utcnow()
         try:
             async with self.db.write() as conn:
+                owner_id, group_id = await self._owner_and_group(conn, owner, group)
                 await conn.execute(
                     Registry.__table__.insert().values(
-                        resource_id=new_resource_id("reg"), name=name, kind=kind, public=public,
-                        status="available", remark=remark, labels={}, pull_count=0,
-                        created_at=now, updated_at=now,
+                        resource_id=new_resource_id("reg"),
+                        name=name,
+                        kind=kind,
+                        public=public,
+                        status="available",
+                        remark=remark,
+                        labels={},
+                        pull_count=0,
+                        owner_id=owner_id,
+                        project_group_id=group_id,
+                        created_at=now,
+                        updated_at=now,
                     )
                 )
         except IntegrityError:
@@ -61,6 +81,30 @@ class Registries:
                 detail={"name": name},
             ) from None
         return await self.get(name)
+
+    @staticmethod
+    async def _owner_and_group(
+        conn: AsyncConnection, owner: str | None, group: str | None
+    ) -> tuple[int | None, int | None]:
+        owner_id = group_id = None
+        if owner is not None:
+            owner_id = await conn.scalar(select(User.id).where(User.username == owner))
+            if owner_id is None:
+                raise NameUnknown(f"user {owner!r} does not exist", detail={"owner": owner})
+        if group is not None:
+            group_id = await conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == group))
+            if group_id is None:
+                raise NameUnknown(
+                    f"project group {group!r} does not exist", detail={"project_group": group}
+                )
+        elif owner_id is not None:  # the owner's own group: the first they own
+            group_id = await conn.scalar(
+                select(GroupMember.group_id)
+                .where(GroupMember.user_id == owner_id, GroupMember.role == "owner")
+                .order_by(GroupMember.group_id)
+                .limit(1)
+            )
+        return owner_id, group_id
 
     async def get(self, name: str) -> RegistryInfo:
         for info in await self.list(name=name):
@@ -72,8 +116,15 @@ class Registries:
             select(func.count(Image.id)).where(Image.registry_id == Registry.id).scalar_subquery()
         )
         query = select(
-            Registry.id, Registry.resource_id, Registry.name, Registry.kind, Registry.public,
-            Registry.status, Registry.remark, image_count, Registry.created_at,
+            Registry.id,
+            Registry.resource_id,
+            Registry.name,
+            Registry.kind,
+            Registry.public,
+            Registry.status,
+            Registry.remark,
+            image_count,
+            Registry.created_at,
         ).order_by(Registry.name)
         if name is not None:
             query = query.where(Registry.name == name)

@@ -52,7 +52,7 @@ async def _locate(request: Request) -> tuple[RepositoryName, Digest, int]:
     repo = repository(request)
     digest = Digest.parse(request.path_params["digest"])
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PULL)
+    await registry.policy.require(await principal(request), repo, Action.PULL)
     size = await registry.images.blob_size(repo, digest)
     if size is None:
         await registry.images.require_image(repo)
@@ -101,7 +101,7 @@ async def delete_blob(request: Request) -> Response:
     repo = repository(request)
     digest = Digest.parse(request.path_params["digest"])
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.DELETE)
+    await registry.policy.require(await principal(request), repo, Action.DELETE)
     if not await registry.images.unlink_blob(repo, digest):
         await registry.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ociregistry.auth.policy import ANONYMOUS, Principal
-from ociregistry.errors import RegistryError, TooLarge
+from ociregistry.auth.policy import AuthenticationRequired, Principal
+from ociregistry.authapi.credentials import authenticate
+from ociregistry.errors import RegistryError, TooLarge, Unauthorized
 from ociregistry.names import RepositoryName
 from ociregistry.services import Services
 
@@ -25,8 +26,22 @@ def repository(request: Request) -> RepositoryName:
     return RepositoryName.parse(request.path_params["name"])
 
 
-def principal(request: Request) -> Principal:
-    return ANONYMOUS
+async def principal(request: Request) -> Principal:
+    return await authenticate(request)
+
+
+def challenge(request: Request, error: Unauthorized) -> str:
+    """The `WWW-Authenticate` value that sends a client to our token endpoint."""
+    settings = services(request).settings
+    host = request.headers.get("host") or settings.public_address or "localhost"
+    realm = f"{request.url.scheme}://{host}/auth/token"
+    value = f'Bearer realm="{realm}",service="{settings.token_service}"'
+    if isinstance(error, AuthenticationRequired):
+        if error.scope:
+            value += f',scope="{error.scope}"'
+        if error.error:
+            value += f',error="{error.error}"'
+    return value
 
 
 def error_response(error: RegistryError) -> Response:
@@ -40,7 +55,10 @@ def error_response(error: RegistryError) -> Response:
 
 async def registry_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, RegistryError)
-    return error_response(error)
+    response = error_response(error)
+    if isinstance(error, Unauthorized) and request.url.path.startswith("/v2"):
+        response.headers["WWW-Authenticate"] = challenge(request, error)
+    return response
 
 
 class _RouteError(RegistryError):

@@ -19,11 +19,12 @@ def _page_size(request: Request) -> int:
     value = request.query_params.get("n")
     if value is None or value == "":
         return MAX_PAGE
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit() also takes '²' and '١'
         raise PaginationInvalid(
             f"n must be a non-negative integer, not {value[:50]!r}", detail={"n": value[:50]}
         )
-    return min(int(value[:12]), MAX_PAGE)
+    digits = value.lstrip("0")  # never int() a huge string; leading zeros do not count
+    return MAX_PAGE if len(digits) > len(str(MAX_PAGE)) else min(int(digits or "0"), MAX_PAGE)
 
 
 def _paginated(
@@ -40,7 +41,7 @@ def _paginated(
 async def list_tags(request: Request) -> JSONResponse:
     repo = repository(request)
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PULL)
+    await registry.policy.require(await principal(request), repo, Action.PULL)
     limit = _page_size(request)
     last = request.query_params.get("last") or None
     await registry.images.require_image(repo)
@@ -52,7 +53,14 @@ async def list_repositories(request: Request) -> JSONResponse:
     registry = services(request)
     limit = _page_size(request)
     last = request.query_params.get("last") or None
+    caller = await principal(request)
     names: list[str] = []
-    if limit and await registry.policy.may_list_catalog(principal(request)):
-        names = await registry.images.repositories(limit=limit + 1, last=last)
+    if limit and await registry.policy.may_list_catalog(caller):
+        names = await registry.images.repositories(
+            limit=limit + 1,
+            last=last,
+            everything=caller.is_admin and not caller.read_only,
+            public=registry.settings.anonymous_access or not caller.anonymous,
+            user_id=caller.user_id,
+        )
     return _paginated(request, "repositories", names, limit, {})

@@ -25,7 +25,7 @@ async def _fetch(request: Request, *, with_body: bool) -> Response:
     repo = repository(request)
     reference = _existing_reference(request)
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PULL)
+    await registry.policy.require(await principal(request), repo, Action.PULL)
     record, body = await registry.manifests.get(repo, reference)
     headers = {
         "Content-Type": record.media_type,
@@ -48,7 +48,7 @@ async def put_manifest(request: Request) -> Response:
     repo = repository(request)
     reference = Reference.parse(request.path_params["reference"])
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PUSH)
+    await registry.policy.require(await principal(request), repo, Action.PUSH)
     body = await read_body(request, MAX_MANIFEST_BYTES)
     pushed = await registry.manifests.put(
         repo, reference, body, request.headers.get("content-type")
@@ -67,6 +67,6 @@ async def delete_manifest(request: Request) -> Response:
     repo = repository(request)
     reference = _existing_reference(request)
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.DELETE)
+    await registry.policy.require(await principal(request), repo, Action.DELETE)
     await registry.manifests.delete(repo, reference)
     return Response(status_code=202)

@@ -18,7 +18,7 @@ async def list_referrers(request: Request) -> Response:
     repo = repository(request)
     subject = Digest.parse(request.path_params["digest"])
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PULL)
+    await registry.policy.require(await principal(request), repo, Action.PULL)
     await registry.images.require_image(repo)
     artifact_type = request.query_params.get("artifactType") or None
     referrers = await registry.images.referrers(repo, subject, artifact_type)

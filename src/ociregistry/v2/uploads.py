@@ -55,7 +55,7 @@ async def _try_mount(request: Request, repo: RepositoryName, digest: Digest) -> 
         source = RepositoryName.parse(source_name)
     except NameInvalid:
         return None
-    if not await registry.policy.allows(principal(request), source, Action.PULL):
+    if not await registry.policy.allows(await principal(request), source, Action.PULL):
         return None
     size = await registry.images.blob_size(source, digest)
     if size is None or await registry.blobs.size(digest) is None:
@@ -67,7 +67,7 @@ async def _try_mount(request: Request, repo: RepositoryName, digest: Digest) -> 
 async def start_upload(request: Request) -> Response:
     repo = repository(request)
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PUSH)
+    await registry.policy.require(await principal(request), repo, Action.PUSH)
     await registry.images.require_registry(repo)
 
     mount = request.query_params.get("mount")
@@ -95,7 +95,7 @@ async def start_upload(request: Request) -> Response:
 async def _session(request: Request) -> tuple[RepositoryName, UploadSession]:
     repo = repository(request)
     registry = services(request)
-    await registry.policy.require(principal(request), repo, Action.PUSH)
+    await registry.policy.require(await principal(request), repo, Action.PUSH)
     session = await registry.uploads.get(request.path_params["upload_id"], repo.full)
     return repo, session
 

@@ -1,0 +1,110 @@
+"""Project groups and their members. Membership in a registry's group is what grants access
+to it (SPEC §2): guests pull, developers also push and delete, owners also administer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+
+from ociregistry.auth.accounts import ROLES, AccountError, AccountExists, AccountUnknown
+from ociregistry.auth.models import GroupMember, ProjectGroup, User
+from ociregistry.catalog.database import Database
+from ociregistry.catalog.models import new_resource_id, utcnow
+from ociregistry.catalog.sql import dialect_insert
+
+_GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    username: str
+    role: str
+
+
+class Groups:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, name: str, owner: str, description: str = "") -> int:
+        if _GROUP_NAME.fullmatch(name) is None:
+            raise AccountError(
+                f"invalid project group name {name[:80]!r}: use 1-64 characters of a-z 0-9 . _ -",
+                detail={"field": "name"},
+            )
+        async with self.db.write() as conn:
+            owner_id = await conn.scalar(select(User.id).where(User.username == owner))
+            if owner_id is None:
+                raise AccountUnknown(f"user {owner!r} does not exist")
+            if await conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == name)):
+                raise AccountExists(f"project group {name!r} exists", detail={"name": name})
+            result = await conn.execute(
+                ProjectGroup.__table__.insert().values(
+                    resource_id=new_resource_id("grp"),
+                    name=name,
+                    description=description,
+                    created_at=utcnow(),
+                )
+            )
+            group_id = result.inserted_primary_key[0]
+            await conn.execute(
+                GroupMember.__table__.insert().values(
+                    group_id=group_id, user_id=owner_id, role="owner", created_at=utcnow()
+                )
+            )
+        return group_id
+
+    async def group_id(self, name: str) -> int | None:
+        async with self.db.read() as conn:
+            return await conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == name))
+
+    async def set_member(self, group: str, username: str, role: str) -> None:
+        if role not in ROLES:
+            raise AccountError(
+                f"role must be one of {', '.join(ROLES)}, not {role!r}", detail={"field": "role"}
+            )
+        async with self.db.write() as conn:
+            group_id = await conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == group))
+            user_id = await conn.scalar(select(User.id).where(User.username == username))
+            if group_id is None or user_id is None:
+                raise AccountUnknown(f"no project group {group!r} or no user {username!r}")
+            upsert = dialect_insert(conn, GroupMember.__table__).values(
+                group_id=group_id, user_id=user_id, role=role, created_at=utcnow()
+            )
+            await conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["group_id", "user_id"], set_={"role": role}
+                )
+            )
+
+    async def remove_member(self, group: str, username: str) -> None:
+        async with self.db.write() as conn:
+            group_id = await conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == group))
+            user_id = await conn.scalar(select(User.id).where(User.username == username))
+            result = await conn.execute(
+                delete(GroupMember).where(
+                    GroupMember.group_id == group_id, GroupMember.user_id == user_id
+                )
+            )
+        if not result.rowcount:
+            raise AccountUnknown(f"{username!r} is not a member of {group!r}")
+
+    async def members(self, group: str) -> list[Member]:
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(User.username, GroupMember.role)
+                    .join(GroupMember, GroupMember.user_id == User.id)
+                    .join(ProjectGroup, ProjectGroup.id == GroupMember.group_id)
+                    .where(ProjectGroup.name == group)
+                    .order_by(User.username)
+                )
+            ).all()
+        return [Member(*row) for row in rows]
+
+    async def list(self) -> list[str]:
+        async with self.db.read() as conn:
+            return list(
+                (await conn.scalars(select(ProjectGroup.name).order_by(ProjectGroup.name))).all()
+            )

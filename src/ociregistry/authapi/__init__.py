@@ -1,0 +1,2 @@
+"""Authentication over HTTP: reading credentials from requests, the `WWW-Authenticate`
+challenge, and the Docker token endpoint `/auth/token`."""

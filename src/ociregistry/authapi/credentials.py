@@ -1,0 +1,117 @@
+"""Who is asking: the `Authorization` header of a request, turned into a `Principal`.
+
+`Bearer` carries a registry token from our token endpoint; `Basic` carries a username with a
+password or a personal access token (checked with throttling). No header is anonymous.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from starlette.requests import Request
+
+from ociregistry.auth.accounts import Authenticated
+from ociregistry.auth.policy import ANONYMOUS, AuthenticationRequired, Principal
+from ociregistry.auth.tokens import InvalidToken
+from ociregistry.errors import RegistryError, Unauthorized
+from ociregistry.services import Services
+
+log = logging.getLogger("ociregistry.auth")
+
+
+class TooManyAttempts(RegistryError):
+    code, status = "TOO_MANY_REQUESTS", 429
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def parse_basic(value: str) -> tuple[str, str]:
+    """`username:secret` from a Basic credential; 401 when it is not base64 or has no colon."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Unauthorized("the Basic credentials are not valid base64") from None
+    username, colon, secret = decoded.partition(":")
+    if not colon or not username:
+        raise Unauthorized("the Basic credentials must be username:password")
+    return username, secret
+
+
+async def check_password(
+    services: Services, request: Request, username: str, secret: str
+) -> Authenticated:
+    """Verify a username and password (or personal access token), throttling failures per
+    account and per address. Failures for existing and missing accounts look alike."""
+    keys = [f"user:{username.lower()[:100]}", f"addr:{client_address(request)}"]
+    verdict = await services.throttle.check(keys)
+    if verdict.retry_after is not None:
+        log.warning("sign-in refused (throttled) user=%r addr=%s", username[:100], keys[1])
+        raise TooManyAttempts(
+            "too many failed sign-ins; try again later",
+            headers={"Retry-After": str(verdict.retry_after)},
+        )
+    await services.throttle.wait(verdict)
+    found = await services.accounts.authenticate(username, secret)
+    if found is None:
+        await services.throttle.failed(keys)
+        log.warning("sign-in failed user=%r addr=%s", username[:100], keys[1])
+        raise Unauthorized("invalid username or password")
+    if verdict.failures:  # a success clears the account's record (never the address's)
+        await services.throttle.succeeded(keys[:1])
+    return found
+
+
+def principal_of(found: Authenticated, **extra: object) -> Principal:
+    return Principal(
+        username=found.user.username,
+        user_id=found.user.id,
+        is_admin=found.user.is_admin,
+        read_only=found.read_only,
+        presented_credentials=True,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def authenticate(request: Request) -> Principal:
+    """The request's principal, computed once per request."""
+    cached = request.scope.get("ociregistry.principal")
+    if cached is not None:
+        return cached
+    services: Services = request.app.state.services
+    header = request.headers.get("authorization")
+    principal = ANONYMOUS
+    if header:
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            principal = await _bearer(services, value.strip())
+        elif scheme == "basic":
+            username, secret = parse_basic(value)
+            principal = principal_of(await check_password(services, request, username, secret))
+        else:
+            raise Unauthorized(f"unsupported authorization scheme {scheme[:20]!r}")
+    request.scope["ociregistry.principal"] = principal
+    return principal
+
+
+async def _bearer(services: Services, token: str) -> Principal:
+    try:
+        claims = services.signer.verify(token)
+    except InvalidToken as error:
+        log.warning("registry token refused: %s", error)
+        raise AuthenticationRequired(f"invalid token: {error}", "", error="invalid_token") from None
+    if not claims.subject:
+        return Principal(token=claims, presented_credentials=True)
+    found = await services.accounts.active_user(claims.subject, claims.token_id)
+    if found is None:
+        log.warning("registry token of a disabled user or revoked token refused")
+        raise AuthenticationRequired(
+            "the token's user is disabled or its access token was revoked",
+            "",
+            error="invalid_token",
+        )
+    return principal_of(found, token=claims)

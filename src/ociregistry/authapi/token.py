@@ -1,0 +1,137 @@
+"""`/auth/token`: the Docker token service.
+
+`GET` takes Basic credentials (or none, for anonymous pulls) and `scope` parameters; `POST`
+speaks OAuth2 with the `password` and `refresh_token` grants, which is how `docker login`
+obtains an identity token. Either answers a registry token whose `access` claim is what was
+asked for, narrowed to what the access policy allows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ociregistry.auth.accounts import Authenticated
+from ociregistry.auth.policy import ANONYMOUS, Principal
+from ociregistry.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope, parse_scopes
+from ociregistry.authapi.credentials import check_password, parse_basic, principal_of
+from ociregistry.errors import NameInvalid, RegistryError, Unauthorized
+from ociregistry.names import RepositoryName
+from ociregistry.services import Services
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+class GrantInvalid(RegistryError):
+    """An OAuth2 request that cannot be served; `oauth_error` is RFC 6749's error name."""
+
+    code, status = "UNSUPPORTED", 400
+
+    def __init__(self, message: str, oauth_error: str, status: int = 400) -> None:
+        super().__init__(message, detail={"error": oauth_error})
+        self.status = status  # type: ignore[misc]
+
+
+async def _grant(
+    services: Services, principal: Principal, scopes: list[Scope]
+) -> list[dict[str, Any]]:
+    access: list[dict[str, Any]] = []
+    for scope in scopes:
+        if scope.type == REPOSITORY:
+            try:
+                repo = RepositoryName.parse(scope.name)
+            except NameInvalid:
+                continue
+            allowed = await services.policy.registry_permissions(principal, repo.registry)
+            granted = scope.actions & services.policy.narrow(principal, repo, allowed)
+            if granted:
+                access.append(Scope(REPOSITORY, repo.full, frozenset(granted)).as_claim())
+        elif scope.type == REGISTRY and scope.name == CATALOG and "*" in scope.actions:
+            access.append({"type": REGISTRY, "name": CATALOG, "actions": ["*"]})
+    return access
+
+
+def _issue(
+    services: Services, found: Authenticated | None, access: list[dict[str, Any]]
+) -> tuple[str, int]:
+    return services.signer.issue(
+        found.user.username if found else "",
+        access,
+        token_id=found.token_id if found else None,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def get_token(request: Request) -> JSONResponse:
+    services: Services = request.app.state.services
+    scopes = parse_scopes(request.query_params.getlist("scope"))
+    found = None
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise Unauthorized("the token endpoint takes Basic credentials or none")
+        found = await check_password(services, request, *parse_basic(value))
+    principal = principal_of(found) if found else ANONYMOUS
+    access = await _grant(services, principal, scopes)
+    token, ttl = _issue(services, found, access)
+    body: dict[str, Any] = {
+        "token": token,
+        "access_token": token,
+        "expires_in": ttl,
+        "issued_at": _now(),
+    }
+    if found and request.query_params.get("offline_token") == "true":
+        body["refresh_token"] = await services.accounts.issue_refresh_token(found)
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+async def post_token(request: Request) -> JSONResponse:
+    services: Services = request.app.state.services
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise GrantInvalid("the token request is too large", "invalid_request", status=413)
+    form = await request.form(max_fields=100)
+    grant_type = form.get("grant_type")
+    refresh_token = None
+    if grant_type == "password":
+        username, password = form.get("username"), form.get("password")
+        if not isinstance(username, str) or not isinstance(password, str) or not username:
+            raise GrantInvalid("the password grant needs username and password", "invalid_request")
+        found = await check_password(services, request, username, password)
+        refresh_token = await services.accounts.issue_refresh_token(found)
+    elif grant_type == "refresh_token":
+        value = form.get("refresh_token")
+        found = (
+            await services.accounts.redeem_refresh_token(value) if isinstance(value, str) else None
+        )
+        if found is None:
+            raise GrantInvalid(
+                "the refresh token is invalid, expired or revoked", "invalid_grant", status=401
+            )
+        refresh_token = value
+    else:
+        raise GrantInvalid("grant_type must be password or refresh_token", "unsupported_grant_type")
+    scope_values = [value for value in form.getlist("scope") if isinstance(value, str)]
+    access = await _grant(services, principal_of(found), parse_scopes(scope_values))
+    token, ttl = _issue(services, found, access)
+    granted = " ".join(
+        f"{entry['type']}:{entry['name']}:{','.join(entry['actions'])}" for entry in access
+    )
+    return JSONResponse(
+        {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "issued_at": _now(),
+            "scope": granted,
+            "refresh_token": refresh_token,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
