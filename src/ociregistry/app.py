@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from ociregistry import v2
 from ociregistry.authapi import token
+from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.errors import RegistryError
 from ociregistry.services import Services
@@ -38,16 +39,33 @@ async def _purge_stale_uploads(services: Services) -> None:
             log.exception("purging expired uploads failed")
 
 
+async def _refresh_registry_counts(services: Services) -> None:
+    """Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3)."""
+    interval = services.settings.registry_count_refresh_seconds
+    while True:
+        try:
+            await refresh_registry_counts(services.db, older_than_seconds=interval)
+        except Exception:
+            log.exception("refreshing registry pull counts failed")
+        await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
-        purger = asyncio.create_task(_purge_stale_uploads(services))
+        background = [
+            asyncio.create_task(_purge_stale_uploads(services)),
+            asyncio.create_task(_refresh_registry_counts(services)),
+        ]
+        services.pulls.start()
         try:
             yield
         finally:
-            purger.cancel()
+            for task in background:
+                task.cancel()
+            await services.pulls.stop()
             await services.close()
 
     return Starlette(

@@ -46,6 +46,8 @@ class Settings:
     token_ttl_seconds: int = 300
     login_max_failures: int = 10  # failed sign-ins before an account or address is blocked
     login_block_seconds: int = 300
+    pull_counting: bool = True
+    registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
 
     @property
     def data_path(self) -> Path:

@@ -12,6 +12,7 @@ from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobstore import BlobStore, FilesystemDriver, Uploads
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.images import Images
+from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
 from ociregistry.manifests.service import Manifests
@@ -31,6 +32,7 @@ class Services:
     throttle: LoginThrottle
     signer: TokenSigner
     policy: AccessPolicy
+    pulls: PullCounter
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -59,6 +61,7 @@ class Services:
                 db, service=settings.token_service, ttl_seconds=settings.token_ttl_seconds
             ),
             policy=AccessPolicy(db, anonymous_access=settings.anonymous_access),
+            pulls=PullCounter(db, enabled=settings.pull_counting),
         )
 
     async def close(self) -> None:

@@ -43,11 +43,14 @@ def upload_range(size: int) -> str:
 
 def _parse_upload_id(text: str) -> str:
     try:
-        return str(uuid.UUID(text, version=4))
+        upload_id = str(uuid.UUID(text, version=4))
     except ValueError:
+        upload_id = None
+    if upload_id != text:  # only the exact id we issued: UUID() also reads braces, upper case...
         raise BlobUploadUnknown(
             f"upload {text[:100]!r} is unknown: start an upload with POST .../blobs/uploads/"
-        ) from None
+        )
+    return text
 
 
 async def _in_thread(function, *args):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -125,6 +126,25 @@ class ManifestReference(Base):
     kind: Mapped[str] = mapped_column(String(16))  # blob | manifest
     size: Mapped[int] = mapped_column(BigInteger)
     platform: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class PullEvent(Base):
+    """A manifest GET, or a HEAD by tag, waiting to be counted (see catalog/pulls.py)."""
+
+    __tablename__ = "pull_events"
+    __table_args__ = (
+        Index("ix_pull_events_pending", "processed", "at"),
+        Index("ix_pull_events_client", "client", "image_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+    client: Mapped[str] = mapped_column(String(300))  # address and credentials
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    tag: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    processed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Tag(Base):

@@ -5,11 +5,18 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ociregistry.auth.policy import Action
+from ociregistry.auth.policy import Action, Principal
+from ociregistry.catalog.pulls import GET_BY_DIGEST, GET_BY_TAG, HEAD_BY_TAG
 from ociregistry.errors import ManifestUnknown
 from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
 from ociregistry.manifests.service import Reference, TagInvalid
 from ociregistry.v2.common import principal, read_body, repository, services
+
+
+def pull_client(request: Request, caller: Principal) -> str:
+    """Who pulls, for pull counting: the address and the credentials (SPEC §3)."""
+    address = request.client.host if request.client else "unknown"
+    return f"{address}|{caller.username or '-'}"
 
 
 def _existing_reference(request: Request) -> Reference:
@@ -25,8 +32,19 @@ async def _fetch(request: Request, *, with_body: bool) -> Response:
     repo = repository(request)
     reference = _existing_reference(request)
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.PULL)
+    caller = await principal(request)
+    await registry.policy.require(caller, repo, Action.PULL)
     record, body = await registry.manifests.get(repo, reference)
+    if with_body or reference.tag is not None:  # HEAD by tag: how containerd resolves tags
+        kind = (GET_BY_TAG if reference.tag else GET_BY_DIGEST) if with_body else HEAD_BY_TAG
+        registry.pulls.record(
+            pull_client(request, caller),
+            repo.registry,
+            repo.image,
+            kind,
+            reference.tag,
+            record.digest,
+        )
     headers = {
         "Content-Type": record.media_type,
         "Content-Length": str(record.size),
