@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ociregistry import v2
+from ociregistry import api, v2
+from ociregistry.api.common import api_error
 from ociregistry.authapi import token
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
@@ -45,6 +48,7 @@ async def _refresh_registry_counts(services: Services) -> None:
     while True:
         try:
             await refresh_registry_counts(services.db, older_than_seconds=interval)
+            await services.console.finish_deletions()  # also after a crash mid-deletion
         except Exception:
             log.exception("refreshing registry pull counts failed")
         await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))
@@ -68,15 +72,22 @@ def create_app(settings: Settings) -> Starlette:
             await services.pulls.stop()
             await services.close()
 
+    async def on_registry_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RegistryError)
+        if request.url.path.startswith("/api/"):
+            return api_error(error)
+        return await registry_error_handler(request, error)
+
     return Starlette(
         routes=[
             *v2.routes,
+            *api.routes,
             Route("/auth/token", token.get_token, methods=["GET"]),
             Route("/auth/token", token.post_token, methods=["POST"]),
         ],
         middleware=[Middleware(ApiVersionHeader)],
         exception_handlers={
-            RegistryError: registry_error_handler,
+            RegistryError: on_registry_error,
             HTTPException: http_error_handler,
         },
         lifespan=lifespan,

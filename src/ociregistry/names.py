@@ -72,3 +72,42 @@ class RepositoryName:
             shown = name[:300]
             raise NameInvalid(f"repository name {shown!r} {problem}", detail={"name": shown})
         return cls(registry, image)
+
+
+MAX_LABELS = 20
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 256
+MAX_REMARK = 1024
+
+
+def check_labels(labels: object) -> dict[str, str]:
+    """A registry's labels (cloud resource tags): at most 20, keys 1-128 characters, values
+    0-256 characters, all strings."""
+    if not isinstance(labels, dict):
+        raise NameInvalid("labels must be an object of strings", detail={"field": "labels"})
+    if len(labels) > MAX_LABELS:
+        raise NameInvalid(
+            f"a registry has at most {MAX_LABELS} labels, not {len(labels)}",
+            detail={"field": "labels"},
+        )
+    for key, value in labels.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_LABEL_KEY:
+            raise NameInvalid(
+                f"label keys have 1-{MAX_LABEL_KEY} characters", detail={"field": "labels"}
+            )
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+            raise NameInvalid(
+                f"the value of label {key[:50]!r} must be a string of at most "
+                f"{MAX_LABEL_VALUE} characters",
+                detail={"field": "labels", "key": key[:50]},
+            )
+    return dict(labels)
+
+
+def check_remark(remark: object) -> str:
+    if not isinstance(remark, str) or len(remark) > MAX_REMARK:
+        raise NameInvalid(
+            f"remark must be a string of at most {MAX_REMARK} characters",
+            detail={"field": "remark"},
+        )
+    return remark

@@ -10,6 +10,7 @@ from ociregistry.auth.policy import AccessPolicy
 from ociregistry.auth.throttle import LoginThrottle
 from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobstore import BlobStore, FilesystemDriver, Uploads
+from ociregistry.catalog.console import Console
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.images import Images
 from ociregistry.catalog.pulls import PullCounter
@@ -33,6 +34,7 @@ class Services:
     signer: TokenSigner
     policy: AccessPolicy
     pulls: PullCounter
+    console: Console
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -62,6 +64,7 @@ class Services:
             ),
             policy=AccessPolicy(db, anonymous_access=settings.anonymous_access),
             pulls=PullCounter(db, enabled=settings.pull_counting),
+            console=Console(db),
         )
 
     async def close(self) -> None:

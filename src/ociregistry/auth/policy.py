@@ -38,6 +38,13 @@ class Action(StrEnum):
 
 
 ALL_ACTIONS = frozenset(Action)
+VIEW, PUSH, DELETE, ADMINISTER = "view", "push", "delete", "administer"
+MANAGEMENT_RIGHTS = frozenset({VIEW, PUSH, DELETE, ADMINISTER})
+_ROLE_RIGHTS = {
+    "guest": frozenset({VIEW}),
+    "developer": frozenset({VIEW, PUSH, DELETE}),
+    "owner": MANAGEMENT_RIGHTS,
+}
 _ROLE_ACTIONS = {
     "guest": frozenset({Action.PULL}),
     "developer": ALL_ACTIONS,
@@ -164,6 +171,64 @@ class AccessPolicy:
         raise Denied(
             f"{principal.username} may not {action} in {repo.full}", detail={"name": repo.full}
         )
+
+    # -- the management API ------------------------------------------------------------------
+
+    async def registry_rights(self, principal: Principal, registry: str) -> frozenset[str] | None:
+        """What the console lets `principal` do with `registry`: a subset of `VIEW`, `PUSH`,
+        `DELETE` and `ADMINISTER` (visibility, labels, remark, deletion, members); None when
+        they may not even know it exists. A registry being deleted can only be viewed."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    _REGISTRY_ACCESS, {"registry": registry, "user_id": principal.user_id or -1}
+                )
+            ).first()
+        if row is None:
+            return None
+        kind, public, status, role = row
+        if principal.is_admin:
+            rights = MANAGEMENT_RIGHTS
+        else:
+            rights = frozenset()
+            if (kind == "platform" or public) and (
+                self.anonymous_access or not principal.anonymous
+            ):
+                rights = frozenset({VIEW})
+            if kind == "user" and role is not None:
+                rights |= _ROLE_RIGHTS.get(role, frozenset())
+        if not rights:
+            return None
+        if status != "available" or principal.read_only:
+            rights &= {VIEW}
+        return rights
+
+    def may_create_platform_registry(self, principal: Principal) -> bool:
+        return principal.is_admin and not principal.read_only
+
+    async def group_role(self, principal: Principal, group_id: int) -> str | None:
+        if principal.user_id is None:
+            return None
+        async with self.db.read() as conn:
+            return await conn.scalar(
+                select(GroupMember.role).where(
+                    GroupMember.group_id == group_id, GroupMember.user_id == principal.user_id
+                )
+            )
+
+    async def may_create_in_group(self, principal: Principal, group_id: int) -> bool:
+        """Developers and owners of a group create registries in it."""
+        if principal.read_only or principal.anonymous:
+            return False
+        if principal.is_admin:
+            return True
+        return await self.group_role(principal, group_id) in ("owner", "developer")
+
+    async def may_manage_group(self, principal: Principal, group_id: int) -> bool:
+        """Owners (and platform admins) manage a group's members."""
+        if principal.read_only or principal.anonymous:
+            return False
+        return principal.is_admin or await self.group_role(principal, group_id) == "owner"
 
     async def may_list_catalog(self, principal: Principal) -> bool:
         if principal.token is not None:

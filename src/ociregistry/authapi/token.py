@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -92,12 +94,30 @@ async def get_token(request: Request) -> JSONResponse:
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
+async def _read_form(request: Request) -> FormData:
+    """The `application/x-www-form-urlencoded` body OAuth2 prescribes (RFC 6749 §4.3), parsed
+    here: Starlette's `request.form()` needs python-multipart, which is not a dependency."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        return FormData()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise GrantInvalid("the token request is too large", "invalid_request", status=413)
+    try:
+        text = body.decode("utf-8")
+        return FormData(parse_qsl(text, keep_blank_values=True, max_num_fields=100))
+    except (UnicodeDecodeError, ValueError):
+        raise GrantInvalid("the token request is not a valid form", "invalid_request") from None
+
+
 async def post_token(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
         raise GrantInvalid("the token request is too large", "invalid_request", status=413)
-    form = await request.form(max_fields=100)
+    form = await _read_form(request)
     grant_type = form.get("grant_type")
     refresh_token = None
     if grant_type == "password":

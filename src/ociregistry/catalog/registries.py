@@ -13,7 +13,7 @@ from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import Image, Registry, new_resource_id, utcnow
 from ociregistry.errors import NameInvalid, NameUnknown, RegistryError
-from ociregistry.names import check_registry_name
+from ociregistry.names import check_labels, check_registry_name, check_remark
 
 
 class RegistryExists(RegistryError):
@@ -50,6 +50,7 @@ class Registries:
         remark: str = "",
         owner: str | None = None,
         group: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> RegistryInfo:
         """A new registry of `group` (by default the owner's own group)."""
         check_registry_name(name)
@@ -58,7 +59,7 @@ class Registries:
         now = utcnow()
         try:
             async with self.db.write() as conn:
-                owner_id, group_id = await self._owner_and_group(conn, owner, group)
+                owner_id, group_id = await self._owner_and_group(conn, owner, group, kind)
                 await conn.execute(
                     Registry.__table__.insert().values(
                         resource_id=new_resource_id("reg"),
@@ -66,8 +67,8 @@ class Registries:
                         kind=kind,
                         public=public,
                         status="available",
-                        remark=remark,
-                        labels={},
+                        remark=check_remark(remark),
+                        labels=check_labels(labels or {}),
                         pull_count=0,
                         owner_id=owner_id,
                         project_group_id=group_id,
@@ -84,8 +85,10 @@ class Registries:
 
     @staticmethod
     async def _owner_and_group(
-        conn: AsyncConnection, owner: str | None, group: str | None
+        conn: AsyncConnection, owner: str | None, group: str | None, kind: str
     ) -> tuple[int | None, int | None]:
+        """Platform registries belong to no group; a user registry to `group`, else to the
+        owner's own group."""
         owner_id = group_id = None
         if owner is not None:
             owner_id = await conn.scalar(select(User.id).where(User.username == owner))
@@ -97,7 +100,7 @@ class Registries:
                 raise NameUnknown(
                     f"project group {group!r} does not exist", detail={"project_group": group}
                 )
-        elif owner_id is not None:  # the owner's own group: the first they own
+        elif owner_id is not None and kind == "user":  # the owner's own group
             group_id = await conn.scalar(
                 select(GroupMember.group_id)
                 .where(GroupMember.user_id == owner_id, GroupMember.role == "owner")

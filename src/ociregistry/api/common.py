@@ -1,0 +1,252 @@
+"""What every /api/v1 handler shares: the caller, the error envelope, request bodies, list
+parameters and the JSON shapes of SPEC §5."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ociregistry.auth.policy import Principal
+from ociregistry.authapi.credentials import authenticate
+from ociregistry.catalog.console import (
+    MAX_PAGE_SIZE,
+    ImageView,
+    InvalidArgument,
+    Page,
+    RegistryView,
+    TagView,
+)
+from ociregistry.errors import RegistryError
+from ociregistry.services import Services
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_BATCH_ITEMS = 100
+MAX_QUERY_LENGTH = 255
+
+# The /v2 codes, as the management API names them.
+_API_CODES = {
+    "NAME_UNKNOWN": ("NOT_FOUND", 404),
+    "NAME_INVALID": ("INVALID_ARGUMENT", 400),
+    "TAG_INVALID": ("INVALID_ARGUMENT", 400),
+    "UNAUTHORIZED": ("UNAUTHENTICATED", 401),
+    "DENIED": ("PERMISSION_DENIED", 403),
+    "SIZE_INVALID": ("INVALID_ARGUMENT", 413),
+    "UNSUPPORTED": ("INVALID_ARGUMENT", 400),
+}
+
+
+class Unauthenticated(RegistryError):
+    code, status = "UNAUTHENTICATED", 401
+
+
+class PermissionDenied(RegistryError):
+    code, status = "PERMISSION_DENIED", 403
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def api_error(error: RegistryError) -> JSONResponse:
+    code, status = _API_CODES.get(error.code, (error.code, error.status))
+    if error.status in (413, 429):
+        status = error.status
+    body: dict[str, Any] = {"code": code, "message": error.message}
+    if error.detail is not None:
+        body["detail"] = error.detail
+    return JSONResponse({"error": body}, status_code=status, headers=error.headers)
+
+
+async def caller(request: Request, *, required: bool = True) -> Principal:
+    principal = await authenticate(request)
+    if required and principal.anonymous:
+        raise Unauthenticated(
+            "sign in: Basic credentials, a token from /auth/token, or a personal access token"
+        )
+    return principal
+
+
+def writer(principal: Principal) -> Principal:
+    """A caller that may change things: not a read-only personal access token."""
+    if principal.read_only:
+        raise PermissionDenied("a read-only access token cannot change anything")
+    return principal
+
+
+async def json_body(
+    request: Request, fields: dict[str, type | tuple[type, ...]], required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The request's JSON object, with only `fields`, each of its type; 400 naming the field
+    otherwise (unknown fields included: a typo must not pass silently)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise InvalidArgument(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise InvalidArgument(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidArgument(f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the body must be a JSON object")
+    for name, value in body.items():
+        if name not in fields:
+            raise InvalidArgument(
+                f"unknown field {str(name)[:50]!r}; known fields: {', '.join(sorted(fields))}",
+                detail={"field": str(name)[:50]},
+            )
+        expected = fields[name]
+        wrong_bool = isinstance(value, bool) and bool not in (
+            expected if isinstance(expected, tuple) else (expected,)
+        )
+        if not isinstance(value, expected) or wrong_bool:
+            names = expected if isinstance(expected, tuple) else (expected,)
+            kinds = " or ".join(_json_type(kind) for kind in names)
+            raise InvalidArgument(f"field {name!r} must be {kinds}", detail={"field": name})
+    for name in required:
+        if name not in body:
+            raise InvalidArgument(f"field {name!r} is required", detail={"field": name})
+    return body
+
+
+def _json_type(kind: type) -> str:
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        dict: "an object",
+        list: "an array",
+        type(None): "null",
+    }.get(kind, kind.__name__)
+
+
+def string_list(body: dict[str, Any], field: str) -> list[str]:
+    """A batch's names: 1 to MAX_BATCH_ITEMS distinct strings."""
+    values = body.get(field)
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise InvalidArgument(
+            f"field {field!r} must be an array of strings", detail={"field": field}
+        )
+    if not 1 <= len(values) <= MAX_BATCH_ITEMS:
+        raise InvalidArgument(
+            f"field {field!r} must hold 1 to {MAX_BATCH_ITEMS} items, not {len(values)}",
+            detail={"field": field},
+        )
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise InvalidArgument(
+            f"field {field!r} repeats {duplicates[0]!r}",
+            detail={"field": field, "duplicates": duplicates[:10]},
+        )
+    return values
+
+
+def list_params(request: Request) -> tuple[Page, str | None, str | None]:
+    """`page`, `page_size` (1-100), `q` and `sort` of a list request."""
+    params = request.query_params
+
+    def number(name: str, default: int, high: int | None) -> int:
+        value = params.get(name)
+        if value is None:
+            return default
+        if not value.isdigit() or not 1 <= int(value[:9]) <= (high or 10**9):
+            limit = f"1 to {high}" if high else "at least 1"
+            raise InvalidArgument(f"{name} must be an integer, {limit}", detail={"field": name})
+        return int(value)
+
+    q = params.get("q")
+    if q is not None and len(q) > MAX_QUERY_LENGTH:
+        raise InvalidArgument("q is too long", detail={"field": "q"})
+    page = Page(number("page", 1, None), number("page_size", 20, MAX_PAGE_SIZE))
+    return page, q or None, params.get("sort")
+
+
+def listing(items: list[dict[str, Any]], total: int, page: Page) -> JSONResponse:
+    return JSONResponse(
+        {"items": items, "total": total, "page": page.number, "page_size": page.size}
+    )
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def public_host(request: Request) -> str:
+    """`{host}` of SPEC §5: the configured public address, else the request's Host."""
+    return services(request).settings.public_address or request.headers.get("host", "localhost")
+
+
+def registry_json(view: RegistryView, host: str) -> dict[str, Any]:
+    return {
+        "id": view.resource_id,
+        "name": view.name,
+        "kind": view.kind,
+        "remark": view.remark,
+        "public": view.public,
+        "status": view.status,
+        "project_group": view.project_group,
+        "labels": view.labels or {},
+        "owner": view.owner,
+        "image_count": view.image_count,
+        "pull_count": view.pull_count,
+        "pull_count_refreshed_at": rfc3339(view.pull_count_refreshed_at),
+        "address": f"{host}/{view.name}",
+        "created_at": rfc3339(view.created_at),
+        "updated_at": rfc3339(view.updated_at),
+    }
+
+
+def image_json(view: ImageView, host: str) -> dict[str, Any]:
+    full_name = f"{view.registry}/{view.name}"
+    return {
+        "name": view.name,
+        "registry": view.registry,
+        "full_name": full_name,
+        "latest_tag": view.latest_tag,
+        "tag_count": view.tag_count,
+        "pull_count": view.pull_count,
+        "pull_command": f"docker pull {host}/{full_name}:{view.latest_tag}",
+        "size_bytes": view.size_bytes,
+        "created_at": rfc3339(view.created_at),
+        "updated_at": rfc3339(view.updated_at),
+    }
+
+
+def tag_json(view: TagView, host: str, registry: str, image: str) -> dict[str, Any]:
+    return {
+        "name": view.name,
+        "digest": view.digest,
+        "media_type": view.media_type,
+        "size_bytes": view.size_bytes,
+        "pull_count": view.pull_count,
+        "pull_command": f"docker pull {host}/{registry}/{image}:{view.name}",
+        "created_at": rfc3339(view.created_at),
+        "platforms": view.platforms,
+    }
+
+
+def batch_results(results: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"results": results})
+
+
+def item_error(error: RegistryError) -> dict[str, Any]:
+    code, _ = _API_CODES.get(error.code, (error.code, error.status))
+    entry: dict[str, Any] = {"code": code, "message": error.message}
+    if error.detail is not None:
+        entry["detail"] = error.detail
+    return entry
+
+
+def no_content() -> Response:
+    return Response(status_code=204)

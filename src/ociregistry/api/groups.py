@@ -1,0 +1,132 @@
+"""`/api/v1/project-groups…`: groups and their members. Any signed-in user creates groups
+(and owns them); owners manage members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ociregistry.api.common import (
+    PermissionDenied,
+    caller,
+    json_body,
+    list_params,
+    listing,
+    no_content,
+    rfc3339,
+    services,
+    writer,
+)
+from ociregistry.auth.models import GroupMember, ProjectGroup
+from ociregistry.auth.policy import Principal
+from ociregistry.catalog.console import NotFound
+
+
+async def _group_id(request: Request, principal: Principal) -> int:
+    """The group in the path, if the caller belongs to it (or is an admin)."""
+    name = request.path_params["group"]
+    registry = services(request)
+    group_id = await registry.groups.group_id(name)
+    if group_id is None or not (
+        principal.is_admin or await registry.policy.group_role(principal, group_id)
+    ):
+        raise NotFound(f"project group {name!r} does not exist", detail={"name": name})
+    return group_id
+
+
+async def list_groups(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    page, q, _ = list_params(request)
+    member_count = (
+        select(func.count())
+        .where(GroupMember.group_id == ProjectGroup.id)
+        .correlate(ProjectGroup)
+        .scalar_subquery()
+    )
+    my_role = (
+        select(GroupMember.role)
+        .where(GroupMember.group_id == ProjectGroup.id, GroupMember.user_id == principal.user_id)
+        .correlate(ProjectGroup)
+        .scalar_subquery()
+    )
+    query = select(
+        ProjectGroup.resource_id,
+        ProjectGroup.name,
+        ProjectGroup.description,
+        member_count,
+        my_role,
+        ProjectGroup.created_at,
+    )
+    if not principal.is_admin:
+        query = query.where(my_role.is_not(None))
+    if q:
+        query = query.where(ProjectGroup.name.contains(q, autoescape=True))
+    async with services(request).db.read() as conn:
+        total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+        rows = (
+            await conn.execute(
+                query.order_by(ProjectGroup.name).offset(page.offset).limit(page.size)
+            )
+        ).all()
+    items: list[dict[str, Any]] = [
+        {
+            "id": rid,
+            "name": name,
+            "description": description,
+            "member_count": members,
+            "role": role,
+            "created_at": rfc3339(created),
+        }
+        for rid, name, description, members, role, created in rows
+    ]
+    return listing(items, total or 0, page)
+
+
+async def create_group(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    body = await json_body(request, {"name": str, "description": str}, required=("name",))
+    assert principal.username is not None
+    await services(request).groups.create(
+        body["name"], principal.username, body.get("description", "")
+    )
+    return JSONResponse(
+        {"name": body["name"], "description": body.get("description", ""), "role": "owner"},
+        status_code=201,
+    )
+
+
+async def list_members(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    await _group_id(request, principal)
+    members = await services(request).groups.members(request.path_params["group"])
+    items = [{"username": m.username, "role": m.role} for m in members]
+    return JSONResponse(
+        {"items": items, "total": len(items), "page": 1, "page_size": max(len(items), 1)}
+    )
+
+
+async def _require_owner(request: Request, principal: Principal) -> None:
+    group_id = await _group_id(request, principal)
+    if not await services(request).policy.may_manage_group(principal, group_id):
+        raise PermissionDenied("only the group's owners manage its members")
+
+
+async def set_member(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    await _require_owner(request, principal)
+    body = await json_body(request, {"role": str}, required=("role",))
+    group, username = request.path_params["group"], request.path_params["username"]
+    await services(request).groups.set_member(group, username, body["role"])
+    return JSONResponse({"username": username, "role": body["role"]})
+
+
+async def remove_member(request: Request) -> Response:
+    principal = writer(await caller(request))
+    await _require_owner(request, principal)
+    await services(request).groups.remove_member(
+        request.path_params["group"], request.path_params["username"]
+    )
+    return no_content()

@@ -1,0 +1,120 @@
+"""`/api/v1/registries/{reg}/images…`: images and tags of any registry the caller may view,
+with pull counts and pull commands; deleting them one at a time or in batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ociregistry.api.common import (
+    PermissionDenied,
+    batch_results,
+    caller,
+    image_json,
+    item_error,
+    json_body,
+    list_params,
+    listing,
+    no_content,
+    public_host,
+    services,
+    string_list,
+    tag_json,
+    writer,
+)
+from ociregistry.auth.policy import DELETE, VIEW, Principal
+from ociregistry.catalog.console import NotFound
+from ociregistry.errors import RegistryError
+
+
+async def _require(request: Request, principal: Principal, registry: str, right: str) -> None:
+    rights = await services(request).policy.registry_rights(principal, registry)
+    if rights is None:
+        raise NotFound(f"registry {registry!r} does not exist", detail={"name": registry})
+    if right not in rights:
+        raise PermissionDenied(
+            f"{principal.username or 'anonymous'} may not {right} in registry {registry!r}",
+            detail={"name": registry},
+        )
+
+
+async def list_images(request: Request) -> JSONResponse:
+    principal = await caller(request, required=False)
+    registry = request.path_params["registry"]
+    await _require(request, principal, registry, VIEW)
+    page, q, sort = list_params(request)
+    views, total = await services(request).console.list_images(
+        [registry], q=q, sort=sort, page=page
+    )
+    host = public_host(request)
+    return listing([image_json(view, host) for view in views], total, page)
+
+
+async def get_image(request: Request) -> JSONResponse:
+    principal = await caller(request, required=False)
+    registry, image = request.path_params["registry"], request.path_params["image"]
+    await _require(request, principal, registry, VIEW)
+    view = await services(request).console.get_image(registry, image)
+    return JSONResponse(image_json(view, public_host(request)))
+
+
+async def delete_image(request: Request) -> Response:
+    principal = writer(await caller(request))
+    registry, image = request.path_params["registry"], request.path_params["image"]
+    await _require(request, principal, registry, DELETE)
+    await services(request).console.delete_image(registry, image)
+    return no_content()
+
+
+async def batch_delete_images(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    registry = request.path_params["registry"]
+    body = await json_body(request, {"images": list}, required=("images",))
+    results: list[dict[str, Any]] = []
+    for image in string_list(body, "images"):
+        try:
+            await _require(request, principal, registry, DELETE)
+            await services(request).console.delete_image(registry, image)
+        except RegistryError as error:
+            results.append({"name": image, "ok": False, "error": item_error(error)})
+        else:
+            results.append({"name": image, "ok": True})
+    return batch_results(results)
+
+
+async def list_tags(request: Request) -> JSONResponse:
+    principal = await caller(request, required=False)
+    registry, image = request.path_params["registry"], request.path_params["image"]
+    await _require(request, principal, registry, VIEW)
+    page, q, sort = list_params(request)
+    views, total = await services(request).console.list_tags(
+        registry, image, q=q, sort=sort, page=page
+    )
+    host = public_host(request)
+    return listing([tag_json(view, host, registry, image) for view in views], total, page)
+
+
+async def delete_tag(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    registry, image = request.path_params["registry"], request.path_params["image"]
+    await _require(request, principal, registry, DELETE)
+    last = await services(request).console.delete_tag(registry, image, request.path_params["tag"])
+    return JSONResponse({"name": request.path_params["tag"], "image_deleted": last})
+
+
+async def batch_delete_tags(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    registry, image = request.path_params["registry"], request.path_params["image"]
+    body = await json_body(request, {"tags": list}, required=("tags",))
+    results: list[dict[str, Any]] = []
+    for tag in string_list(body, "tags"):
+        try:
+            await _require(request, principal, registry, DELETE)
+            last = await services(request).console.delete_tag(registry, image, tag)
+        except RegistryError as error:
+            results.append({"name": tag, "ok": False, "error": item_error(error)})
+        else:
+            results.append({"name": tag, "ok": True, "image_deleted": last})
+    return batch_results(results)

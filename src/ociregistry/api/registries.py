@@ -1,0 +1,205 @@
+"""`/api/v1/registries…`: the caller's user registries, and creating, changing and deleting
+registries, one at a time or in batches (SPEC §4, §5)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ociregistry.api.common import (
+    PermissionDenied,
+    batch_results,
+    caller,
+    item_error,
+    json_body,
+    list_params,
+    listing,
+    no_content,
+    public_host,
+    registry_json,
+    services,
+    string_list,
+    writer,
+)
+from ociregistry.auth.policy import ADMINISTER, Principal
+from ociregistry.catalog.console import InvalidArgument, NotFound
+from ociregistry.catalog.registries import RegistryNotEmpty
+from ociregistry.errors import RegistryError
+from ociregistry.names import check_labels, check_remark
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _label_filter(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    key, colon, label_value = value.partition(":")
+    if not colon or not key:
+        raise InvalidArgument("label must be key:value", detail={"field": "label"})
+    return key, label_value
+
+
+async def list_registries(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    page, q, sort = list_params(request)
+    views, total = await services(request).console.list_registries(
+        scope="mine",
+        user_id=principal.user_id,
+        everything=principal.is_admin,
+        q=q,
+        project_group=request.query_params.get("project_group") or None,
+        label=_label_filter(request.query_params.get("label")),
+        sort=sort,
+        page=page,
+    )
+    host = public_host(request)
+    return listing([registry_json(view, host) for view in views], total, page)
+
+
+async def create_registry(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    body = await json_body(
+        request,
+        {
+            "name": str,
+            "remark": str,
+            "public": bool,
+            "project_group": str,
+            "labels": dict,
+            "kind": str,
+        },
+        required=("name",),
+    )
+    registry = services(request)
+    kind = body.get("kind", "user")
+    if kind not in ("user", "platform"):
+        raise InvalidArgument("kind must be user or platform", detail={"field": "kind"})
+    group = body.get("project_group")
+    if kind == "platform":
+        if not registry.policy.may_create_platform_registry(principal):
+            raise PermissionDenied("only platform admins create platform registries")
+        if group is not None:
+            raise InvalidArgument(
+                "platform registries belong to no project group", detail={"field": "project_group"}
+            )
+    elif group is not None:
+        group_id = await registry.groups.group_id(group)
+        if group_id is None:
+            raise NotFound(
+                f"project group {group!r} does not exist", detail={"field": "project_group"}
+            )
+        if not await registry.policy.may_create_in_group(principal, group_id):
+            raise PermissionDenied(
+                f"creating registries in {group!r} takes the owner or developer role there"
+            )
+    created = await registry.registries.create(
+        body["name"],
+        public=body.get("public", False),
+        kind=kind,
+        remark=check_remark(body.get("remark", "")),
+        owner=principal.username,
+        group=group,
+        labels=check_labels(body.get("labels", {})),
+    )
+    view = await registry.console.get_registry(created.name)
+    return JSONResponse(registry_json(view, public_host(request)), status_code=201)
+
+
+async def _require(request: Request, principal: Principal, name: str, right: str) -> None:
+    """NOT_FOUND when the caller may not see the registry, PERMISSION_DENIED when they see
+    it but may not do this."""
+    rights = await services(request).policy.registry_rights(principal, name)
+    if rights is None:
+        raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
+    if right not in rights:
+        raise PermissionDenied(
+            f"{principal.username or 'anonymous'} may not {right} registry {name!r}",
+            detail={"name": name},
+        )
+
+
+async def get_registry(request: Request) -> JSONResponse:
+    principal = await caller(request, required=False)
+    name = request.path_params["registry"]
+    await _require(request, principal, name, "view")
+    view = await services(request).console.get_registry(name)
+    return JSONResponse(registry_json(view, public_host(request)))
+
+
+async def update_registry(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    name = request.path_params["registry"]
+    await _require(request, principal, name, ADMINISTER)
+    body = await json_body(request, {"public": bool, "remark": str})
+    if "remark" in body:
+        check_remark(body["remark"])
+    view = await services(request).console.update_registry(name, **body)
+    return JSONResponse(registry_json(view, public_host(request)))
+
+
+async def replace_labels(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    name = request.path_params["registry"]
+    await _require(request, principal, name, ADMINISTER)
+    body = await json_body(request, {"labels": dict}, required=("labels",))
+    view = await services(request).console.update_registry(
+        name, labels=check_labels(body["labels"])
+    )
+    return JSONResponse(registry_json(view, public_host(request)))
+
+
+def _delete_images_flag(value: Any) -> bool:
+    if value in (None, "", "false", False):
+        return False
+    if value in ("true", True):
+        return True
+    raise InvalidArgument("delete_images must be true or false", detail={"field": "delete_images"})
+
+
+async def _delete_one(
+    request: Request, principal: Principal, name: str, delete_images: bool
+) -> bool:
+    """Delete a registry; True when it is gone, False while its images are being deleted."""
+    await _require(request, principal, name, ADMINISTER)
+    registry = services(request)
+    count = await registry.console.tagged_image_count(name)
+    if count and not delete_images:
+        raise RegistryNotEmpty(
+            f"registry {name!r} holds {count} images; delete them first or pass delete_images=true",
+            detail={"name": name, "image_count": count},
+        )
+    if not await registry.console.mark_deleting(name):
+        return True
+    task = asyncio.create_task(registry.console.finish_deletions())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return False
+
+
+async def delete_registry(request: Request) -> Response:
+    principal = writer(await caller(request))
+    name = request.path_params["registry"]
+    delete_images = _delete_images_flag(request.query_params.get("delete_images"))
+    if await _delete_one(request, principal, name, delete_images):
+        return no_content()
+    view = await services(request).console.get_registry(name)
+    return JSONResponse(registry_json(view, public_host(request)), status_code=202)
+
+
+async def batch_delete_registries(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    body = await json_body(request, {"names": list, "delete_images": bool}, required=("names",))
+    names = string_list(body, "names")
+    delete_images = body.get("delete_images", False)
+    results: list[dict[str, Any]] = []
+    for name in names:  # each item is authorised and carried out on its own
+        try:
+            gone = await _delete_one(request, principal, name, delete_images)
+        except RegistryError as error:
+            results.append({"name": name, "ok": False, "error": item_error(error)})
+        else:
+            results.append({"name": name, "ok": True, "status": "deleted" if gone else "deleting"})
+    return batch_results(results)

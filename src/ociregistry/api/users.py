@@ -1,0 +1,142 @@
+"""`/api/v1/users…`: accounts (platform admins manage them; everyone sees themselves) and
+personal access tokens (each user manages their own)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ociregistry.api.common import (
+    PermissionDenied,
+    caller,
+    json_body,
+    listing,
+    no_content,
+    rfc3339,
+    services,
+    writer,
+)
+from ociregistry.auth.accounts import TokenInfo, UserInfo
+from ociregistry.auth.policy import Principal
+from ociregistry.catalog.console import InvalidArgument, NotFound, Page
+
+
+def _user_json(user: UserInfo) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "is_admin": user.is_admin,
+        "disabled": user.disabled,
+        "created_at": rfc3339(user.created_at),
+    }
+
+
+def _token_json(token: TokenInfo) -> dict[str, Any]:
+    return {
+        "id": token.public_id,
+        "name": token.name,
+        "read_only": token.read_only,
+        "expires_at": rfc3339(token.expires_at),
+        "revoked_at": rfc3339(token.revoked_at),
+        "last_used_at": rfc3339(token.last_used_at),
+        "created_at": rfc3339(token.created_at),
+    }
+
+
+def _admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDenied("only platform admins manage users")
+
+
+def _self_or_admin(request: Request, principal: Principal) -> str:
+    username = request.path_params["username"]
+    if username == "me":
+        username = principal.username or ""
+    if username != principal.username and not principal.is_admin:
+        raise NotFound(f"user {username!r} does not exist")
+    return username
+
+
+async def list_users(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    _admin(principal)
+    users = await services(request).accounts.list_users()
+    return listing([_user_json(u) for u in users], len(users), Page(1, max(len(users), 1)))
+
+
+async def create_user(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    _admin(principal)
+    body = await json_body(
+        request,
+        {"username": str, "password": str, "is_admin": bool},
+        required=("username", "password"),
+    )
+    user = await services(request).accounts.create_user(
+        body["username"], body["password"], is_admin=body.get("is_admin", False)
+    )
+    return JSONResponse(_user_json(user), status_code=201)
+
+
+async def get_user(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    username = _self_or_admin(request, principal)
+    user = await services(request).accounts.get_user(username)
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    return JSONResponse(_user_json(user))
+
+
+async def update_user(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    username = _self_or_admin(request, principal)
+    body = await json_body(request, {"password": str, "disabled": bool})
+    accounts = services(request).accounts
+    if "disabled" in body:
+        _admin(principal)
+        await accounts.set_disabled(username, body["disabled"])
+    if "password" in body:
+        await accounts.set_password(username, body["password"])
+    user = await accounts.get_user(username)
+    assert user is not None
+    return JSONResponse(_user_json(user))
+
+
+async def list_tokens(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    username = _self_or_admin(request, principal)
+    tokens = await services(request).accounts.list_tokens(username)
+    return listing([_token_json(t) for t in tokens], len(tokens), Page(1, max(len(tokens), 1)))
+
+
+async def create_token(request: Request) -> JSONResponse:
+    principal = writer(await caller(request))
+    username = _self_or_admin(request, principal)
+    body = await json_body(
+        request,
+        {"name": str, "read_only": bool, "expires_at": (str, type(None))},
+        required=("name",),
+    )
+    expires_at = None
+    if body.get("expires_at"):
+        try:
+            expires_at = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgument(
+                "expires_at must be an RFC 3339 time", detail={"field": "expires_at"}
+            ) from None
+        if expires_at.tzinfo is None:
+            raise InvalidArgument("expires_at needs a time zone", detail={"field": "expires_at"})
+    info, secret = await services(request).accounts.create_token(
+        username, body["name"], read_only=body.get("read_only", False), expires_at=expires_at
+    )
+    return JSONResponse({**_token_json(info), "token": secret}, status_code=201)
+
+
+async def revoke_token(request: Request) -> Response:
+    principal = writer(await caller(request))
+    username = _self_or_admin(request, principal)
+    await services(request).accounts.revoke_token(username, request.path_params["token_id"])
+    return no_content()

@@ -1,0 +1,475 @@
+"""The console's view of the catalog: registries, images and tags as the management API
+shows them (SPEC §5), with filters, sorting and pages, and the operations on them.
+
+An image, to the console, is a repository holding at least one tag: deleting its last tag
+(here or through /v2) makes it go, and its untagged manifests are left to garbage collection,
+so both paths leave the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, exists, func, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from ociregistry.auth.models import GroupMember, ProjectGroup, User
+from ociregistry.catalog.database import Database
+from ociregistry.catalog.models import (
+    Image,
+    ImageBlob,
+    Manifest,
+    ManifestReference,
+    Registry,
+    Tag,
+    utcnow,
+)
+from ociregistry.catalog.sql import escape_like
+from ociregistry.errors import RegistryError
+
+MAX_PAGE_SIZE = 100
+DELETE_BATCH = 100
+
+log = logging.getLogger("ociregistry.console")
+
+
+class InvalidArgument(RegistryError):
+    code, status = "INVALID_ARGUMENT", 400
+
+
+class NotFound(RegistryError):
+    code, status = "NOT_FOUND", 404
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    number: int = 1
+    size: int = 20
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryView:
+    resource_id: str
+    name: str
+    kind: str
+    remark: str
+    public: bool
+    status: str
+    project_group: str | None
+    labels: dict[str, str]
+    owner: str | None
+    image_count: int
+    pull_count: int
+    pull_count_refreshed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImageView:
+    registry: str
+    name: str
+    latest_tag: str | None
+    tag_count: int
+    pull_count: int
+    size_bytes: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TagView:
+    name: str
+    digest: str
+    media_type: str
+    size_bytes: int
+    pull_count: int
+    created_at: datetime
+    platforms: list[str]
+
+
+_TAGGED = exists(select(Tag.id).where(Tag.image_id == Image.id))
+_IMAGE_COUNT = (
+    select(func.count(Image.id))
+    .where(Image.registry_id == Registry.id, _TAGGED)
+    .correlate(Registry)
+    .scalar_subquery()
+)
+_REGISTRY_COLUMNS = (
+    Registry.resource_id,
+    Registry.name,
+    Registry.kind,
+    Registry.remark,
+    Registry.public,
+    Registry.status,
+    ProjectGroup.name.label("project_group"),
+    Registry.labels,
+    User.username.label("owner"),
+    _IMAGE_COUNT.label("image_count"),
+    Registry.pull_count,
+    Registry.pull_count_refreshed_at,
+    Registry.created_at,
+    Registry.updated_at,
+)
+REGISTRY_SORTS: dict[str, Any] = {
+    "name": Registry.name,
+    "created_at": Registry.created_at,
+    "updated_at": Registry.updated_at,
+    "pull_count": Registry.pull_count,
+    "image_count": _IMAGE_COUNT,
+}
+
+_TAG_COUNT = (
+    select(func.count(Tag.id)).where(Tag.image_id == Image.id).correlate(Image).scalar_subquery()
+)
+_LATEST_TAG = (
+    select(Tag.name)
+    .where(Tag.image_id == Image.id)
+    .order_by(Tag.created_at.desc(), Tag.id.desc())
+    .limit(1)
+    .correlate(Image)
+    .scalar_subquery()
+)
+_IMAGE_SIZE = (
+    select(func.coalesce(func.sum(ImageBlob.size), 0))
+    .where(ImageBlob.image_id == Image.id)
+    .correlate(Image)
+    .scalar_subquery()
+)
+IMAGE_SORTS: dict[str, Any] = {
+    "name": Image.name,
+    "created_at": Image.created_at,
+    "updated_at": Image.updated_at,
+    "pull_count": Image.pull_count,
+    "tag_count": _TAG_COUNT,
+}
+TAG_SORTS: dict[str, Any] = {
+    "name": Tag.name,
+    "created_at": Tag.created_at,
+    "pull_count": Tag.pull_count,
+}
+
+
+def parse_sort(value: str | None, allowed: dict[str, Any], default: str) -> list[Any]:
+    """ORDER BY terms for `name`, `-created_at`, …; only fields of the allow-list."""
+    text = value or default
+    descending = text.startswith("-")
+    field = text.removeprefix("-")
+    if field not in allowed:
+        raise InvalidArgument(
+            f"cannot sort by {field[:50]!r}; use one of {', '.join(sorted(allowed))} "
+            "(prefix '-' for descending)",
+            detail={"field": "sort"},
+        )
+    column = allowed[field]
+    return [column.desc() if descending else column.asc()]
+
+
+def _contains(column: Any, text: str) -> ColumnElement[bool]:
+    return column.like(f"%{escape_like(text)}%", escape="\\")
+
+
+class Console:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- registries --------------------------------------------------------------------------
+
+    @staticmethod
+    def _registry_query() -> Select[Any]:
+        return (
+            select(*_REGISTRY_COLUMNS)
+            .select_from(Registry)
+            .outerjoin(ProjectGroup, ProjectGroup.id == Registry.project_group_id)
+            .outerjoin(User, User.id == Registry.owner_id)
+        )
+
+    async def list_registries(
+        self,
+        *,
+        scope: str,
+        user_id: int | None = None,
+        everything: bool = False,
+        q: str | None = None,
+        project_group: str | None = None,
+        label: tuple[str, str] | None = None,
+        sort: str | None = None,
+        page: Page = Page(),
+    ) -> tuple[list[RegistryView], int]:
+        """`scope` is `mine` (the caller's user registries), `shared` (every public user
+        registry) or `platform`."""
+        conditions: list[ColumnElement[bool]] = []
+        if scope == "platform":
+            conditions.append(Registry.kind == "platform")
+        elif scope == "shared":
+            conditions += [Registry.kind == "user", Registry.public.is_(True)]
+        else:
+            conditions.append(Registry.kind == "user")
+            if not everything:
+                member_of = select(GroupMember.group_id).where(GroupMember.user_id == user_id)
+                conditions.append(
+                    (Registry.project_group_id.in_(member_of)) | (Registry.owner_id == user_id)
+                )
+        if q:
+            conditions.append(_contains(Registry.name, q))
+        if project_group:
+            conditions.append(ProjectGroup.name == project_group)
+        if label:
+            conditions.append(Registry.labels[label[0]].as_string() == label[1])
+        order = parse_sort(sort, REGISTRY_SORTS, "name")
+        query = self._registry_query().where(*conditions)
+        async with self.db.read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            rows = (
+                await conn.execute(
+                    query.order_by(*order, Registry.id).offset(page.offset).limit(page.size)
+                )
+            ).all()
+        return [RegistryView(*row) for row in rows], total or 0
+
+    async def get_registry(self, name: str) -> RegistryView:
+        async with self.db.read() as conn:
+            row = (await conn.execute(self._registry_query().where(Registry.name == name))).first()
+        if row is None:
+            raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
+        return RegistryView(*row)
+
+    async def update_registry(self, name: str, **values: Any) -> RegistryView:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(Registry).where(Registry.name == name).values(updated_at=utcnow(), **values)
+            )
+        if not result.rowcount:
+            raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
+        return await self.get_registry(name)
+
+    async def registry_names(self, *, kind: str) -> list[str]:
+        """Names of the available registries of a kind (the platform image list spans all)."""
+        async with self.db.read() as conn:
+            names = await conn.scalars(
+                select(Registry.name).where(Registry.kind == kind, Registry.status == "available")
+            )
+            return list(names.all())
+
+    async def tagged_image_count(self, name: str) -> int:
+        async with self.db.read() as conn:
+            return (
+                await conn.scalar(
+                    select(_IMAGE_COUNT).select_from(Registry).where(Registry.name == name)
+                )
+                or 0
+            )
+
+    async def mark_deleting(self, name: str) -> bool:
+        """Refuse new pushes at once (status `deleting`); the name stays taken until
+        `finish_deletions` has removed every image. False when nothing is left to remove
+        and the registry went at once."""
+        async with self.db.write() as conn:
+            registry_id = await conn.scalar(select(Registry.id).where(Registry.name == name))
+            if registry_id is None:
+                raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
+            has_images = await conn.scalar(
+                select(Image.id).where(Image.registry_id == registry_id).limit(1)
+            )
+            if has_images is None:
+                await conn.execute(delete(Registry).where(Registry.id == registry_id))
+                return False
+            await conn.execute(
+                update(Registry)
+                .where(Registry.id == registry_id)
+                .values(status="deleting", updated_at=utcnow())
+            )
+        return True
+
+    async def finish_deletions(self) -> int:
+        """Remove the images of registries being deleted, a batch per transaction, then the
+        registries themselves; safe to run from every worker at once and after a crash."""
+        async with self.db.read() as conn:
+            ids = list(
+                (await conn.scalars(select(Registry.id).where(Registry.status == "deleting"))).all()
+            )
+        for registry_id in ids:
+            while True:
+                async with self.db.write() as conn:
+                    batch = list(
+                        (
+                            await conn.scalars(
+                                select(Image.id)
+                                .where(Image.registry_id == registry_id)
+                                .limit(DELETE_BATCH)
+                            )
+                        ).all()
+                    )
+                    if not batch:
+                        await conn.execute(
+                            delete(Registry).where(
+                                Registry.id == registry_id, Registry.status == "deleting"
+                            )
+                        )
+                        break
+                    await conn.execute(delete(Image).where(Image.id.in_(batch)))
+                await asyncio.sleep(0)
+        return len(ids)
+
+    # -- images and tags ---------------------------------------------------------------------
+
+    @staticmethod
+    def _image_query(registry: str) -> Select[Any]:
+        return (
+            select(
+                Registry.name,
+                Image.name,
+                _LATEST_TAG,
+                _TAG_COUNT,
+                Image.pull_count,
+                _IMAGE_SIZE,
+                Image.created_at,
+                Image.updated_at,
+            )
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(Registry.name == registry, _TAGGED)
+        )
+
+    async def list_images(
+        self,
+        registries: list[str],
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = Page(),
+    ) -> tuple[list[ImageView], int]:
+        if not registries:
+            return [], 0
+        query = (
+            select(
+                Registry.name,
+                Image.name,
+                _LATEST_TAG,
+                _TAG_COUNT,
+                Image.pull_count,
+                _IMAGE_SIZE,
+                Image.created_at,
+                Image.updated_at,
+            )
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(Registry.name.in_(registries), _TAGGED)
+        )
+        if q:
+            query = query.where(_contains(Image.name, q))
+        order = parse_sort(sort, IMAGE_SORTS, "name")
+        async with self.db.read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            rows = (
+                await conn.execute(
+                    query.order_by(*order, Registry.name, Image.id)
+                    .offset(page.offset)
+                    .limit(page.size)
+                )
+            ).all()
+        return [ImageView(*row) for row in rows], total or 0
+
+    async def get_image(self, registry: str, image: str) -> ImageView:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(self._image_query(registry).where(Image.name == image))
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"image {registry}/{image} does not exist", detail={"image": f"{registry}/{image}"}
+            )
+        return ImageView(*row)
+
+    async def delete_image(self, registry: str, image: str) -> None:
+        """All its tags and manifests go with it."""
+        await self.get_image(registry, image)
+        async with self.db.write() as conn:
+            registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
+            await conn.execute(
+                delete(Image).where(Image.registry_id == registry_id, Image.name == image)
+            )
+
+    async def list_tags(
+        self,
+        registry: str,
+        image: str,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = Page(),
+    ) -> tuple[list[TagView], int]:
+        await self.get_image(registry, image)
+        reference_size = (
+            select(func.coalesce(func.sum(ManifestReference.size), 0))
+            .where(ManifestReference.manifest_id == Manifest.id)
+            .correlate(Manifest)
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                Tag.name,
+                Manifest.digest,
+                Manifest.media_type,
+                Manifest.size + reference_size,
+                Tag.pull_count,
+                Tag.created_at,
+                Manifest.id,
+            )
+            .join(Manifest, Manifest.id == Tag.manifest_id)
+            .join(Image, Image.id == Tag.image_id)
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(Registry.name == registry, Image.name == image)
+        )
+        if q:
+            query = query.where(_contains(Tag.name, q))
+        order = parse_sort(sort, TAG_SORTS, "-created_at")
+        async with self.db.read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            rows = (
+                await conn.execute(
+                    query.order_by(*order, Tag.id).offset(page.offset).limit(page.size)
+                )
+            ).all()
+            manifest_ids = {row[6] for row in rows}
+            platforms: dict[int, list[str]] = {}
+            if manifest_ids:
+                for manifest_id, platform in (
+                    await conn.execute(
+                        select(ManifestReference.manifest_id, ManifestReference.platform)
+                        .where(
+                            ManifestReference.manifest_id.in_(manifest_ids),
+                            ManifestReference.kind == "manifest",
+                            ManifestReference.platform.is_not(None),
+                        )
+                        .order_by(ManifestReference.manifest_id, ManifestReference.position)
+                    )
+                ).all():
+                    platforms.setdefault(manifest_id, []).append(platform)
+        return [TagView(*row[:6], platforms=platforms.get(row[6], [])) for row in rows], total or 0
+
+    async def delete_tag(self, registry: str, image: str, tag: str) -> bool:
+        """Delete a tag; True when it was the image's last, and the image went with it."""
+        async with self.db.write() as conn:
+            image_id = await conn.scalar(
+                select(Image.id)
+                .join(Registry, Registry.id == Image.registry_id)
+                .where(Registry.name == registry, Image.name == image)
+            )
+            result = await conn.execute(
+                delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
+            )
+            if not result.rowcount:
+                raise NotFound(
+                    f"tag {tag!r} does not exist in {registry}/{image}", detail={"tag": tag}
+                )
+            remaining = await conn.scalar(
+                select(func.count(Tag.id)).where(and_(Tag.image_id == image_id))
+            )
+        return not remaining
