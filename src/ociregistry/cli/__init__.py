@@ -1,0 +1,40 @@
+"""The `ociregistry` command: `serve`, and administration commands matching the management
+API (registries, images, tags, users, groups, tokens). The administration commands work on
+the same data folder and database as the server, while it runs too; they print tables for
+people and JSON (`--json`) for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ociregistry import __version__
+from ociregistry.cli import accounts, registries, serve
+from ociregistry.cli.base import prepare
+from ociregistry.config import ConfigError
+from ociregistry.errors import RegistryError
+
+__all__ = ["main", "prepare"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data folder (default ./data; OCIREGISTRY_DATA_DIR)")
+    common.add_argument("--config", help="TOML config file; environment variables override it")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(prog="ociregistry", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in (serve, registries, accounts):
+        module.add_commands(commands, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, RegistryError) as error:
+        print(f"ociregistry: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,234 @@
+"""`ociregistry registry|image|tag …`: the registries, images and tags of the management API."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ociregistry.catalog.console import Console, Page, RegistryView
+from ociregistry.catalog.database import Database
+from ociregistry.catalog.registries import Registries, RegistryNotEmpty
+from ociregistry.cli.base import output, run, say, settings_of
+from ociregistry.names import check_labels, check_remark
+
+ALL = Page(1, 10_000)
+REGISTRY_COLUMNS = [
+    "name",
+    "id",
+    "kind",
+    "public",
+    "status",
+    "project_group",
+    "image_count",
+    "pull_count",
+    "labels",
+    "created_at",
+]
+
+
+def _registry_row(view: RegistryView) -> dict[str, Any]:
+    return {
+        "id": view.resource_id,
+        "name": view.name,
+        "kind": view.kind,
+        "remark": view.remark,
+        "public": view.public,
+        "status": view.status,
+        "project_group": view.project_group,
+        "labels": view.labels or {},
+        "owner": view.owner,
+        "image_count": view.image_count,
+        "pull_count": view.pull_count,
+        "pull_count_refreshed_at": view.pull_count_refreshed_at,
+        "created_at": view.created_at,
+        "updated_at": view.updated_at,
+    }
+
+
+def _labels(values: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for value in values or []:
+        key, _, label_value = value.partition("=")
+        labels[key] = label_value
+    return check_labels(labels)
+
+
+def registry_create(args: argparse.Namespace) -> int:
+    async def work(db: Database) -> RegistryView:
+        await Registries(db).create(
+            args.name,
+            public=args.public,
+            kind="platform" if args.platform else "user",
+            remark=check_remark(args.remark),
+            owner=args.owner,
+            group=args.group,
+            labels=_labels(args.label),
+        )
+        return await Console(db).get_registry(args.name)
+
+    view = run(settings_of(args), work)
+    visibility = "public" if view.public else "private"
+    say(
+        args,
+        f"created {view.kind} registry {view.name} ({view.resource_id}), {visibility}",
+        **_registry_row(view),
+    )
+    return 0
+
+
+def registry_list(args: argparse.Namespace) -> int:
+    async def work(db: Database) -> list[RegistryView]:
+        console = Console(db)
+        views: list[RegistryView] = []
+        for scope in ("mine", "platform"):
+            found, _ = await console.list_registries(scope=scope, everything=True, page=ALL)
+            views += found
+        return sorted(views, key=lambda view: view.name)
+
+    output(args, [_registry_row(v) for v in run(settings_of(args), work)], REGISTRY_COLUMNS)
+    return 0
+
+
+def registry_update(args: argparse.Namespace) -> int:
+    values: dict[str, Any] = {}
+    if args.public is not None:
+        values["public"] = args.public
+    if args.remark is not None:
+        values["remark"] = check_remark(args.remark)
+    if args.label is not None:
+        values["labels"] = _labels(args.label)
+    view = run(settings_of(args), lambda db: Console(db).update_registry(args.name, **values))
+    say(args, f"updated registry {view.name}", **_registry_row(view))
+    return 0
+
+
+def registry_delete(args: argparse.Namespace) -> int:
+    async def work(db: Database) -> None:
+        console = Console(db)
+        count = await console.tagged_image_count(args.name)
+        if count and not args.delete_images:
+            raise RegistryNotEmpty(
+                f"registry {args.name!r} holds {count} images; pass --delete-images",
+                detail={"name": args.name, "image_count": count},
+            )
+        if await console.mark_deleting(args.name):
+            await console.finish_deletions()
+
+    run(settings_of(args), work)
+    say(args, f"deleted registry {args.name}", name=args.name, deleted=True)
+    return 0
+
+
+def image_list(args: argparse.Namespace) -> int:
+    views, _ = run(settings_of(args), lambda db: Console(db).list_images([args.registry], page=ALL))
+    rows = [
+        {
+            "name": v.name,
+            "full_name": f"{v.registry}/{v.name}",
+            "latest_tag": v.latest_tag,
+            "tag_count": v.tag_count,
+            "pull_count": v.pull_count,
+            "size_bytes": v.size_bytes,
+            "created_at": v.created_at,
+            "updated_at": v.updated_at,
+        }
+        for v in views
+    ]
+    output(
+        args, rows, ["name", "latest_tag", "tag_count", "pull_count", "size_bytes", "created_at"]
+    )
+    return 0
+
+
+def image_delete(args: argparse.Namespace) -> int:
+    run(settings_of(args), lambda db: Console(db).delete_image(args.registry, args.image))
+    say(args, f"deleted image {args.registry}/{args.image}", deleted=True)
+    return 0
+
+
+def tag_list(args: argparse.Namespace) -> int:
+    views, _ = run(
+        settings_of(args), lambda db: Console(db).list_tags(args.registry, args.image, page=ALL)
+    )
+    rows = [
+        {
+            "name": v.name,
+            "digest": v.digest,
+            "media_type": v.media_type,
+            "size_bytes": v.size_bytes,
+            "pull_count": v.pull_count,
+            "created_at": v.created_at,
+            "platforms": v.platforms,
+        }
+        for v in views
+    ]
+    output(args, rows, ["name", "digest", "pull_count", "size_bytes", "platforms", "created_at"])
+    return 0
+
+
+def tag_delete(args: argparse.Namespace) -> int:
+    last = run(
+        settings_of(args), lambda db: Console(db).delete_tag(args.registry, args.image, args.tag)
+    )
+    note = "; it was the image's last tag, so the image went too" if last else ""
+    say(args, f"deleted tag {args.tag}{note}", deleted=True, image_deleted=last)
+    return 0
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    registry = commands.add_parser("registry", help="registries").add_subparsers(
+        dest="registry_command", required=True
+    )
+    create = registry.add_parser("create", parents=[common], help="create a registry")
+    create.add_argument("name")
+    create.add_argument("--public", action="store_true", help="anyone may view and pull")
+    create.add_argument("--platform", action="store_true", help="a platform registry")
+    create.add_argument("--remark", default="")
+    create.add_argument("--owner", default="admin", help="owning user (default admin)")
+    create.add_argument("--group", help="project group (default: the owner's own group)")
+    create.add_argument("--label", action="append", metavar="KEY=VALUE")
+    create.set_defaults(handler=registry_create)
+    registry.add_parser("list", parents=[common], help="list registries").set_defaults(
+        handler=registry_list
+    )
+    update = registry.add_parser("update", parents=[common], help="change a registry")
+    update.add_argument("name")
+    update.add_argument("--public", action=argparse.BooleanOptionalAction, default=None)
+    update.add_argument("--remark")
+    update.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="replace the labels (repeat for several)",
+    )
+    update.set_defaults(handler=registry_update)
+    remove = registry.add_parser("delete", parents=[common], help="delete a registry")
+    remove.add_argument("name")
+    remove.add_argument(
+        "--delete-images", action="store_true", help="also delete every image it holds"
+    )
+    remove.set_defaults(handler=registry_delete)
+
+    image = commands.add_parser("image", help="images of a registry").add_subparsers(
+        dest="image_command", required=True
+    )
+    images = image.add_parser("list", parents=[common], help="list the images of a registry")
+    images.add_argument("registry")
+    images.set_defaults(handler=image_list)
+    image_remove = image.add_parser("delete", parents=[common], help="delete an image")
+    image_remove.add_argument("registry")
+    image_remove.add_argument("image")
+    image_remove.set_defaults(handler=image_delete)
+
+    tag = commands.add_parser("tag", help="tags of an image").add_subparsers(
+        dest="tag_command", required=True
+    )
+    tags = tag.add_parser("list", parents=[common], help="list the tags of an image")
+    tags.add_argument("registry")
+    tags.add_argument("image")
+    tags.set_defaults(handler=tag_list)
+    tag_remove = tag.add_parser("delete", parents=[common], help="delete a tag")
+    tag_remove.add_argument("registry")
+    tag_remove.add_argument("image")
+    tag_remove.add_argument("tag")
+    tag_remove.set_defaults(handler=tag_delete)
