@@ -20,6 +20,7 @@ from ociregistry.api.common import api_error
 from ociregistry.authapi import token
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
+from ociregistry.console import routes as console
 from ociregistry.errors import RegistryError
 from ociregistry.services import Services
 from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
@@ -74,7 +75,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def on_registry_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RegistryError)
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith(("/api/", "/console/")):
             return api_error(error)
         return await registry_error_handler(request, error)
 
@@ -82,10 +83,11 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *v2.routes,
             *api.routes,
+            *console.routes,
             Route("/auth/token", token.get_token, methods=["GET"]),
             Route("/auth/token", token.post_token, methods=["POST"]),
         ],
-        middleware=[Middleware(ApiVersionHeader)],
+        middleware=[Middleware(ApiVersionHeader), Middleware(console.ConsoleHeaders)],
         exception_handlers={
             RegistryError: on_registry_error,
             HTTPException: http_error_handler,

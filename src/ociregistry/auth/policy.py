@@ -62,6 +62,7 @@ class Principal:
     token: TokenClaims | None = None  # a registry token narrows access to its `access` claim
     read_only: bool = False  # a read-only personal access token
     presented_credentials: bool = False  # anonymous, but with a (token service) token
+    csrf_token: str | None = None  # signed in through a console session cookie
 
     @property
     def anonymous(self) -> bool:

@@ -28,6 +28,8 @@ from ociregistry.catalog.sql import insert_ignore
 ALGORITHM = "ES256"
 ISSUER = "ociregistry"
 DEFAULT_TOKEN_TTL_SECONDS = 300
+ACCESS_TOKEN = "access"  # a registry token from /auth/token
+SESSION_TOKEN = "session"  # a web console sign-in, carried in a cookie
 LEEWAY_SECONDS = 5
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5c", "x5u", "crit")
 _VERIFIED_CACHE_SIZE = 4096
@@ -124,8 +126,11 @@ class TokenSigner:
         *,
         token_id: int | None = None,
         ttl_seconds: int | None = None,
+        kind: str = ACCESS_TOKEN,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[str, int]:
-        """A signed token and its lifetime in seconds."""
+        """A signed token and its lifetime in seconds. `kind` keeps registry tokens and
+        console sessions apart: neither is accepted where the other is expected."""
         now = int(time.time())
         ttl = ttl_seconds or self.ttl_seconds
         claims: dict[str, Any] = {
@@ -140,6 +145,8 @@ class TokenSigner:
         }
         if token_id is not None:
             claims["pat"] = token_id
+        claims.update(extra or {})
+        claims["typ"] = kind
         token = jwt.encode(
             claims,
             self._private[self._current_kid],
@@ -148,7 +155,13 @@ class TokenSigner:
         )
         return token, ttl
 
-    def verify(self, token: str) -> TokenClaims:
+    def verify(self, token: str, kind: str = ACCESS_TOKEN) -> TokenClaims:
+        claims = self._verify(token)
+        if claims.claims.get("typ") != kind:
+            raise InvalidToken(f"not a {kind} token")
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         cached = self._verified.get(token)
         if cached is not None:
             if cached.expires_at + LEEWAY_SECONDS < time.time():
@@ -188,7 +201,7 @@ class TokenSigner:
                 audience=self.service,
                 issuer=ISSUER,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "nbf", "iat", "iss", "aud", "jti", "sub"]},
+                options={"require": ["exp", "nbf", "iat", "iss", "aud", "jti", "sub", "typ"]},
             )
         except jwt.PyJWTError as error:
             raise InvalidToken(str(error)) from None

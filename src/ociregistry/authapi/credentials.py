@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 
 from starlette.requests import Request
 
 from ociregistry.auth.accounts import Authenticated
 from ociregistry.auth.policy import ANONYMOUS, AuthenticationRequired, Principal
-from ociregistry.auth.tokens import InvalidToken
+from ociregistry.auth.tokens import SESSION_TOKEN, InvalidToken
 from ociregistry.errors import RegistryError, Unauthorized
 from ociregistry.services import Services
 
 log = logging.getLogger("ociregistry.auth")
+
+SESSION_COOKIE = "ociregistry_session"
+CSRF_HEADER = "x-csrf-token"
+SESSION_PATHS = ("/api/", "/console/")  # the cookie means nothing to /v2 or /auth
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CsrfFailed(RegistryError):
+    code, status = "PERMISSION_DENIED", 403
 
 
 class TooManyAttempts(RegistryError):
@@ -84,7 +94,10 @@ async def authenticate(request: Request) -> Principal:
     services: Services = request.app.state.services
     header = request.headers.get("authorization")
     principal = ANONYMOUS
-    if header:
+    session = request.cookies.get(SESSION_COOKIE)
+    if not header and session and request.url.path.startswith(SESSION_PATHS):
+        principal = await _session(services, request, session)
+    elif header:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
@@ -96,6 +109,25 @@ async def authenticate(request: Request) -> Principal:
             raise Unauthorized(f"unsupported authorization scheme {scheme[:20]!r}")
     request.scope["ociregistry.principal"] = principal
     return principal
+
+
+async def _session(services: Services, request: Request, token: str) -> Principal:
+    """A console session: the cookie proves who it is; for anything but a read, the
+    `X-CSRF-Token` header must also carry the session's CSRF token, which a page on another
+    site cannot know."""
+    try:
+        claims = services.signer.verify(token, SESSION_TOKEN)
+    except InvalidToken:
+        return ANONYMOUS  # an expired session is simply signed out
+    found = await services.accounts.active_user(claims.subject, None)
+    if found is None:
+        return ANONYMOUS
+    csrf = str(claims.claims.get("csrf", ""))
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get(CSRF_HEADER, ""), csrf
+    ):
+        raise CsrfFailed("the X-CSRF-Token header is missing or wrong; reload the page")
+    return principal_of(found, csrf_token=csrf)
 
 
 async def _bearer(services: Services, token: str) -> Principal:

@@ -28,13 +28,16 @@ MAX_FORM_BYTES = 64 * 1024
 
 
 class GrantInvalid(RegistryError):
-    """An OAuth2 request that cannot be served; `oauth_error` is RFC 6749's error name."""
+    """An OAuth2 request that cannot be served; `oauth_error` is RFC 6749's error name. A 401
+    (a grant that no longer works) is coded UNAUTHORIZED: docker prints the code's name."""
 
     code, status = "UNSUPPORTED", 400
 
     def __init__(self, message: str, oauth_error: str, status: int = 400) -> None:
         super().__init__(message, detail={"error": oauth_error})
         self.status = status  # type: ignore[misc]
+        if status == 401:
+            self.code = Unauthorized.code  # type: ignore[misc]
 
 
 async def _grant(
