@@ -2,6 +2,10 @@
 
 The client tests judge the server by what real clients print and do, so every command's
 combined output is kept and shown in full when a command does not end as the test expects.
+
+Credentials never touch the machine's own client configuration: each `Docker` has its own
+`DOCKER_CONFIG` folder and each `Podman` / `Skopeo` its own auth file (`REGISTRY_AUTH_FILE`),
+all in temp dirs, so `login` in a test signs in that client object only.
 """
 
 from __future__ import annotations
@@ -42,22 +46,25 @@ def run(
     check: bool = True,
     timeout: float = COMMAND_TIMEOUT_SECONDS,
     env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> Result:
     """Run a command, stdout and stderr interleaved as a person would see them.
 
     With `check`, a non-zero exit fails the test with the full output, so the report says what
-    the client complained about instead of only an exit code.
+    the client complained about instead of only an exit code. `stdin` is fed to the command
+    (passwords for `login --password-stdin`); without it the command reads nothing.
     """
     argv = tuple(str(arg) for arg in args)
+    feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     try:
         completed = subprocess.run(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
             text=True,
             timeout=timeout,
             env={**os.environ, **(env or {})},
+            **feed,
         )
     except subprocess.TimeoutExpired as expired:
         output = expired.output or ""
@@ -138,14 +145,40 @@ def push_image_http(client: httpx.Client, repository: str, top: Image | Index, t
 
 
 class Docker:
-    """The docker CLI against the local daemon; remembers the images a test made."""
+    """The docker CLI against the local daemon; remembers the images a test made.
 
-    def __init__(self, binary: str) -> None:
+    Its credentials live in `config_dir` (the CLI's `DOCKER_CONFIG`: the daemon keeps none),
+    so two `Docker` objects with different folders are two different signed-in users.
+    """
+
+    def __init__(self, binary: str, config_dir: Path, created: list[str] | None = None) -> None:
         self.binary = binary
-        self.created: list[str] = []
+        self.config_dir = config_dir
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.created: list[str] = [] if created is None else created
 
-    def __call__(self, *args: str | Path, check: bool = True) -> Result:
-        return run(self.binary, *args, check=check)
+    def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
+        env = {"DOCKER_CONFIG": str(self.config_dir)}
+        return run(self.binary, *args, check=check, env=env, stdin=stdin)
+
+    def as_user(self, config_dir: Path) -> Docker:
+        """The same client with credentials of its own (none until it logs in); images it
+        makes are cleaned up with this one's."""
+        return Docker(self.binary, config_dir, self.created)
+
+    def login(self, address: str, username: str, password: str, *, check: bool = True) -> Result:
+        return self(
+            "login",
+            address,
+            "--username",
+            username,
+            "--password-stdin",
+            check=check,
+            stdin=password + "\n",
+        )
+
+    def logout(self, address: str) -> Result:
+        return self("logout", address, check=False)
 
     def import_tar(self, tar: Path, reference: str) -> str:
         """`docker import` a rootfs tar as `reference`; returns the image ID (sha256:...)."""
@@ -180,10 +213,12 @@ class Docker:
 
 
 class Podman:
-    """podman with its own vfs store in a temp dir: no overlay or fuse needed, no leftovers."""
+    """podman with its own vfs store in a temp dir: no overlay or fuse needed, no leftovers;
+    its credentials go to an auth file there too."""
 
     def __init__(self, binary: str, root: Path) -> None:
         self.binary = binary
+        self.auth_file = root / "auth.json"
         self.global_args = [
             "--root", str(root / "storage"),
             "--runroot", str(root / "run"),
@@ -193,8 +228,24 @@ class Podman:
             "--tmpdir", str(root / "tmp"),
         ]
 
-    def __call__(self, *args: str | Path, check: bool = True) -> Result:
-        return run(self.binary, *self.global_args, *args, check=check)
+    def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
+        env = {"REGISTRY_AUTH_FILE": str(self.auth_file)}
+        return run(self.binary, *self.global_args, *args, check=check, env=env, stdin=stdin)
+
+    def login(self, address: str, username: str, password: str, *, check: bool = True) -> Result:
+        return self(
+            "login",
+            "--tls-verify=false",
+            "--username",
+            username,
+            "--password-stdin",
+            address,
+            check=check,
+            stdin=password + "\n",
+        )
+
+    def logout(self, address: str) -> Result:
+        return self("logout", address, check=False)
 
     def image_id(self, reference: str) -> str | None:
         result = self("image", "inspect", "--format", "{{.Id}}", reference, check=False)
@@ -202,10 +253,32 @@ class Podman:
 
 
 class Skopeo:
-    """skopeo; the TLS flags stay with each call, since they differ between subcommands."""
+    """skopeo; the TLS flags and credentials (`--creds`, `--src-creds`, `--dest-creds`) stay
+    with each call, since they differ between subcommands. What `login` stores goes to
+    `auth_file`, which nothing else reads: a fresh `Skopeo` is anonymous."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, auth_file: Path) -> None:
         self.binary = binary
+        self.auth_file = auth_file
 
-    def __call__(self, *args: str | Path, check: bool = True) -> Result:
-        return run(self.binary, *args, check=check)
+    def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
+        env = {"REGISTRY_AUTH_FILE": str(self.auth_file)}
+        return run(self.binary, *args, check=check, env=env, stdin=stdin)
+
+    def with_auth_file(self, auth_file: Path) -> Skopeo:
+        return Skopeo(self.binary, auth_file)
+
+    def login(self, address: str, username: str, password: str, *, check: bool = True) -> Result:
+        return self(
+            "login",
+            "--tls-verify=false",
+            "--username",
+            username,
+            "--password-stdin",
+            address,
+            check=check,
+            stdin=password + "\n",
+        )
+
+    def logout(self, address: str) -> Result:
+        return self("logout", address, check=False)

@@ -2,7 +2,8 @@
 
 Registries are created by an operator, never implicitly by a push; each client must show the
 registry's NAME_UNKNOWN error to its user (docker, podman and skopeo print it as
-"name unknown: ...").
+"name unknown: ..."). The clients sign in as the platform admin first: a missing registry is
+missing for everybody, so not even the admin gets an authentication error instead.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ def test_podman_push_to_missing_registry(
 
 
 def test_skopeo_copy_to_missing_registry(
-    server: RunningServer, skopeo: Skopeo, tmp_path: Path
+    server: RunningServer, skopeo: Skopeo, tmp_path: Path, admin_creds: str
 ) -> None:
     source = write_oci_layout(tmp_path / "source", build_image("missing-skopeo"), tag="v1")
     result = skopeo(
-        "copy", "--dest-tls-verify=false",
-        f"oci:{source}:v1", f"docker://{server.address}/{MISSING_REGISTRY}/app:1",
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        admin_creds,
+        f"oci:{source}:v1",
+        f"docker://{server.address}/{MISSING_REGISTRY}/app:1",
         check=False,
     )
     assert_name_unknown(result)

@@ -28,8 +28,18 @@ SBOM_LAYER_TYPE = "application/spdx+json"
 SIGNATURE_ARTIFACT_TYPE = "application/vnd.example.signature.v1"
 
 
-def oras_client(server: RunningServer) -> oras.client.OrasClient:
-    return oras.client.OrasClient(hostname=server.address, insecure=True)
+def oras_client(server: RunningServer, config_dir: Path) -> oras.client.OrasClient:
+    """An oras-py client signed in as the platform admin. `login` records the credentials in
+    a docker config file, here one in the test's temp dir rather than ~/.docker."""
+    client = oras.client.OrasClient(hostname=server.address, insecure=True)
+    username, password = server.admin
+    client.login(
+        username,
+        password,
+        hostname=server.address,
+        config_path=str(config_dir / "config.json"),
+    )
+    return client
 
 
 def subject_of(image: Image) -> oras.oci.Subject:
@@ -63,7 +73,7 @@ def test_oras_push_with_subject_is_listed_by_referrers(
     sbom.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "name": registry}))
     config = tmp_path / "config.json"
     config.write_text("{}")
-    response = oras_client(server).push(
+    response = oras_client(server, tmp_path / "oras").push(
         target=f"{server.address}/{repository}:sbom",
         files=[f"{sbom}:{SBOM_LAYER_TYPE}"],
         manifest_config=f"{config}:{SBOM_CONFIG_TYPE}",
@@ -91,7 +101,7 @@ def test_oras_artifact_type_field_and_referrers_filter(
     repository = f"{registry}/app"
     image = build_image(f"signed-{registry}")
     push_image_http(client, repository, image, "1.0")
-    registry_client = oras_client(server)
+    registry_client = oras_client(server, tmp_path / "oras")
     container = oras.container.Container(f"{server.address}/{repository}:signature")
 
     empty = Blob(OCI_EMPTY, b"{}")

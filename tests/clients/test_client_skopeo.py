@@ -3,6 +3,9 @@
 Images are written as OCI layouts (and a `dir:` layout for Docker v2s2, which skopeo's `oci:`
 transport would convert) with known digests; after a trip to the registry and back the
 manifests must be the very same bytes.
+
+Pushes and deletes sign in as the platform admin (`--dest-creds` / `--creds`); pulls and
+inspections stay anonymous, which the shared test registries (public ones) allow.
 """
 
 from __future__ import annotations
@@ -41,13 +44,13 @@ def raw_manifest(skopeo: Skopeo, reference: str) -> bytes:
 
 
 def test_skopeo_round_trips_oci_image(
-    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path
+    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path, admin_creds: str
 ) -> None:
     image = build_image(f"oci-{registry}", layer_count=2)
     source = write_oci_layout(tmp_path / "source", image, tag="v1")
     remote = f"{server.address}/{registry}/oci-image:v1"
 
-    skopeo(*PUSH, f"oci:{source}:v1", f"docker://{remote}")
+    skopeo(*PUSH, "--dest-creds", admin_creds, f"oci:{source}:v1", f"docker://{remote}")
     assert raw_manifest(skopeo, remote) == image.manifest.data
 
     back = tmp_path / "back"
@@ -60,13 +63,18 @@ def test_skopeo_round_trips_oci_image(
 
 
 def test_skopeo_round_trips_docker_v2s2_image(
-    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path, client: httpx.Client
+    server: RunningServer,
+    registry: str,
+    skopeo: Skopeo,
+    tmp_path: Path,
+    client: httpx.Client,
+    admin_creds: str,
 ) -> None:
     image = build_image(f"v2s2-{registry}", docker=True)
     source = write_dir_layout(tmp_path / "source", image)
     remote = f"{server.address}/{registry}/docker-image:v1"
 
-    skopeo(*PUSH, f"dir:{source}", f"docker://{remote}")
+    skopeo(*PUSH, "--dest-creds", admin_creds, f"dir:{source}", f"docker://{remote}")
     assert raw_manifest(skopeo, remote) == image.manifest.data
     served = client.get(
         f"/v2/{registry}/docker-image/manifests/v1", headers={"Accept": DOCKER_MANIFEST}
@@ -84,13 +92,13 @@ def test_skopeo_round_trips_docker_v2s2_image(
 
 
 def test_skopeo_round_trips_multi_arch_index(
-    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path
+    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path, admin_creds: str
 ) -> None:
     index = build_index(f"multi-{registry}")
     source = write_oci_layout(tmp_path / "source", index, tag="v1")
     remote = f"{server.address}/{registry}/multi:v1"
 
-    skopeo(*PUSH, "--all", f"oci:{source}:v1", f"docker://{remote}")
+    skopeo(*PUSH, "--dest-creds", admin_creds, "--all", f"oci:{source}:v1", f"docker://{remote}")
     assert raw_manifest(skopeo, remote) == index.manifest.data
 
     # Each architecture resolves through the index to its own child image. (skopeo's "Digest"
@@ -119,13 +127,15 @@ def test_skopeo_round_trips_multi_arch_index(
 
 
 def test_skopeo_inspect_and_list_tags(
-    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path
+    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path, admin_creds: str
 ) -> None:
     image = build_image(f"tags-{registry}", layer_count=2)
     source = write_oci_layout(tmp_path / "source", image, tag="v1")
     repository = f"{server.address}/{registry}/tagged"
     for tag in ("v1", "v2", "latest"):
-        skopeo(*PUSH, f"oci:{source}:v1", f"docker://{repository}:{tag}")
+        skopeo(
+            *PUSH, "--dest-creds", admin_creds, f"oci:{source}:v1", f"docker://{repository}:{tag}"
+        )
 
     listed = json.loads(
         skopeo("list-tags", "--tls-verify=false", f"docker://{repository}").output
@@ -144,15 +154,20 @@ def test_skopeo_inspect_and_list_tags(
 
 
 def test_skopeo_delete_removes_manifest(
-    server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path, client: httpx.Client
+    server: RunningServer,
+    registry: str,
+    skopeo: Skopeo,
+    tmp_path: Path,
+    client: httpx.Client,
+    admin_creds: str,
 ) -> None:
     image = build_image(f"delete-{registry}")
     source = write_oci_layout(tmp_path / "source", image, tag="v1")
     remote = f"{server.address}/{registry}/doomed:v1"
-    skopeo(*PUSH, f"oci:{source}:v1", f"docker://{remote}")
+    skopeo(*PUSH, "--dest-creds", admin_creds, f"oci:{source}:v1", f"docker://{remote}")
     assert raw_manifest(skopeo, remote) == image.manifest.data
 
-    skopeo("delete", "--tls-verify=false", f"docker://{remote}")
+    skopeo("delete", "--tls-verify=false", "--creds", admin_creds, f"docker://{remote}")
 
     gone = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{remote}", check=False)
     assert gone.returncode != 0, gone.describe()

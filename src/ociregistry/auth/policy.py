@@ -167,8 +167,10 @@ class AccessPolicy:
             )
         if Action.PULL not in allowed:
             raise NameUnknown(f"repository {repo.full} is not known", detail={"name": repo.full})
-        if principal.anonymous:
-            raise AuthenticationRequired("authentication required", scope)
+        if principal.anonymous:  # an anonymous token: docker retries a bare 401 for a minute
+            raise AuthenticationRequired(
+                "authentication required", scope, error="insufficient_scope"
+            )
         raise Denied(
             f"{principal.username} may not {action} in {repo.full}", detail={"name": repo.full}
         )
