@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -55,6 +55,12 @@ async def _refresh_registry_counts(services: Services) -> None:
         await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))
 
 
+async def _client_gone(request: Request, error: Exception) -> Response:
+    """The client hung up mid-body: nothing to answer, nothing worth a traceback."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -91,6 +97,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             RegistryError: on_registry_error,
             HTTPException: http_error_handler,
+            ClientDisconnect: _client_gone,
         },
         lifespan=lifespan,
     )

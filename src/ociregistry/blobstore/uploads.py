@@ -125,7 +125,11 @@ class Uploads:
                     detail={"expected_start": before, "received_start": start},
                     headers=self._progress_headers(session, before),
                 )
-            await self._receive(session, writer, body)
+            try:
+                await self._receive(session, writer, body)
+            except BaseException:  # a dropped connection leaves the upload as it was
+                await self._undo(session, writer, before)
+                raise
             received = writer.size - before
             if length is not None and received != length:
                 await self._undo(session, writer, before)
@@ -146,7 +150,11 @@ class Uploads:
         async with writer:
             before = writer.size
             if body is not None:
-                await self._receive(session, writer, body)
+                try:
+                    await self._receive(session, writer, body)
+                except BaseException:
+                    await self._undo(session, writer, before)
+                    raise
             actual = await self._digest(session, digest.algorithm, writer.size)
             if actual != digest:
                 await self._undo(session, writer, before)

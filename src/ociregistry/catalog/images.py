@@ -29,6 +29,7 @@ from ociregistry.catalog.models import (
 from ociregistry.catalog.sql import dialect_insert, insert_ignore
 from ociregistry.errors import (
     ManifestBlobUnknown,
+    ManifestInvalid,
     NameUnknown,
 )
 from ociregistry.manifests.parse import ParsedManifest
@@ -92,7 +93,10 @@ _TAGS = (
 )
 _REFERRERS = (
     select(
-        Manifest.digest, Manifest.media_type, Manifest.size, Manifest.artifact_type,
+        Manifest.digest,
+        Manifest.media_type,
+        Manifest.size,
+        Manifest.artifact_type,
         Manifest.annotations,
     )
     .join(Image, Image.id == Manifest.image_id)
@@ -159,9 +163,15 @@ class Images:
             )
         now = utcnow()
         await insert_ignore(
-            conn, Image.__table__,
-            {"registry_id": registry_id, "name": repo.image, "pull_count": 0,
-             "created_at": now, "updated_at": now},
+            conn,
+            Image.__table__,
+            {
+                "registry_id": registry_id,
+                "name": repo.image,
+                "pull_count": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
             ["registry_id", "name"],
         )
         image_id = await conn.scalar(
@@ -181,9 +191,9 @@ class Images:
         async with self.db.write() as conn:
             image_id = await self._ensure_image(conn, repo)
             await insert_ignore(
-                conn, ImageBlob.__table__,
-                {"image_id": image_id, "digest": str(digest), "size": size,
-                 "created_at": utcnow()},
+                conn,
+                ImageBlob.__table__,
+                {"image_id": image_id, "digest": str(digest), "size": size, "created_at": utcnow()},
                 ["image_id", "digest"],
             )
 
@@ -213,9 +223,7 @@ class Images:
             row = (await conn.execute(query, params)).first()
         return None if row is None else ManifestRecord(*row)
 
-    async def missing_references(
-        self, repo: RepositoryName, parsed: ParsedManifest
-    ) -> None:
+    async def missing_references(self, repo: RepositoryName, parsed: ParsedManifest) -> None:
         """Raise MANIFEST_BLOB_UNKNOWN / MANIFEST_UNKNOWN for anything `parsed` needs but
         `repo` lacks. Foreign layers are not held by any registry and are not checked."""
         async with self.db.read() as conn:
@@ -225,42 +233,42 @@ class Images:
     async def _check_references(
         conn: AsyncConnection, repo: RepositoryName, parsed: ParsedManifest
     ) -> None:
-        blobs = {str(d.digest) for d in parsed.blobs if not d.foreign}
-        children = {str(d.digest) for d in parsed.children}
+        """Every blob and child manifest must be in `repo`, with the size the manifest gives
+        it. (The spec names any missing reference MANIFEST_BLOB_UNKNOWN.)"""
         image_id = await conn.scalar(_IMAGE_ID, _params(repo))
-        if blobs:
-            present: set[str] = set()
+        checks = (
+            ("blob", [d for d in parsed.blobs if not d.foreign], ImageBlob),
+            ("manifest", parsed.children, Manifest),
+        )
+        for kind, descriptors, table in checks:
+            wanted = {str(d.digest): d.size for d in descriptors}
+            if not wanted:
+                continue
+            stored: dict[str, int] = {}
             if image_id is not None:
-                present = set(
-                    (await conn.scalars(
-                        select(ImageBlob.digest).where(
-                            ImageBlob.image_id == image_id, ImageBlob.digest.in_(blobs)
-                        )
-                    )).all()
+                rows = await conn.execute(
+                    select(table.digest, table.size).where(
+                        table.image_id == image_id, table.digest.in_(wanted)
+                    )
                 )
-            missing = sorted(blobs - present)
+                stored = {digest: size for digest, size in rows.all()}
+            missing = sorted(set(wanted) - set(stored))
             if missing:
                 raise ManifestBlobUnknown(
-                    f"the manifest references {len(missing)} blob(s) that {repo.full} does not "
-                    f"hold, first {missing[0]}; push the blobs before the manifest",
+                    f"the manifest references {len(missing)} {kind}(s) that {repo.full} does "
+                    f"not hold, first {missing[0]}; push them before the manifest",
                     detail={"digests": missing[:20]},
                 )
-        if children:
-            present = set()
-            if image_id is not None:
-                present = set(
-                    (await conn.scalars(
-                        select(Manifest.digest).where(
-                            Manifest.image_id == image_id, Manifest.digest.in_(children)
-                        )
-                    )).all()
-                )
-            missing = sorted(children - present)
-            if missing:  # the spec: a missing reference of any kind is MANIFEST_BLOB_UNKNOWN
-                raise ManifestBlobUnknown(
-                    f"the index references {len(missing)} manifest(s) that {repo.full} does not "
-                    f"hold, first {missing[0]}; push the child manifests before the index",
-                    detail={"digests": missing[:20]},
+            wrong = sorted(digest for digest, size in wanted.items() if stored[digest] != size)
+            if wrong:
+                raise ManifestInvalid(
+                    f"the manifest gives {kind} {wrong[0]} a size of {wanted[wrong[0]]} bytes, "
+                    f"but it has {stored[wrong[0]]}",
+                    detail={
+                        "digest": wrong[0],
+                        "size": wanted[wrong[0]],
+                        "actual_size": stored[wrong[0]],
+                    },
                 )
 
     async def record_manifest(
@@ -284,13 +292,17 @@ class Images:
             if manifest_id is None:
                 manifest_id = await self._insert_manifest(conn, image_id, digest, size, parsed)
             await insert_ignore(
-                conn, ImageBlob.__table__,
+                conn,
+                ImageBlob.__table__,
                 {"image_id": image_id, "digest": str(digest), "size": size, "created_at": now},
                 ["image_id", "digest"],
             )
             if tag is not None:
                 upsert = dialect_insert(conn, Tag.__table__).values(
-                    image_id=image_id, name=tag, manifest_id=manifest_id, pull_count=0,
+                    image_id=image_id,
+                    name=tag,
+                    manifest_id=manifest_id,
+                    pull_count=0,
                     created_at=now,
                 )
                 await conn.execute(
@@ -307,21 +319,36 @@ class Images:
     ) -> int:
         result = await conn.execute(
             Manifest.__table__.insert().values(
-                image_id=image_id, digest=str(digest), media_type=parsed.media_type, size=size,
+                image_id=image_id,
+                digest=str(digest),
+                media_type=parsed.media_type,
+                size=size,
                 artifact_type=parsed.artifact_type,
                 subject=str(parsed.subject.digest) if parsed.subject else None,
-                annotations=parsed.annotations, created_at=utcnow(),
+                annotations=parsed.annotations,
+                created_at=utcnow(),
             )
         )
         manifest_id = result.inserted_primary_key[0]
         references = [
-            {"manifest_id": manifest_id, "position": i, "digest": str(d.digest),
-             "kind": "blob", "size": d.size, "platform": None}
+            {
+                "manifest_id": manifest_id,
+                "position": i,
+                "digest": str(d.digest),
+                "kind": "blob",
+                "size": d.size,
+                "platform": None,
+            }
             for i, d in enumerate(parsed.blobs)
         ] + [
-            {"manifest_id": manifest_id, "position": len(parsed.blobs) + i,
-             "digest": str(d.digest), "kind": "manifest", "size": d.size,
-             "platform": d.platform}
+            {
+                "manifest_id": manifest_id,
+                "position": len(parsed.blobs) + i,
+                "digest": str(d.digest),
+                "kind": "manifest",
+                "size": d.size,
+                "platform": d.platform,
+            }
             for i, d in enumerate(parsed.children)
         ]
         if references:
