@@ -42,7 +42,14 @@ class RunningServer:
         self.data_dir = Path(data_dir)
         self.workers = workers
         self.port = port or free_port()
-        self.env = {**os.environ, "OCIREGISTRY_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
+        self.env = {
+            **os.environ,
+            "OCIREGISTRY_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # Tests that fail sign-ins on purpose must not lock every other test out of the
+            # shared server (all come from 127.0.0.1); brute-force tests set their own limit.
+            "OCIREGISTRY_LOGIN_MAX_FAILURES": "100000",
+            **(env or {}),
+        }
         self.extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"

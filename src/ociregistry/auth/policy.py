@@ -159,6 +159,11 @@ class AccessPolicy:
             raise AuthenticationRequired(
                 "authentication required", scope, error="insufficient_scope"
             )
+        if action in allowed and principal.read_only:  # no new token would help
+            raise Denied(
+                f"a read-only access token cannot {action} in {repo.full}",
+                detail={"name": repo.full},
+            )
         if action in allowed:  # the token, not the user, lacks the right: ask for a new one
             raise AuthenticationRequired(
                 f"the token does not grant {action} on {repo.full}",
