@@ -156,7 +156,9 @@ def list_params(request: Request) -> tuple[Page, str | None, str | None]:
         value = params.get(name)
         if value is None:
             return default
-        if not value.isdigit() or not 1 <= int(value[:9]) <= (high or 10**9):
+        # ASCII digits only ('²'.isdigit() is true), and few enough for the database.
+        digits = value.isascii() and value.isdigit() and len(value) <= 10
+        if not digits or not 1 <= int(value) <= (high or 10**9):
             limit = f"1 to {high}" if high else "at least 1"
             raise InvalidArgument(f"{name} must be an integer, {limit}", detail={"field": name})
         return int(value)

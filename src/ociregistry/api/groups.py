@@ -22,7 +22,9 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.models import GroupMember, ProjectGroup
 from ociregistry.auth.policy import Principal
-from ociregistry.catalog.console import NotFound
+from ociregistry.catalog.console import NotFound, parse_sort
+
+GROUP_SORTS = {"name": ProjectGroup.name, "created_at": ProjectGroup.created_at}
 
 
 async def _group_id(request: Request, principal: Principal) -> int:
@@ -39,7 +41,8 @@ async def _group_id(request: Request, principal: Principal) -> int:
 
 async def list_groups(request: Request) -> JSONResponse:
     principal = await caller(request)
-    page, q, _ = list_params(request)
+    page, q, sort = list_params(request)
+    order = parse_sort(sort, GROUP_SORTS, "name")
     member_count = (
         select(func.count())
         .where(GroupMember.group_id == ProjectGroup.id)
@@ -68,7 +71,7 @@ async def list_groups(request: Request) -> JSONResponse:
         total = await conn.scalar(select(func.count()).select_from(query.subquery()))
         rows = (
             await conn.execute(
-                query.order_by(ProjectGroup.name).offset(page.offset).limit(page.size)
+                query.order_by(*order, ProjectGroup.id).offset(page.offset).limit(page.size)
             )
         ).all()
     items: list[dict[str, Any]] = [

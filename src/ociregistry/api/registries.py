@@ -27,8 +27,8 @@ from ociregistry.api.common import (
 from ociregistry.auth.policy import ADMINISTER, Principal
 from ociregistry.catalog.console import InvalidArgument, NotFound
 from ociregistry.catalog.registries import RegistryNotEmpty
-from ociregistry.errors import RegistryError
-from ociregistry.names import check_labels, check_remark
+from ociregistry.errors import NameInvalid, RegistryError
+from ociregistry.names import check_labels, check_registry_name, check_remark
 
 _background: set[asyncio.Task[Any]] = set()
 
@@ -73,6 +73,10 @@ async def create_registry(request: Request) -> JSONResponse:
         },
         required=("name",),
     )
+    try:
+        check_registry_name(body["name"])
+    except NameInvalid as error:  # name the field, as every other 400 here does
+        raise InvalidArgument(error.message, detail={"field": "name"}) from None
     registry = services(request)
     kind = body.get("kind", "user")
     if kind not in ("user", "platform"):

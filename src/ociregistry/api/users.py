@@ -3,7 +3,7 @@ personal access tokens (each user manages their own)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -100,7 +100,8 @@ async def update_user(request: Request) -> JSONResponse:
     if "password" in body:
         await accounts.set_password(username, body["password"])
     user = await accounts.get_user(username)
-    assert user is not None
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
     return JSONResponse(_user_json(user))
 
 
@@ -129,6 +130,12 @@ async def create_token(request: Request) -> JSONResponse:
             ) from None
         if expires_at.tzinfo is None:
             raise InvalidArgument("expires_at needs a time zone", detail={"field": "expires_at"})
+        try:
+            expires_at = expires_at.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+            raise InvalidArgument(
+                "expires_at is out of range", detail={"field": "expires_at"}
+            ) from None
     info, secret = await services(request).accounts.create_token(
         username, body["name"], read_only=body.get("read_only", False), expires_at=expires_at
     )

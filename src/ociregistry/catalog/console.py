@@ -346,6 +346,7 @@ class Console:
         sort: str | None = None,
         page: Page = Page(),
     ) -> tuple[list[ImageView], int]:
+        order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
         if not registries:
             return [], 0
         query = (
@@ -364,7 +365,6 @@ class Console:
         )
         if q:
             query = query.where(_contains(Image.name, q))
-        order = parse_sort(sort, IMAGE_SORTS, "name")
         async with self.db.read() as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             rows = (
