@@ -602,10 +602,13 @@ def test_user_group_and_token_responses_conform(
 
     group = f"g{registry_name}"
     made = client.post("/api/v1/project-groups", json={"name": group, "description": "d"})
-    assert conforms(made, "/api/v1/project-groups") == {
+    body = conforms(made, "/api/v1/project-groups")
+    assert body["id"].startswith("grp-")
+    assert {k: body[k] for k in ("name", "description", "role", "member_count")} == {
         "name": group,
         "description": "d",
         "role": "owner",
+        "member_count": 1,
     }
     error_code(
         client.post("/api/v1/project-groups", json={"name": group}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ociregistry import api, v2
@@ -85,6 +86,19 @@ def create_app(settings: Settings) -> Starlette:
             return api_error(error)
         return await registry_error_handler(request, error)
 
+    async def on_http_error(request: Request, error: Exception) -> Response:
+        response = await http_error_handler(request, error)
+        if request.url.path.startswith(("/api/", "/console/")):
+            assert isinstance(error, HTTPException)
+            message = json.loads(response.body)["errors"][0]["message"]
+            code = "NOT_FOUND" if error.status_code == 404 else "METHOD_NOT_ALLOWED"
+            return JSONResponse(
+                {"error": {"code": code, "message": message}},
+                status_code=error.status_code,
+                headers=error.headers,
+            )
+        return response
+
     return Starlette(
         routes=[
             *v2.routes,
@@ -96,7 +110,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(ApiVersionHeader), Middleware(console.ConsoleHeaders)],
         exception_handlers={
             RegistryError: on_registry_error,
-            HTTPException: http_error_handler,
+            HTTPException: on_http_error,
             ClientDisconnect: _client_gone,
         },
         lifespan=lifespan,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -20,11 +19,9 @@ from ociregistry.api.common import (
     services,
     writer,
 )
-from ociregistry.auth.models import GroupMember, ProjectGroup
+from ociregistry.auth.groups import GROUP_SORTS, GroupView
 from ociregistry.auth.policy import Principal
 from ociregistry.catalog.console import NotFound, parse_sort
-
-GROUP_SORTS = {"name": ProjectGroup.name, "created_at": ProjectGroup.created_at}
 
 
 async def _group_id(request: Request, principal: Principal) -> int:
@@ -39,53 +36,29 @@ async def _group_id(request: Request, principal: Principal) -> int:
     return group_id
 
 
+def _group_json(view: GroupView) -> dict[str, Any]:
+    return {
+        "id": view.resource_id,
+        "name": view.name,
+        "description": view.description,
+        "member_count": view.member_count,
+        "role": view.role,
+        "created_at": rfc3339(view.created_at),
+    }
+
+
 async def list_groups(request: Request) -> JSONResponse:
     principal = await caller(request)
     page, q, sort = list_params(request)
-    order = parse_sort(sort, GROUP_SORTS, "name")
-    member_count = (
-        select(func.count())
-        .where(GroupMember.group_id == ProjectGroup.id)
-        .correlate(ProjectGroup)
-        .scalar_subquery()
+    views, total = await services(request).groups.views(
+        user_id=principal.user_id,
+        everything=principal.is_admin,
+        q=q,
+        order=parse_sort(sort, GROUP_SORTS, "name"),
+        offset=page.offset,
+        limit=page.size,
     )
-    my_role = (
-        select(GroupMember.role)
-        .where(GroupMember.group_id == ProjectGroup.id, GroupMember.user_id == principal.user_id)
-        .correlate(ProjectGroup)
-        .scalar_subquery()
-    )
-    query = select(
-        ProjectGroup.resource_id,
-        ProjectGroup.name,
-        ProjectGroup.description,
-        member_count,
-        my_role,
-        ProjectGroup.created_at,
-    )
-    if not principal.is_admin:
-        query = query.where(my_role.is_not(None))
-    if q:
-        query = query.where(ProjectGroup.name.contains(q, autoescape=True))
-    async with services(request).db.read() as conn:
-        total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-        rows = (
-            await conn.execute(
-                query.order_by(*order, ProjectGroup.id).offset(page.offset).limit(page.size)
-            )
-        ).all()
-    items: list[dict[str, Any]] = [
-        {
-            "id": rid,
-            "name": name,
-            "description": description,
-            "member_count": members,
-            "role": role,
-            "created_at": rfc3339(created),
-        }
-        for rid, name, description, members, role, created in rows
-    ]
-    return listing(items, total or 0, page)
+    return listing([_group_json(view) for view in views], total, page)
 
 
 async def create_group(request: Request) -> JSONResponse:
@@ -95,10 +68,10 @@ async def create_group(request: Request) -> JSONResponse:
     await services(request).groups.create(
         body["name"], principal.username, body.get("description", "")
     )
-    return JSONResponse(
-        {"name": body["name"], "description": body.get("description", ""), "role": "owner"},
-        status_code=201,
+    views, _ = await services(request).groups.views(
+        user_id=principal.user_id, everything=True, name=body["name"], limit=1
     )
+    return JSONResponse(_group_json(views[0]), status_code=201)
 
 
 async def list_members(request: Request) -> JSONResponse:

@@ -33,6 +33,10 @@ from ociregistry.names import check_labels, check_registry_name, check_remark
 _background: set[asyncio.Task[Any]] = set()
 
 
+class RegistryDeleting(RegistryError):
+    code, status = "REGISTRY_DELETING", 409
+
+
 def _label_filter(value: str | None) -> tuple[str, str] | None:
     if value is None:
         return None
@@ -167,8 +171,11 @@ async def _delete_one(
     request: Request, principal: Principal, name: str, delete_images: bool
 ) -> bool:
     """Delete a registry; True when it is gone, False while its images are being deleted."""
-    await _require(request, principal, name, ADMINISTER)
     registry = services(request)
+    rights = await registry.policy.registry_rights(principal, name)
+    if rights is not None and (await registry.console.get_registry(name)).status == "deleting":
+        raise RegistryDeleting(f"registry {name!r} is already being deleted", detail={"name": name})
+    await _require(request, principal, name, ADMINISTER)
     count = await registry.console.tagged_image_count(name)
     if count and not delete_images:
         raise RegistryNotEmpty(
@@ -176,6 +183,9 @@ async def _delete_one(
             detail={"name": name, "image_count": count},
         )
     if not await registry.console.mark_deleting(name):
+        return True
+    if not count:  # only untagged leftovers: quick enough to finish now (204, not 202)
+        await registry.console.finish_deletions()
         return True
     task = asyncio.create_task(registry.console.finish_deletions())
     _background.add(task)

@@ -252,6 +252,22 @@ class Accounts:
                 self._recent.popitem(last=False)
         return matched
 
+    async def authenticate_token(self, secret: str) -> Authenticated | None:
+        """A personal access token on its own (`Authorization: Bearer ocir_…`): the token
+        names its user."""
+        parts = _split_token(secret, PAT_PREFIX)
+        if parts is None:
+            return None
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(*_USER_COLUMNS)
+                    .join(PersonalAccessToken, PersonalAccessToken.user_id == User.id)
+                    .where(PersonalAccessToken.public_id == parts[0])
+                )
+            ).first()
+        return await self._check_token(UserInfo(*row) if row else None, *parts)
+
     async def _check_token(
         self, user: UserInfo | None, public_id: str, secret: str
     ) -> Authenticated | None:

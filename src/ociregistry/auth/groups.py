@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from ociregistry.auth.accounts import ROLES, AccountError, AccountExists, AccountUnknown
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
@@ -15,6 +17,19 @@ from ociregistry.catalog.models import new_resource_id, utcnow
 from ociregistry.catalog.sql import dialect_insert
 
 _GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+
+
+GROUP_SORTS: dict[str, Any] = {"name": ProjectGroup.name, "created_at": ProjectGroup.created_at}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    resource_id: str
+    name: str
+    description: str
+    member_count: int
+    role: str | None  # the viewer's role
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +117,56 @@ class Groups:
                 )
             ).all()
         return [Member(*row) for row in rows]
+
+    async def views(
+        self,
+        *,
+        user_id: int | None,
+        everything: bool,
+        q: str | None = None,
+        name: str | None = None,
+        order: list[Any] | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> tuple[list[GroupView], int]:
+        """Groups `user_id` belongs to (all of them with `everything`), with member counts
+        and the user's role in each."""
+        member_count = (
+            select(func.count())
+            .where(GroupMember.group_id == ProjectGroup.id)
+            .correlate(ProjectGroup)
+            .scalar_subquery()
+        )
+        my_role = (
+            select(GroupMember.role)
+            .where(GroupMember.group_id == ProjectGroup.id, GroupMember.user_id == user_id)
+            .correlate(ProjectGroup)
+            .scalar_subquery()
+        )
+        query = select(
+            ProjectGroup.resource_id,
+            ProjectGroup.name,
+            ProjectGroup.description,
+            member_count,
+            my_role,
+            ProjectGroup.created_at,
+        )
+        if not everything:
+            query = query.where(my_role.is_not(None))
+        if q:
+            query = query.where(ProjectGroup.name.contains(q, autoescape=True))
+        if name is not None:
+            query = query.where(ProjectGroup.name == name)
+        async with self.db.read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            rows = (
+                await conn.execute(
+                    query.order_by(*(order or [ProjectGroup.name]), ProjectGroup.id)
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).all()
+        return [GroupView(*row) for row in rows], total or 0
 
     async def list(self) -> list[str]:
         async with self.db.read() as conn:

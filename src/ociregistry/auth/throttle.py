@@ -21,7 +21,6 @@ from ociregistry.catalog.sql import dialect_insert
 DEFAULT_MAX_FAILURES = 10
 DEFAULT_BLOCK_SECONDS = 300
 WINDOW = timedelta(minutes=15)
-SLOW_AFTER = 3  # failures before each further attempt waits a little
 SLOW_STEP_SECONDS = 0.25
 SLOW_MAX_SECONDS = 2.0
 
@@ -74,8 +73,9 @@ class LoginThrottle:
             if started is not None and started > now - WINDOW:
                 failures = max(failures, count)
         delay = 0.0
-        if failures >= SLOW_AFTER:
-            delay = min(SLOW_MAX_SECONDS, SLOW_STEP_SECONDS * (failures - SLOW_AFTER + 1))
+        slow_after = max(1, self.max_failures // 2)  # slowed first, refused later
+        if failures >= slow_after:
+            delay = min(SLOW_MAX_SECONDS, SLOW_STEP_SECONDS * (failures - slow_after + 1))
         return Verdict(retry_after, delay, failures)
 
     async def wait(self, verdict: Verdict) -> None:

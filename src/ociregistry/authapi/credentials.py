@@ -13,7 +13,7 @@ import logging
 
 from starlette.requests import Request
 
-from ociregistry.auth.accounts import Authenticated
+from ociregistry.auth.accounts import PAT_PREFIX, Authenticated
 from ociregistry.auth.policy import ANONYMOUS, AuthenticationRequired, Principal
 from ociregistry.auth.tokens import SESSION_TOKEN, InvalidToken
 from ociregistry.errors import RegistryError, Unauthorized
@@ -131,6 +131,12 @@ async def _session(services: Services, request: Request, token: str) -> Principa
 
 
 async def _bearer(services: Services, token: str) -> Principal:
+    if token.startswith(PAT_PREFIX):  # a personal access token used as a bearer token
+        found = await services.accounts.authenticate_token(token)
+        if found is None:
+            log.warning("personal access token refused")
+            raise Unauthorized("the access token is invalid, expired or revoked")
+        return principal_of(found)
     try:
         claims = services.signer.verify(token)
     except InvalidToken as error:
