@@ -1,0 +1,203 @@
+// A data table over one list endpoint: check boxes, paging, an empty state, and a quiet
+// refresh (the app polls it) that rebuilds the rows only when the answer changed.
+
+import { h, replace } from "../dom.js";
+import { t } from "../i18n.js";
+import { describeError } from "./common.js";
+
+export const PAGE_SIZES = [10, 20, 50, 100];
+
+export function createTable({
+  columns,
+  load,
+  rowKey,
+  selectable = false,
+  onSelection = () => {},
+  emptyKey = "table.empty",
+  pageSize = 20,
+  testid = "table",
+  rowClass,
+}) {
+  const state = { page: 1, pageSize, total: 0, items: [], selected: new Set(), last: null };
+  const headCheck = selectable
+    ? h("input", {
+        type: "checkbox",
+        "aria-label": t("table.selectAll"),
+        dataset: { testid: "select-all" },
+        onchange: (event) => {
+          for (const item of state.items) {
+            const key = rowKey(item);
+            if (event.target.checked) state.selected.add(key);
+            else state.selected.delete(key);
+          }
+          renderRows();
+          onSelection(selectedItems());
+        },
+      })
+    : null;
+  const thead = h(
+    "thead",
+    {},
+    h(
+      "tr",
+      {},
+      selectable ? h("th", { class: "col-check" }, headCheck) : null,
+      columns.map((col) => h("th", { class: col.class || null, scope: "col" }, t(col.label))),
+    ),
+  );
+  const tbody = h("tbody");
+  const message = h("div", { class: "table-message", role: "status" });
+  const totalText = h("span", { class: "pager-total" });
+  const pageText = h("span", { class: "pager-page" });
+  const prev = h(
+    "button",
+    { type: "button", class: "btn btn-default btn-small", onclick: () => go(state.page - 1) },
+    t("pager.prev"),
+  );
+  const next = h(
+    "button",
+    { type: "button", class: "btn btn-default btn-small", onclick: () => go(state.page + 1) },
+    t("pager.next"),
+  );
+  const sizeSelect = h(
+    "select",
+    {
+      class: "pager-size",
+      "aria-label": t("pager.size"),
+      onchange: (event) => {
+        state.pageSize = Number(event.target.value);
+        go(1);
+      },
+    },
+    PAGE_SIZES.map((size) =>
+      h("option", { value: String(size), selected: size === pageSize }, t("pager.perPage", { n: size })),
+    ),
+  );
+  const pager = h("div", { class: "pager" }, totalText, sizeSelect, prev, pageText, next);
+  const el = h(
+    "div",
+    { class: "table-wrap", dataset: { testid } },
+    h("div", { class: "table-scroll" }, h("table", { class: "data" }, thead, tbody)),
+    message,
+    pager,
+  );
+
+  function selectedItems() {
+    return state.items.filter((item) => state.selected.has(rowKey(item)));
+  }
+
+  function renderRows() {
+    const rows = state.items.map((item) => {
+      const key = rowKey(item);
+      const check = selectable
+        ? h(
+            "td",
+            { class: "col-check" },
+            h("input", {
+              type: "checkbox",
+              checked: state.selected.has(key),
+              "aria-label": t("table.select", { name: key }),
+              onchange: (event) => {
+                if (event.target.checked) state.selected.add(key);
+                else state.selected.delete(key);
+                syncHead();
+                onSelection(selectedItems());
+              },
+            }),
+          )
+        : null;
+      return h(
+        "tr",
+        { dataset: { key }, class: rowClass ? rowClass(item) : null },
+        check,
+        columns.map((col) => h("td", { class: col.class || null }, col.cell(item))),
+      );
+    });
+    replace(tbody, rows);
+    syncHead();
+  }
+
+  function syncHead() {
+    if (!headCheck) return;
+    const keys = state.items.map(rowKey);
+    const chosen = keys.filter((k) => state.selected.has(k)).length;
+    headCheck.checked = keys.length > 0 && chosen === keys.length;
+    headCheck.indeterminate = chosen > 0 && chosen < keys.length;
+  }
+
+  function renderPager() {
+    const pages = Math.max(1, Math.ceil(state.total / state.pageSize));
+    replace(totalText, t("pager.total", { n: state.total }));
+    replace(pageText, t("pager.page", { page: state.page, pages }));
+    prev.disabled = state.page <= 1;
+    next.disabled = state.page >= pages;
+  }
+
+  let sequence = 0;
+
+  async function fetchPage(quiet) {
+    // Only the newest request may draw: an older poll answering late must not bring back
+    // a row that was just deleted.
+    sequence += 1;
+    const mine = sequence;
+    let data;
+    try {
+      data = await load({ page: state.page, pageSize: state.pageSize });
+    } catch (error) {
+      if (mine !== sequence) return;
+      if (!quiet) {
+        state.items = [];
+        state.last = null;
+        replace(tbody);
+        replace(message, describeError(error));
+        message.className = "table-message table-error";
+      }
+      return;
+    }
+    if (mine !== sequence) return;
+    const fingerprint = JSON.stringify(data);
+    if (quiet && fingerprint === state.last) return;
+    state.last = fingerprint;
+    state.items = data.items || [];
+    state.total = data.total || 0;
+    const pages = Math.max(1, Math.ceil(state.total / state.pageSize));
+    if (state.page > pages && state.total > 0) {
+      state.page = pages;
+      await fetchPage(quiet);
+      return;
+    }
+    const present = new Set(state.items.map(rowKey));
+    for (const key of [...state.selected]) if (!present.has(key)) state.selected.delete(key);
+    renderRows();
+    renderPager();
+    replace(message, state.items.length ? "" : t(emptyKey));
+    message.className = state.items.length ? "table-message" : "table-message table-empty";
+    onSelection(selectedItems());
+  }
+
+  function go(page) {
+    state.page = Math.max(1, page);
+    state.selected.clear();
+    return fetchPage(false);
+  }
+
+  replace(message, t("table.loading"));
+
+  return {
+    el,
+    reload: ({ resetPage = false } = {}) => (resetPage ? go(1) : fetchPage(false)),
+    refresh: () => fetchPage(true),
+    selectedItems,
+    clearSelection() {
+      state.selected.clear();
+      renderRows();
+      onSelection([]);
+    },
+    get total() {
+      return state.total;
+    },
+    get items() {
+      return state.items;
+    },
+  };
+}
