@@ -16,6 +16,7 @@ from ociregistry.catalog.console import (
     MAX_PAGE_SIZE,
     ImageView,
     InvalidArgument,
+    NotFound,
     Page,
     RegistryView,
     TagView,
@@ -68,6 +69,19 @@ async def caller(request: Request, *, required: bool = True) -> Principal:
             "sign in: Basic credentials, a token from /auth/token, or a personal access token"
         )
     return principal
+
+
+async def require_right(request: Request, principal: Principal, registry: str, right: str) -> None:
+    """NOT_FOUND when the caller may not see the registry, PERMISSION_DENIED when they see it
+    but may not do this (`right` is one of the policy's management rights)."""
+    rights = await services(request).policy.registry_rights(principal, registry)
+    if rights is None:
+        raise NotFound(f"registry {registry!r} does not exist", detail={"name": registry})
+    if right not in rights:
+        raise PermissionDenied(
+            f"{principal.username or 'anonymous'} may not {right} registry {registry!r}",
+            detail={"name": registry},
+        )
 
 
 def writer(principal: Principal) -> Principal:

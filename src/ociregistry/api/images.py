@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     batch_results,
     caller,
     image_json,
@@ -19,31 +18,20 @@ from ociregistry.api.common import (
     listing,
     no_content,
     public_host,
+    require_right,
     services,
     string_list,
     tag_json,
     writer,
 )
-from ociregistry.auth.policy import DELETE, VIEW, Principal
-from ociregistry.catalog.console import NotFound
+from ociregistry.auth.policy import DELETE, VIEW
 from ociregistry.errors import RegistryError
-
-
-async def _require(request: Request, principal: Principal, registry: str, right: str) -> None:
-    rights = await services(request).policy.registry_rights(principal, registry)
-    if rights is None:
-        raise NotFound(f"registry {registry!r} does not exist", detail={"name": registry})
-    if right not in rights:
-        raise PermissionDenied(
-            f"{principal.username or 'anonymous'} may not {right} in registry {registry!r}",
-            detail={"name": registry},
-        )
 
 
 async def list_images(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry = request.path_params["registry"]
-    await _require(request, principal, registry, VIEW)
+    await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
     views, total = await services(request).console.list_images(
         [registry], q=q, sort=sort, page=page
@@ -55,7 +43,7 @@ async def list_images(request: Request) -> JSONResponse:
 async def get_image(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry, image = request.path_params["registry"], request.path_params["image"]
-    await _require(request, principal, registry, VIEW)
+    await require_right(request, principal, registry, VIEW)
     view = await services(request).console.get_image(registry, image)
     return JSONResponse(image_json(view, public_host(request)))
 
@@ -63,7 +51,7 @@ async def get_image(request: Request) -> JSONResponse:
 async def delete_image(request: Request) -> Response:
     principal = writer(await caller(request))
     registry, image = request.path_params["registry"], request.path_params["image"]
-    await _require(request, principal, registry, DELETE)
+    await require_right(request, principal, registry, DELETE)
     await services(request).console.delete_image(registry, image)
     return no_content()
 
@@ -75,7 +63,7 @@ async def batch_delete_images(request: Request) -> JSONResponse:
     results: list[dict[str, Any]] = []
     for image in string_list(body, "images"):
         try:
-            await _require(request, principal, registry, DELETE)
+            await require_right(request, principal, registry, DELETE)
             await services(request).console.delete_image(registry, image)
         except RegistryError as error:
             results.append({"name": image, "ok": False, "error": item_error(error)})
@@ -87,7 +75,7 @@ async def batch_delete_images(request: Request) -> JSONResponse:
 async def list_tags(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry, image = request.path_params["registry"], request.path_params["image"]
-    await _require(request, principal, registry, VIEW)
+    await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
     views, total = await services(request).console.list_tags(
         registry, image, q=q, sort=sort, page=page
@@ -99,7 +87,7 @@ async def list_tags(request: Request) -> JSONResponse:
 async def delete_tag(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     registry, image = request.path_params["registry"], request.path_params["image"]
-    await _require(request, principal, registry, DELETE)
+    await require_right(request, principal, registry, DELETE)
     last = await services(request).console.delete_tag(registry, image, request.path_params["tag"])
     return JSONResponse({"name": request.path_params["tag"], "image_deleted": last})
 
@@ -111,7 +99,7 @@ async def batch_delete_tags(request: Request) -> JSONResponse:
     results: list[dict[str, Any]] = []
     for tag in string_list(body, "tags"):
         try:
-            await _require(request, principal, registry, DELETE)
+            await require_right(request, principal, registry, DELETE)
             last = await services(request).console.delete_tag(registry, image, tag)
         except RegistryError as error:
             results.append({"name": tag, "ok": False, "error": item_error(error)})

@@ -20,6 +20,7 @@ from ociregistry.api.common import (
     no_content,
     public_host,
     registry_json,
+    require_right,
     services,
     string_list,
     writer,
@@ -116,23 +117,10 @@ async def create_registry(request: Request) -> JSONResponse:
     return JSONResponse(registry_json(view, public_host(request)), status_code=201)
 
 
-async def _require(request: Request, principal: Principal, name: str, right: str) -> None:
-    """NOT_FOUND when the caller may not see the registry, PERMISSION_DENIED when they see
-    it but may not do this."""
-    rights = await services(request).policy.registry_rights(principal, name)
-    if rights is None:
-        raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
-    if right not in rights:
-        raise PermissionDenied(
-            f"{principal.username or 'anonymous'} may not {right} registry {name!r}",
-            detail={"name": name},
-        )
-
-
 async def get_registry(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     name = request.path_params["registry"]
-    await _require(request, principal, name, "view")
+    await require_right(request, principal, name, "view")
     view = await services(request).console.get_registry(name)
     return JSONResponse(registry_json(view, public_host(request)))
 
@@ -140,7 +128,7 @@ async def get_registry(request: Request) -> JSONResponse:
 async def update_registry(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
-    await _require(request, principal, name, ADMINISTER)
+    await require_right(request, principal, name, ADMINISTER)
     body = await json_body(request, {"public": bool, "remark": str})
     if "remark" in body:
         check_remark(body["remark"])
@@ -151,7 +139,7 @@ async def update_registry(request: Request) -> JSONResponse:
 async def replace_labels(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
-    await _require(request, principal, name, ADMINISTER)
+    await require_right(request, principal, name, ADMINISTER)
     body = await json_body(request, {"labels": dict}, required=("labels",))
     view = await services(request).console.update_registry(
         name, labels=check_labels(body["labels"])
@@ -175,7 +163,7 @@ async def _delete_one(
     rights = await registry.policy.registry_rights(principal, name)
     if rights is not None and (await registry.console.get_registry(name)).status == "deleting":
         raise RegistryDeleting(f"registry {name!r} is already being deleted", detail={"name": name})
-    await _require(request, principal, name, ADMINISTER)
+    await require_right(request, principal, name, ADMINISTER)
     count = await registry.console.tagged_image_count(name)
     if count and not delete_images:
         raise RegistryNotEmpty(

@@ -7,7 +7,7 @@ import asyncio
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -29,7 +29,7 @@ from ociregistry.auth.secrets import (
     verify_password,
 )
 from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import new_resource_id, utcnow
+from ociregistry.catalog.models import as_utc, new_resource_id, utcnow
 from ociregistry.errors import RegistryError
 
 ROLES = ("owner", "developer", "guest")
@@ -81,13 +81,6 @@ class TokenInfo:
     revoked_at: datetime | None
     last_used_at: datetime | None
     created_at: datetime
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 _USER_COLUMNS = (User.id, User.username, User.is_admin, User.disabled, User.created_at)
@@ -288,10 +281,10 @@ class Accounts:
         matched = secret_matches(row[2] if row else None, secret)
         if not matched or row is None or user is None or row[1] != user.id or user.disabled:
             return None
-        expires_at = _aware(row[4])
+        expires_at = as_utc(row[4])
         if row[5] is not None or (expires_at is not None and expires_at <= utcnow()):
             return None
-        last_used = _aware(row[6])
+        last_used = as_utc(row[6])
         if last_used is None or last_used < utcnow() - LAST_USED_PRECISION:
             async with self.db.write() as conn:
                 await conn.execute(
@@ -324,7 +317,7 @@ class Accounts:
             ).first()
         if row is None or row[2] is not None:
             return None
-        expires_at = _aware(row[1])
+        expires_at = as_utc(row[1])
         if expires_at is not None and expires_at <= utcnow():
             return None
         return Authenticated(user, token_id=token_id, read_only=bool(row[0]))
@@ -440,7 +433,7 @@ class Accounts:
             ).first()
         if not secret_matches(row[0] if row else None, parts[1]) or row is None:
             return None
-        expires_at = _aware(row[1])
+        expires_at = as_utc(row[1])
         if row[2] is not None or (expires_at is not None and expires_at <= utcnow()):
             return None
         return await self.active_user(row[4], row[3])

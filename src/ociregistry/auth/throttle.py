@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 
 from ociregistry.auth.models import LoginFailure
 from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import utcnow
+from ociregistry.catalog.models import as_utc, utcnow
 from ociregistry.catalog.sql import dialect_insert
 
 DEFAULT_MAX_FAILURES = 10
@@ -30,12 +30,6 @@ class Verdict:
     retry_after: int | None  # seconds; None when the attempt may go ahead
     delay: float  # seconds to wait before answering
     failures: int  # recent failures on record for these keys
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 class LoginThrottle:
@@ -65,11 +59,11 @@ class LoginThrottle:
         retry_after: int | None = None
         failures = 0
         for count, window_start, blocked_until in rows:
-            blocked = _aware(blocked_until)
+            blocked = as_utc(blocked_until)
             if blocked is not None and blocked > now:
                 seconds = int((blocked - now).total_seconds()) + 1
                 retry_after = max(retry_after or 0, seconds)
-            started = _aware(window_start)
+            started = as_utc(window_start)
             if started is not None and started > now - WINDOW:
                 failures = max(failures, count)
         delay = 0.0
@@ -93,7 +87,7 @@ class LoginThrottle:
                         )
                     )
                 ).first()
-                started = _aware(row[1]) if row else None
+                started = as_utc(row[1]) if row else None
                 if row is None or started is None or started <= now - WINDOW:
                     count, window_start = 1, now
                 else:

@@ -322,34 +322,9 @@ class Console:
     # -- images and tags ---------------------------------------------------------------------
 
     @staticmethod
-    def _image_query(registry: str) -> Select[Any]:
+    def _image_query(registries: list[str]) -> Select[Any]:
+        """Images holding at least one tag, in any of `registries`."""
         return (
-            select(
-                Registry.name,
-                Image.name,
-                _LATEST_TAG,
-                _TAG_COUNT,
-                Image.pull_count,
-                _IMAGE_SIZE,
-                Image.created_at,
-                Image.updated_at,
-            )
-            .join(Registry, Registry.id == Image.registry_id)
-            .where(Registry.name == registry, _TAGGED)
-        )
-
-    async def list_images(
-        self,
-        registries: list[str],
-        *,
-        q: str | None = None,
-        sort: str | None = None,
-        page: Page = Page(),
-    ) -> tuple[list[ImageView], int]:
-        order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
-        if not registries:
-            return [], 0
-        query = (
             select(
                 Registry.name,
                 Image.name,
@@ -363,6 +338,19 @@ class Console:
             .join(Registry, Registry.id == Image.registry_id)
             .where(Registry.name.in_(registries), _TAGGED)
         )
+
+    async def list_images(
+        self,
+        registries: list[str],
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = Page(),
+    ) -> tuple[list[ImageView], int]:
+        order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
+        if not registries:
+            return [], 0
+        query = self._image_query(registries)
         if q:
             query = query.where(_contains(Image.name, q))
         async with self.db.read() as conn:
@@ -379,7 +367,7 @@ class Console:
     async def get_image(self, registry: str, image: str) -> ImageView:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(self._image_query(registry).where(Image.name == image))
+                await conn.execute(self._image_query([registry]).where(Image.name == image))
             ).first()
         if row is None:
             raise NotFound(

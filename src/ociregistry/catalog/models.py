@@ -36,6 +36,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands stored times back without a zone; every stored time is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
 def new_resource_id(prefix: str) -> str:
     """A random, opaque resource ID (`reg-…`); 80 random bits, so it is never reused."""
     return f"{prefix}-{secrets.token_hex(10)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 from ociregistry.catalog.console import Console, Page, RegistryView
@@ -27,22 +28,9 @@ REGISTRY_COLUMNS = [
 
 
 def _registry_row(view: RegistryView) -> dict[str, Any]:
-    return {
-        "id": view.resource_id,
-        "name": view.name,
-        "kind": view.kind,
-        "remark": view.remark,
-        "public": view.public,
-        "status": view.status,
-        "project_group": view.project_group,
-        "labels": view.labels or {},
-        "owner": view.owner,
-        "image_count": view.image_count,
-        "pull_count": view.pull_count,
-        "pull_count_refreshed_at": view.pull_count_refreshed_at,
-        "created_at": view.created_at,
-        "updated_at": view.updated_at,
-    }
+    row = asdict(view)
+    row["id"] = row.pop("resource_id")
+    return row
 
 
 def _labels(values: list[str] | None) -> dict[str, str]:
