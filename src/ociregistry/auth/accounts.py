@@ -9,7 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ociregistry.auth.models import (
     GroupMember,
@@ -83,8 +83,29 @@ class TokenInfo:
     created_at: datetime
 
 
+# Statements on the sign-in paths are built once: building one costs more than running it.
 _USER_COLUMNS = (User.id, User.username, User.is_admin, User.disabled, User.created_at)
-_USER_BY_NAME = select(*_USER_COLUMNS, User.password_hash)
+_USER = select(*_USER_COLUMNS).where(User.username == bindparam("username"))
+_USER_WITH_PASSWORD = select(*_USER_COLUMNS, User.password_hash).where(
+    User.username == bindparam("username")
+)
+_TOKEN_BY_PUBLIC_ID = select(
+    PersonalAccessToken.id,
+    PersonalAccessToken.user_id,
+    PersonalAccessToken.secret_hash,
+    PersonalAccessToken.read_only,
+    PersonalAccessToken.expires_at,
+    PersonalAccessToken.revoked_at,
+    PersonalAccessToken.last_used_at,
+).where(PersonalAccessToken.public_id == bindparam("public_id"))
+_TOKEN_STATE = select(
+    PersonalAccessToken.read_only,
+    PersonalAccessToken.expires_at,
+    PersonalAccessToken.revoked_at,
+).where(
+    PersonalAccessToken.id == bindparam("token_id"),
+    PersonalAccessToken.user_id == bindparam("user_id"),
+)
 
 
 def _split_token(secret: str, prefix: str) -> tuple[str, str] | None:
@@ -184,9 +205,7 @@ class Accounts:
 
     async def get_user(self, username: str) -> UserInfo | None:
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(select(*_USER_COLUMNS).where(User.username == username))
-            ).first()
+            row = (await conn.execute(_USER, {"username": username})).first()
         return None if row is None else UserInfo(*row)
 
     async def list_users(self) -> list[UserInfo]:
@@ -216,7 +235,7 @@ class Accounts:
         """Check a password or a personal access token. Unknown users, wrong secrets and
         disabled accounts all answer None, after the same amount of work."""
         async with self.db.read() as conn:
-            row = (await conn.execute(_USER_BY_NAME.where(User.username == username))).first()
+            row = (await conn.execute(_USER_WITH_PASSWORD, {"username": username})).first()
         user = UserInfo(*row[:5]) if row else None
         token = _split_token(secret, PAT_PREFIX)
         if token is not None:
@@ -265,19 +284,7 @@ class Accounts:
         self, user: UserInfo | None, public_id: str, secret: str
     ) -> Authenticated | None:
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        PersonalAccessToken.id,
-                        PersonalAccessToken.user_id,
-                        PersonalAccessToken.secret_hash,
-                        PersonalAccessToken.read_only,
-                        PersonalAccessToken.expires_at,
-                        PersonalAccessToken.revoked_at,
-                        PersonalAccessToken.last_used_at,
-                    ).where(PersonalAccessToken.public_id == public_id)
-                )
-            ).first()
+            row = (await conn.execute(_TOKEN_BY_PUBLIC_ID, {"public_id": public_id})).first()
         matched = secret_matches(row[2] if row else None, secret)
         if not matched or row is None or user is None or row[1] != user.id or user.disabled:
             return None
@@ -304,16 +311,7 @@ class Accounts:
             return Authenticated(user)
         async with self.db.read() as conn:
             row = (
-                await conn.execute(
-                    select(
-                        PersonalAccessToken.read_only,
-                        PersonalAccessToken.expires_at,
-                        PersonalAccessToken.revoked_at,
-                    ).where(
-                        PersonalAccessToken.id == token_id,
-                        PersonalAccessToken.user_id == user.id,
-                    )
-                )
+                await conn.execute(_TOKEN_STATE, {"token_id": token_id, "user_id": user.id})
             ).first()
         if row is None or row[2] is not None:
             return None

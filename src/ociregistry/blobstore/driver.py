@@ -78,8 +78,10 @@ class StorageDriver(ABC):
         """A small object whole. Raises PathNotFound."""
 
     @abstractmethod
-    async def put_content(self, path: str, data: bytes) -> None:
-        """Write a small object atomically and durably: readers see all of it or nothing."""
+    async def put_content(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Write a small object atomically (readers see all of it or nothing) and, unless
+        `durable` is False, durably: state that a crash may lose (an upload session's
+        bookkeeping) skips the sync."""
 
     @abstractmethod
     def reader(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:

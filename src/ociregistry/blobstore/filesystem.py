@@ -45,19 +45,21 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
+def _write_atomically(target: Path, data: bytes, durable: bool) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.parent / f".tmp-{uuid.uuid4().hex}"
     try:
         with open(temporary, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_directory(target.parent)
+    if durable:
+        _fsync_directory(target.parent)
 
 
 def _move(source: Path, destination: Path) -> None:
@@ -66,9 +68,9 @@ def _move(source: Path, destination: Path) -> None:
         os.replace(source, destination)
     except FileNotFoundError:
         raise PathNotFound(str(source)) from None
+    # The new name is what must survive a crash; a stale old name (an upload's leftover) is
+    # harmless and purged with its session.
     _fsync_directory(destination.parent)
-    if source.parent != destination.parent:
-        _fsync_directory(source.parent)
 
 
 def _delete(target: Path) -> None:
@@ -160,8 +162,8 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
-    async def put_content(self, path: str, data: bytes) -> None:
-        await _in_thread(_write_atomically, self._full(path), data)
+    async def put_content(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        await _in_thread(_write_atomically, self._full(path), data, durable)
 
     async def reader(
         self, path: str, offset: int = 0, length: int | None = None

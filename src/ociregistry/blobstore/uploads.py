@@ -79,7 +79,10 @@ class Uploads:
     async def start(self, repository: str) -> UploadSession:
         session = UploadSession(str(uuid.uuid4()), repository, time.time())
         info = {"repository": repository, "started_at": session.started_at}
-        await self.driver.put_content(self._info_path(session.id), json.dumps(info).encode())
+        # Not synced: a session lost in a crash is simply started again; a 202 promises nothing.
+        await self.driver.put_content(
+            self._info_path(session.id), json.dumps(info).encode(), durable=False
+        )
         return session
 
     async def get(self, upload_id: str, repository: str) -> UploadSession:

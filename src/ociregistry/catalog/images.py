@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, false, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from ociregistry.auth.models import GroupMember
 from ociregistry.blobstore.digest import Digest
@@ -26,7 +26,7 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import dialect_insert, insert_ignore
+from ociregistry.catalog.sql import insert_ignore_statement, upsert_statement
 from ociregistry.errors import (
     ManifestBlobUnknown,
     ManifestInvalid,
@@ -129,55 +129,14 @@ class Images:
 
     # -- existence ---------------------------------------------------------------------------
 
-    async def registry_exists(self, name: str) -> bool:
-        async with self.db.read() as conn:
-            found = await conn.scalar(_REGISTRY_ID, {"registry": name})
-        return found is not None
-
     async def image_id(self, repo: RepositoryName) -> int | None:
         async with self.db.read() as conn:
             return await conn.scalar(_IMAGE_ID, _params(repo))
-
-    async def require_registry(self, repo: RepositoryName) -> None:
-        """NAME_UNKNOWN unless the registry of `repo` exists: pushes need it first (SPEC §1)."""
-        if not await self.registry_exists(repo.registry):
-            raise NameUnknown(
-                f"registry {repo.registry!r} does not exist; create it before pushing "
-                f"(ociregistry registry create {repo.registry})",
-                detail={"name": repo.full},
-            )
 
     async def require_image(self, repo: RepositoryName) -> int:
         image_id = await self.image_id(repo)
         if image_id is None:
             raise NameUnknown(f"repository {repo.full} is not known", detail={"name": repo.full})
-        return image_id
-
-    @staticmethod
-    async def _ensure_image(conn: AsyncConnection, repo: RepositoryName) -> int:
-        registry_id = await conn.scalar(_REGISTRY_ID, {"registry": repo.registry})
-        if registry_id is None:
-            raise NameUnknown(
-                f"registry {repo.registry!r} does not exist; create it before pushing",
-                detail={"name": repo.full},
-            )
-        now = utcnow()
-        await insert_ignore(
-            conn,
-            Image.__table__,
-            {
-                "registry_id": registry_id,
-                "name": repo.image,
-                "pull_count": 0,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ["registry_id", "name"],
-        )
-        image_id = await conn.scalar(
-            select(Image.id).where(Image.registry_id == registry_id, Image.name == repo.image)
-        )
-        assert image_id is not None
         return image_id
 
     # -- blobs -------------------------------------------------------------------------------
@@ -188,14 +147,7 @@ class Images:
             return await conn.scalar(_BLOB_SIZE, _params(repo, digest=str(digest)))
 
     async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
-        async with self.db.write() as conn:
-            image_id = await self._ensure_image(conn, repo)
-            await insert_ignore(
-                conn,
-                ImageBlob.__table__,
-                {"image_id": image_id, "digest": str(digest), "size": size, "created_at": utcnow()},
-                ["image_id", "digest"],
-            )
+        await self.db.transaction(lambda conn: _link_blob(conn, repo, str(digest), size))
 
     async def unlink_blob(self, repo: RepositoryName, digest: Digest) -> bool:
         async with self.db.write() as conn:
@@ -224,52 +176,9 @@ class Images:
         return None if row is None else ManifestRecord(*row)
 
     async def missing_references(self, repo: RepositoryName, parsed: ParsedManifest) -> None:
-        """Raise MANIFEST_BLOB_UNKNOWN / MANIFEST_UNKNOWN for anything `parsed` needs but
-        `repo` lacks. Foreign layers are not held by any registry and are not checked."""
+        """Raise MANIFEST_BLOB_UNKNOWN for anything `parsed` needs but `repo` lacks."""
         async with self.db.read() as conn:
-            await self._check_references(conn, repo, parsed)
-
-    @staticmethod
-    async def _check_references(
-        conn: AsyncConnection, repo: RepositoryName, parsed: ParsedManifest
-    ) -> None:
-        """Every blob and child manifest must be in `repo`, with the size the manifest gives
-        it. (The spec names any missing reference MANIFEST_BLOB_UNKNOWN.)"""
-        image_id = await conn.scalar(_IMAGE_ID, _params(repo))
-        checks = (
-            ("blob", [d for d in parsed.blobs if not d.foreign], ImageBlob),
-            ("manifest", parsed.children, Manifest),
-        )
-        for kind, descriptors, table in checks:
-            wanted = {str(d.digest): d.size for d in descriptors}
-            if not wanted:
-                continue
-            stored: dict[str, int] = {}
-            if image_id is not None:
-                rows = await conn.execute(
-                    select(table.digest, table.size).where(
-                        table.image_id == image_id, table.digest.in_(wanted)
-                    )
-                )
-                stored = {digest: size for digest, size in rows.all()}
-            missing = sorted(set(wanted) - set(stored))
-            if missing:
-                raise ManifestBlobUnknown(
-                    f"the manifest references {len(missing)} {kind}(s) that {repo.full} does "
-                    f"not hold, first {missing[0]}; push them before the manifest",
-                    detail={"digests": missing[:20]},
-                )
-            wrong = sorted(digest for digest, size in wanted.items() if stored[digest] != size)
-            if wrong:
-                raise ManifestInvalid(
-                    f"the manifest gives {kind} {wrong[0]} a size of {wanted[wrong[0]]} bytes, "
-                    f"but it has {stored[wrong[0]]}",
-                    detail={
-                        "digest": wrong[0],
-                        "size": wanted[wrong[0]],
-                        "actual_size": stored[wrong[0]],
-                    },
-                )
+            await conn.run_sync(lambda sync: _check_references(sync, repo, parsed))
 
     async def record_manifest(
         self,
@@ -280,80 +189,9 @@ class Images:
         tag: str | None,
     ) -> None:
         """Record a manifest whose bytes are stored, then point `tag` at it, atomically."""
-        now = utcnow()
-        async with self.db.write() as conn:
-            await self._check_references(conn, repo, parsed)  # again, inside the transaction
-            image_id = await self._ensure_image(conn, repo)
-            manifest_id = await conn.scalar(
-                select(Manifest.id).where(
-                    Manifest.image_id == image_id, Manifest.digest == str(digest)
-                )
-            )
-            if manifest_id is None:
-                manifest_id = await self._insert_manifest(conn, image_id, digest, size, parsed)
-            await insert_ignore(
-                conn,
-                ImageBlob.__table__,
-                {"image_id": image_id, "digest": str(digest), "size": size, "created_at": now},
-                ["image_id", "digest"],
-            )
-            if tag is not None:
-                upsert = dialect_insert(conn, Tag.__table__).values(
-                    image_id=image_id,
-                    name=tag,
-                    manifest_id=manifest_id,
-                    pull_count=0,
-                    created_at=now,
-                )
-                await conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=["image_id", "name"],
-                        set_={"manifest_id": manifest_id, "created_at": now},
-                    )
-                )
-            await conn.execute(update(Image).where(Image.id == image_id).values(updated_at=now))
-
-    @staticmethod
-    async def _insert_manifest(
-        conn: AsyncConnection, image_id: int, digest: Digest, size: int, parsed: ParsedManifest
-    ) -> int:
-        result = await conn.execute(
-            Manifest.__table__.insert().values(
-                image_id=image_id,
-                digest=str(digest),
-                media_type=parsed.media_type,
-                size=size,
-                artifact_type=parsed.artifact_type,
-                subject=str(parsed.subject.digest) if parsed.subject else None,
-                annotations=parsed.annotations,
-                created_at=utcnow(),
-            )
+        await self.db.transaction(
+            lambda conn: _record_manifest(conn, repo, str(digest), size, parsed, tag)
         )
-        manifest_id = result.inserted_primary_key[0]
-        references = [
-            {
-                "manifest_id": manifest_id,
-                "position": i,
-                "digest": str(d.digest),
-                "kind": "blob",
-                "size": d.size,
-                "platform": None,
-            }
-            for i, d in enumerate(parsed.blobs)
-        ] + [
-            {
-                "manifest_id": manifest_id,
-                "position": len(parsed.blobs) + i,
-                "digest": str(d.digest),
-                "kind": "manifest",
-                "size": d.size,
-                "platform": d.platform,
-            }
-            for i, d in enumerate(parsed.children)
-        ]
-        if references:
-            await conn.execute(ManifestReference.__table__.insert(), references)
-        return manifest_id
 
     async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
         """Delete a manifest and every tag pointing at it."""
@@ -426,3 +264,175 @@ class Images:
         if artifact_type is not None:
             referrers = [r for r in referrers if r.artifact_type == artifact_type]
         return referrers
+
+
+# -- writes, each run whole inside one transaction (Database.transaction) -------------------
+
+_IMAGE_IN_REGISTRY = select(Image.id).where(
+    Image.registry_id == bindparam("registry_id"), Image.name == bindparam("image")
+)
+_MANIFEST_ID = select(Manifest.id).where(
+    Manifest.image_id == bindparam("image_id"), Manifest.digest == bindparam("digest")
+)
+_STORED_BLOBS = select(ImageBlob.digest, ImageBlob.size).where(
+    ImageBlob.image_id == bindparam("image_id"),
+    ImageBlob.digest.in_(bindparam("digests", expanding=True)),
+)
+_STORED_MANIFESTS = select(Manifest.digest, Manifest.size).where(
+    Manifest.image_id == bindparam("image_id"),
+    Manifest.digest.in_(bindparam("digests", expanding=True)),
+)
+_TOUCH_IMAGE = (
+    update(Image).where(Image.id == bindparam("image_id")).values(updated_at=bindparam("now"))
+)
+
+
+def _ensure_image(conn: Connection, repo: RepositoryName) -> int:
+    """The image's id, creating its row on the first push into it."""
+    registry_id = conn.scalar(_REGISTRY_ID, {"registry": repo.registry})
+    if registry_id is None:
+        raise NameUnknown(
+            f"registry {repo.registry!r} does not exist; create it before pushing",
+            detail={"name": repo.full},
+        )
+    where = {"registry_id": registry_id, "image": repo.image}
+    image_id = conn.scalar(_IMAGE_IN_REGISTRY, where)
+    if image_id is None:
+        now = utcnow()
+        conn.execute(
+            insert_ignore_statement(conn.dialect.name, Image.__table__, ("registry_id", "name")),
+            {
+                "registry_id": registry_id,
+                "name": repo.image,
+                "pull_count": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        image_id = conn.scalar(_IMAGE_IN_REGISTRY, where)
+    return image_id
+
+
+def _link(conn: Connection, image_id: int, digest: str, size: int) -> None:
+    conn.execute(
+        insert_ignore_statement(conn.dialect.name, ImageBlob.__table__, ("image_id", "digest")),
+        {"image_id": image_id, "digest": digest, "size": size, "created_at": utcnow()},
+    )
+
+
+def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
+    _link(conn, _ensure_image(conn, repo), digest, size)
+
+
+def _check_references(conn: Connection, repo: RepositoryName, parsed: ParsedManifest) -> None:
+    """Every blob and child manifest must be in `repo`, with the size the manifest gives it.
+    (The spec names any missing reference MANIFEST_BLOB_UNKNOWN.) Foreign layers are held by
+    no registry and are not checked."""
+    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+    checks = (
+        ("blob", [d for d in parsed.blobs if not d.foreign], _STORED_BLOBS),
+        ("manifest", parsed.children, _STORED_MANIFESTS),
+    )
+    for kind, descriptors, query in checks:
+        wanted = {str(d.digest): d.size for d in descriptors}
+        if not wanted:
+            continue
+        stored: dict[str, int] = {}
+        if image_id is not None:
+            rows = conn.execute(query, {"image_id": image_id, "digests": list(wanted)})
+            stored = {digest: size for digest, size in rows.all()}
+        missing = sorted(set(wanted) - set(stored))
+        if missing:
+            raise ManifestBlobUnknown(
+                f"the manifest references {len(missing)} {kind}(s) that {repo.full} does "
+                f"not hold, first {missing[0]}; push them before the manifest",
+                detail={"digests": missing[:20]},
+            )
+        wrong = sorted(digest for digest, size in wanted.items() if stored[digest] != size)
+        if wrong:
+            raise ManifestInvalid(
+                f"the manifest gives {kind} {wrong[0]} a size of {wanted[wrong[0]]} bytes, "
+                f"but it has {stored[wrong[0]]}",
+                detail={
+                    "digest": wrong[0],
+                    "size": wanted[wrong[0]],
+                    "actual_size": stored[wrong[0]],
+                },
+            )
+
+
+def _record_manifest(
+    conn: Connection,
+    repo: RepositoryName,
+    digest: str,
+    size: int,
+    parsed: ParsedManifest,
+    tag: str | None,
+) -> None:
+    _check_references(conn, repo, parsed)  # again, inside the transaction
+    image_id = _ensure_image(conn, repo)
+    now = utcnow()
+    manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
+    if manifest_id is None:
+        manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
+    _link(conn, image_id, digest, size)
+    if tag is not None:
+        conn.execute(
+            upsert_statement(
+                conn.dialect.name,
+                Tag.__table__,
+                ("image_id", "name"),
+                ("manifest_id", "created_at"),
+            ),
+            {
+                "image_id": image_id,
+                "name": tag,
+                "manifest_id": manifest_id,
+                "pull_count": 0,
+                "created_at": now,
+            },
+        )
+    conn.execute(_TOUCH_IMAGE, {"image_id": image_id, "now": now})
+
+
+def _insert_manifest(
+    conn: Connection, image_id: int, digest: str, size: int, parsed: ParsedManifest
+) -> int:
+    result = conn.execute(
+        Manifest.__table__.insert(),
+        {
+            "image_id": image_id,
+            "digest": digest,
+            "media_type": parsed.media_type,
+            "size": size,
+            "artifact_type": parsed.artifact_type,
+            "subject": str(parsed.subject.digest) if parsed.subject else None,
+            "annotations": parsed.annotations,
+            "created_at": utcnow(),
+        },
+    )
+    manifest_id = result.inserted_primary_key[0]
+    references = [
+        {
+            "manifest_id": manifest_id,
+            "position": i,
+            "digest": str(d.digest),
+            "kind": "blob",
+            "size": d.size,
+            "platform": None,
+        }
+        for i, d in enumerate(parsed.blobs)
+    ] + [
+        {
+            "manifest_id": manifest_id,
+            "position": len(parsed.blobs) + i,
+            "digest": str(d.digest),
+            "kind": "manifest",
+            "size": d.size,
+            "platform": d.platform,
+        }
+        for i, d in enumerate(parsed.children)
+    ]
+    if references:
+        conn.execute(ManifestReference.__table__.insert(), references)
+    return manifest_id

@@ -67,8 +67,8 @@ async def _try_mount(request: Request, repo: RepositoryName, digest: Digest) -> 
 async def start_upload(request: Request) -> Response:
     repo = repository(request)
     registry = services(request)
+    # Allowed to push means the registry exists and is available.
     await registry.policy.require(await principal(request), repo, Action.PUSH)
-    await registry.images.require_registry(repo)
 
     mount = request.query_params.get("mount")
     if mount:
