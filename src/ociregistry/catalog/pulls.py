@@ -1,9 +1,10 @@
 """Pull counting (SPEC §3), kept off the manifest path.
 
 A manifest GET (or a HEAD by tag, which containerd uses to resolve a tag before it GETs by
-digest) only appends an event to a list in memory. Every `FLUSH_SECONDS` each worker writes its
-events to the `pull_events` table in one transaction, and then turns the events that every
-worker has had time to flush (older than `SETTLE_SECONDS`) into counts:
+digest) only updates a dictionary in memory. Every `FLUSH_SECONDS` each worker adds its GETs by
+tag to the counters and writes the events that need looking back at to the `pull_events` table,
+in one transaction; then it counts the GETs by digest that every worker has had time to flush
+(older than `SETTLE_SECONDS`):
 
 - a GET by tag counts on the tag and its image;
 - a GET by digest counts on the image, and on a tag when the same client resolved that digest
@@ -21,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.engine import Connection
 
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
@@ -50,6 +51,8 @@ HEAD_BY_TAG = "head_tag"
 
 log = logging.getLogger("ociregistry.pulls")
 
+ImageKey = tuple[str, str]  # (registry, image)
+
 
 @dataclass(frozen=True, slots=True)
 class PullEventRecord:
@@ -60,24 +63,52 @@ class PullEventRecord:
     kind: str
     tag: str | None
     digest: str
+    counted: bool  # already counted (or never to be): kept only to look back at
 
 
 class PullCounter:
-    """Collects pull events in memory and turns them into counts in the background."""
+    """Collects pulls in memory and turns them into counts in the background.
+
+    A GET by tag needs no look-back: it is summed in memory and added to the counters at the
+    next flush. Only what later requests must find (HEADs by tag, indexes fetched by tag) and
+    GETs by digest, which need that look-back, go to the events table. A HEAD repeated by the
+    same client within one flush is written once.
+    """
 
     def __init__(self, db: Database, *, enabled: bool = True) -> None:
         self.db = db
         self.enabled = enabled
-        self._pending: list[PullEventRecord] = []
+        self._by_tag: Counter[tuple[str, str, str]] = Counter()  # (registry, image, tag)
+        self._events: list[PullEventRecord] = []
+        self._heads: dict[tuple[str, str, str, str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def record(
-        self, client: str, registry: str, image: str, kind: str, tag: str | None, digest: str
+        self,
+        client: str,
+        registry: str,
+        image: str,
+        kind: str,
+        tag: str | None,
+        digest: str,
+        *,
+        index: bool = False,
     ) -> None:
-        """Note one event: a list append, nothing more, on the request path."""
-        if self.enabled:
-            self._pending.append(
-                PullEventRecord(time.time(), client, registry, image, kind, tag, digest)
+        """Note one request: a dictionary update, nothing more, on the request path."""
+        if not self.enabled:
+            return
+        now = time.time()
+        if kind == HEAD_BY_TAG:
+            self._heads[(client, registry, image, tag or "", digest)] = now
+        elif kind == GET_BY_TAG:
+            self._by_tag[(registry, image, tag or "")] += 1
+            if index:  # its children, fetched next by digest, are part of this pull
+                self._events.append(
+                    PullEventRecord(now, client, registry, image, kind, tag, digest, True)
+                )
+        else:
+            self._events.append(
+                PullEventRecord(now, client, registry, image, kind, tag, digest, False)
             )
 
     def start(self) -> None:
@@ -104,146 +135,152 @@ class PullCounter:
                 log.exception("counting pulls failed; will retry")
 
     async def flush(self) -> None:
-        events, self._pending = self._pending, []
-        if not events:
+        by_tag, self._by_tag = self._by_tag, Counter()
+        events, self._events = self._events, []
+        heads, self._heads = self._heads, {}
+        events += [
+            PullEventRecord(at, client, registry, image, HEAD_BY_TAG, tag, digest, True)
+            for (client, registry, image, tag, digest), at in heads.items()
+        ]
+        if not by_tag and not events:
             return
         try:
-            async with self.db.write() as conn:
-                image_ids = await self._image_ids(conn, events)
-                rows = [
-                    {
-                        "at": e.at,
-                        "client": e.client,
-                        "image_id": image_ids[(e.registry, e.image)],
-                        "kind": e.kind,
-                        "tag": e.tag,
-                        "digest": e.digest,
-                        "processed": False,
-                    }
-                    for e in events
-                    if (e.registry, e.image) in image_ids
-                ]
-                if rows:
-                    await conn.execute(PullEvent.__table__.insert(), rows)
+            await self.db.transaction(lambda conn: _flush(conn, by_tag, events))
         except BaseException:
-            self._pending[:0] = events  # try again on the next tick
+            self._by_tag.update(by_tag)  # try again on the next tick
+            self._events[:0] = events
             raise
 
-    @staticmethod
-    async def _image_ids(
-        conn: AsyncConnection, events: list[PullEventRecord]
-    ) -> dict[tuple[str, str], int]:
-        wanted = {(e.registry, e.image) for e in events}
-        ids: dict[tuple[str, str], int] = {}
-        for registry, image in wanted:
-            image_id = await conn.scalar(
-                select(Image.id)
-                .join(Registry, Registry.id == Image.registry_id)
-                .where(Registry.name == registry, Image.name == image)
-            )
-            if image_id is not None:
-                ids[(registry, image)] = image_id
-        return ids
-
     async def count(self, *, settled_before: float) -> None:
-        """Turn settled events into counts, exactly once, whichever worker gets there first."""
-        async with self.db.write() as conn:
-            events = (
-                await conn.execute(
-                    select(
-                        PullEvent.id,
-                        PullEvent.at,
-                        PullEvent.client,
-                        PullEvent.image_id,
-                        PullEvent.kind,
-                        PullEvent.tag,
-                        PullEvent.digest,
-                    )
-                    .where(
-                        PullEvent.processed.is_(False),
-                        PullEvent.at < settled_before,
-                        PullEvent.kind != HEAD_BY_TAG,
-                    )
-                    .order_by(PullEvent.at, PullEvent.id)
-                )
-            ).all()
-            image_counts: dict[int, int] = defaultdict(int)
-            tag_counts: dict[tuple[int, str], int] = defaultdict(int)
-            for event_id, at, client, image_id, kind, tag, digest in events:
-                if kind == GET_BY_TAG:
-                    image_counts[image_id] += 1
-                    tag_counts[(image_id, tag)] += 1
-                    continue
-                if await self._part_of_index_pull(conn, event_id, at, client, image_id, digest):
-                    continue
-                image_counts[image_id] += 1
-                resolved = await self._resolved_tag(conn, at, client, image_id, digest)
-                if resolved is not None:
-                    tag_counts[(image_id, resolved)] += 1
-            if events:
-                await conn.execute(
-                    update(PullEvent)
-                    .where(PullEvent.id.in_([row[0] for row in events]))
-                    .values(processed=True)
-                )
-            for image_id, count in image_counts.items():
-                await conn.execute(
-                    update(Image)
-                    .where(Image.id == image_id)
-                    .values(pull_count=Image.pull_count + count)
-                )
-            for (image_id, tag), count in tag_counts.items():
-                await conn.execute(
-                    update(Tag)
-                    .where(Tag.image_id == image_id, Tag.name == tag)
-                    .values(pull_count=Tag.pull_count + count)
-                )
-            await conn.execute(delete(PullEvent).where(PullEvent.at < time.time() - RETAIN_SECONDS))
+        """Count the settled GETs by digest, exactly once, whichever worker gets there first."""
+        await self.db.transaction(lambda conn: _count(conn, settled_before))
 
-    @staticmethod
-    async def _part_of_index_pull(
-        conn: AsyncConnection, event_id: int, at: float, client: str, image_id: int, digest: str
-    ) -> bool:
-        """Whether the same client fetched, shortly before, an index that lists `digest`."""
-        parent = await conn.scalar(
-            select(PullEvent.id)
-            .join(
-                Manifest,
-                and_(Manifest.image_id == PullEvent.image_id, Manifest.digest == PullEvent.digest),
-            )
-            .join(ManifestReference, ManifestReference.manifest_id == Manifest.id)
-            .where(
-                PullEvent.client == client,
-                PullEvent.image_id == image_id,
-                PullEvent.kind != HEAD_BY_TAG,
-                PullEvent.id != event_id,
-                PullEvent.at >= at - ATTRIBUTION_WINDOW_SECONDS,
-                PullEvent.at <= at,
-                ManifestReference.kind == "manifest",
-                ManifestReference.digest == digest,
-            )
-            .limit(1)
-        )
-        return parent is not None
 
-    @staticmethod
-    async def _resolved_tag(
-        conn: AsyncConnection, at: float, client: str, image_id: int, digest: str
-    ) -> str | None:
-        """The tag this client resolved to `digest` with a HEAD in the previous 60 s."""
-        return await conn.scalar(
-            select(PullEvent.tag)
-            .where(
-                PullEvent.client == client,
-                PullEvent.image_id == image_id,
-                PullEvent.kind == HEAD_BY_TAG,
-                PullEvent.digest == digest,
-                PullEvent.at >= at - ATTRIBUTION_WINDOW_SECONDS,
-                PullEvent.at <= at,
+_IMAGE_ID = (
+    select(Image.id)
+    .join(Registry, Registry.id == Image.registry_id)
+    .where(Registry.name == bindparam("registry"), Image.name == bindparam("image"))
+)
+# (bind names differ from column names: UPDATE reserves those for its SET clause)
+_ADD_TO_IMAGE = (
+    update(Image)
+    .where(Image.id == bindparam("which_image"))
+    .values(pull_count=Image.pull_count + bindparam("n"))
+)
+_ADD_TO_TAG = (
+    update(Tag)
+    .where(Tag.image_id == bindparam("which_image"), Tag.name == bindparam("which_tag"))
+    .values(pull_count=Tag.pull_count + bindparam("n"))
+)
+_PENDING = (
+    select(PullEvent.id, PullEvent.at, PullEvent.client, PullEvent.image_id, PullEvent.digest)
+    .where(PullEvent.processed.is_(False), PullEvent.at < bindparam("settled_before"))
+    .order_by(PullEvent.at, PullEvent.id)
+    .with_for_update(skip_locked=True)  # PostgreSQL: two counters never take the same event
+)
+_INDEX_FETCHED = (
+    select(PullEvent.id)
+    .join(
+        Manifest,
+        and_(Manifest.image_id == PullEvent.image_id, Manifest.digest == PullEvent.digest),
+    )
+    .join(ManifestReference, ManifestReference.manifest_id == Manifest.id)
+    .where(
+        PullEvent.client == bindparam("client"),
+        PullEvent.image_id == bindparam("image_id"),
+        PullEvent.kind != HEAD_BY_TAG,
+        PullEvent.id != bindparam("event_id"),
+        PullEvent.at >= bindparam("since"),
+        PullEvent.at <= bindparam("at"),
+        ManifestReference.kind == "manifest",
+        ManifestReference.digest == bindparam("digest"),
+    )
+    .limit(1)
+)
+_RESOLVED_TAG = (
+    select(PullEvent.tag)
+    .where(
+        PullEvent.client == bindparam("client"),
+        PullEvent.image_id == bindparam("image_id"),
+        PullEvent.kind == HEAD_BY_TAG,
+        PullEvent.digest == bindparam("digest"),
+        PullEvent.at >= bindparam("since"),
+        PullEvent.at <= bindparam("at"),
+    )
+    .order_by(PullEvent.at.desc())
+    .limit(1)
+)
+
+
+def _flush(
+    conn: Connection, by_tag: Counter[tuple[str, str, str]], events: list[PullEventRecord]
+) -> None:
+    image_ids: dict[ImageKey, int | None] = {}
+
+    def image_id(registry: str, image: str) -> int | None:
+        if (registry, image) not in image_ids:
+            image_ids[(registry, image)] = conn.scalar(
+                _IMAGE_ID, {"registry": registry, "image": image}
             )
-            .order_by(PullEvent.at.desc())
-            .limit(1)
+        return image_ids[(registry, image)]
+
+    image_totals: Counter[int] = Counter()
+    for (registry, image, tag), n in by_tag.items():
+        found = image_id(registry, image)
+        if found is not None:
+            image_totals[found] += n
+            conn.execute(_ADD_TO_TAG, {"which_image": found, "which_tag": tag, "n": n})
+    for found, n in image_totals.items():
+        conn.execute(_ADD_TO_IMAGE, {"which_image": found, "n": n})
+    rows = [
+        {
+            "at": e.at,
+            "client": e.client,
+            "image_id": image_id(e.registry, e.image),
+            "kind": e.kind,
+            "tag": e.tag,
+            "digest": e.digest,
+            "processed": e.counted,
+        }
+        for e in events
+    ]
+    rows = [row for row in rows if row["image_id"] is not None]
+    if rows:
+        conn.execute(PullEvent.__table__.insert(), rows)
+
+
+def _count(conn: Connection, settled_before: float) -> None:
+    """A GET by digest counts on its image, and on the tag the same client resolved it
+    through a HEAD in the previous 60 s, unless it is a child of an index that client
+    fetched in the previous 60 s (then it is part of that pull)."""
+    events = conn.execute(_PENDING, {"settled_before": settled_before}).all()
+    image_counts: Counter[int] = Counter()
+    tag_counts: Counter[tuple[int, str]] = Counter()
+    for event_id, at, client, image_id, digest in events:
+        window = {
+            "client": client,
+            "image_id": image_id,
+            "digest": digest,
+            "at": at,
+            "since": at - ATTRIBUTION_WINDOW_SECONDS,
+        }
+        if conn.scalar(_INDEX_FETCHED, {**window, "event_id": event_id}) is not None:
+            continue
+        image_counts[image_id] += 1
+        tag = conn.scalar(_RESOLVED_TAG, window)
+        if tag is not None:
+            tag_counts[(image_id, tag)] += 1
+    if events:
+        conn.execute(
+            update(PullEvent)
+            .where(PullEvent.id.in_([row[0] for row in events]))
+            .values(processed=True)
         )
+    for image_id, n in image_counts.items():
+        conn.execute(_ADD_TO_IMAGE, {"which_image": image_id, "n": n})
+    for (image_id, tag), n in tag_counts.items():
+        conn.execute(_ADD_TO_TAG, {"which_image": image_id, "which_tag": tag, "n": n})
+    conn.execute(delete(PullEvent).where(PullEvent.at < time.time() - RETAIN_SECONDS))
 
 
 async def refresh_registry_counts(db: Database, *, older_than_seconds: float) -> int:

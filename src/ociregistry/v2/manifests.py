@@ -8,7 +8,7 @@ from starlette.responses import Response
 from ociregistry.auth.policy import Action, Principal
 from ociregistry.catalog.pulls import GET_BY_DIGEST, GET_BY_TAG, HEAD_BY_TAG
 from ociregistry.errors import ManifestUnknown
-from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
+from ociregistry.manifests.mediatypes import INDEXES, MAX_MANIFEST_BYTES
 from ociregistry.manifests.service import Reference, TagInvalid
 from ociregistry.v2.common import principal, read_body, repository, services
 
@@ -44,6 +44,7 @@ async def _fetch(request: Request, *, with_body: bool) -> Response:
             kind,
             reference.tag,
             record.digest,
+            index=record.media_type in INDEXES,
         )
     headers = {
         "Content-Type": record.media_type,
