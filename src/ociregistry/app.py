@@ -19,6 +19,7 @@ from starlette.routing import Route
 from ociregistry import api, v2
 from ociregistry.api.common import api_error
 from ociregistry.authapi import token
+from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
@@ -62,6 +63,22 @@ async def _client_gone(request: Request, error: Exception) -> Response:
     return Response(status_code=400)
 
 
+async def _collect_garbage(services: Services) -> None:
+    """Reclaim the blob space deletions leave behind, now and then, off the request path."""
+    interval = services.settings.gc_interval_seconds
+    if interval <= 0:
+        return
+    collector = GarbageCollector(
+        services.db, services.blobs.driver, grace_seconds=services.settings.gc_grace_seconds
+    )
+    while True:
+        await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+        try:
+            await collector.collect()
+        except Exception:
+            log.exception("garbage collection failed; will retry")
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -70,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
         background = [
             asyncio.create_task(_purge_stale_uploads(services)),
             asyncio.create_task(_refresh_registry_counts(services)),
+            asyncio.create_task(_collect_garbage(services)),
         ]
         services.pulls.start()
         try:

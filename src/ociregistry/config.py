@@ -48,6 +48,8 @@ class Settings:
     login_block_seconds: int = 300
     pull_counting: bool = True
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
+    gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
+    gc_grace_seconds: int = 3600  # blobs younger than this are never collected
 
     @property
     def data_path(self) -> Path:

@@ -6,8 +6,10 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from ociregistry.blobstore.filesystem import FilesystemDriver
 from ociregistry.catalog.console import Console, Page, RegistryView
 from ociregistry.catalog.database import Database
+from ociregistry.catalog.gc import CollectionReport, GarbageCollector
 from ociregistry.catalog.registries import Registries, RegistryNotEmpty
 from ociregistry.cli.base import output, run, say, settings_of
 from ociregistry.names import check_labels, check_remark
@@ -163,7 +165,43 @@ def tag_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def collect_garbage(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    grace = settings.gc_grace_seconds if args.grace_seconds is None else args.grace_seconds
+
+    async def work(db: Database) -> CollectionReport:
+        driver = FilesystemDriver(settings.storage_path)
+        collector = GarbageCollector(db, driver, grace_seconds=grace)
+        return await collector.collect(delete_untagged=args.delete_untagged, dry_run=args.dry_run)
+
+    report = run(settings, work)
+    verb = "would free" if args.dry_run else "freed"
+    say(
+        args,
+        f"{verb} {report.bytes_freed} bytes in {report.blobs_deleted} blobs; deleted "
+        f"{report.manifests_deleted} untagged manifests and {report.images_deleted} empty images",
+        **asdict(report),
+    )
+    return 0
+
+
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    gc = commands.add_parser(
+        "gc", parents=[common], help="reclaim blob space (also runs in the server on a schedule)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    gc.add_argument(
+        "--delete-untagged",
+        action="store_true",
+        help="also delete manifests no tag, index or subject needs",
+    )
+    gc.add_argument(
+        "--grace-seconds",
+        type=int,
+        help="leave blobs younger than this (default: the gc_grace_seconds setting)",
+    )
+    gc.set_defaults(handler=collect_garbage)
+
     registry = commands.add_parser("registry", help="registries").add_subparsers(
         dest="registry_command", required=True
     )
