@@ -973,6 +973,9 @@ async def push_all(server: Server, pushes: list[SmallPush], concurrency: int, fo
 def small_pushes(bench: Bench, server: Server, details: Details) -> float:
     settings = bench.settings
     pushes = make_pushes(settings, server.label)
+    # The big uploads before leave dirty pages behind; flush them now, or whichever server
+    # goes first pays for the write-back in its fsyncs.
+    os.sync()
     with server_cpu(server, details, per="push", count=len(pushes)):
         return asyncio.run(
             push_all(server, pushes, settings.push_concurrency, settings.upload_form)

@@ -133,6 +133,9 @@ class Database:
         self.url = url
         self._inline: InlineReader | None = None
         self._sync_writer: Engine | None = None
+        # SQLite takes one writer at a time; queueing this process's writers here costs
+        # nothing, while letting them collide costs busy-handler sleeps of milliseconds.
+        self._write_turn = asyncio.Lock()
         if _is_sqlite(url):
             # Reads run in autocommit mode: each statement sees the latest committed state.
             self._inline = InlineReader(url)
@@ -150,7 +153,8 @@ class Database:
                 with engine.begin() as connection:
                     return work(connection)
 
-            return await asyncio.to_thread(run)
+            async with self._write_turn:
+                return await asyncio.to_thread(run)
         async with self._writer.begin() as connection:
             return await connection.run_sync(work)
 
@@ -164,7 +168,11 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer.begin() as connection:
+        if self._sync_writer is None:  # PostgreSQL: writers run side by side
+            async with self._writer.begin() as connection:
+                yield connection
+            return
+        async with self._write_turn, self._writer.begin() as connection:
             yield connection
 
     async def dispose(self) -> None:
