@@ -21,7 +21,7 @@ import {
   visibilityBadge,
 } from "./common.js";
 import { openDialog } from "./dialog.js";
-import { searchBox, showResults, sortSelect } from "./registries.js";
+import { listToolbar, showResults } from "./registries.js";
 import { createTable } from "./table.js";
 
 const enc = encodeURIComponent;
@@ -173,23 +173,7 @@ export function imagesView(ctx, { mode, registry }) {
     mode === "platform" ? h("p", { class: "page-intro" }, t("platform.intro")) : null,
     head,
     h("h2", { class: "section-title" }, t("images.title")),
-    h(
-      "div",
-      { class: "toolbar" },
-      h("div", { class: "toolbar-left" }, batchButton),
-      h(
-        "div",
-        { class: "toolbar-right" },
-        searchBox("toolbar.searchImage", (q) => {
-          filters.q = q;
-          table.reload({ resetPage: true });
-        }),
-        sortSelect(IMAGE_SORTS, filters.sort, (sort) => {
-          filters.sort = sort;
-          table.reload({ resetPage: true });
-        }),
-      ),
-    ),
+    listToolbar({ left: [batchButton], searchKey: "toolbar.searchImage", sorts: IMAGE_SORTS, filters, table }),
     table.el,
   );
   loadHead();
@@ -378,23 +362,7 @@ export function tagsView(ctx, { mode, registry, image }) {
     pageHeader(t("tags.title", { name: image }), crumbs),
     head,
     h("h2", { class: "section-title" }, t("action.tagList")),
-    h(
-      "div",
-      { class: "toolbar" },
-      h("div", { class: "toolbar-left" }, batchButton),
-      h(
-        "div",
-        { class: "toolbar-right" },
-        searchBox("toolbar.searchTag", (q) => {
-          filters.q = q;
-          table.reload({ resetPage: true });
-        }),
-        sortSelect(TAG_SORTS, filters.sort, (sort) => {
-          filters.sort = sort;
-          table.reload({ resetPage: true });
-        }),
-      ),
-    ),
+    listToolbar({ left: [batchButton], searchKey: "toolbar.searchTag", sorts: TAG_SORTS, filters, table }),
     table.el,
   );
   loadHead();

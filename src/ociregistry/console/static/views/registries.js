@@ -84,6 +84,30 @@ export function searchBox(placeholderKey, onSearch) {
   return input;
 }
 
+/**
+ * The toolbar above a list: batch actions on the left, a name search and a sort on the right,
+ * both of which reload the table from its first page.
+ */
+export function listToolbar({ left = [], searchKey, sorts, filters, table }) {
+  return h(
+    "div",
+    { class: "toolbar" },
+    h("div", { class: "toolbar-left" }, ...left),
+    h(
+      "div",
+      { class: "toolbar-right" },
+      searchBox(searchKey, (q) => {
+        filters.q = q;
+        table.reload({ resetPage: true });
+      }),
+      sortSelect(sorts, filters.sort, (sort) => {
+        filters.sort = sort;
+        table.reload({ resetPage: true });
+      }),
+    ),
+  );
+}
+
 /** Columns shared by the user and the shared registry lists. */
 function registryColumns(base, operations) {
   const columns = [
@@ -606,23 +630,7 @@ export function sharedView() {
     { class: "page", dataset: { testid: "page-shared" } },
     pageHeader(t("nav.shared")),
     h("p", { class: "page-intro" }, t("shared.intro")),
-    h(
-      "div",
-      { class: "toolbar" },
-      h("div", { class: "toolbar-left" }),
-      h(
-        "div",
-        { class: "toolbar-right" },
-        searchBox("toolbar.searchName", (q) => {
-          filters.q = q;
-          table.reload({ resetPage: true });
-        }),
-        sortSelect(REGISTRY_SORTS, filters.sort, (sort) => {
-          filters.sort = sort;
-          table.reload({ resetPage: true });
-        }),
-      ),
-    ),
+    listToolbar({ searchKey: "toolbar.searchName", sorts: REGISTRY_SORTS, filters, table }),
     table.el,
   );
   table.reload();
