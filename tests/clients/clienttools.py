@@ -212,21 +212,12 @@ class Docker:
         self.created.clear()
 
 
-class Podman:
-    """podman with its own vfs store in a temp dir: no overlay or fuse needed, no leftovers;
-    its credentials go to an auth file there too."""
+class _AuthFileClient:
+    """A containers/image client (podman, skopeo) whose logins go to its own auth file."""
 
-    def __init__(self, binary: str, root: Path) -> None:
-        self.binary = binary
-        self.auth_file = root / "auth.json"
-        self.global_args = [
-            "--root", str(root / "storage"),
-            "--runroot", str(root / "run"),
-            "--storage-driver", "vfs",
-            "--events-backend", "none",
-            "--cgroup-manager", "cgroupfs",
-            "--tmpdir", str(root / "tmp"),
-        ]
+    binary: str
+    auth_file: Path
+    global_args: tuple[str, ...] | list[str] = ()
 
     def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
         env = {"REGISTRY_AUTH_FILE": str(self.auth_file)}
@@ -247,12 +238,34 @@ class Podman:
     def logout(self, address: str) -> Result:
         return self("logout", address, check=False)
 
+
+class Podman(_AuthFileClient):
+    """podman with its own vfs store in a temp dir: no overlay or fuse needed, no leftovers;
+    its credentials go to an auth file there too."""
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        self.auth_file = root / "auth.json"
+        self.global_args = [
+            "--root", str(root / "storage"),
+            "--runroot", str(root / "run"),
+            "--storage-driver", "vfs",
+            "--events-backend", "none",
+            "--cgroup-manager", "cgroupfs",
+            "--tmpdir", str(root / "tmp"),
+        ]
+
+    def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
+        env = {"REGISTRY_AUTH_FILE": str(self.auth_file)}
+        return run(self.binary, *self.global_args, *args, check=check, env=env, stdin=stdin)
+
+
     def image_id(self, reference: str) -> str | None:
         result = self("image", "inspect", "--format", "{{.Id}}", reference, check=False)
         return result.output.strip() if result.returncode == 0 else None
 
 
-class Skopeo:
+class Skopeo(_AuthFileClient):
     """skopeo; the TLS flags and credentials (`--creds`, `--src-creds`, `--dest-creds`) stay
     with each call, since they differ between subcommands. What `login` stores goes to
     `auth_file`, which nothing else reads: a fresh `Skopeo` is anonymous."""
@@ -261,24 +274,6 @@ class Skopeo:
         self.binary = binary
         self.auth_file = auth_file
 
-    def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
-        env = {"REGISTRY_AUTH_FILE": str(self.auth_file)}
-        return run(self.binary, *args, check=check, env=env, stdin=stdin)
-
     def with_auth_file(self, auth_file: Path) -> Skopeo:
         return Skopeo(self.binary, auth_file)
 
-    def login(self, address: str, username: str, password: str, *, check: bool = True) -> Result:
-        return self(
-            "login",
-            "--tls-verify=false",
-            "--username",
-            username,
-            "--password-stdin",
-            address,
-            check=check,
-            stdin=password + "\n",
-        )
-
-    def logout(self, address: str) -> Result:
-        return self("logout", address, check=False)
