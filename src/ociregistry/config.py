@@ -39,6 +39,7 @@ class Settings:
     public_address: str = ""  # host[:port] shown in pull commands; empty: the request's Host
     upload_expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS
     access_log: bool = True
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For is believed
     log_level: str = "info"
     admin_password: str = ""  # first start only; empty: generate one and print it once
     anonymous_access: bool = True  # anonymous view and pull of public and platform images

@@ -56,6 +56,8 @@ def serve(args: argparse.Namespace) -> int:
         access_log=settings.access_log,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 
