@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, select, update
+from sqlalchemy import BigInteger, Select, and_, delete, exists, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
@@ -139,7 +139,7 @@ _LATEST_TAG = (
     .scalar_subquery()
 )
 _IMAGE_SIZE = (
-    select(func.coalesce(func.sum(ImageBlob.size), 0))
+    select(func.coalesce(func.sum(ImageBlob.size), 0).cast(BigInteger))
     .where(ImageBlob.image_id == Image.id)
     .correlate(Image)
     .scalar_subquery()
@@ -395,7 +395,7 @@ class Console:
     ) -> tuple[list[TagView], int]:
         await self.get_image(registry, image)
         reference_size = (
-            select(func.coalesce(func.sum(ManifestReference.size), 0))
+            select(func.coalesce(func.sum(ManifestReference.size), 0).cast(BigInteger))
             .where(ManifestReference.manifest_id == Manifest.id)
             .correlate(Manifest)
             .scalar_subquery()

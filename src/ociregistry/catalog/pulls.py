@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import BigInteger, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ociregistry.catalog.database import Database
@@ -288,7 +288,7 @@ async def refresh_registry_counts(db: Database, *, older_than_seconds: float) ->
     older than the interval. Every worker may call this; the first one does the work."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     total = (
-        select(func.coalesce(func.sum(Image.pull_count), 0))
+        select(func.coalesce(func.sum(Image.pull_count), 0).cast(BigInteger))
         .where(Image.registry_id == Registry.id)
         .scalar_subquery()
     )
