@@ -9,13 +9,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from ociregistry.auth.models import (
     GroupMember,
     PersonalAccessToken,
     ProjectGroup,
     RefreshToken,
+    RevokedSession,
     User,
 )
 from ociregistry.auth.secrets import (
@@ -30,6 +31,7 @@ from ociregistry.auth.secrets import (
 )
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import as_utc, new_resource_id, utcnow
+from ociregistry.catalog.sql import insert_ignore
 from ociregistry.errors import RegistryError
 
 ROLES = ("owner", "developer", "guest")
@@ -106,6 +108,9 @@ _TOKEN_STATE = select(
     PersonalAccessToken.id == bindparam("token_id"),
     PersonalAccessToken.user_id == bindparam("user_id"),
 )
+
+
+_REVOKED_SESSION = select(RevokedSession.jti).where(RevokedSession.jti == bindparam("jti"))
 
 
 def _split_token(secret: str, prefix: str) -> tuple[str, str] | None:
@@ -319,6 +324,20 @@ class Accounts:
         if expires_at is not None and expires_at <= utcnow():
             return None
         return Authenticated(user, token_id=token_id, read_only=bool(row[0]))
+
+    # -- console sessions --------------------------------------------------------------------
+
+    async def revoke_session(self, jti: str, expires_at: datetime) -> None:
+        """Sign a console session out for good (its cookie might have been copied)."""
+        async with self.db.write() as conn:
+            await conn.execute(delete(RevokedSession).where(RevokedSession.expires_at < utcnow()))
+            await insert_ignore(
+                conn, RevokedSession.__table__, {"jti": jti, "expires_at": expires_at}, ["jti"]
+            )
+
+    async def session_revoked(self, jti: str) -> bool:
+        async with self.db.read() as conn:
+            return await conn.scalar(_REVOKED_SESSION, {"jti": jti}) is not None
 
     # -- personal access tokens --------------------------------------------------------------
 

@@ -99,6 +99,15 @@ class SigningKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RevokedSession(Base):
+    """A console session signed out before it expired: its token is refused from then on."""
+
+    __tablename__ = "revoked_sessions"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class LoginFailure(Base):
     """Failed sign-ins per account and per client address, for throttling."""
 

@@ -120,7 +120,7 @@ async def _session(services: Services, request: Request, token: str) -> Principa
     except InvalidToken:
         return ANONYMOUS  # an expired session is simply signed out
     found = await services.accounts.active_user(claims.subject, None)
-    if found is None:
+    if found is None or await services.accounts.session_revoked(str(claims.claims["jti"])):
         return ANONYMOUS
     csrf = str(claims.claims.get("csrf", ""))
     if request.method not in SAFE_METHODS and not hmac.compare_digest(

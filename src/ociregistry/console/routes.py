@@ -10,6 +10,7 @@ Content-Security-Policy.
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,14 @@ async def current_session(request: Request) -> JSONResponse:
 
 
 async def sign_out(request: Request) -> Response:
-    await caller(request, required=False)  # checks the CSRF token of a live session
+    principal = await caller(request, required=False)  # checks the CSRF token of a session
+    token = request.cookies.get(SESSION_COOKIE)
+    if principal.csrf_token is not None and token:
+        registry = services(request)
+        claims = registry.signer.verify(token, SESSION_TOKEN)
+        await registry.accounts.revoke_session(
+            str(claims.claims["jti"]), datetime.fromtimestamp(claims.expires_at, UTC)
+        )
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
