@@ -183,9 +183,15 @@ class Database:
         await self._writer.dispose()
 
 
+MIGRATION_LOCK_ID = 7_270_001  # any constant: instances starting together take turns
+
+
 def _upgrade(connection: Connection) -> None:
     from alembic import command
     from alembic.config import Config
+
+    if connection.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already serialises
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
