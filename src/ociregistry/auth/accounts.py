@@ -100,6 +100,11 @@ _TOKEN_BY_PUBLIC_ID = select(
     PersonalAccessToken.revoked_at,
     PersonalAccessToken.last_used_at,
 ).where(PersonalAccessToken.public_id == bindparam("public_id"))
+_USER_OF_TOKEN = (
+    select(*_USER_COLUMNS)
+    .join(PersonalAccessToken, PersonalAccessToken.user_id == User.id)
+    .where(PersonalAccessToken.public_id == bindparam("public_id"))
+)
 _TOKEN_STATE = select(
     PersonalAccessToken.read_only,
     PersonalAccessToken.expires_at,
@@ -111,6 +116,12 @@ _TOKEN_STATE = select(
 
 
 _REVOKED_SESSION = select(RevokedSession.jti).where(RevokedSession.jti == bindparam("jti"))
+
+
+def _live(*, revoked_at: datetime | None, expires_at: datetime | None) -> bool:
+    """A token that was neither revoked nor has expired."""
+    expires_at = as_utc(expires_at)
+    return revoked_at is None and (expires_at is None or expires_at > utcnow())
 
 
 def _split_token(secret: str, prefix: str) -> tuple[str, str] | None:
@@ -276,13 +287,7 @@ class Accounts:
         if parts is None:
             return None
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(*_USER_COLUMNS)
-                    .join(PersonalAccessToken, PersonalAccessToken.user_id == User.id)
-                    .where(PersonalAccessToken.public_id == parts[0])
-                )
-            ).first()
+            row = (await conn.execute(_USER_OF_TOKEN, {"public_id": parts[0]})).first()
         return await self._check_token(UserInfo(*row) if row else None, *parts)
 
     async def _check_token(
@@ -293,8 +298,7 @@ class Accounts:
         matched = secret_matches(row[2] if row else None, secret)
         if not matched or row is None or user is None or row[1] != user.id or user.disabled:
             return None
-        expires_at = as_utc(row[4])
-        if row[5] is not None or (expires_at is not None and expires_at <= utcnow()):
+        if not _live(revoked_at=row[5], expires_at=row[4]):
             return None
         last_used = as_utc(row[6])
         if last_used is None or last_used < utcnow() - LAST_USED_PRECISION:
@@ -318,10 +322,7 @@ class Accounts:
             row = (
                 await conn.execute(_TOKEN_STATE, {"token_id": token_id, "user_id": user.id})
             ).first()
-        if row is None or row[2] is not None:
-            return None
-        expires_at = as_utc(row[1])
-        if expires_at is not None and expires_at <= utcnow():
+        if row is None or not _live(revoked_at=row[2], expires_at=row[1]):
             return None
         return Authenticated(user, token_id=token_id, read_only=bool(row[0]))
 
@@ -450,7 +451,6 @@ class Accounts:
             ).first()
         if not secret_matches(row[0] if row else None, parts[1]) or row is None:
             return None
-        expires_at = as_utc(row[1])
-        if row[2] is not None or (expires_at is not None and expires_at <= utcnow()):
+        if not _live(revoked_at=row[2], expires_at=row[1]):
             return None
         return await self.active_user(row[4], row[3])

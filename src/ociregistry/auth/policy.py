@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import and_, bindparam, select
 
@@ -106,14 +107,18 @@ class AccessPolicy:
         self.db = db
         self.anonymous_access = anonymous_access
 
+    async def _registry_access(self, principal: Principal, registry: str) -> Any:
+        """The registry's kind, visibility and status, and the principal's role in its group;
+        None when there is no such registry."""
+        async with self.db.read() as conn:
+            result = await conn.execute(
+                _REGISTRY_ACCESS, {"registry": registry, "user_id": principal.user_id or -1}
+            )
+            return result.first()
+
     async def registry_permissions(self, principal: Principal, registry: str) -> frozenset[str]:
         """What SPEC §2 lets `principal` do in `registry`, before any token narrows it."""
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    _REGISTRY_ACCESS, {"registry": registry, "user_id": principal.user_id or -1}
-                )
-            ).first()
+        row = await self._registry_access(principal, registry)
         if row is None:
             return frozenset()
         kind, public, status, role = row
@@ -186,12 +191,7 @@ class AccessPolicy:
         """What the console lets `principal` do with `registry`: a subset of `VIEW`, `PUSH`,
         `DELETE` and `ADMINISTER` (visibility, labels, remark, deletion, members); None when
         they may not even know it exists. A registry being deleted can only be viewed."""
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    _REGISTRY_ACCESS, {"registry": registry, "user_id": principal.user_id or -1}
-                )
-            ).first()
+        row = await self._registry_access(principal, registry)
         if row is None:
             return None
         kind, public, status, role = row
