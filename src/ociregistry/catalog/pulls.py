@@ -82,6 +82,7 @@ class PullCounter:
         self._events: list[PullEventRecord] = []
         self._heads: dict[tuple[str, str, str, str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._tick: asyncio.Future[None] | None = None  # the flush under way, if any
 
     def record(
         self,
@@ -121,6 +122,8 @@ class PullCounter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._tick is not None:  # let a flush that was under way finish first
+            await asyncio.gather(self._tick, return_exceptions=True)
         await self.flush()
         await asyncio.sleep(SETTLE_SECONDS)  # let the other workers flush theirs
         await self.count(settled_before=time.time())
@@ -128,11 +131,18 @@ class PullCounter:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                await self.flush()
-                await self.count(settled_before=time.time() - SETTLE_SECONDS)
-            except Exception:
-                log.exception("counting pulls failed; will retry")
+            # Shielded: a transaction runs on a thread and commits even if its awaiter is
+            # cancelled, so cancelling mid-flush (a shutdown) must not make it look failed,
+            # or its counts would be put back and written twice.
+            self._tick = asyncio.ensure_future(self._flush_and_count())
+            await asyncio.shield(self._tick)
+
+    async def _flush_and_count(self) -> None:
+        try:
+            await self.flush()
+            await self.count(settled_before=time.time() - SETTLE_SECONDS)
+        except Exception:
+            log.exception("counting pulls failed; will retry")
 
     async def flush(self) -> None:
         by_tag, self._by_tag = self._by_tag, Counter()
@@ -146,8 +156,8 @@ class PullCounter:
             return
         try:
             await self.db.transaction(lambda conn: _flush(conn, by_tag, events))
-        except BaseException:
-            self._by_tag.update(by_tag)  # try again on the next tick
+        except Exception:
+            self._by_tag.update(by_tag)  # nothing was written: try again on the next tick
             self._events[:0] = events
             raise
 
