@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from apitools import without_scheduled_fields
 from images import OCI_MANIFEST, Image, build_image
 from server import RunningServer
 
@@ -175,7 +176,7 @@ class World:
                 )
                 for image in images["items"]
             }
-            snapshot[name] = (ok(response), images, tags)
+            snapshot[name] = (without_scheduled_fields(ok(response)), images, tags)
         snapshot["members"] = ok(self.admin.get(f"{API}/project-groups/{self.group}/members"))
         return snapshot
 
