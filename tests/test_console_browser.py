@@ -558,6 +558,69 @@ def test_batch_delete_tags_and_images(
     console.assert_clean()
 
 
+def test_guests_and_developers_see_only_what_their_role_allows(
+    browser: Browser, server: RunningServer, user: tuple[str, str]
+) -> None:
+    """SPEC §2 in the console: a group guest gets no delete buttons or check boxes, a
+    developer may delete images and tags but not change or delete the registry. The server
+    refuses all of it anyway; the console must not offer what will be refused."""
+    group, registry = unique("crew"), unique("roles")
+    people = {
+        role: (unique(role[:5]), f"{role}-console-password") for role in ("guest", "developer")
+    }
+    with api_as(server, server.admin) as admin:
+        for username, password in people.values():
+            created = admin.post("/api/v1/users", json={"username": username, "password": password})
+            assert created.status_code == 201, created.text
+    with api_as(server, user) as http:
+        assert http.post("/api/v1/project-groups", json={"name": group}).status_code == 201
+        for role, (username, _) in people.items():
+            member = http.put(
+                f"/api/v1/project-groups/{group}/members/{username}", json={"role": role}
+            )
+            assert member.status_code == 200, member.text
+        created = http.post("/api/v1/registries", json={"name": registry, "project_group": group})
+        assert created.status_code == 201, created.text
+        push_image_http(http, f"{registry}/app", build_image(registry), "1.0")
+
+    for role, credentials in people.items():
+        context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)  # a session of its own
+        console = Console(context, server).sign_in(*credentials)
+        page = console.page
+        row = console.row("registry-table", registry)
+        expect(row).to_contain_text(group)
+        for op in ("modify", "labels", "delete"):
+            expect(row.locator(f"[data-op={op}]")).to_be_disabled()
+        expect(row.locator("[data-op=delete]")).to_have_attribute(
+            "title", "只有项目组的所有者可以修改或删除此镜像库"
+        )
+        expect(row.locator("input[type=checkbox]")).to_have_count(0)
+
+        console.open(f"registries/{registry}/images")
+        image = console.row("image-table", "app")
+        expect(image).to_contain_text("1.0")
+        may_delete = role == "developer"
+        expect(image.locator("[data-op=delete]")).to_have_count(1 if may_delete else 0)
+        batch = page.locator("[data-testid=batch-delete]")
+        checkboxes = page.locator("[data-testid=image-table] input[type=checkbox]:visible")
+        if may_delete:
+            expect(batch).to_be_visible()
+            expect(checkboxes).to_have_count(2)  # select-all and the row
+        else:
+            expect(batch).to_be_hidden()
+            expect(checkboxes).to_have_count(0)
+        console.shot(f"26-images-as-{role}")
+
+        image.locator("[data-op=tags]").click()
+        tag = console.row("tag-table", "1.0")
+        expect(tag).to_contain_text("sha256:")
+        expect(tag.locator("[data-op=delete]")).to_have_count(1 if may_delete else 0)
+        tag_boxes = page.locator("[data-testid=tag-table] input[type=checkbox]:visible")
+        expect(tag_boxes).to_have_count(2 if may_delete else 0)
+        console.assert_clean()
+        context.close()
+
+
 def test_platform_images_and_users_for_admins(
     context: BrowserContext, server: RunningServer
 ) -> None:

@@ -42,6 +42,10 @@ export const CATALOGUE = {
   "action.copyDigest": { "zh-CN": "复制完整 Digest", en: "Copy the full digest" },
   "action.create": { "zh-CN": "创建", en: "Create" },
   "action.delete": { "zh-CN": "删除", en: "Delete" },
+  "rights.ownersOnly": {
+    "zh-CN": "只有项目组的所有者可以修改或删除此镜像库",
+    en: "Only the owners of its project group may change or delete this registry",
+  },
   "action.disable": { "zh-CN": "禁用", en: "Disable" },
   "action.enable": { "zh-CN": "启用", en: "Enable" },
   "action.modify": { "zh-CN": "修改", en: "Edit" },

@@ -1,5 +1,6 @@
 // Image lists (guide 37.2.7, 37.3.1, 37.4.2) and tag lists (37.2.8, 37.3.2, 37.4.3). A user
-// registry's lists have delete and batch delete; the shared and platform ones are read-only.
+// registry's lists have delete and batch delete for its group's developers and owners; for
+// its guests, and in the shared and platform views, they are read-only.
 
 import { api, imagePath, registryPath, tagPath } from "../api.js";
 import { h, replace } from "../dom.js";
@@ -22,6 +23,7 @@ import {
 } from "./common.js";
 import { openDialog } from "./dialog.js";
 import { listToolbar, showResults } from "./registries.js";
+import { rightsInRegistry } from "./rights.js";
 import { createTable } from "./table.js";
 
 const enc = encodeURIComponent;
@@ -78,17 +80,36 @@ function commandsBox(titleKey, lines) {
 
 // --- image list --------------------------------------------------------------------------------
 
+/** Whether the user may delete in `registry` (user mode only), known before the first rows
+ * draw; until then, and for guests, the lists show no delete buttons or check boxes. */
+function deleteRights(ctx, mode, registry, onKnown) {
+  const rights = { change: false };
+  const ready =
+    mode === "user"
+      ? rightsInRegistry(ctx.session, registry).then((known) => {
+          rights.change = known.change;
+          onKnown(known.change);
+        })
+      : Promise.resolve();
+  return { rights, ready };
+}
+
 export function imagesView(ctx, { mode, registry }) {
-  const editable = mode === "user";
   const filters = { q: "", sort: "name" };
   const head = h("div", { class: "registry-head" });
-  const batchButton = editable
-    ? button("action.batchDelete", () => openBatchDelete(), {
-        kind: "danger-outline",
-        disabled: true,
-        dataset: { testid: "batch-delete" },
-      })
-    : null;
+  const batchButton =
+    mode === "user"
+      ? button("action.batchDelete", () => openBatchDelete(), {
+          kind: "danger-outline",
+          disabled: true,
+          hidden: true,
+          dataset: { testid: "batch-delete" },
+        })
+      : null;
+  const { rights, ready } = deleteRights(ctx, mode, registry, (change) => {
+    batchButton.hidden = !change;
+    table.el.classList.toggle("read-only", !change);
+  });
 
   const columns = [
     {
@@ -111,7 +132,7 @@ export function imagesView(ctx, { mode, registry }) {
           "div",
           { class: "ops" },
           link(tagsHref(mode, i.registry, i.name), t("action.tagList"), { class: "btn btn-link", dataset: { op: "tags" } }),
-          editable ? button("action.delete", () => openDelete(i), { kind: "link-danger", dataset: { op: "delete" } }) : null,
+          rights.change ? button("action.delete", () => openDelete(i), { kind: "link-danger", dataset: { op: "delete" } }) : null,
         ),
     },
   ];
@@ -119,7 +140,8 @@ export function imagesView(ctx, { mode, registry }) {
   const table = createTable({
     columns,
     rowKey: (i) => (mode === "platform" ? i.full_name : i.name),
-    selectable: editable,
+    selectable: mode === "user",
+    canSelect: () => rights.change,
     testid: "image-table",
     emptyKey: mode === "user" ? "images.emptyUser" : "table.empty",
     onSelection: (items) => {
@@ -127,13 +149,15 @@ export function imagesView(ctx, { mode, registry }) {
       batchButton.disabled = items.length === 0;
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
-    load: ({ page, pageSize }) =>
-      api.get(mode === "platform" ? "/api/v1/platform/images" : `${registryPath(registry)}/images`, {
+    load: async ({ page, pageSize }) => {
+      await ready;
+      return api.get(mode === "platform" ? "/api/v1/platform/images" : `${registryPath(registry)}/images`, {
         page,
         page_size: pageSize,
         q: filters.q,
         sort: filters.sort,
-      }),
+      });
+    },
   });
 
   let lastRegistry = null;
@@ -258,17 +282,22 @@ export function imagesView(ctx, { mode, registry }) {
 // --- tag list ------------------------------------------------------------------------------------
 
 export function tagsView(ctx, { mode, registry, image }) {
-  const editable = mode === "user";
   const filters = { sort: "-created_at", q: "" };
   const head = h("div", { class: "image-head" });
   const fullName = `${registry}/${image}`;
-  const batchButton = editable
-    ? button("action.batchDelete", () => openBatchDelete(), {
-        kind: "danger-outline",
-        disabled: true,
-        dataset: { testid: "batch-delete" },
-      })
-    : null;
+  const batchButton =
+    mode === "user"
+      ? button("action.batchDelete", () => openBatchDelete(), {
+          kind: "danger-outline",
+          disabled: true,
+          hidden: true,
+          dataset: { testid: "batch-delete" },
+        })
+      : null;
+  const { rights, ready } = deleteRights(ctx, mode, registry, (change) => {
+    batchButton.hidden = !change;
+    table.el.classList.toggle("read-only", !change);
+  });
 
   const columns = [
     { label: "col.name", cell: (tag) => h("span", { class: "tag-name strong" }, tag.name) },
@@ -288,26 +317,32 @@ export function tagsView(ctx, { mode, registry, image }) {
     { label: "col.size", class: "num", cell: (tag) => fmtSize(tag.size_bytes) },
     { label: "col.created", class: "col-time", cell: (tag) => fmtTime(tag.created_at) },
   ];
-  if (editable) {
+  if (mode === "user") {
     columns.push({
       label: "col.operations",
-      class: "col-ops",
-      cell: (tag) => h("div", { class: "ops" }, button("action.delete", () => openDelete(tag), { kind: "link-danger", dataset: { op: "delete" } })),
+      class: "col-ops col-delete",
+      cell: (tag) =>
+        rights.change
+          ? h("div", { class: "ops" }, button("action.delete", () => openDelete(tag), { kind: "link-danger", dataset: { op: "delete" } }))
+          : null,
     });
   }
 
   const table = createTable({
     columns,
     rowKey: (tag) => tag.name,
-    selectable: editable,
+    selectable: mode === "user",
+    canSelect: () => rights.change,
     testid: "tag-table",
     onSelection: (items) => {
       if (!batchButton) return;
       batchButton.disabled = items.length === 0;
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
-    load: ({ page, pageSize }) =>
-      api.get(`${imagePath(registry, image)}/-/tags`, { page, page_size: pageSize, sort: filters.sort, q: filters.q }),
+    load: async ({ page, pageSize }) => {
+      await ready;
+      return api.get(`${imagePath(registry, image)}/-/tags`, { page, page_size: pageSize, sort: filters.sort, q: filters.q });
+    },
   });
 
   let lastImage = null;

@@ -24,6 +24,7 @@ import {
 } from "./common.js";
 import { openDialog } from "./dialog.js";
 import { labelEditor } from "./labels.js";
+import { groupRoles, rightsIn } from "./rights.js";
 import { createTable } from "./table.js";
 
 const DELETE_POLL_MS = 700;
@@ -217,14 +218,20 @@ export function registriesView(ctx) {
     dataset: { testid: "batch-delete" },
   });
 
+  let roles = new Map(); // the user's role in each of their groups, read before each load
+  const manages = (r) => rightsIn(ctx.session, roles, r).manage;
+
   const operations = (r) => {
-    const busy = r.status !== "available";
+    // Only the group's owners (and admins) may change or delete a registry; others see why.
+    const allowed = manages(r);
+    const disabled = r.status !== "available" || !allowed;
+    const title = allowed ? null : t("rights.ownersOnly");
     return h(
       "div",
       { class: "ops" },
-      button("action.modify", () => openModify(r), { kind: "link", disabled: busy, dataset: { op: "modify" } }),
-      button("action.modifyLabels", () => openLabels(r), { kind: "link", disabled: busy, dataset: { op: "labels" } }),
-      button("action.delete", () => openDelete(r), { kind: "link-danger", disabled: busy, dataset: { op: "delete" } }),
+      button("action.modify", () => openModify(r), { kind: "link", disabled, title, dataset: { op: "modify" } }),
+      button("action.modifyLabels", () => openLabels(r), { kind: "link", disabled, title, dataset: { op: "labels" } }),
+      button("action.delete", () => openDelete(r), { kind: "link-danger", disabled, title, dataset: { op: "delete" } }),
     );
   };
 
@@ -232,21 +239,24 @@ export function registriesView(ctx) {
     columns: registryColumns("registries", operations),
     rowKey: (r) => r.name,
     selectable: true,
+    canSelect: manages,
     testid: "registry-table",
     rowClass: (r) => (r.status === "deleting" ? "row-deleting" : null),
     onSelection: (items) => {
       batchButton.disabled = items.length === 0;
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
-    load: ({ page, pageSize }) =>
-      api.get("/api/v1/registries", {
+    load: async ({ page, pageSize }) => {
+      roles = await groupRoles(ctx.session).catch(() => roles);
+      return api.get("/api/v1/registries", {
         page,
         page_size: pageSize,
         q: filters.q,
         project_group: filters.group,
         label: filters.label,
         sort: filters.sort,
-      }),
+      });
+    },
   });
 
   const groupFilter = h(

@@ -12,6 +12,7 @@ export function createTable({
   load,
   rowKey,
   selectable = false,
+  canSelect = () => true, // rows the user may not act on get no check box
   onSelection = () => {},
   emptyKey = "table.empty",
   pageSize = 20,
@@ -25,7 +26,7 @@ export function createTable({
         "aria-label": t("table.selectAll"),
         dataset: { testid: "select-all" },
         onchange: (event) => {
-          for (const item of state.items) {
+          for (const item of state.items.filter(canSelect)) {
             const key = rowKey(item);
             if (event.target.checked) state.selected.add(key);
             else state.selected.delete(key);
@@ -93,6 +94,7 @@ export function createTable({
         ? h(
             "td",
             { class: "col-check" },
+            canSelect(item) &&
             h("input", {
               type: "checkbox",
               checked: state.selected.has(key),
@@ -119,7 +121,8 @@ export function createTable({
 
   function syncHead() {
     if (!headCheck) return;
-    const keys = state.items.map(rowKey);
+    const keys = state.items.filter(canSelect).map(rowKey);
+    headCheck.disabled = keys.length === 0;
     const chosen = keys.filter((k) => state.selected.has(k)).length;
     headCheck.checked = keys.length > 0 && chosen === keys.length;
     headCheck.indeterminate = chosen > 0 && chosen < keys.length;
