@@ -621,6 +621,76 @@ def test_guests_and_developers_see_only_what_their_role_allows(
         context.close()
 
 
+def test_registry_list_searches_filters_sorts_and_pages(
+    browser: Browser, server: RunningServer
+) -> None:
+    """The list of guide 37.2: search by name, filter by group and label, sort, page size
+    and paging, each reading the same /api/v1 list the API tests check."""
+    username, password = unique("lister"), "lister-console-password"
+    group, prefix = unique("side"), unique("pg")
+    with api_as(server, server.admin) as admin:
+        created = admin.post("/api/v1/users", json={"username": username, "password": password})
+        assert created.status_code == 201, created.text
+    names = [f"{prefix}-{n:02d}" for n in range(23)]
+    with api_as(server, (username, password)) as http:
+        assert http.post("/api/v1/project-groups", json={"name": group}).status_code == 201
+        for n, name in enumerate(names):
+            body: dict[str, Any] = {"name": name, "labels": {"env": "prod" if n % 4 else "test"}}
+            if n % 3 == 0:
+                body["project_group"] = group
+            response = http.post("/api/v1/registries", json=body)
+            assert response.status_code == 201, response.text
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(username, password)
+        page = console.page
+        rows = console.table("registry-table").locator("tr")
+        total = page.locator("[data-testid=registry-table] .pager-total")
+        pages = page.locator("[data-testid=registry-table] .pager-page")
+
+        # 23 registries, 20 to a page, by name.
+        expect(total).to_have_text("共 23 条")
+        expect(pages).to_have_text("第 1/2 页")
+        expect(rows).to_have_count(20)
+        expect(rows.first).to_have_attribute("data-key", names[0])
+        page.click("[data-testid=registry-table] .pager button:has-text('下一页')")
+        expect(pages).to_have_text("第 2/2 页")
+        expect(rows).to_have_count(3)
+        expect(rows.last).to_have_attribute("data-key", names[-1])
+        page.select_option("[data-testid=registry-table] .pager-size", "50")
+        expect(pages).to_have_text("第 1/1 页")
+        expect(rows).to_have_count(23)
+
+        # Sorting: name descending puts the last first.
+        page.select_option("[data-testid=sort]", "-name")
+        expect(rows.first).to_have_attribute("data-key", names[-1])
+
+        # Search by part of the name: -1x matches ten.
+        page.fill("[data-testid=search]", f"{prefix}-1")
+        page.press("[data-testid=search]", "Enter")
+        expect(total).to_have_text("共 10 条")
+        expect(rows).to_have_count(10)
+        page.fill("[data-testid=search]", "")
+        page.press("[data-testid=search]", "Enter")
+        expect(total).to_have_text("共 23 条")
+
+        # The project group filter, then a label filter on top of it.
+        in_group = [name for n, name in enumerate(names) if n % 3 == 0]
+        page.select_option("[data-testid=group-filter]", group)
+        expect(total).to_have_text(f"共 {len(in_group)} 条")
+        page.fill("[data-testid=label-filter]", "env:test")
+        page.press("[data-testid=label-filter]", "Enter")
+        in_group_test = [name for n, name in enumerate(names) if n % 3 == 0 and n % 4 == 0]
+        expect(total).to_have_text(f"共 {len(in_group_test)} 条")
+        expect(rows).to_have_count(len(in_group_test))
+        for row, name in zip(rows.all(), sorted(in_group_test, reverse=True), strict=True):
+            expect(row).to_have_attribute("data-key", name)
+        console.shot("27-registries-filtered")
+        console.assert_clean()
+    finally:
+        context.close()
+
+
 def test_platform_images_and_users_for_admins(
     context: BrowserContext, server: RunningServer
 ) -> None:
