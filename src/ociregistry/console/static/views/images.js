@@ -80,36 +80,30 @@ function commandsBox(titleKey, lines) {
 
 // --- image list --------------------------------------------------------------------------------
 
-/** Whether the user may delete in `registry` (user mode only), known before the first rows
- * draw; until then, and for guests, the lists show no delete buttons or check boxes. */
-function deleteRights(ctx, mode, registry, onKnown) {
+/** A user registry's lists: the batch delete button and whether the user may delete there,
+ * known before the first rows draw (`ready`). Until then, and for the group's guests, the
+ * lists show no delete buttons or check boxes. `table()` gives the list's table. */
+function deleteControls(ctx, mode, registry, onBatchDelete, table) {
   const rights = { change: false };
-  const ready =
-    mode === "user"
-      ? rightsInRegistry(ctx.session, registry).then((known) => {
-          rights.change = known.change;
-          onKnown(known.change);
-        })
-      : Promise.resolve();
-  return { rights, ready };
+  if (mode !== "user") return { batchButton: null, rights, ready: Promise.resolve() };
+  const batchButton = button("action.batchDelete", onBatchDelete, {
+    kind: "danger-outline",
+    disabled: true,
+    hidden: true,
+    dataset: { testid: "batch-delete" },
+  });
+  const ready = rightsInRegistry(ctx.session, registry).then((known) => {
+    rights.change = known.change;
+    batchButton.hidden = !known.change;
+    table().el.classList.toggle("read-only", !known.change);
+  });
+  return { batchButton, rights, ready };
 }
 
 export function imagesView(ctx, { mode, registry }) {
   const filters = { q: "", sort: "name" };
   const head = h("div", { class: "registry-head" });
-  const batchButton =
-    mode === "user"
-      ? button("action.batchDelete", () => openBatchDelete(), {
-          kind: "danger-outline",
-          disabled: true,
-          hidden: true,
-          dataset: { testid: "batch-delete" },
-        })
-      : null;
-  const { rights, ready } = deleteRights(ctx, mode, registry, (change) => {
-    batchButton.hidden = !change;
-    table.el.classList.toggle("read-only", !change);
-  });
+  const { batchButton, rights, ready } = deleteControls(ctx, mode, registry, () => openBatchDelete(), () => table);
 
   const columns = [
     {
@@ -285,19 +279,7 @@ export function tagsView(ctx, { mode, registry, image }) {
   const filters = { sort: "-created_at", q: "" };
   const head = h("div", { class: "image-head" });
   const fullName = `${registry}/${image}`;
-  const batchButton =
-    mode === "user"
-      ? button("action.batchDelete", () => openBatchDelete(), {
-          kind: "danger-outline",
-          disabled: true,
-          hidden: true,
-          dataset: { testid: "batch-delete" },
-        })
-      : null;
-  const { rights, ready } = deleteRights(ctx, mode, registry, (change) => {
-    batchButton.hidden = !change;
-    table.el.classList.toggle("read-only", !change);
-  });
+  const { batchButton, rights, ready } = deleteControls(ctx, mode, registry, () => openBatchDelete(), () => table);
 
   const columns = [
     { label: "col.name", cell: (tag) => h("span", { class: "tag-name strong" }, tag.name) },
