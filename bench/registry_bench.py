@@ -51,6 +51,7 @@ NOISY_SHARE = 0.05  # other processes above 5% of the CPUs make the figures unre
 REGISTRY = "bench"  # our server wants every repository as {registry}/{image}
 BENCH_USER = "benchuser"  # an ordinary user who owns REGISTRY on our server, not an admin
 APP_REPO = f"{REGISTRY}/app"
+TOKEN_ISSUER = "ociregistry"  # the `iss` of our tokens, which Distribution must be told
 SEED_TAG = "latest"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -357,6 +358,21 @@ class OurServer(Server):
         if created.returncode != 0:
             raise BenchError(f"`ociregistry registry create {REGISTRY}` failed: {created.stderr}")
 
+    def token_realm(self) -> tuple[str, str]:
+        """The realm and service of our Bearer challenge, for Distribution's `auth.token`."""
+        challenge = httpx.get(f"{self.url}/v2/", timeout=10.0)
+        scheme, params = parse_challenge(challenge.headers.get("www-authenticate", ""))
+        if challenge.status_code != 401 or scheme != "bearer" or "realm" not in params:
+            raise BenchError(f"ours: /v2/ gave no Bearer challenge: {challenge.headers!r}")
+        return urllib.parse.urljoin(self.url, params["realm"]), params.get("service", "")
+
+    def signing_certificates(self) -> str:
+        """`ociregistry signing-cert`: what Distribution trusts to verify our tokens."""
+        done = self.cli("signing-cert")
+        if done.returncode != 0 or "BEGIN CERTIFICATE" not in done.stdout:
+            raise BenchError(f"`ociregistry signing-cert` failed: {done.stderr}")
+        return done.stdout
+
     def version(self) -> str:
         try:
             version = importlib.metadata.version("ociregistry")
@@ -371,27 +387,37 @@ class OurServer(Server):
 
 
 class Distribution(Server):
-    """CNCF Distribution as Debian ships it, configured like a plain production registry."""
+    """CNCF Distribution as Debian ships it, configured like a plain production registry that
+    uses our server as its token server (the Docker token authentication spec)."""
 
     label = "theirs"
 
-    def __init__(self, workdir: Path, cache: str) -> None:
+    def __init__(self, workdir: Path, cache: str, token_server: OurServer) -> None:
         super().__init__(workdir)
         self.cache = cache
+        self.token_server = token_server
         self.config_path = self.workdir / "config.yml"
+        self.bundle_path = self.workdir / "ociregistry-tokens.pem"
         self.description = (
             f"filesystem storage, storage.cache.blobdescriptor: {cache}, "
-            "GOMAXPROCS = nproc, no auth, no access log"
+            "GOMAXPROCS = nproc, token auth against ours, no access log"
         )
 
     def command(self) -> list[str]:
+        """Start once ours runs: the config names its realm, and trusts its signing keys."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config())
+        self.bundle_path.write_text(self.token_server.signing_certificates())
+        self.config_path.write_text(self.config(*self.token_server.token_realm()))
         return ["docker-registry", "serve", str(self.config_path)]
 
-    def config(self) -> str:
-        """No auth, no redirects, no background upload purging, no storage health checks:
-        nothing but serving the API."""
+    def prepare_namespace(self) -> None:
+        """Nothing to create: our token server decides who may push `bench/...`, so the same
+        user signs in at our realm for both servers."""
+        self.credentials = self.token_server.credentials
+
+    def config(self, realm: str, service: str) -> str:
+        """Token auth from our realm; no redirects, no background upload purging, no storage
+        health checks: nothing else but serving the API."""
         cache = "  cache:\n    blobdescriptor: inmemory\n" if self.cache == "inmemory" else ""
         return (
             "version: 0.1\n"
@@ -403,6 +429,9 @@ class Distribution(Server):
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"{cache}"
             f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: {secrets.token_hex(16)}\n"
+            "auth:\n  token:\n"
+            f"    realm: {realm}\n    service: {service}\n    issuer: {TOKEN_ISSUER}\n"
+            f"    rootcertbundle: {self.bundle_path}\n"
             "health:\n  storagedriver:\n    enabled: false\n"
         )
 
@@ -422,19 +451,19 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 def auth_headers(
-    server: Server, repositories: list[str], actions: str = "pull,push"
+    server: Server, repositories: list[str], actions: str = "pull,push", *, anonymous: bool = False
 ) -> dict[str, str]:
     """The Authorization header a client would send for `actions` on `repositories`.
 
-    Distribution runs without auth: then this is empty. When the server challenges, do what
-    docker does after `docker login`: Basic if asked, else fetch a bearer token with the
-    server's credentials. One token serves a whole measurement.
+    Both servers challenge (Distribution with our realm, ours with its own): do what docker
+    does after `docker login`, Basic if asked, else fetch a bearer token with the server's
+    credentials, or with none for an `anonymous` pull. One token serves a whole measurement.
     """
     challenge = httpx.get(f"{server.url}/v2/", timeout=10.0)
     if challenge.status_code != 401:
         return {}
     scheme, params = parse_challenge(challenge.headers.get("www-authenticate", ""))
-    credentials = server.credentials
+    credentials = None if anonymous else server.credentials
     if scheme == "basic":
         if credentials is None:
             raise BenchError(f"{server.label} asks for Basic auth, with no credentials")
@@ -681,10 +710,16 @@ def server_cpu(server: Server, details: Details, per: str = "", count: float = 0
 
 
 def pull_headers(bench: Bench, server: Server) -> dict[str, str]:
-    """Authorization for the read tests: a pull token, or none with `--pull-auth anonymous`."""
-    if bench.settings.pull_auth == "anonymous":
+    """Authorization for the read tests: the user's pull token; with `--pull-auth anonymous`,
+    what an anonymous docker pull sends: nothing where the server lets it read (ours, the
+    registry being public), else an anonymous token from the realm (Distribution, whose token
+    auth reads nothing without a token)."""
+    if bench.settings.pull_auth == "token":
+        return auth_headers(server, [APP_REPO], "pull")
+    manifest = f"{server.url}/v2/{APP_REPO}/manifests/{SEED_TAG}"
+    if httpx.head(manifest, headers={"Accept": MANIFEST_ACCEPT}, timeout=10.0).status_code == 200:
         return {}
-    return auth_headers(server, [APP_REPO], "pull")
+    return auth_headers(server, [APP_REPO], "pull", anonymous=True)
 
 
 def curl_base(headers: dict[str, str]) -> list[str]:
@@ -1133,8 +1168,15 @@ def print_header(
     print(
         f"uploads : {settings.upload_form}, the form every server here completes; 1 MB = 10^6 bytes"
     )
-    reads = "pull token for reads" if settings.pull_auth == "token" else "anonymous reads"
-    print(f"auth    : ours: {reads}, push token for writes, as user {BENCH_USER}; theirs: none")
+    if settings.pull_auth == "token":
+        reads = "pull token for reads"
+    else:
+        reads = "anonymous reads (theirs: with an anonymous pull token)"
+    print(
+        f"auth    : both: Bearer tokens from our /auth/token, signed in as {BENCH_USER}, "
+        f"{reads}, push token for writes; theirs verifies them with "
+        "`ociregistry signing-cert` as its rootcertbundle"
+    )
     print(
         f"pushes  : {settings.pushes} images (1–4 KiB layer, config, OCI manifest), "
         f"{settings.push_concurrency} workers with a connection each"
@@ -1223,7 +1265,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="smoke test: 32 MiB blobs, 3 s load, 40 pushes, fewer runs",
     )
     parser.add_argument(
-        "--only", choices=["ours", "theirs"], help="run one server alone (no ratios)"
+        "--only",
+        choices=["ours", "theirs"],
+        help="measure one server alone (no ratios); with theirs, ours still runs, unmeasured, "
+        "as its token server",
     )
     parser.add_argument(
         "--theirs-cache",
@@ -1272,13 +1317,16 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tools()
     settings = Settings.from_args(args)
     workdir = Path(tempfile.mkdtemp(prefix="registry-bench-"))
+    ours = OurServer(workdir, settings.ours_workers)
     servers: list[Server] = []
     if args.only != "theirs":
-        servers.append(OurServer(workdir, settings.ours_workers))
+        servers.append(ours)
     if args.only != "ours":
-        servers.append(Distribution(workdir, settings.theirs_cache))
+        servers.append(Distribution(workdir, settings.theirs_cache, token_server=ours))
+    # Ours starts first, and also with `--only theirs`: it is Distribution's token server.
+    running: list[Server] = [ours, *(server for server in servers if server is not ours)]
     try:
-        for server in servers:
+        for server in running:
             log(f"starting {server.label} on {server.url}")
             server.start()
         settings = Settings(**{**asdict(settings), "upload_form": choose_upload_form(servers)})
@@ -1301,11 +1349,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BenchError as error:
         log(f"failed: {error}")
-        for server in servers:
+        for server in running:
             log(f"{server.label} log ({server.log_path}):\n{server.log_tail()}")
         return 1
     finally:
-        for server in servers:
+        for server in running:
             server.stop()
         if args.keep:
             log(f"kept {workdir}")

@@ -321,10 +321,15 @@ def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     }
 
 
-def thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
-    """RFC 7638: the `kid` the registry gives its own keys."""
-    jwk = json.dumps(public_jwk(public_key), separators=(",", ":"), sort_keys=True)
-    return b64encode(hashlib.sha256(jwk.encode()).digest())
+def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    """The `kid` the registry gives its own keys: the key ID in libtrust format, as the Docker
+    token spec and CNCF Distribution have it (SHA-256 of the DER SubjectPublicKeyInfo, the
+    first 30 bytes in base32 without padding, in groups of four joined by ':')."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(re.findall("....", encoded))
 
 
 def self_signed_certificate(private_key: ec.EllipticCurvePrivateKey) -> bytes:

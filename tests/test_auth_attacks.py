@@ -45,6 +45,7 @@ from authtools import (
     jwt_claims,
     jwt_header,
     key_encodings,
+    libtrust_key_id,
     oci_error,
     parse_challenge,
     public_jwk,
@@ -56,7 +57,6 @@ from authtools import (
     self_signed_certificate,
     server_signing_key,
     tags_of,
-    thumbprint,
     token_for,
 )
 from server import RunningServer
@@ -270,10 +270,10 @@ def test_alg_none(arena: Arena, alg: str) -> None:
 
 def test_hs256_keyed_with_the_registrys_public_key(arena: Arena) -> None:
     """The registry publishes no public key, but any of its tokens gives it away (ECDSA key
-    recovery; the `kid` thumbprint says which candidate). HMAC-signing with it in every
+    recovery; the `kid`, a hash of the key, says which candidate). HMAC-signing with it in every
     encoding a confused verifier might use gets nowhere."""
     sample = arena.token("atk-alice", f"repository:{TEAM_A}:pull")
-    keys = [key for key in recover_public_keys(sample) if thumbprint(key) == arena.kid]
+    keys = [key for key in recover_public_keys(sample) if libtrust_key_id(key) == arena.kid]
     assert len(keys) == 1, "the registry's public key was not recovered from its token"
     for encoding, secret in key_encodings(keys[0]).items():
         for header in ({"alg": "HS256", "typ": "JWT", "kid": arena.kid}, {"alg": "HS256"}):
@@ -284,7 +284,7 @@ def test_hs256_keyed_with_the_registrys_public_key(arena: Arena) -> None:
 def test_hs256_keyed_with_another_public_key(arena: Arena) -> None:
     other = ec.generate_private_key(ec.SECP256R1()).public_key()
     for encoding, secret in key_encodings(other).items():
-        header = {"alg": "HS256", "typ": "JWT", "kid": thumbprint(other)}
+        header = {"alg": "HS256", "typ": "JWT", "kid": libtrust_key_id(other)}
         token = encode_jwt(header, admin_claims(), hs256(secret))
         assert_token_refused(arena, token, f"HS256 keyed with a random key ({encoding})")
 
@@ -302,7 +302,7 @@ def test_key_carried_in_the_header(arena: Arena, kid: str) -> None:
     """`jwk`, `x5c` and `jku` name the attacker's own key; none is trusted, and `jku` is never
     even fetched."""
     own = ec.generate_private_key(ec.SECP256R1())
-    key_id = thumbprint(own.public_key()) if kid == "own" else arena.kid
+    key_id = libtrust_key_id(own.public_key()) if kid == "own" else arena.kid
     fetched: list[str] = []
     jwks = canonical_json({"keys": [{**public_jwk(own.public_key()), "kid": key_id}]})
 

@@ -1,5 +1,9 @@
 """Registry tokens: short-lived JWTs signed with a key pair every instance shares.
 
+They follow the Docker token authentication spec (`kid` in libtrust format), so another
+registry, such as CNCF Distribution, can use this one as its token server: it trusts the
+certificates `signing_certificates` makes (`ociregistry signing-cert`).
+
 Verification pins our own keys and ES256 only: `alg: none`, HMAC tricks with the public key,
 keys carried in the header (`jwk`, `x5c`, `jku`) and foreign `kid`s are all refused, and
 `iss`, `aud`, `exp`, `nbf` and `iat` are required and checked.
@@ -9,16 +13,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from ociregistry.auth.models import SigningKey
@@ -33,6 +39,7 @@ SESSION_TOKEN = "session"  # a web console sign-in, carried in a cookie
 LEEWAY_SECONDS = 5
 _FORBIDDEN_HEADERS = ("jwk", "jku", "x5c", "x5u", "crit")
 _VERIFIED_CACHE_SIZE = 4096
+CERTIFICATE_VALIDITY_DAYS = 3650  # verifiers of our tokens read only the key from it
 
 
 class InvalidToken(Exception):
@@ -52,18 +59,19 @@ class TokenClaims:
 
 
 def _kid(public_key: ec.EllipticCurvePublicKey) -> str:
-    """The key's RFC 7638 thumbprint: the same key gives the same `kid` everywhere."""
-    numbers = public_key.public_numbers()
+    """The key's ID in libtrust format, as the Docker token spec has it for `kid`.
 
-    def b64(value: int) -> str:
-        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
-
-    jwk = json.dumps(
-        {"crv": "P-256", "kty": "EC", "x": b64(numbers.x), "y": b64(numbers.y)},
-        separators=(",", ":"),
-        sort_keys=True,
+    CNCF Distribution (and other registries built on docker/libtrust) trusts the keys of the
+    certificates in its `auth.token.rootcertbundle` by exactly this ID and looks a token's
+    `kid` up by it: SHA-256 of the DER SubjectPublicKeyInfo, its first 240 bits in base32
+    without padding, in twelve groups of four joined by ':'. The same key gives the same `kid`
+    everywhere.
+    """
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return base64.urlsafe_b64encode(hashlib.sha256(jwk.encode()).digest()).rstrip(b"=").decode()
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 async def ensure_signing_key(db: Database) -> None:
@@ -91,6 +99,73 @@ async def ensure_signing_key(db: Database) -> None:
             )
 
 
+def _load_private_key(pem: str) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("a token-signing key is not an EC key")
+    return key
+
+
+async def _stored_keys(db: Database) -> list[tuple[str, str]]:
+    """Every signing key as (stored kid, private key PEM), the current one first."""
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(SigningKey.kid, SigningKey.private_key_pem).order_by(
+                    SigningKey.created_at.desc()
+                )
+            )
+        ).all()
+    return [(kid, pem) for kid, pem in rows]
+
+
+def _self_signed_certificate(private_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ISSUER),
+            x509.NameAttribute(NameOID.COMMON_NAME, _kid(private_key.public_key())),
+        ]
+    )
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=CERTIFICATE_VALIDITY_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(private_key, hashes.SHA256())
+    )
+
+
+async def signing_certificates(db: Database) -> str:
+    """A PEM bundle of self-signed X.509 certificates, one per token-signing key, the current
+    key first: what a service that verifies our tokens trusts, e.g. Distribution's
+    `auth.token.rootcertbundle`. Such services take only the public key (and its libtrust
+    ID, our `kid`) from a certificate, so these are made fresh on each call."""
+    pems = []
+    for _, pem in await _stored_keys(db):
+        certificate = _self_signed_certificate(_load_private_key(pem))
+        pems.append(certificate.public_bytes(serialization.Encoding.PEM).decode())
+    return "".join(pems)
+
+
 class TokenSigner:
     """Issues and verifies tokens for one service name (the JWT audience)."""
 
@@ -99,25 +174,24 @@ class TokenSigner:
             raise ValueError("no token-signing key: run migrations and ensure_signing_key first")
         self.service = service
         self.ttl_seconds = ttl_seconds
-        self._private = {
-            kid: serialization.load_pem_private_key(pem.encode(), password=None)
-            for kid, pem in keys
-        }
-        self._public = {kid: key.public_key() for kid, key in self._private.items()}
-        self._current_kid = keys[0][0]
+        # Tokens name a key by its libtrust ID, computed here rather than read from the
+        # database: a key created before `kid`s were libtrust IDs is stored under its RFC 7638
+        # thumbprint, and that ID stays accepted (alongside the new one) for the tokens and
+        # console sessions issued under it. No migration is needed: stored kids are just names.
+        self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self._public: dict[str, ec.EllipticCurvePublicKey] = {}
+        for stored_kid, pem in keys:
+            key = _load_private_key(pem)
+            kid = _kid(key.public_key())
+            self._private.setdefault(kid, key)
+            self._public.setdefault(kid, key.public_key())
+            self._public.setdefault(stored_kid, key.public_key())
+        self._current_kid = next(iter(self._private))  # keys come newest first
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
     @classmethod
     async def load(cls, db: Database, *, service: str, ttl_seconds: int) -> TokenSigner:
-        async with db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(SigningKey.kid, SigningKey.private_key_pem).order_by(
-                        SigningKey.created_at.desc()
-                    )
-                )
-            ).all()
-        return cls([(kid, pem) for kid, pem in rows], service=service, ttl_seconds=ttl_seconds)
+        return cls(await _stored_keys(db), service=service, ttl_seconds=ttl_seconds)
 
     def issue(
         self,

@@ -1,7 +1,8 @@
-"""The `ociregistry` command: `serve`, and administration commands matching the management
-API (registries, images, tags, users, groups, tokens). The administration commands work on
-the same data folder and database as the server, while it runs too; they print tables for
-people and JSON (`--json`) for scripts."""
+"""The `ociregistry` command: `serve`, administration commands matching the management API
+(registries, images, tags, users, groups, tokens), and `signing-cert` for services that verify
+the registry's tokens. The administration commands work on the same data folder and database
+as the server, while it runs too; they print tables for people and JSON (`--json`) for
+scripts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import sys
 
 from ociregistry import __version__
-from ociregistry.cli import accounts, registries, serve
+from ociregistry.cli import accounts, keys, registries, serve
 from ociregistry.cli.base import prepare
 from ociregistry.config import ConfigError
 from ociregistry.errors import RegistryError
@@ -26,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ociregistry", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, registries, accounts):
+    for module in (serve, registries, accounts, keys):
         module.add_commands(commands, common)
     return parser
 
