@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ociregistry.auth.models import (
     GroupMember,
@@ -166,41 +167,52 @@ class Accounts:
         self.check_username(username)
         self.check_password(password)
         password_hash = hash_password(password)
-        async with self.db.write() as conn:
-            if await conn.scalar(select(User.id).where(User.username == username)):
-                raise AccountExists(f"user {username!r} exists", detail={"username": username})
-            result = await conn.execute(
-                User.__table__.insert().values(
-                    username=username,
-                    password_hash=password_hash,
-                    is_admin=is_admin,
-                    disabled=False,
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
+        try:
+            async with self.db.write() as conn:
+                if await conn.scalar(select(User.id).where(User.username == username)):
+                    raise AccountExists(f"user {username!r} exists", detail={"username": username})
+                result = await conn.execute(
+                    User.__table__.insert().values(
+                        username=username,
+                        password_hash=password_hash,
+                        is_admin=is_admin,
+                        disabled=False,
+                        created_at=utcnow(),
+                        updated_at=utcnow(),
+                    )
                 )
-            )
-            user_id = result.inserted_primary_key[0]
-            group_name = username
-            suffix = 1
-            while await conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == group_name)):
-                suffix += 1
-                group_name = f"{username}-{suffix}"
-            group = await conn.execute(
-                ProjectGroup.__table__.insert().values(
-                    resource_id=new_resource_id("grp"),
-                    name=group_name,
-                    description=f"{username}'s own group",
-                    created_at=utcnow(),
+                user_id = result.inserted_primary_key[0]
+                group_name = username
+                suffix = 1
+                while await conn.scalar(
+                    select(ProjectGroup.id).where(ProjectGroup.name == group_name)
+                ):
+                    suffix += 1
+                    group_name = f"{username}-{suffix}"
+                group = await conn.execute(
+                    ProjectGroup.__table__.insert().values(
+                        resource_id=new_resource_id("grp"),
+                        name=group_name,
+                        description=f"{username}'s own group",
+                        created_at=utcnow(),
+                    )
                 )
-            )
-            await conn.execute(
-                GroupMember.__table__.insert().values(
-                    group_id=group.inserted_primary_key[0],
-                    user_id=user_id,
-                    role="owner",
-                    created_at=utcnow(),
+                await conn.execute(
+                    GroupMember.__table__.insert().values(
+                        group_id=group.inserted_primary_key[0],
+                        user_id=user_id,
+                        role="owner",
+                        created_at=utcnow(),
+                    )
                 )
-            )
+        except IntegrityError:
+            # Another instance created the same user between our check and our insert
+            # (PostgreSQL runs writers side by side; SQLite's BEGIN IMMEDIATE cannot race).
+            if await self.get_user(username) is None:
+                raise
+            raise AccountExists(
+                f"user {username!r} exists", detail={"username": username}
+            ) from None
         user = await self.get_user(username)
         assert user is not None
         return user

@@ -175,6 +175,18 @@ class Database:
         async with self._write_turn, self._writer.begin() as connection:
             yield connection
 
+    @asynccontextmanager
+    async def startup_turn(self) -> AsyncIterator[None]:
+        """Hold the start-up lock for the length of the block, so that instances starting
+        together on PostgreSQL create the signing key and the first admin one at a time, as
+        they migrate. SQLite writers take turns already."""
+        if self._sync_writer is not None:
+            yield
+            return
+        async with self._writer.begin() as connection:  # the lock goes with this transaction
+            await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+            yield
+
     async def dispose(self) -> None:
         if self._inline is not None:
             self._inline.dispose()

@@ -38,8 +38,9 @@ def prepare(settings: Settings) -> str | None:
     Returns the admin password when one was generated."""
 
     async def bootstrap(db: Database) -> str | None:
-        await ensure_signing_key(db)
-        return await Accounts(db).ensure_admin(settings.admin_password or None)
+        async with db.startup_turn():  # check-then-create, so one instance at a time
+            await ensure_signing_key(db)
+            return await Accounts(db).ensure_admin(settings.admin_password or None)
 
     return run(settings, bootstrap)
 
