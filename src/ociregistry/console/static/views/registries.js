@@ -247,7 +247,7 @@ export function registriesView(ctx) {
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
     load: async ({ page, pageSize }) => {
-      roles = await groupRoles(ctx.session).catch(() => roles);
+      roles = ctx.session.is_admin ? roles : await groupRoles().catch(() => roles);
       return api.get("/api/v1/registries", {
         page,
         page_size: pageSize,

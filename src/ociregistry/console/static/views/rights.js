@@ -12,30 +12,17 @@ const ROLE_RIGHTS = {
 };
 const NONE = { change: false, manage: false };
 const ALL = { change: true, manage: true };
-const ROLES_TTL_MS = 30_000; // roles change seldom; a role change shows within this
 const PAGE_SIZE = 100;
 
-let cached = null; // { username, at, roles: Promise<Map<group, role>> }
-
-async function fetchRoles() {
+/** The session user's role in each of their project groups. Read afresh for every list, not
+ * cached: a group the user has just created, or a role just changed, must count at once. */
+export async function groupRoles() {
   const roles = new Map();
   for (let page = 1; ; page += 1) {
     const data = await api.get("/api/v1/project-groups", { page, page_size: PAGE_SIZE });
     for (const group of data.items || []) if (group.role) roles.set(group.name, group.role);
     if (page * PAGE_SIZE >= (data.total || 0)) return roles;
   }
-}
-
-/** The session user's role in each of their project groups, fetched at most every 30 s. */
-export function groupRoles(session) {
-  const now = Date.now();
-  if (!cached || cached.username !== session.username || now - cached.at > ROLES_TTL_MS) {
-    cached = { username: session.username, at: now, roles: fetchRoles() };
-    cached.roles.catch(() => {
-      cached = null; // a failed fetch is not remembered
-    });
-  }
-  return cached.roles;
 }
 
 /** `{change, manage}` in `registry` (an API registry object), given the user's group roles. */
@@ -51,7 +38,7 @@ export async function rightsInRegistry(session, name) {
   if (!session) return NONE;
   if (session.is_admin) return ALL;
   try {
-    const [roles, registry] = await Promise.all([groupRoles(session), api.get(registryPath(name))]);
+    const [roles, registry] = await Promise.all([groupRoles(), api.get(registryPath(name))]);
     return rightsIn(session, roles, registry);
   } catch {
     return NONE;
