@@ -75,12 +75,22 @@ def _move(source: Path, destination: Path) -> None:
 
 def _delete(target: Path) -> None:
     try:
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
+        target.unlink()
+        return
     except FileNotFoundError:
         return
+    except (IsADirectoryError, PermissionError):  # how unlink(2) refuses a folder
+        if not target.is_dir() or target.is_symlink():
+            raise
+    try:
+        target.rmdir()  # an upload's folder is often empty by now: one call, not a walk
+    except FileNotFoundError:
+        return
+    except OSError:  # not empty
+        try:
+            shutil.rmtree(target)
+        except FileNotFoundError:
+            return
 
 
 def _stat(target: Path) -> os.stat_result | None:

@@ -26,6 +26,7 @@ from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInval
 
 DEFAULT_EXPIRY_SECONDS = 24 * 3600
 FLUSH_BYTES = 4 << 20  # write and hash in 4 MiB steps: few thread hops, bounded memory
+INLINE_HASH_BYTES = 64 << 10  # smaller steps are hashed on the event loop (tens of microseconds)
 MAX_CACHED_HASHES = 1024
 
 
@@ -171,6 +172,19 @@ class Uploads:
         await self.cancel(session)
         return size
 
+    async def put_whole(self, digest: Digest, body: AsyncIterator[bytes]) -> int:
+        """A monolithic upload (`POST ?digest=`): the whole blob in one request, made visible
+        only once complete, durable and of the digest the client named; return its size.
+
+        It needs no session state, since no later request continues it: only its data file is
+        written, which the purge of stale sessions removes if the server dies mid-request."""
+        session = UploadSession(str(uuid.uuid4()), "", time.time())
+        try:
+            return await self.finish(session, digest, body)
+        except BaseException:
+            await self.cancel(session)
+            raise
+
     async def cancel(self, session: UploadSession) -> None:
         self._hashes.pop(session.id, None)
         await self.driver.delete(f"uploads/{session.id}")
@@ -238,6 +252,9 @@ class Uploads:
     @staticmethod
     async def _flush(writer: FileWriter, hasher: hashlib._Hash | None, data: bytearray) -> None:
         if hasher is None:
+            await writer.write(data)
+        elif len(data) <= INLINE_HASH_BYTES:  # microseconds: cheaper than a thread hop
+            hasher.update(data)
             await writer.write(data)
         else:  # hashing and writing release the GIL: run them side by side
             await asyncio.gather(writer.write(data), _in_thread(hasher.update, data))

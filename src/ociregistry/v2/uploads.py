@@ -79,12 +79,7 @@ async def start_upload(request: Request) -> Response:
     digest_param = request.query_params.get("digest")
     if digest_param:  # monolithic: the whole blob in this one request
         digest = Digest.parse(digest_param)
-        session = await registry.uploads.start(repo.full)
-        try:
-            size = await registry.uploads.finish(session, digest, request.stream())
-        except BaseException:
-            await registry.uploads.cancel(session)
-            raise
+        size = await registry.uploads.put_whole(digest, request.stream())
         await registry.images.link_blob(repo, digest, size)
         return _created(repo, digest)
 
