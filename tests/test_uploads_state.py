@@ -91,3 +91,35 @@ async def test_stale_sessions_expire_and_are_purged(driver: FilesystemDriver) ->
         with pytest.raises(BlobUploadUnknown):
             await uploads.get(session.id, "team-a/app")
     assert await driver.list("uploads") == []
+
+
+async def test_monolithic_upload_leaves_no_session_behind(driver: FilesystemDriver) -> None:
+    uploads = Uploads(driver)
+    data = b"one request"
+    assert await uploads.put_whole(_digest(data), _body(data)) == len(data)
+    assert await BlobStore(driver).get(_digest(data)) == data
+    with pytest.raises(DigestInvalid):
+        await uploads.put_whole(_digest(b"other"), _body(b"not other"))
+    assert await BlobStore(driver).size(_digest(b"other")) is None
+    assert await driver.list("uploads") == []
+
+
+async def test_monolithic_upload_cut_off_is_purged_once_stale(driver: FilesystemDriver) -> None:
+    """A server killed mid-request leaves the data file alone, with no session state: it is
+    not a blob, and the purge removes it once it is as old as a stale session."""
+    uploads = Uploads(driver, expiry_seconds=3600)
+
+    async def cut_off() -> AsyncIterator[bytes]:
+        yield b"first half"
+        raise ConnectionResetError("client gone")
+
+    leftover = "uploads/3f2b8c1e-0d4e-4b7a-9c55-2f0a6d1e8b90/data"  # as a SIGKILL leaves it
+    writer = await driver.writer(leftover, append=False)
+    async with writer:
+        await writer.write(b"first half")
+    with pytest.raises(ConnectionResetError):
+        await uploads.put_whole(_digest(b"first half, second half"), cut_off())
+    assert await driver.list("uploads") == ["3f2b8c1e-0d4e-4b7a-9c55-2f0a6d1e8b90"]
+    assert await uploads.purge_expired() == 0
+    assert await uploads.purge_expired(now=time.time() + 7200) == 1
+    assert await driver.list("uploads") == []
