@@ -220,6 +220,16 @@ def image(label: str) -> tuple[bytes, bytes, bytes]:
     return config, layer, make_manifest(config, layer)
 
 
+def assert_no_pull_or_push(setup: Setup, client: httpx.Client) -> None:
+    """Distribution refuses `client` both a read and an upload in `setup.repo`."""
+    for method, path in (
+        ("GET", f"/v2/{setup.repo}/tags/list"),
+        ("POST", f"/v2/{setup.repo}/blobs/uploads/"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 401, setup.explain(response)
+
+
 # -- the tests ------------------------------------------------------------------------------
 
 
@@ -280,12 +290,7 @@ def test_a_token_for_another_repository_is_refused(setup: Setup) -> None:
     namespace = setup.repo.split("/")[0]
     token = token_from_realm(setup, setup.owner, f"repository:{namespace}/other:pull,push")
     with theirs(setup, token) as client:
-        for method, path in (
-            ("GET", f"/v2/{setup.repo}/tags/list"),
-            ("POST", f"/v2/{setup.repo}/blobs/uploads/"),
-        ):
-            response = client.request(method, path)
-            assert response.status_code == 401, setup.explain(response)
+        assert_no_pull_or_push(setup, client)
         # The token is good for the repository it names.
         response = upload(client, f"{namespace}/other", b"another repository\n")
         assert response.status_code == 201, setup.explain(response)
@@ -296,12 +301,7 @@ def test_a_user_without_access_gets_nothing_distribution_accepts(setup: Setup) -
     an empty `access`) gets them neither pull nor push at Distribution."""
     token = token_from_realm(setup, setup.stranger, f"repository:{setup.repo}:pull,push")
     with theirs(setup, token) as client:
-        for method, path in (
-            ("GET", f"/v2/{setup.repo}/tags/list"),
-            ("POST", f"/v2/{setup.repo}/blobs/uploads/"),
-        ):
-            response = client.request(method, path)
-            assert response.status_code == 401, setup.explain(response)
+        assert_no_pull_or_push(setup, client)
 
 
 def test_a_token_signed_by_another_key_is_refused(setup: Setup) -> None:
