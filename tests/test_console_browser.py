@@ -601,6 +601,13 @@ def test_guests_and_developers_see_only_what_their_role_allows(
         expect(image).to_contain_text("1.0")
         may_delete = role == "developer"
         expect(image.locator("[data-op=delete]")).to_have_count(1 if may_delete else 0)
+        commands = page.locator("[data-testid=page-images] details.help-box")
+        title = "上传和拉取镜像" if may_delete else "拉取镜像"  # push and pull, or pull only
+        expect(commands.locator("summary")).to_have_text(title)
+        if may_delete:
+            expect(commands).to_contain_text(f"docker push {server.address}/{registry}/")
+        else:  # a guest may not push: no push command to copy
+            expect(commands).not_to_contain_text("docker push")
         batch = page.locator("[data-testid=batch-delete]")
         checkboxes = page.locator("[data-testid=image-table] input[type=checkbox]:visible")
         if may_delete:

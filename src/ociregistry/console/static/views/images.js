@@ -159,18 +159,20 @@ export function imagesView(ctx, { mode, registry }) {
     if (mode === "platform") return;
     try {
       const r = await api.get(registryPath(registry));
+      await ready; // push commands only for those who may push
       const fingerprint = JSON.stringify(r);
       if (fingerprint === lastRegistry) return;
       lastRegistry = fingerprint;
+      const pushes = rights.change;
       const lines =
-        mode === "user"
+        pushes
           ? [
               ["images.push.tag", `docker tag {${t("images.push.local")}} ${r.address}/{${t("images.push.image")}}:{tag}`],
               ["images.push.push", `docker push ${r.address}/{${t("images.push.image")}}:{tag}`],
               ["images.push.pull", `docker pull ${r.address}/{${t("images.push.image")}}:{tag}`],
             ]
           : [["images.push.pull", `docker pull ${r.address}/{${t("images.push.image")}}:{tag}`]];
-      replace(head, registrySummary(r), commandsBox(mode === "user" ? "images.push.title" : "images.pull.title", lines));
+      replace(head, registrySummary(r), commandsBox(pushes ? "images.push.title" : "images.pull.title", lines));
     } catch (error) {
       replace(head, h("div", { class: "notice notice-error" }, describeError(error)));
     }
