@@ -13,17 +13,30 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pgcluster import URL_ENV, PostgresCluster
 from server import RunningServer
 
 _counter = itertools.count()
 
 
+# `OCIREGISTRY_TEST_DATABASE=postgres` runs the shared server on a PostgreSQL cluster of its own
+# instead of the embedded SQLite: scripts/test runs the API and access tests a second time so.
+DATABASE_ENV = "OCIREGISTRY_TEST_DATABASE"
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One registry for the whole session; tests keep apart by using their own registries."""
-    running = RunningServer(tmp_path_factory.mktemp("shared") / "data").start()
+    database = os.environ.get(DATABASE_ENV, "sqlite")
+    if database not in ("sqlite", "postgres"):
+        pytest.exit(f"{DATABASE_ENV} must be sqlite or postgres, not {database!r}", returncode=4)
+    cluster = PostgresCluster().start() if database == "postgres" else None
+    env = {URL_ENV: cluster.create_database("shared")} if cluster else None
+    running = RunningServer(tmp_path_factory.mktemp("shared") / "data", env=env).start()
     yield running
     running.stop()
+    if cluster is not None:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -11,12 +11,9 @@ Nothing that must be shared between requests may live only in one process's memo
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,83 +36,26 @@ from oci import (
     tag_list,
     upload_progress,
 )
-from server import RunningServer, free_port
+from pgcluster import URL_ENV, PostgresCluster
+from server import RunningServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
-
-
-def _as_postgres(*argv: str) -> subprocess.CompletedProcess[str]:
-    """PostgreSQL refuses to run as root: run its tools as the `postgres` user."""
-    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster on 127.0.0.1; yields its base URL."""
-    binaries = _postgres_bin()
-    if binaries is None:
-        if os.environ.get("OCIREGISTRY_REQUIRE_CLIENTS") == "1":
-            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
-        pytest.skip("PostgreSQL is not installed")
-    # Not under pytest's folder: that one is root's alone, and the cluster belongs to postgres.
-    data = Path(tempfile.mkdtemp(prefix="ociregistry-postgres-"))
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-    initialised = _as_postgres(
-        str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"
-    )
-    assert initialised.returncode == 0, initialised.stderr
-    port = free_port()
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=on"
-    started = _as_postgres(
-        str(binaries / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        options,
-        "-l",
-        str(data / "log"),
-        "-w",
-        "start",
-    )
-    assert started.returncode == 0, started.stderr + started.stdout
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
-    finally:
-        _as_postgres(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(data, ignore_errors=True)
-
-
-def _psql(postgres: str, *args: str) -> str:
-    """Run a PostgreSQL client tool (`createdb`, `psql`) against the cluster; its stdout."""
-    binaries = _postgres_bin()
-    assert binaries is not None
-    tool, *rest = args
-    port = postgres.rsplit(":", 1)[1]
-    done = _as_postgres(
-        str(binaries / tool), "-h", "127.0.0.1", "-p", port, "-U", "postgres", *rest
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _create_database(postgres: str, name: str) -> str:
-    """A new, empty database on the cluster; its URL for OCIREGISTRY_DATABASE_URL."""
-    _psql(postgres, "createdb", name)
-    return f"{postgres}/{name}"
-
-
-@pytest.fixture(scope="module")
-def pg_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def pg_server(
+    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     running = RunningServer(
         tmp_path_factory.mktemp("pg-registry") / "data",
-        env={"OCIREGISTRY_DATABASE_URL": _create_database(postgres, "registry")},
+        env={URL_ENV: postgres.create_database("registry")},
     ).start()
     yield running
     running.stop()
@@ -237,11 +177,11 @@ COUNTS_DEADLINE_SECONDS = 10.0  # how long to wait for counts to show, not a spe
 
 
 def _start_together(
-    postgres: str, database: str, folder: Path
+    postgres: PostgresCluster, database: str, folder: Path
 ) -> tuple[RunningServer, RunningServer]:
     """Instances A and B, started at the same moment on a new, empty database and one data
     folder, as a deployment's instances come up together."""
-    env = {"OCIREGISTRY_DATABASE_URL": _create_database(postgres, database)}
+    env = {URL_ENV: postgres.create_database(database)}
     pair = RunningServer(folder / "data", env=env), RunningServer(folder / "data", env=env)
     pair[1].log_path = folder / "data-b-server.log"  # the same data folder, a log of its own
     with ThreadPoolExecutor(len(pair)) as pool:
@@ -255,7 +195,7 @@ def _start_together(
 
 @pytest.fixture(scope="module")
 def instances(
-    postgres: str, tmp_path_factory: pytest.TempPathFactory
+    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningServer, RunningServer]]:
     a, b = _start_together(postgres, "shared", tmp_path_factory.mktemp("pg-instances"))
     yield a, b
@@ -282,7 +222,7 @@ def _new_registry(client: httpx.Client, name: str) -> None:
 
 
 def test_instances_starting_together_on_an_empty_database(
-    postgres: str, tmp_path_factory: pytest.TempPathFactory
+    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Both come up (migrations, the signing key and the first admin take turns), with one
     admin account and one token-signing key between them. A few rounds: a race shows only
@@ -300,8 +240,8 @@ def test_instances_starting_together_on_an_empty_database(
                 ]
             # With two keys, which one a worker signs with and which it knows depend on when
             # it started: one instance may refuse the tokens of the other.
-            keys = _psql(
-                postgres, "psql", "-At", "-d", database, "-c", "SELECT count(*) FROM signing_keys"
+            keys = postgres.tool(
+                "psql", "-At", "-d", database, "-c", "SELECT count(*) FROM signing_keys"
             )
             assert keys.strip() == "1"
         finally:
