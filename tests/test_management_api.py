@@ -572,6 +572,44 @@ def test_q_matches_wildcards_literally(world: World) -> None:
         delete_registry(http, name)
 
 
+def test_user_list_pages_searches_and_sorts(world: World) -> None:
+    """The admins' user list is a list like the others: pages, a literal `q`, an allow-listed
+    sort, and the same limits."""
+    admin, stem = world.admin, uuid.uuid4().hex[:8]
+    names = [f"pager{stem}-{n}" for n in range(3)] + [f"pager{stem}_x"]
+    for name in names:
+        ok(admin.post(f"{API}/users", json={"username": name, "password": "long-enough"}), 201)
+
+    def usernames(**params: Any) -> list[str]:
+        return [user["username"] for user in ok(admin.get(f"{API}/users", params=params))["items"]]
+
+    first = ok(admin.get(f"{API}/users", params={"q": f"pager{stem}-", "page_size": 2}))
+    assert (first["total"], first["page"], first["page_size"]) == (3, 1, 2)
+    assert [user["username"] for user in first["items"]] == names[:2]
+    assert usernames(q=f"pager{stem}-", page_size=2, page=2) == names[2:3]
+    assert usernames(q=f"pager{stem}-", sort="-created_at") == names[2::-1]
+    assert usernames(q=f"{stem}_") == [f"pager{stem}_x"]  # `_` is a character, not a wildcard
+    assert usernames(q="%") == []
+    for param, value in [("page_size", "101"), ("page", "0"), ("sort", "password_hash")]:
+        refused(admin.get(f"{API}/users", params={param: value}), 400, "INVALID_ARGUMENT", param)
+
+
+def test_platform_images_are_searched_by_full_name(world: World) -> None:
+    """Across many registries an image is known by `{registry}/{image}`: `q` matches that."""
+    platform = unique("plat")
+    ok(world.admin.post(f"{API}/registries", json={"name": platform, "kind": "platform"}), 201)
+    pushed(world.admin, f"{platform}/tools/lint", build_image(platform), "1.0")
+
+    def full_names(q: str) -> list[str]:
+        listing = ok(world.anonymous.get(f"{API}/platform/images", params={"q": q}))
+        return [image["full_name"] for image in listing["items"]]
+
+    assert full_names(platform) == [f"{platform}/tools/lint"]
+    assert full_names(f"{platform}/tools") == [f"{platform}/tools/lint"]
+    assert f"{platform}/tools/lint" in full_names("tools/lint")
+    assert full_names(f"{platform}/app") == []
+
+
 def test_q_too_long(world: World) -> None:
     refused(
         world.owner.http.get(f"{API}/registries", params={"q": "a" * 10_000}),

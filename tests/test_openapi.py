@@ -28,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 
 from ociregistry import api
 from ociregistry.api.groups import GROUP_SORTS
+from ociregistry.auth.accounts import USER_SORTS
 from ociregistry.catalog.console import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
 from server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
 
@@ -47,6 +48,7 @@ PAGINATED = {
     ("/api/v1/platform/images", "get"): IMAGE_SORTS,
     (IMAGE + "/-/tags", "get"): TAG_SORTS,
     ("/api/v1/project-groups", "get"): GROUP_SORTS,
+    ("/api/v1/users", "get"): USER_SORTS,
 }
 SCHEMATHESIS_MAX_EXAMPLES = 12
 UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z")

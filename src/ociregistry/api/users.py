@@ -13,15 +13,16 @@ from ociregistry.api.common import (
     PermissionDenied,
     caller,
     json_body,
+    list_params,
     listing,
     no_content,
     rfc3339,
     services,
     writer,
 )
-from ociregistry.auth.accounts import TokenInfo, UserInfo
+from ociregistry.auth.accounts import USER_SORTS, TokenInfo, UserInfo
 from ociregistry.auth.policy import Principal
-from ociregistry.catalog.console import InvalidArgument, NotFound, Page
+from ociregistry.catalog.console import InvalidArgument, NotFound, Page, parse_sort
 
 
 def _user_json(user: UserInfo) -> dict[str, Any]:
@@ -62,8 +63,14 @@ def _self_or_admin(request: Request, principal: Principal) -> str:
 async def list_users(request: Request) -> JSONResponse:
     principal = await caller(request)
     _admin(principal)
-    users = await services(request).accounts.list_users()
-    return listing([_user_json(u) for u in users], len(users), Page(1, max(len(users), 1)))
+    page, q, sort = list_params(request)
+    users, total = await services(request).accounts.list_users(
+        q=q,
+        order=parse_sort(sort, USER_SORTS, "username"),
+        offset=page.offset,
+        limit=page.size,
+    )
+    return listing([_user_json(u) for u in users], total, page)
 
 
 async def create_user(request: Request) -> JSONResponse:

@@ -8,8 +8,9 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ociregistry.auth.models import (
@@ -55,6 +56,13 @@ class AccountExists(RegistryError):
 class AccountUnknown(RegistryError):
     code, status = "NOT_FOUND", 404
 
+
+# The user list's sort fields (`?sort=`), an allow-list like every list's.
+USER_SORTS: dict[str, Any] = {
+    "name": User.username,
+    "username": User.username,
+    "created_at": User.created_at,
+}
 
 @dataclass(frozen=True, slots=True)
 class UserInfo:
@@ -236,10 +244,23 @@ class Accounts:
             row = (await conn.execute(_USER, {"username": username})).first()
         return None if row is None else UserInfo(*row)
 
-    async def list_users(self) -> list[UserInfo]:
+    async def list_users(
+        self,
+        *,
+        q: str | None = None,
+        order: list[Any] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[UserInfo], int]:
+        """One page of users whose name contains `q` (literally), and how many there are."""
+        query = select(*_USER_COLUMNS)
+        if q:
+            query = query.where(User.username.contains(q, autoescape=True))
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(*_USER_COLUMNS).order_by(User.username))).all()
-        return [UserInfo(*row) for row in rows]
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            page = query.order_by(*(order or [User.username.asc()]), User.id)
+            rows = (await conn.execute(page.offset(offset).limit(limit))).all()
+        return [UserInfo(*row) for row in rows], total or 0
 
     async def _update_user(self, username: str, **values: object) -> None:
         async with self.db.write() as conn:

@@ -346,13 +346,17 @@ class Console:
         q: str | None = None,
         sort: str | None = None,
         page: Page = Page(),
+        match_full_name: bool = False,
     ) -> tuple[list[ImageView], int]:
+        """Images of `registries`, `q` matching the name in its registry, or with
+        `match_full_name` the whole `{registry}/{image}` (for lists over many registries)."""
         order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
         if not registries:
             return [], 0
         query = self._image_query(registries)
         if q:
-            query = query.where(_contains(Image.name, q))
+            name = Registry.name.concat("/").concat(Image.name) if match_full_name else Image.name
+            query = query.where(_contains(name, q))
         async with self.db.read() as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             rows = (

@@ -35,7 +35,7 @@ def user_add(args: argparse.Namespace) -> int:
 
 
 def user_list(args: argparse.Namespace) -> int:
-    users = run(settings_of(args), lambda db: Accounts(db).list_users())
+    users, _ = run(settings_of(args), lambda db: Accounts(db).list_users())
     rows = [
         {
             "username": u.username,

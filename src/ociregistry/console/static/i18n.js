@@ -145,6 +145,7 @@ export const CATALOGUE = {
   "toolbar.searchName": { "zh-CN": "按名称搜索", en: "Search by name" },
   "toolbar.searchImage": { "zh-CN": "按镜像名称搜索", en: "Search images" },
   "toolbar.searchTag": { "zh-CN": "按Tag搜索", en: "Search tags" },
+  "toolbar.searchUser": { "zh-CN": "按用户名搜索", en: "Search users" },
   "toolbar.group": { "zh-CN": "按项目组筛选", en: "Filter by project group" },
   "toolbar.allGroups": { "zh-CN": "全部项目组", en: "All project groups" },
   "toolbar.labelPlaceholder": { "zh-CN": "按标签筛选，如 env:prod", en: "Label, e.g. env:prod" },

@@ -5,11 +5,17 @@ import { h } from "../dom.js";
 import { t } from "../i18n.js";
 import { button, field, fmtTime, pageHeader, showError, toast } from "./common.js";
 import { openDialog } from "./dialog.js";
+import { listToolbar } from "./registries.js";
 import { createTable } from "./table.js";
 
 const enc = encodeURIComponent;
+const USER_SORTS = [
+  ["username", "sort.nameAsc"],
+  ["-created_at", "sort.createdDesc"],
+];
 
 export function usersView(ctx) {
+  const filters = { q: "", sort: "username" };
   const table = createTable({
     testid: "user-table",
     rowKey: (u) => u.username,
@@ -36,7 +42,7 @@ export function usersView(ctx) {
               }),
       },
     ],
-    load: () => api.get("/api/v1/users"),
+    load: ({ page, pageSize }) => api.get("/api/v1/users", { page, page_size: pageSize, q: filters.q, sort: filters.sort }),
   });
   const el = h(
     "section",
@@ -45,6 +51,7 @@ export function usersView(ctx) {
       button("users.create", () => openCreate(), { kind: "primary", dataset: { testid: "create-user" } }),
     ]),
     h("p", { class: "page-intro" }, t("users.intro")),
+    listToolbar({ searchKey: "toolbar.searchUser", sorts: USER_SORTS, filters, table }),
     table.el,
   );
   table.reload();
