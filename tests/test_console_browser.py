@@ -142,6 +142,12 @@ class Console:
         expect(self.page.locator("[data-testid=current-user]")).to_have_text(username)
         return self
 
+    def search(self, text: str) -> None:
+        """Type into the list's search box, as a user looking for one name among many would:
+        lists shared by every test (shared registries, platform images) run to many pages."""
+        self.page.fill("[data-testid=search]", text)
+        self.page.press("[data-testid=search]", "Enter")
+
     def table(self, testid: str) -> Any:
         return self.page.locator(f'[data-testid="{testid}"] tbody')
 
@@ -341,6 +347,7 @@ def test_user_guide_walkthrough(
     anonymous = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
     try:
         visitor = Console(anonymous, server).open("shared")
+        visitor.search(registry)
         shared_row = visitor.row("shared-table", registry)
         expect(shared_row).to_contain_text("公有")
         expect(shared_row).to_contain_text("env: prod")
@@ -711,6 +718,7 @@ def test_platform_images_and_users_for_admins(
     page = console.page
 
     page.click("[data-nav=platform]")
+    console.search(platform)
     row = console.row("image-table", f"{platform}/alpine")
     expect(row).to_contain_text("3.20")
     expect(row.locator(".command code")).to_have_text(
@@ -726,6 +734,7 @@ def test_platform_images_and_users_for_admins(
 
     # Users: the API's error for a short password shows in Chinese under the password field.
     page.click("[data-nav=users]")
+    console.search("admin")
     expect(console.row("user-table", "admin")).to_contain_text("管理员")
     page.click("[data-testid=create-user]")
     newcomer = unique("ops")
@@ -736,6 +745,8 @@ def test_platform_images_and_users_for_admins(
     expect(password_field.locator(".field-error")).to_have_text("密码至少 8 个字符")
     page.fill("[data-testid=new-password]", "a-long-enough-password")
     page.click("[data-testid=user-dialog] [data-role=confirm]")
+    console.search(newcomer)
+    expect(console.table("user-table").locator("tr")).to_have_count(1)
     expect(console.row("user-table", newcomer)).to_contain_text("正常")
     console.row("user-table", newcomer).locator("[data-op=toggle]").click()
     expect(console.row("user-table", newcomer)).to_contain_text("已禁用")
