@@ -1227,7 +1227,7 @@ def test_users_routes(world: World) -> None:
         ({"username": unique("u"), "password": "long-enough", "is_admin": "yes"}, "is_admin"),
     ]:
         refused(admin.post(f"{API}/users", json=body), 400, "INVALID_ARGUMENT", field_name)
-    users = ok(admin.get(f"{API}/users"))
+    users = ok(admin.get(f"{API}/users", params={"q": person.username}))
     assert person.username in {u["username"] for u in users["items"]}
     assert all("password" not in json.dumps(u) for u in users["items"])
 

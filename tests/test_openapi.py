@@ -554,9 +554,9 @@ def test_platform_views_conform(client: httpx.Client, registry_name: str) -> Non
     body = conforms(created, "/api/v1/registries")
     assert body["kind"] == "platform" and body["project_group"] is None
     push_image(client, f"{name}/base", "1.0", f"platform {name}")
-    images = client.get("/api/v1/platform/images", params={"q": "base", "page_size": 100})
+    images = client.get("/api/v1/platform/images", params={"q": f"{name}/base"})
     full_names = [i["full_name"] for i in conforms(images, "/api/v1/platform/images")["items"]]
-    assert f"{name}/base" in full_names
+    assert full_names == [f"{name}/base"]
     registries = client.get("/api/v1/platform/registries", params={"q": name})
     assert [r["name"] for r in conforms(registries, "/api/v1/platform/registries")["items"]] == [
         name
