@@ -587,7 +587,7 @@ def test_user_group_and_token_responses_conform(
     error_code(again, "/api/v1/users", 409, "ALREADY_EXISTS")
     short = client.post("/api/v1/users", json={"username": f"{username}x", "password": "short"})
     error_code(short, "/api/v1/users", 400, "INVALID_ARGUMENT")
-    users = conforms(client.get("/api/v1/users"), "/api/v1/users")
+    users = conforms(client.get("/api/v1/users", params={"q": username}), "/api/v1/users")
     assert username in [u["username"] for u in users["items"]]
     conforms(client.get(f"/api/v1/users/{username}"), "/api/v1/users/{username}")
     me = conforms(client.get("/api/v1/users/me"), "/api/v1/users/{username}")
