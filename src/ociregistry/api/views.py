@@ -54,8 +54,6 @@ async def platform_images(request: Request) -> JSONResponse:
     page, q, sort = list_params(request)
     console = services(request).console
     names = await console.registry_names(kind="platform")
-    views, total = await console.list_images(
-        names, q=q, sort=sort, page=page, match_full_name=True
-    )
+    views, total = await console.list_images(names, q=q, sort=sort, page=page, match_full_name=True)
     host = public_host(request)
     return listing([image_json(view, host) for view in views], total, page)

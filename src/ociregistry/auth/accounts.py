@@ -64,6 +64,7 @@ USER_SORTS: dict[str, Any] = {
     "created_at": User.created_at,
 }
 
+
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     id: int

@@ -139,4 +139,3 @@ async def cancel_upload(request: Request) -> Response:
     _, session = await _session(request)
     await services(request).uploads.cancel(session)
     return Response(status_code=204)
-
