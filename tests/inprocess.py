@@ -27,8 +27,10 @@ ADMIN_PASSWORD = "in-process-admin"
 class InProcessRegistry:
     """An app with its lifespan entered, and a client for it, on a private event loop."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(data_dir=str(data_dir), admin_password=ADMIN_PASSWORD)
+    def __init__(self, data_dir: Path, *, database_url: str = "") -> None:
+        self.settings = Settings(
+            data_dir=str(data_dir), admin_password=ADMIN_PASSWORD, database_url=database_url
+        )
         prepare(self.settings)
         self.app = create_app(self.settings)
         self._runner = asyncio.Runner()
