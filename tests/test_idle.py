@@ -90,6 +90,8 @@ def test_lists_and_counts_run_off_the_event_loop(registry: InProcessRegistry) ->
             "/api/v1/shared/registries",
             "/api/v1/platform/images",
             "/api/v1/registries/lists/images",
+            "/api/v1/users",
+            "/api/v1/project-groups",
         ):
             response = registry.run(registry.client.get(path, params={"q": "li"}))
             assert response.status_code == 200, response.text
