@@ -47,9 +47,9 @@ class Action(StrEnum):
 
 
 ALL_ACTIONS = frozenset(Action)
-# The caller's rights on a registry, as the management API returns them (`"rights"`).
+# The caller's rights on a registry, as the management API returns them (`"rights"`); admin is
+# visibility, labels, remark, deleting the registry and its group's members.
 VIEW, PULL, PUSH, DELETE, ADMIN = "view", "pull", "push", "delete", "admin"
-ADMINISTER = ADMIN  # visibility, labels, remark, deleting the registry, its group's members
 ALL_RIGHTS = frozenset({VIEW, PULL, PUSH, DELETE, ADMIN})
 RIGHTS_ORDER = (VIEW, PULL, PUSH, DELETE, ADMIN)
 READER_RIGHTS = frozenset({VIEW, PULL})
@@ -203,6 +203,8 @@ class AccessPolicy:
     def visible(self, principal: Principal, right: str = VIEW) -> ColumnElement[bool]:
         """Registries on which the caller has `right` (VIEW or PULL), as a condition on
         `Registry`: exactly those for which `rights_of` holds `right`."""
+        if right not in (VIEW, PULL):
+            raise ValueError(f"lists filter by view or pull, not {right!r}")
         if principal.is_admin:
             condition: ColumnElement[bool] = true()
         else:
