@@ -7,6 +7,7 @@ server process (see server.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -26,8 +27,10 @@ ADMIN_PASSWORD = "in-process-admin"
 class InProcessRegistry:
     """An app with its lifespan entered, and a client for it, on a private event loop."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(data_dir=str(data_dir), admin_password=ADMIN_PASSWORD)
+    def __init__(self, data_dir: Path, *, database_url: str = "") -> None:
+        self.settings = Settings(
+            data_dir=str(data_dir), admin_password=ADMIN_PASSWORD, database_url=database_url
+        )
         prepare(self.settings)
         self.app = create_app(self.settings)
         self._runner = asyncio.Runner()
@@ -52,3 +55,21 @@ class InProcessRegistry:
         self.run(self.client.aclose())
         self.run(self._lifespan.__aexit__(None, None, None))
         self._runner.close()
+
+
+async def push_image(client: httpx.AsyncClient, repo: str, image: Any, tag: str) -> None:
+    """Push an `oci.Image`'s blobs (POST, then PUT), then its manifest under `tag`."""
+    for blob in image.blobs:
+        started = await client.post(f"/v2/{repo}/blobs/uploads/")
+        assert started.status_code == 202, started.text
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        done = await client.put(
+            started.headers["location"], params={"digest": digest}, content=blob
+        )
+        assert done.status_code == 201, done.text
+    put = await client.put(
+        f"/v2/{repo}/manifests/{tag}",
+        content=image.manifest,
+        headers={"Content-Type": image.media_type},
+    )
+    assert put.status_code == 201, put.text

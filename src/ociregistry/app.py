@@ -51,7 +51,7 @@ async def _refresh_registry_counts(services: Services) -> None:
     while True:
         try:
             await refresh_registry_counts(services.db, older_than_seconds=interval)
-            await services.console.finish_deletions()  # also after a crash mid-deletion
+            await services.registries.finish_deletions()  # also after a crash mid-deletion
         except Exception:
             log.exception("refreshing registry pull counts failed")
         await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))

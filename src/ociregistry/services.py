@@ -68,4 +68,5 @@ class Services:
         )
 
     async def close(self) -> None:
+        await self.registries.close()
         await self.db.dispose()

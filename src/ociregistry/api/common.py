@@ -10,7 +10,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ociregistry.auth.policy import Principal
+from ociregistry.auth.policy import (
+    Principal,
+    caller_role,
+    is_platform_admin,
+    may_change,
+    ordered,
+)
 from ociregistry.authapi.credentials import authenticate
 from ociregistry.catalog.console import (
     MAX_PAGE_SIZE,
@@ -71,24 +77,41 @@ async def caller(request: Request, *, required: bool = True) -> Principal:
     return principal
 
 
+_VERBS = {"pull": "pull from", "push": "push to", "delete": "delete in", "admin": "administer"}
+
+
 async def require_right(request: Request, principal: Principal, registry: str, right: str) -> None:
     """NOT_FOUND when the caller may not see the registry, PERMISSION_DENIED when they see it
     but may not do this (`right` is one of the policy's management rights)."""
     rights = await services(request).policy.registry_rights(principal, registry)
-    if rights is None:
+    if not rights:
         raise NotFound(f"registry {registry!r} does not exist", detail={"name": registry})
     if right not in rights:
         raise PermissionDenied(
-            f"{principal.username or 'anonymous'} may not {right} registry {registry!r}",
+            f"{principal.username or 'anonymous'} may not {_VERBS.get(right, right)} "
+            f"registry {registry!r}",
             detail={"name": registry},
         )
 
 
 def writer(principal: Principal) -> Principal:
     """A caller that may change things: not a read-only personal access token."""
-    if principal.read_only:
+    if not may_change(principal):
         raise PermissionDenied("a read-only access token cannot change anything")
     return principal
+
+
+def platform_admin(principal: Principal, action: str) -> Principal:
+    """PERMISSION_DENIED unless the caller is a platform admin; `action` says what for."""
+    if not is_platform_admin(principal):
+        raise PermissionDenied(f"only platform admins {action}")
+    return principal
+
+
+async def registry_view(request: Request, principal: Principal, name: str) -> dict[str, Any]:
+    """One registry as JSON, with the caller's rights on it."""
+    view = await services(request).console.get_registry(name, role=caller_role(principal))
+    return registry_json(view, public_host(request), request, principal)
 
 
 async def json_body(
@@ -203,7 +226,14 @@ def public_host(request: Request) -> str:
     return services(request).settings.public_address or request.headers.get("host", "localhost")
 
 
-def registry_json(view: RegistryView, host: str) -> dict[str, Any]:
+def registry_json(
+    view: RegistryView, host: str, request: Request, principal: Principal
+) -> dict[str, Any]:
+    """SPEC §5's registry, and `rights`: what the caller may do with it, by the policy (the
+    console shows only what these allow). `view.caller_role` must be the caller's role."""
+    rights = services(request).policy.rights_of(
+        principal, view.kind, view.public, view.status, view.caller_role
+    )
     return {
         "id": view.resource_id,
         "name": view.name,
@@ -220,6 +250,7 @@ def registry_json(view: RegistryView, host: str) -> dict[str, Any]:
         "address": f"{host}/{view.name}",
         "created_at": rfc3339(view.created_at),
         "updated_at": rfc3339(view.updated_at),
+        "rights": ordered(rights),
     }
 
 

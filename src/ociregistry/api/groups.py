@@ -20,7 +20,7 @@ from ociregistry.api.common import (
     writer,
 )
 from ociregistry.auth.groups import GROUP_SORTS, GroupView
-from ociregistry.auth.policy import Principal
+from ociregistry.auth.policy import Principal, is_platform_admin
 from ociregistry.catalog.console import NotFound, parse_sort
 
 
@@ -29,9 +29,7 @@ async def _group_id(request: Request, principal: Principal) -> int:
     name = request.path_params["group"]
     registry = services(request)
     group_id = await registry.groups.group_id(name)
-    if group_id is None or not (
-        principal.is_admin or await registry.policy.group_role(principal, group_id)
-    ):
+    if group_id is None or not await registry.policy.may_view_group(principal, group_id):
         raise NotFound(f"project group {name!r} does not exist", detail={"name": name})
     return group_id
 
@@ -52,7 +50,7 @@ async def list_groups(request: Request) -> JSONResponse:
     page, q, sort = list_params(request)
     views, total = await services(request).groups.views(
         user_id=principal.user_id,
-        everything=principal.is_admin,
+        everything=is_platform_admin(principal),
         q=q,
         order=parse_sort(sort, GROUP_SORTS, "name"),
         offset=page.offset,

@@ -33,9 +33,7 @@ async def list_images(request: Request) -> JSONResponse:
     registry = request.path_params["registry"]
     await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_images(
-        [registry], q=q, sort=sort, page=page
-    )
+    views, total = await services(request).console.list_images(registry, q=q, sort=sort, page=page)
     host = public_host(request)
     return listing([image_json(view, host) for view in views], total, page)
 

@@ -3,7 +3,6 @@ registries, one at a time or in batches (SPEC §4, §5)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -20,22 +19,17 @@ from ociregistry.api.common import (
     no_content,
     public_host,
     registry_json,
+    registry_view,
     require_right,
     services,
     string_list,
     writer,
 )
-from ociregistry.auth.policy import ADMINISTER, Principal
+from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
 from ociregistry.catalog.console import InvalidArgument, NotFound
-from ociregistry.catalog.registries import RegistryNotEmpty
+from ociregistry.catalog.registries import RegistryDeleting
 from ociregistry.errors import NameInvalid, RegistryError
 from ociregistry.names import check_labels, check_registry_name, check_remark
-
-_background: set[asyncio.Task[Any]] = set()
-
-
-class RegistryDeleting(RegistryError):
-    code, status = "REGISTRY_DELETING", 409
 
 
 def _label_filter(value: str | None) -> tuple[str, str] | None:
@@ -50,10 +44,11 @@ def _label_filter(value: str | None) -> tuple[str, str] | None:
 async def list_registries(request: Request) -> JSONResponse:
     principal = await caller(request)
     page, q, sort = list_params(request)
+    policy = services(request).policy
     views, total = await services(request).console.list_registries(
-        scope="mine",
-        user_id=principal.user_id,
-        everything=principal.is_admin,
+        scope="user",
+        where=policy.member_of(principal),
+        role=caller_role(principal),
         q=q,
         project_group=request.query_params.get("project_group") or None,
         label=_label_filter(request.query_params.get("label")),
@@ -61,7 +56,7 @@ async def list_registries(request: Request) -> JSONResponse:
         page=page,
     )
     host = public_host(request)
-    return listing([registry_json(view, host) for view in views], total, page)
+    return listing([registry_json(view, host, request, principal) for view in views], total, page)
 
 
 async def create_registry(request: Request) -> JSONResponse:
@@ -113,38 +108,34 @@ async def create_registry(request: Request) -> JSONResponse:
         group=group,
         labels=check_labels(body.get("labels", {})),
     )
-    view = await registry.console.get_registry(created.name)
-    return JSONResponse(registry_json(view, public_host(request)), status_code=201)
+    return JSONResponse(await registry_view(request, principal, created.name), status_code=201)
 
 
 async def get_registry(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     name = request.path_params["registry"]
-    await require_right(request, principal, name, "view")
-    view = await services(request).console.get_registry(name)
-    return JSONResponse(registry_json(view, public_host(request)))
+    await require_right(request, principal, name, VIEW)
+    return JSONResponse(await registry_view(request, principal, name))
 
 
 async def update_registry(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
-    await require_right(request, principal, name, ADMINISTER)
+    await require_right(request, principal, name, ADMIN)
     body = await json_body(request, {"public": bool, "remark": str})
     if "remark" in body:
         check_remark(body["remark"])
-    view = await services(request).console.update_registry(name, **body)
-    return JSONResponse(registry_json(view, public_host(request)))
+    await services(request).console.update_registry(name, **body)
+    return JSONResponse(await registry_view(request, principal, name))
 
 
 async def replace_labels(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
-    await require_right(request, principal, name, ADMINISTER)
+    await require_right(request, principal, name, ADMIN)
     body = await json_body(request, {"labels": dict}, required=("labels",))
-    view = await services(request).console.update_registry(
-        name, labels=check_labels(body["labels"])
-    )
-    return JSONResponse(registry_json(view, public_host(request)))
+    await services(request).console.update_registry(name, labels=check_labels(body["labels"]))
+    return JSONResponse(await registry_view(request, principal, name))
 
 
 def _delete_images_flag(value: Any) -> bool:
@@ -161,24 +152,18 @@ async def _delete_one(
     """Delete a registry; True when it is gone, False while its images are being deleted."""
     registry = services(request)
     rights = await registry.policy.registry_rights(principal, name)
-    if rights is not None and (await registry.console.get_registry(name)).status == "deleting":
-        raise RegistryDeleting(f"registry {name!r} is already being deleted", detail={"name": name})
-    await require_right(request, principal, name, ADMINISTER)
-    count = await registry.console.tagged_image_count(name)
-    if count and not delete_images:
-        raise RegistryNotEmpty(
-            f"registry {name!r} holds {count} images; delete them first or pass delete_images=true",
-            detail={"name": name, "image_count": count},
+    if not rights:
+        raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
+    if ADMIN not in rights:
+        if (await registry.console.get_registry(name)).status == "deleting":
+            raise RegistryDeleting(
+                f"registry {name!r} is already being deleted", detail={"name": name}
+            )
+        raise PermissionDenied(
+            f"{principal.username or 'anonymous'} may not administer registry {name!r}",
+            detail={"name": name},
         )
-    if not await registry.console.mark_deleting(name):
-        return True
-    if not count:  # only untagged leftovers: quick enough to finish now (204, not 202)
-        await registry.console.finish_deletions()
-        return True
-    task = asyncio.create_task(registry.console.finish_deletions())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return False
+    return await registry.registries.delete(name, delete_images=delete_images)
 
 
 async def delete_registry(request: Request) -> Response:
@@ -187,8 +172,10 @@ async def delete_registry(request: Request) -> Response:
     delete_images = _delete_images_flag(request.query_params.get("delete_images"))
     if await _delete_one(request, principal, name, delete_images):
         return no_content()
-    view = await services(request).console.get_registry(name)
-    return JSONResponse(registry_json(view, public_host(request)), status_code=202)
+    try:
+        return JSONResponse(await registry_view(request, principal, name), status_code=202)
+    except NotFound:  # its images went meanwhile
+        return no_content()
 
 
 async def batch_delete_registries(request: Request) -> JSONResponse:

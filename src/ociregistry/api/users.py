@@ -10,18 +10,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     caller,
     json_body,
     list_params,
     listing,
     no_content,
+    platform_admin,
     rfc3339,
     services,
     writer,
 )
 from ociregistry.auth.accounts import USER_SORTS, TokenInfo, UserInfo
-from ociregistry.auth.policy import Principal
+from ociregistry.auth.policy import Principal, is_platform_admin
 from ociregistry.catalog.console import InvalidArgument, NotFound, Page, parse_sort
 
 
@@ -47,15 +47,14 @@ def _token_json(token: TokenInfo) -> dict[str, Any]:
 
 
 def _admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionDenied("only platform admins manage users")
+    platform_admin(principal, "manage users")
 
 
 def _self_or_admin(request: Request, principal: Principal) -> str:
     username = request.path_params["username"]
     if username == "me":
         username = principal.username or ""
-    if username != principal.username and not principal.is_admin:
+    if username != principal.username and not is_platform_admin(principal):
         raise NotFound(f"user {username!r} does not exist")
     return username
 

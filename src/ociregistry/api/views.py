@@ -3,6 +3,7 @@ registry, whoever owns it) and `/api/v1/platform/images` (every platform image).
 
 from __future__ import annotations
 
+from sqlalchemy import and_
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -16,19 +17,25 @@ from ociregistry.api.common import (
     registry_json,
     services,
 )
+from ociregistry.auth.policy import PULL, Principal, caller_role
+from ociregistry.catalog.models import Registry
 
 
-async def _may_browse(request: Request) -> None:
+async def _browser(request: Request) -> Principal:
+    """The caller; anonymous ones only when the policy lets them read public registries."""
     principal = await caller(request, required=False)
-    if principal.anonymous and not services(request).settings.anonymous_access:
+    if not services(request).policy.may_browse(principal):
         raise Unauthenticated("sign in to browse; anonymous access is switched off")
+    return principal
 
 
 async def shared_registries(request: Request) -> JSONResponse:
-    await _may_browse(request)
+    principal = await _browser(request)
     page, q, sort = list_params(request)
     views, total = await services(request).console.list_registries(
         scope="shared",
+        where=services(request).policy.visible(principal),
+        role=caller_role(principal),
         q=q,
         sort=sort,
         page=page,
@@ -36,24 +43,30 @@ async def shared_registries(request: Request) -> JSONResponse:
         project_group=request.query_params.get("project_group") or None,
     )
     host = public_host(request)
-    return listing([registry_json(view, host) for view in views], total, page)
+    return listing([registry_json(view, host, request, principal) for view in views], total, page)
 
 
 async def platform_registries(request: Request) -> JSONResponse:
-    await _may_browse(request)
+    principal = await _browser(request)
     page, q, sort = list_params(request)
     views, total = await services(request).console.list_registries(
-        scope="platform", q=q, sort=sort, page=page
+        scope="platform",
+        where=services(request).policy.visible(principal),
+        role=caller_role(principal),
+        q=q,
+        sort=sort,
+        page=page,
     )
     host = public_host(request)
-    return listing([registry_json(view, host) for view in views], total, page)
+    return listing([registry_json(view, host, request, principal) for view in views], total, page)
 
 
 async def platform_images(request: Request) -> JSONResponse:
-    await _may_browse(request)
+    principal = await _browser(request)
     page, q, sort = list_params(request)
-    console = services(request).console
-    names = await console.registry_names(kind="platform")
-    views, total = await console.list_images(names, q=q, sort=sort, page=page, match_full_name=True)
+    pullable = and_(Registry.kind == "platform", services(request).policy.visible(principal, PULL))
+    views, total = await services(request).console.list_images(
+        pullable, q=q, sort=sort, page=page, match_full_name=True
+    )
     host = public_host(request)
     return listing([image_json(view, host) for view in views], total, page)

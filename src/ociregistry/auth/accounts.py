@@ -257,7 +257,7 @@ class Accounts:
         query = select(*_USER_COLUMNS)
         if q:
             query = query.where(User.username.contains(q, autoescape=True))
-        async with self.db.read() as conn:
+        async with self.db.read(offload=True) as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             page = query.order_by(*(order or [User.username.asc()]), User.id)
             rows = (await conn.execute(page.offset(offset).limit(limit))).all()

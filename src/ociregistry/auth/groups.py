@@ -157,7 +157,7 @@ class Groups:
             query = query.where(ProjectGroup.name.contains(q, autoescape=True))
         if name is not None:
             query = query.where(ProjectGroup.name == name)
-        async with self.db.read() as conn:
+        async with self.db.read(offload=True) as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             rows = (
                 await conn.execute(

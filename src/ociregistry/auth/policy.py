@@ -1,34 +1,42 @@
-"""The single access decision point: may this principal do this to that repository?
+"""The single access decision point: what may this principal do with that registry?
 
-Every /v2 route, the token service and the management API ask here, and nowhere else. The
-rule is SPEC §2:
+Every /v2 route, the token service, the management API, the console and every list ask here,
+and nowhere else. The rule is SPEC §2, written once, in `_ROLE_RIGHTS` and `rights_of`:
 
     who                 private user registry   public user registry   platform registry
-    anonymous           nothing                 pull                   pull
-    signed-in stranger  nothing                 pull                   pull
-    group guest         pull                    pull                   pull
-    group developer     pull push delete        pull push delete       pull
-    group owner         pull push delete        pull push delete       pull
+    anonymous           nothing                 view pull              view pull
+    signed-in stranger  nothing                 view pull              view pull
+    group guest         view pull               view pull              view pull
+    group developer     + push delete           + push delete          view pull
+    group owner         + admin                 + admin                view pull
     platform admin      everything              everything             everything
 
-A registry token or a read-only personal access token can only narrow this further. What a
-caller may not pull, it may not know exists either: it answers NAME_UNKNOWN, exactly as a
-registry that does not exist.
+Membership grants access; the user recorded as a registry's owner (its creator) gets nothing
+by that alone. A registry being deleted can only be viewed. A read-only personal access token
+leaves view and pull; a registry token narrows /v2 actions to its `access` claim.
+
+The same rule comes out in two forms that must never disagree (tests/test_policy_properties.py
+checks they do not): `rights_of` for one registry row, and `visible` / `member_of`, the SQL
+conditions every list filters with. What a caller may not view, it may not know exists either:
+it answers NAME_UNKNOWN / NOT_FOUND, exactly as a registry that does not exist.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, false, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import GroupMember
+from ociregistry.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope
 from ociregistry.auth.tokens import TokenClaims
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import Registry
-from ociregistry.errors import Denied, NameUnknown, Unauthorized
+from ociregistry.errors import Denied, NameInvalid, NameUnknown, Unauthorized
 from ociregistry.names import RepositoryName
 
 
@@ -39,18 +47,18 @@ class Action(StrEnum):
 
 
 ALL_ACTIONS = frozenset(Action)
-VIEW, PUSH, DELETE, ADMINISTER = "view", "push", "delete", "administer"
-MANAGEMENT_RIGHTS = frozenset({VIEW, PUSH, DELETE, ADMINISTER})
+# The caller's rights on a registry, as the management API returns them (`"rights"`); admin is
+# visibility, labels, remark, deleting the registry and its group's members.
+VIEW, PULL, PUSH, DELETE, ADMIN = "view", "pull", "push", "delete", "admin"
+ALL_RIGHTS = frozenset({VIEW, PULL, PUSH, DELETE, ADMIN})
+RIGHTS_ORDER = (VIEW, PULL, PUSH, DELETE, ADMIN)
+READER_RIGHTS = frozenset({VIEW, PULL})
 _ROLE_RIGHTS = {
-    "guest": frozenset({VIEW}),
-    "developer": frozenset({VIEW, PUSH, DELETE}),
-    "owner": MANAGEMENT_RIGHTS,
+    "guest": READER_RIGHTS,
+    "developer": frozenset({VIEW, PULL, PUSH, DELETE}),
+    "owner": ALL_RIGHTS,
 }
-_ROLE_ACTIONS = {
-    "guest": frozenset({Action.PULL}),
-    "developer": ALL_ACTIONS,
-    "owner": ALL_ACTIONS,
-}
+_ACTION_RIGHTS = {Action.PULL: PULL, Action.PUSH: PUSH, Action.DELETE: DELETE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +90,19 @@ class AuthenticationRequired(Unauthorized):
         self.error = error
 
 
-_REGISTRY_ACCESS = (
-    select(Registry.kind, Registry.public, Registry.status, GroupMember.role)
-    .select_from(Registry)
-    .outerjoin(
-        GroupMember,
-        and_(
-            GroupMember.group_id == Registry.project_group_id,
-            GroupMember.user_id == bindparam("user_id"),
-        ),
+def _role_in_group(user: Any) -> Any:
+    """The role of `user` (an id, or a bind parameter) in each registry's project group."""
+    return (
+        select(GroupMember.role)
+        .where(GroupMember.group_id == Registry.project_group_id, GroupMember.user_id == user)
+        .correlate(Registry)
+        .scalar_subquery()
     )
-    .where(Registry.name == bindparam("registry"))
-)
+
+
+_REGISTRY_ACCESS = select(
+    Registry.kind, Registry.public, Registry.status, _role_in_group(bindparam("caller_id"))
+).where(Registry.name == bindparam("registry"))
 
 
 def scope_for(repo: RepositoryName, action: Action) -> str:
@@ -102,36 +111,121 @@ def scope_for(repo: RepositoryName, action: Action) -> str:
     return f"repository:{repo.full}:{actions}"
 
 
+def caller_role(principal: Principal) -> Any:
+    """A column: the caller's role in each registry's project group (NULL when none)."""
+    return _role_in_group(principal.user_id or -1)
+
+
+def may_change(principal: Principal) -> bool:
+    """Whether these credentials may change anything at all: not a read-only token."""
+    return not principal.read_only
+
+
+def is_platform_admin(principal: Principal) -> bool:
+    """Platform admins manage users and see every group and registry (a read-only token of an
+    admin still reads as one)."""
+    return principal.is_admin
+
+
+def ordered(rights: Iterable[str]) -> list[str]:
+    """Rights in their natural order, as the API returns them."""
+    return [right for right in RIGHTS_ORDER if right in rights]
+
+
 class AccessPolicy:
     def __init__(self, db: Database, *, anonymous_access: bool = True) -> None:
         self.db = db
         self.anonymous_access = anonymous_access
+
+    # -- the rule, for one registry --------------------------------------------------------
+
+    def _reads_public(self, principal: Principal) -> bool:
+        return self.anonymous_access or not principal.anonymous
+
+    def may_browse(self, principal: Principal) -> bool:
+        """Whether the caller may read the public views (shared registries, platform images):
+        anonymous callers only while anonymous access is on."""
+        return self._reads_public(principal)
+
+    def granted(
+        self, principal: Principal, kind: str, public: bool, status: str, role: str | None
+    ) -> frozenset[str]:
+        """What SPEC §2 grants `principal` on a registry of this kind, visibility and status,
+        given their role in its group: before any credential narrows it."""
+        if principal.is_admin:
+            rights = ALL_RIGHTS
+        else:
+            rights = frozenset()
+            if (kind == "platform" or public) and self._reads_public(principal):
+                rights = READER_RIGHTS
+            if kind == "user" and role is not None:
+                rights |= _ROLE_RIGHTS.get(role, frozenset())
+        if rights and status != "available":
+            rights = frozenset({VIEW})
+        return rights
+
+    def rights_of(
+        self, principal: Principal, kind: str, public: bool, status: str, role: str | None
+    ) -> frozenset[str]:
+        """The caller's rights on a registry, as the management API and console see them:
+        `granted`, narrowed by a read-only token. Empty: they may not know it exists."""
+        rights = self.granted(principal, kind, public, status, role)
+        if principal.read_only:
+            rights &= READER_RIGHTS
+        return rights
 
     async def _registry_access(self, principal: Principal, registry: str) -> Any:
         """The registry's kind, visibility and status, and the principal's role in its group;
         None when there is no such registry."""
         async with self.db.read() as conn:
             result = await conn.execute(
-                _REGISTRY_ACCESS, {"registry": registry, "user_id": principal.user_id or -1}
+                _REGISTRY_ACCESS, {"registry": registry, "caller_id": principal.user_id or -1}
             )
             return result.first()
 
+    async def registry_rights(self, principal: Principal, registry: str) -> frozenset[str]:
+        """The caller's rights on `registry` (see `rights_of`); empty when there is none."""
+        row = await self._registry_access(principal, registry)
+        return frozenset() if row is None else self.rights_of(principal, *row)
+
+    # -- the rule, as SQL: what every list filters with --------------------------------------
+
+    def member_of(self, principal: Principal) -> ColumnElement[bool]:
+        """Registries the caller holds a role in through its project group: the caller's own
+        user registries ("my registries"); every user registry for a platform admin."""
+        if principal.is_admin:
+            return Registry.kind == "user"
+        if principal.user_id is None:
+            return false()
+        groups = select(GroupMember.group_id).where(GroupMember.user_id == principal.user_id)
+        return and_(Registry.kind == "user", Registry.project_group_id.in_(groups))
+
+    def visible(self, principal: Principal, right: str = VIEW) -> ColumnElement[bool]:
+        """Registries on which the caller has `right` (VIEW or PULL), as a condition on
+        `Registry`: exactly those for which `rights_of` holds `right`."""
+        if right not in (VIEW, PULL):
+            raise ValueError(f"lists filter by view or pull, not {right!r}")
+        if principal.is_admin:
+            condition: ColumnElement[bool] = true()
+        else:
+            readable = [self.member_of(principal)]
+            if self._reads_public(principal):
+                readable.append(or_(Registry.public.is_(True), Registry.kind == "platform"))
+            condition = or_(*readable)
+        if right != VIEW:  # a registry being deleted can only be viewed
+            condition = and_(condition, Registry.status == "available")
+        return condition
+
+    # -- /v2 actions -------------------------------------------------------------------------
+
     async def registry_permissions(self, principal: Principal, registry: str) -> frozenset[str]:
-        """What SPEC §2 lets `principal` do in `registry`, before any token narrows it."""
+        """The /v2 actions SPEC §2 lets `principal` take in `registry`, before credentials
+        narrow them."""
         row = await self._registry_access(principal, registry)
         if row is None:
             return frozenset()
-        kind, public, status, role = row
-        if status != "available":
-            return frozenset()
-        if principal.is_admin:
-            return ALL_ACTIONS
-        allowed: frozenset[str] = frozenset()
-        if (kind == "platform" or public) and (self.anonymous_access or not principal.anonymous):
-            allowed = frozenset({Action.PULL})
-        if kind == "user" and role is not None:
-            allowed |= _ROLE_ACTIONS.get(role, frozenset())
-        return allowed
+        rights = self.granted(principal, *row)
+        return frozenset(action for action, right in _ACTION_RIGHTS.items() if right in rights)
 
     def narrow(
         self, principal: Principal, repo: RepositoryName, allowed: frozenset[str]
@@ -185,34 +279,32 @@ class AccessPolicy:
             f"{principal.username} may not {action} in {repo.full}", detail={"name": repo.full}
         )
 
-    # -- the management API ------------------------------------------------------------------
+    async def grant(self, principal: Principal, scopes: list[Scope]) -> list[dict[str, Any]]:
+        """The `access` claim of a registry token: of each scope asked for, what the policy
+        allows (the token service's one question)."""
+        access: list[dict[str, Any]] = []
+        for scope in scopes:
+            if scope.type == REPOSITORY:
+                try:
+                    repo = RepositoryName.parse(scope.name)
+                except NameInvalid:
+                    continue
+                granted = scope.actions & await self.permissions(principal, repo)
+                if granted:
+                    access.append(Scope(REPOSITORY, repo.full, frozenset(granted)).as_claim())
+            elif scope.type == REGISTRY and scope.name == CATALOG and "*" in scope.actions:
+                access.append({"type": REGISTRY, "name": CATALOG, "actions": ["*"]})
+        return access
 
-    async def registry_rights(self, principal: Principal, registry: str) -> frozenset[str] | None:
-        """What the console lets `principal` do with `registry`: a subset of `VIEW`, `PUSH`,
-        `DELETE` and `ADMINISTER` (visibility, labels, remark, deletion, members); None when
-        they may not even know it exists. A registry being deleted can only be viewed."""
-        row = await self._registry_access(principal, registry)
-        if row is None:
-            return None
-        kind, public, status, role = row
-        if principal.is_admin:
-            rights = MANAGEMENT_RIGHTS
-        else:
-            rights = frozenset()
-            if (kind == "platform" or public) and (
-                self.anonymous_access or not principal.anonymous
-            ):
-                rights = frozenset({VIEW})
-            if kind == "user" and role is not None:
-                rights |= _ROLE_RIGHTS.get(role, frozenset())
-        if not rights:
-            return None
-        if status != "available" or principal.read_only:
-            rights &= {VIEW}
-        return rights
+    async def may_list_catalog(self, principal: Principal) -> bool:
+        if principal.token is not None:
+            return bool(principal.token.actions("registry", "catalog"))
+        return True
+
+    # -- the platform, groups and users --------------------------------------------------------
 
     def may_create_platform_registry(self, principal: Principal) -> bool:
-        return principal.is_admin and not principal.read_only
+        return is_platform_admin(principal) and may_change(principal)
 
     async def group_role(self, principal: Principal, group_id: int) -> str | None:
         if principal.user_id is None:
@@ -223,6 +315,12 @@ class AccessPolicy:
                     GroupMember.group_id == group_id, GroupMember.user_id == principal.user_id
                 )
             )
+
+    async def may_view_group(self, principal: Principal, group_id: int) -> bool:
+        """Members (and platform admins) see a group; to anyone else it does not exist."""
+        return (
+            is_platform_admin(principal) or await self.group_role(principal, group_id) is not None
+        )
 
     async def may_create_in_group(self, principal: Principal, group_id: int) -> bool:
         """Developers and owners of a group create registries in it."""
@@ -237,8 +335,3 @@ class AccessPolicy:
         if principal.read_only or principal.anonymous:
             return False
         return principal.is_admin or await self.group_role(principal, group_id) == "owner"
-
-    async def may_list_catalog(self, principal: Principal) -> bool:
-        if principal.token is not None:
-            return bool(principal.token.actions("registry", "catalog"))
-        return True

@@ -17,11 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ociregistry.auth.accounts import Authenticated
-from ociregistry.auth.policy import ANONYMOUS, Principal
-from ociregistry.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope, parse_scopes
+from ociregistry.auth.policy import ANONYMOUS
+from ociregistry.auth.scopes import parse_scopes
 from ociregistry.authapi.credentials import check_password, parse_basic, principal_of
-from ociregistry.errors import NameInvalid, RegistryError, Unauthorized
-from ociregistry.names import RepositoryName
+from ociregistry.errors import RegistryError, Unauthorized
 from ociregistry.services import Services
 
 MAX_FORM_BYTES = 64 * 1024
@@ -38,25 +37,6 @@ class GrantInvalid(RegistryError):
         self.status = status  # type: ignore[misc]
         if status == 401:
             self.code = Unauthorized.code  # type: ignore[misc]
-
-
-async def _grant(
-    services: Services, principal: Principal, scopes: list[Scope]
-) -> list[dict[str, Any]]:
-    access: list[dict[str, Any]] = []
-    for scope in scopes:
-        if scope.type == REPOSITORY:
-            try:
-                repo = RepositoryName.parse(scope.name)
-            except NameInvalid:
-                continue
-            allowed = await services.policy.registry_permissions(principal, repo.registry)
-            granted = scope.actions & services.policy.narrow(principal, repo, allowed)
-            if granted:
-                access.append(Scope(REPOSITORY, repo.full, frozenset(granted)).as_claim())
-        elif scope.type == REGISTRY and scope.name == CATALOG and "*" in scope.actions:
-            access.append({"type": REGISTRY, "name": CATALOG, "actions": ["*"]})
-    return access
 
 
 def _issue(
@@ -84,7 +64,7 @@ async def get_token(request: Request) -> JSONResponse:
             raise Unauthorized("the token endpoint takes Basic credentials or none")
         found = await check_password(services, request, *parse_basic(value))
     principal = principal_of(found) if found else ANONYMOUS
-    access = await _grant(services, principal, scopes)
+    access = await services.policy.grant(principal, scopes)
     token, ttl = _issue(services, found, access)
     body: dict[str, Any] = {
         "token": token,
@@ -142,7 +122,7 @@ async def post_token(request: Request) -> JSONResponse:
     else:
         raise GrantInvalid("grant_type must be password or refresh_token", "unsupported_grant_type")
     scope_values = [value for value in form.getlist("scope") if isinstance(value, str)]
-    access = await _grant(services, principal_of(found), parse_scopes(scope_values))
+    access = await services.policy.grant(principal_of(found), parse_scopes(scope_values))
     token, ttl = _issue(services, found, access)
     granted = " ".join(
         f"{entry['type']}:{entry['name']}:{','.join(entry['actions'])}" for entry in access

@@ -8,7 +8,6 @@ so both paths leave the same state.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Select, and_, delete, exists, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from ociregistry.auth.models import GroupMember, ProjectGroup, User
+from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
     Image,
@@ -32,7 +31,6 @@ from ociregistry.catalog.sql import escape_like
 from ociregistry.errors import RegistryError
 
 MAX_PAGE_SIZE = 100
-DELETE_BATCH = 100
 
 log = logging.getLogger("ociregistry.console")
 
@@ -71,6 +69,7 @@ class RegistryView:
     pull_count_refreshed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    caller_role: str | None = None  # the caller's role in its project group, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +183,12 @@ class Console:
     # -- registries --------------------------------------------------------------------------
 
     @staticmethod
-    def _registry_query() -> Select[Any]:
+    def _registry_query(role: Any = None) -> Select[Any]:
+        """Registries with their columns of SPEC §5, and `role` (a column: the caller's role
+        in the registry's group) when given."""
+        columns = (*_REGISTRY_COLUMNS, role) if role is not None else _REGISTRY_COLUMNS
         return (
-            select(*_REGISTRY_COLUMNS)
+            select(*columns)
             .select_from(Registry)
             .outerjoin(ProjectGroup, ProjectGroup.id == Registry.project_group_id)
             .outerjoin(User, User.id == Registry.owner_id)
@@ -196,16 +198,17 @@ class Console:
         self,
         *,
         scope: str,
-        user_id: int | None = None,
-        everything: bool = False,
+        where: ColumnElement[bool] | None = None,
+        role: Any = None,
         q: str | None = None,
         project_group: str | None = None,
         label: tuple[str, str] | None = None,
         sort: str | None = None,
         page: Page = Page(),
     ) -> tuple[list[RegistryView], int]:
-        """`scope` is `mine` (the caller's user registries), `shared` (every public user
-        registry) or `platform`."""
+        """`scope` is `user` (user registries), `shared` (public user registries) or
+        `platform`; `where` is the access policy's condition for the caller (none: every
+        registry of the scope) and `role` its column of the caller's role."""
         conditions: list[ColumnElement[bool]] = []
         if scope == "platform":
             conditions.append(Registry.kind == "platform")
@@ -213,11 +216,8 @@ class Console:
             conditions += [Registry.kind == "user", Registry.public.is_(True)]
         else:
             conditions.append(Registry.kind == "user")
-            if not everything:
-                member_of = select(GroupMember.group_id).where(GroupMember.user_id == user_id)
-                conditions.append(
-                    (Registry.project_group_id.in_(member_of)) | (Registry.owner_id == user_id)
-                )
+        if where is not None:
+            conditions.append(where)
         if q:
             conditions.append(_contains(Registry.name, q))
         if project_group:
@@ -225,8 +225,8 @@ class Console:
         if label:
             conditions.append(Registry.labels[label[0]].as_string() == label[1])
         order = parse_sort(sort, REGISTRY_SORTS, "name")
-        query = self._registry_query().where(*conditions)
-        async with self.db.read() as conn:
+        query = self._registry_query(role).where(*conditions)
+        async with self.db.read(offload=True) as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             rows = (
                 await conn.execute(
@@ -235,9 +235,11 @@ class Console:
             ).all()
         return [RegistryView(*row) for row in rows], total or 0
 
-    async def get_registry(self, name: str) -> RegistryView:
+    async def get_registry(self, name: str, *, role: Any = None) -> RegistryView:
         async with self.db.read() as conn:
-            row = (await conn.execute(self._registry_query().where(Registry.name == name))).first()
+            row = (
+                await conn.execute(self._registry_query(role).where(Registry.name == name))
+            ).first()
         if row is None:
             raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
         return RegistryView(*row)
@@ -251,79 +253,11 @@ class Console:
             raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
         return await self.get_registry(name)
 
-    async def registry_names(self, *, kind: str) -> list[str]:
-        """Names of the available registries of a kind (the platform image list spans all)."""
-        async with self.db.read() as conn:
-            names = await conn.scalars(
-                select(Registry.name).where(Registry.kind == kind, Registry.status == "available")
-            )
-            return list(names.all())
-
-    async def tagged_image_count(self, name: str) -> int:
-        async with self.db.read() as conn:
-            return (
-                await conn.scalar(
-                    select(_IMAGE_COUNT).select_from(Registry).where(Registry.name == name)
-                )
-                or 0
-            )
-
-    async def mark_deleting(self, name: str) -> bool:
-        """Refuse new pushes at once (status `deleting`); the name stays taken until
-        `finish_deletions` has removed every image. False when nothing is left to remove
-        and the registry went at once."""
-        async with self.db.write() as conn:
-            registry_id = await conn.scalar(select(Registry.id).where(Registry.name == name))
-            if registry_id is None:
-                raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
-            has_images = await conn.scalar(
-                select(Image.id).where(Image.registry_id == registry_id).limit(1)
-            )
-            if has_images is None:
-                await conn.execute(delete(Registry).where(Registry.id == registry_id))
-                return False
-            await conn.execute(
-                update(Registry)
-                .where(Registry.id == registry_id)
-                .values(status="deleting", updated_at=utcnow())
-            )
-        return True
-
-    async def finish_deletions(self) -> int:
-        """Remove the images of registries being deleted, a batch per transaction, then the
-        registries themselves; safe to run from every worker at once and after a crash."""
-        async with self.db.read() as conn:
-            ids = list(
-                (await conn.scalars(select(Registry.id).where(Registry.status == "deleting"))).all()
-            )
-        for registry_id in ids:
-            while True:
-                async with self.db.write() as conn:
-                    batch = list(
-                        (
-                            await conn.scalars(
-                                select(Image.id)
-                                .where(Image.registry_id == registry_id)
-                                .limit(DELETE_BATCH)
-                            )
-                        ).all()
-                    )
-                    if not batch:
-                        await conn.execute(
-                            delete(Registry).where(
-                                Registry.id == registry_id, Registry.status == "deleting"
-                            )
-                        )
-                        break
-                    await conn.execute(delete(Image).where(Image.id.in_(batch)))
-                await asyncio.sleep(0)
-        return len(ids)
-
     # -- images and tags ---------------------------------------------------------------------
 
     @staticmethod
-    def _image_query(registries: list[str]) -> Select[Any]:
-        """Images holding at least one tag, in any of `registries`."""
+    def _image_query(registries: ColumnElement[bool]) -> Select[Any]:
+        """Images holding at least one tag, in the registries matching `registries`."""
         return (
             select(
                 Registry.name,
@@ -336,28 +270,29 @@ class Console:
                 Image.updated_at,
             )
             .join(Registry, Registry.id == Image.registry_id)
-            .where(Registry.name.in_(registries), _TAGGED)
+            .where(registries, _TAGGED)
         )
 
     async def list_images(
         self,
-        registries: list[str],
+        registries: str | ColumnElement[bool],
         *,
         q: str | None = None,
         sort: str | None = None,
         page: Page = Page(),
         match_full_name: bool = False,
     ) -> tuple[list[ImageView], int]:
-        """Images of `registries`, `q` matching the name in its registry, or with
-        `match_full_name` the whole `{registry}/{image}` (for lists over many registries)."""
+        """Images of the registry named `registries`, or of those matching that condition
+        (the platform image list spans many); `q` matches the name in its registry, or with
+        `match_full_name` the whole `{registry}/{image}`."""
         order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
-        if not registries:
-            return [], 0
+        if isinstance(registries, str):
+            registries = Registry.name == registries
         query = self._image_query(registries)
         if q:
             name = Registry.name.concat("/").concat(Image.name) if match_full_name else Image.name
             query = query.where(_contains(name, q))
-        async with self.db.read() as conn:
+        async with self.db.read(offload=True) as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             rows = (
                 await conn.execute(
@@ -371,7 +306,9 @@ class Console:
     async def get_image(self, registry: str, image: str) -> ImageView:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(self._image_query([registry]).where(Image.name == image))
+                await conn.execute(
+                    self._image_query(Registry.name == registry).where(Image.name == image)
+                )
             ).first()
         if row is None:
             raise NotFound(
@@ -422,7 +359,7 @@ class Console:
         if q:
             query = query.where(_contains(Tag.name, q))
         order = parse_sort(sort, TAG_SORTS, "-created_at")
-        async with self.db.read() as conn:
+        async with self.db.read(offload=True) as conn:
             total = await conn.scalar(select(func.count()).select_from(query.subquery()))
             rows = (
                 await conn.execute(

@@ -6,7 +6,10 @@ SQLite (the embedded default) runs in WAL mode so readers never wait for the wri
 
 SQLite reads run inline on the event loop, on one connection per process: they are indexed
 point lookups in a local file that take microseconds, less than a hop to a worker thread
-would. PostgreSQL needs none of this and gets plain async connections for both.
+would. Lists and counts (the console's searches, `COUNT` over subqueries) can take
+milliseconds on a large catalog and would stall every request of the worker meanwhile: they
+ask for `read(offload=True)` and run on a worker thread. PostgreSQL needs none of this and
+gets plain async connections for both.
 """
 
 from __future__ import annotations
@@ -31,10 +34,6 @@ _PRAGMAS = (
     f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "foreign_keys=ON",
 )
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
 
 
 def _is_sqlite(url: str) -> bool:
@@ -87,6 +86,40 @@ class InlineReader:
         self._engine.dispose()
 
 
+class OffloadedReader:
+    """The same read interface, each statement run on a worker thread on a pooled sqlite3
+    connection, its rows fetched there: for queries too long to run on the event loop."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+        frozen = await asyncio.to_thread(
+            lambda: self._connection.execute(statement, parameters).freeze()
+        )
+        return frozen()
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return await asyncio.to_thread(self._connection.scalar, statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
+        return (await self.execute(statement, parameters)).scalars()
+
+    async def run_sync(self, work: Callable[[Connection], T]) -> T:
+        return await asyncio.to_thread(work, self._connection)
+
+
+def _sqlite_read_engine(url: str) -> Engine:
+    """Reads off the event loop: autocommit, so each statement sees the latest commit."""
+    engine = create_engine(
+        url.replace("sqlite+aiosqlite", "sqlite", 1),
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        isolation_level="AUTOCOMMIT",
+    )
+    event.listen(engine, "connect", lambda dbapi, _record: _apply_pragmas(dbapi))
+    return engine
+
+
 def _sqlite_engine(url: str) -> AsyncEngine:
     """The write engine: every transaction takes the write lock up front."""
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
@@ -133,6 +166,7 @@ class Database:
         self.url = url
         self._inline: InlineReader | None = None
         self._sync_writer: Engine | None = None
+        self._offloaded: Engine | None = None
         # SQLite takes one writer at a time; queueing this process's writers here costs
         # nothing, while letting them collide costs busy-handler sleeps of milliseconds.
         self._write_turn = asyncio.Lock()
@@ -141,6 +175,7 @@ class Database:
             self._inline = InlineReader(url)
             self._writer = _sqlite_engine(url)
             self._sync_writer = _sqlite_sync_engine(url)
+            self._offloaded = _sqlite_read_engine(url)
         else:
             self._writer = create_async_engine(url, pool_pre_ping=True)
 
@@ -159,7 +194,19 @@ class Database:
             return await connection.run_sync(work)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection | InlineReader]:
+    async def read(
+        self, *, offload: bool = False
+    ) -> AsyncIterator[AsyncConnection | InlineReader | OffloadedReader]:
+        """A connection for queries. On SQLite they run on the event loop, which suits point
+        lookups; `offload=True` runs them on a worker thread instead, for lists and counts."""
+        if self._offloaded is not None and offload:
+            engine = self._offloaded
+            connection = await asyncio.to_thread(engine.connect)
+            try:
+                yield OffloadedReader(connection)
+            finally:
+                await asyncio.to_thread(connection.close)
+            return
         if self._inline is not None:
             yield self._inline
             return
@@ -192,6 +239,8 @@ class Database:
             self._inline.dispose()
         if self._sync_writer is not None:
             self._sync_writer.dispose()
+        if self._offloaded is not None:
+            self._offloaded.dispose()
         await self._writer.dispose()
 
 

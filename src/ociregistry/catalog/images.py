@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, false, or_, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
-from ociregistry.auth.models import GroupMember
 from ociregistry.blobstore.digest import Digest
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
@@ -229,29 +229,12 @@ class Images:
             return list(names.all())
 
     async def repositories(
-        self,
-        *,
-        limit: int,
-        last: str | None,
-        everything: bool = False,
-        public: bool = True,
-        user_id: int | None = None,
+        self, *, limit: int, last: str | None, registries: ColumnElement[bool]
     ) -> list[str]:
-        """Full names of images holding at least one manifest, in lexical order: all of them,
-        or those in public and platform registries (`public`) and in the registries of the
-        groups `user_id` belongs to."""
-        query = _REPOSITORIES
-        if not everything:
-            visible = []
-            if public:
-                visible.append(or_(Registry.public.is_(True), Registry.kind == "platform"))
-            if user_id is not None:
-                member_of = select(GroupMember.group_id).where(GroupMember.user_id == user_id)
-                visible.append(
-                    and_(Registry.kind == "user", Registry.project_group_id.in_(member_of))
-                )
-            query = query.where(or_(*visible) if visible else false())
-        async with self.db.read() as conn:
+        """Full names of images holding at least one manifest, in lexical order, in the
+        registries matching `registries` (the access policy's condition for the caller)."""
+        query = _REPOSITORIES.where(registries)
+        async with self.db.read(offload=True) as conn:
             names = await conn.scalars(query, {"last": last or "", "limit": limit})
             return list(names.all())
 

@@ -15,6 +15,10 @@ in one transaction; then it counts the GETs by digest that every worker has had 
 Events live in the database, not in one process, so a HEAD on one worker and the GET on
 another (or on another instance) are matched all the same. A clean shutdown flushes and
 counts everything; a SIGKILL loses at most the last flush interval.
+
+Idle means idle: a tick with nothing in memory and no settled event pending in the database
+writes nothing (a read says so; no transaction takes the SQLite write lock that pushes wait
+on), and events older than the look-back are pruned on a slower timer, `PRUNE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
+from ociregistry.manifests.mediatypes import INDEXES
 
 FLUSH_SECONDS = 0.2
 SETTLE_SECONDS = 0.4  # longer than any worker's flush delay
 ATTRIBUTION_WINDOW_SECONDS = 60.0
 RETAIN_SECONDS = 2 * ATTRIBUTION_WINDOW_SECONDS
+PRUNE_SECONDS = 30.0  # how often old events are looked for (and deleted, if any)
 
 GET_BY_TAG = "get_tag"
 GET_BY_DIGEST = "get_digest"
@@ -83,6 +89,27 @@ class PullCounter:
         self._heads: dict[tuple[str, str, str, str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         self._tick: asyncio.Future[None] | None = None  # the flush under way, if any
+        self._pruned_at = 0.0  # time.monotonic() of the last look for old events
+
+    def on_get_manifest(
+        self,
+        client: str,
+        registry: str,
+        image: str,
+        tag: str | None,
+        digest: str,
+        media_type: str,
+        *,
+        head: bool = False,
+    ) -> None:
+        """The hook the manifest route calls after a manifest was served (as zot's
+        `OnGetManifest`): what counts as a pull is decided here. A GET counts (by tag or by
+        digest); a HEAD never does, but one by tag is noted, since containerd resolves a tag
+        that way before it GETs by digest; a HEAD by digest is nothing to us."""
+        if head and tag is None:
+            return
+        kind = HEAD_BY_TAG if head else GET_BY_TAG if tag is not None else GET_BY_DIGEST
+        self.record(client, registry, image, kind, tag, digest, index=media_type in INDEXES)
 
     def record(
         self,
@@ -141,6 +168,9 @@ class PullCounter:
         try:
             await self.flush()
             await self.count(settled_before=time.time() - SETTLE_SECONDS)
+            if time.monotonic() - self._pruned_at >= PRUNE_SECONDS:
+                await self.prune(older_than=time.time() - RETAIN_SECONDS)
+                self._pruned_at = time.monotonic()
         except Exception:
             log.exception("counting pulls failed; will retry")
 
@@ -162,8 +192,21 @@ class PullCounter:
             raise
 
     async def count(self, *, settled_before: float) -> None:
-        """Count the settled GETs by digest, exactly once, whichever worker gets there first."""
-        await self.db.transaction(lambda conn: _count(conn, settled_before))
+        """Count the settled GETs by digest, exactly once, whichever worker gets there first;
+        when none is pending, only an indexed read runs."""
+        async with self.db.read() as conn:
+            pending = await conn.scalar(_ANY_PENDING, {"settled_before": settled_before})
+        if pending is not None:
+            await self.db.transaction(lambda conn: _count(conn, settled_before))
+
+    async def prune(self, *, older_than: float) -> None:
+        """Delete events no look-back can reach any more, if there are any."""
+        async with self.db.read() as conn:
+            old = await conn.scalar(_ANY_OLD, {"older_than": older_than})
+        if old is not None:
+            await self.db.transaction(
+                lambda conn: conn.execute(delete(PullEvent).where(PullEvent.at < older_than))
+            )
 
 
 _IMAGE_ID = (
@@ -187,6 +230,16 @@ _PENDING = (
     .where(PullEvent.processed.is_(False), PullEvent.at < bindparam("settled_before"))
     .order_by(PullEvent.at, PullEvent.id)
     .with_for_update(skip_locked=True)  # PostgreSQL: two counters never take the same event
+)
+_ANY_PENDING = (
+    select(PullEvent.id)
+    .where(PullEvent.processed.is_(False), PullEvent.at < bindparam("settled_before"))
+    .limit(1)
+)
+_ANY_OLD = (  # processed either way: so that the (processed, at) index serves it
+    select(PullEvent.id)
+    .where(PullEvent.processed.in_([False, True]), PullEvent.at < bindparam("older_than"))
+    .limit(1)
 )
 _INDEX_FETCHED = (
     select(PullEvent.id)
@@ -290,13 +343,18 @@ def _count(conn: Connection, settled_before: float) -> None:
         conn.execute(_ADD_TO_IMAGE, {"which_image": image_id, "n": n})
     for (image_id, tag), n in tag_counts.items():
         conn.execute(_ADD_TO_TAG, {"which_image": image_id, "which_tag": tag, "n": n})
-    conn.execute(delete(PullEvent).where(PullEvent.at < time.time() - RETAIN_SECONDS))
 
 
 async def refresh_registry_counts(db: Database, *, older_than_seconds: float) -> int:
     """Recompute registry pull counts (the sum over their images) where the last refresh is
     older than the interval. Every worker may call this; the first one does the work."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    stale = or_(
+        Registry.pull_count_refreshed_at.is_(None), Registry.pull_count_refreshed_at < cutoff
+    )
+    async with db.read() as conn:  # nothing due: no write transaction (idle means idle)
+        if await conn.scalar(select(Registry.id).where(stale).limit(1)) is None:
+            return 0
     total = (
         select(func.coalesce(func.sum(Image.pull_count), 0).cast(BigInteger))
         .where(Image.registry_id == Registry.id)
@@ -304,13 +362,6 @@ async def refresh_registry_counts(db: Database, *, older_than_seconds: float) ->
     )
     async with db.write() as conn:
         result = await conn.execute(
-            update(Registry)
-            .where(
-                or_(
-                    Registry.pull_count_refreshed_at.is_(None),
-                    Registry.pull_count_refreshed_at < cutoff,
-                )
-            )
-            .values(pull_count=total, pull_count_refreshed_at=utcnow())
+            update(Registry).where(stale).values(pull_count=total, pull_count_refreshed_at=utcnow())
         )
     return result.rowcount or 0

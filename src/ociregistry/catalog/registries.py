@@ -1,17 +1,20 @@
-"""Registries: the namespaces every image lives in (SPEC §1). Created before any push."""
+"""Registries: the namespaces every image lives in (SPEC §1). Created before any push, and
+deleted (SPEC §4) by one workflow that the management API and the CLI share."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import Image, Registry, new_resource_id, utcnow
+from ociregistry.catalog.models import Image, Registry, Tag, new_resource_id, utcnow
 from ociregistry.errors import NameInvalid, NameUnknown, RegistryError
 from ociregistry.names import check_labels, check_registry_name, check_remark
 
@@ -22,6 +25,18 @@ class RegistryExists(RegistryError):
 
 class RegistryNotEmpty(RegistryError):
     code, status = "REGISTRY_NOT_EMPTY", 409
+
+
+class RegistryDeleting(RegistryError):
+    code, status = "REGISTRY_DELETING", 409
+
+
+class RegistryNotFound(RegistryError):
+    code, status = "NOT_FOUND", 404
+
+
+DELETE_BATCH = 100  # images removed per transaction while a registry is being deleted
+log = logging.getLogger("ociregistry.registries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +55,7 @@ class RegistryInfo:
 class Registries:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._finishing: set[asyncio.Task[None]] = set()
 
     async def create(
         self,
@@ -135,20 +151,100 @@ class Registries:
             rows = (await conn.execute(query)).all()
         return [RegistryInfo(*row) for row in rows]
 
-    async def delete(self, name: str, *, delete_images: bool = False) -> None:
-        """Delete a registry; one holding images only with `delete_images`."""
+    # -- deletion (SPEC §4) --------------------------------------------------------------------
+
+    async def delete(self, name: str, *, delete_images: bool = False, wait: bool = False) -> bool:
+        """Delete the registry `name`: at once when it holds no tagged image; with
+        `delete_images`, mark it `deleting` (no more pushes, the name stays taken) and remove
+        its images in the background, or before returning with `wait`. True when it is gone,
+        False while it is `deleting`. Only this registry is touched; registries left
+        `deleting` by a crash are the background sweep's (`finish_deletions`). The caller
+        has checked the right to do this."""
         async with self.db.write() as conn:
-            registry_id = await conn.scalar(select(Registry.id).where(Registry.name == name))
-            if registry_id is None:
-                raise NameUnknown(f"registry {name!r} does not exist", detail={"name": name})
-            images = await conn.scalar(
-                select(func.count(Image.id)).where(Image.registry_id == registry_id)
-            )
-            if images and not delete_images:
-                raise RegistryNotEmpty(
-                    f"registry {name!r} holds {images} images; delete them first or pass "
-                    "delete_images",
-                    detail={"name": name, "image_count": images},
+            found = (
+                await conn.execute(
+                    select(Registry.id, Registry.status).where(Registry.name == name)
                 )
-            await conn.execute(delete(Image).where(Image.registry_id == registry_id))
-            await conn.execute(delete(Registry).where(Registry.id == registry_id))
+            ).first()
+            if found is None:
+                raise RegistryNotFound(f"registry {name!r} does not exist", detail={"name": name})
+            registry_id, status = found
+            if status == "deleting":
+                raise RegistryDeleting(
+                    f"registry {name!r} is already being deleted", detail={"name": name}
+                )
+            tagged = exists(select(Tag.id).where(Tag.image_id == Image.id))
+            count = await conn.scalar(
+                select(func.count(Image.id)).where(Image.registry_id == registry_id, tagged)
+            )
+            if count and not delete_images:
+                raise RegistryNotEmpty(
+                    f"registry {name!r} holds {count} images; delete them first or pass "
+                    "delete_images=true",
+                    detail={"name": name, "image_count": count},
+                )
+            has_images = await conn.scalar(
+                select(Image.id).where(Image.registry_id == registry_id).limit(1)
+            )
+            if has_images is None:
+                await conn.execute(delete(Registry).where(Registry.id == registry_id))
+                return True
+            await conn.execute(
+                update(Registry)
+                .where(Registry.id == registry_id)
+                .values(status="deleting", updated_at=utcnow())
+            )
+        if wait or not count:  # only untagged leftovers: quick enough to finish now
+            await self._finish(registry_id)
+            return True
+        task = asyncio.create_task(self._finish_logged(registry_id))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return False
+
+    async def _finish(self, registry_id: int) -> None:
+        """Remove the images of one registry being deleted, a batch per transaction, then the
+        registry itself; safe to run twice at once and after a crash."""
+        while True:
+            async with self.db.write() as conn:
+                batch = list(
+                    (
+                        await conn.scalars(
+                            select(Image.id)
+                            .where(Image.registry_id == registry_id)
+                            .limit(DELETE_BATCH)
+                        )
+                    ).all()
+                )
+                if not batch:
+                    await conn.execute(
+                        delete(Registry).where(
+                            Registry.id == registry_id, Registry.status == "deleting"
+                        )
+                    )
+                    return
+                await conn.execute(delete(Image).where(Image.id.in_(batch)))
+            await asyncio.sleep(0)  # let requests in between batches
+
+    async def _finish_logged(self, registry_id: int) -> None:
+        try:
+            await self._finish(registry_id)
+        except Exception:  # the background sweep takes it up again
+            log.exception("deleting the images of registry %d failed; will retry", registry_id)
+
+    async def finish_deletions(self) -> int:
+        """The background sweep: finish every registry left `deleting` (by a crash, or by a
+        worker that stopped); every worker may run it at once."""
+        async with self.db.read() as conn:
+            ids = list(
+                (await conn.scalars(select(Registry.id).where(Registry.status == "deleting"))).all()
+            )
+        for registry_id in ids:
+            await self._finish(registry_id)
+        return len(ids)
+
+    async def close(self) -> None:
+        """Let deletions under way finish their current batch; the sweep does the rest."""
+        for task in list(self._finishing):
+            task.cancel()
+        await asyncio.gather(*self._finishing, return_exceptions=True)

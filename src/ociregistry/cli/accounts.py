@@ -8,9 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ociregistry.auth.accounts import Accounts
-from ociregistry.auth.groups import Groups
-from ociregistry.cli.base import output, run, say, settings_of
+from ociregistry.cli.base import output, run_services, say, settings_of
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -21,9 +19,9 @@ def _password(args: argparse.Namespace) -> str:
 
 def user_add(args: argparse.Namespace) -> int:
     password = _password(args)
-    user = run(
+    user = run_services(
         settings_of(args),
-        lambda db: Accounts(db).create_user(args.username, password, is_admin=args.admin),
+        lambda parts: parts.accounts.create_user(args.username, password, is_admin=args.admin),
     )
     say(
         args,
@@ -35,7 +33,7 @@ def user_add(args: argparse.Namespace) -> int:
 
 
 def user_list(args: argparse.Namespace) -> int:
-    users, _ = run(settings_of(args), lambda db: Accounts(db).list_users())
+    users, _ = run_services(settings_of(args), lambda parts: parts.accounts.list_users())
     rows = [
         {
             "username": u.username,
@@ -51,14 +49,18 @@ def user_list(args: argparse.Namespace) -> int:
 
 def user_passwd(args: argparse.Namespace) -> int:
     password = _password(args)
-    run(settings_of(args), lambda db: Accounts(db).set_password(args.username, password))
+    run_services(
+        settings_of(args), lambda parts: parts.accounts.set_password(args.username, password)
+    )
     say(args, f"changed the password of {args.username}", username=args.username)
     return 0
 
 
 def user_disable(args: argparse.Namespace) -> int:
     enable = args.command_name == "enable"
-    run(settings_of(args), lambda db: Accounts(db).set_disabled(args.username, not enable))
+    run_services(
+        settings_of(args), lambda parts: parts.accounts.set_disabled(args.username, not enable)
+    )
     say(
         args,
         f"{'enabled' if enable else 'disabled'} user {args.username}",
@@ -69,7 +71,7 @@ def user_disable(args: argparse.Namespace) -> int:
 
 
 def group_create(args: argparse.Namespace) -> int:
-    run(settings_of(args), lambda db: Groups(db).create(args.name, args.owner))
+    run_services(settings_of(args), lambda parts: parts.groups.create(args.name, args.owner))
     say(
         args,
         f"created project group {args.name}, owned by {args.owner}",
@@ -80,25 +82,27 @@ def group_create(args: argparse.Namespace) -> int:
 
 
 def group_list(args: argparse.Namespace) -> int:
-    names = run(settings_of(args), lambda db: Groups(db).list())
+    names = run_services(settings_of(args), lambda parts: parts.groups.list())
     output(args, [{"name": name} for name in names], ["name"])
     return 0
 
 
 def group_members(args: argparse.Namespace) -> int:
-    members = run(settings_of(args), lambda db: Groups(db).members(args.group))
+    members = run_services(settings_of(args), lambda parts: parts.groups.members(args.group))
     output(args, [{"username": m.username, "role": m.role} for m in members], ["username", "role"])
     return 0
 
 
 def group_member(args: argparse.Namespace) -> int:
     if args.role == "none":
-        run(settings_of(args), lambda db: Groups(db).remove_member(args.group, args.username))
+        run_services(
+            settings_of(args), lambda parts: parts.groups.remove_member(args.group, args.username)
+        )
         say(args, f"removed {args.username} from {args.group}", removed=True)
     else:
-        run(
+        run_services(
             settings_of(args),
-            lambda db: Groups(db).set_member(args.group, args.username, args.role),
+            lambda parts: parts.groups.set_member(args.group, args.username, args.role),
         )
         say(args, f"{args.username} is now {args.role} of {args.group}", role=args.role)
     return 0
@@ -106,9 +110,9 @@ def group_member(args: argparse.Namespace) -> int:
 
 def token_create(args: argparse.Namespace) -> int:
     expires = datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
-    info, secret = run(
+    info, secret = run_services(
         settings_of(args),
-        lambda db: Accounts(db).create_token(
+        lambda parts: parts.accounts.create_token(
             args.user, args.name, read_only=args.read_only, expires_at=expires
         ),
     )
@@ -124,7 +128,7 @@ def token_create(args: argparse.Namespace) -> int:
 
 
 def token_list(args: argparse.Namespace) -> int:
-    tokens = run(settings_of(args), lambda db: Accounts(db).list_tokens(args.user))
+    tokens = run_services(settings_of(args), lambda parts: parts.accounts.list_tokens(args.user))
     rows = [
         {
             "id": t.public_id,
@@ -142,7 +146,7 @@ def token_list(args: argparse.Namespace) -> int:
 
 
 def token_revoke(args: argparse.Namespace) -> int:
-    run(settings_of(args), lambda db: Accounts(db).revoke_token(args.user, args.id))
+    run_services(settings_of(args), lambda parts: parts.accounts.revoke_token(args.user, args.id))
     say(args, f"revoked token {args.id} of {args.user}", id=args.id, revoked=True)
     return 0
 

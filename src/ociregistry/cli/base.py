@@ -13,6 +13,7 @@ from ociregistry.auth.accounts import Accounts
 from ociregistry.auth.tokens import ensure_signing_key
 from ociregistry.catalog.database import Database, migrate
 from ociregistry.config import Settings
+from ociregistry.services import Services
 
 
 def settings_of(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -29,6 +30,27 @@ def run(settings: Settings, work: Callable[[Database], Coroutine[Any, Any, Any]]
             return await work(db)
         finally:
             await db.dispose()
+
+    return asyncio.run(main())
+
+
+def run_services(settings: Settings, work: Callable[[Services], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `work` with the registry's parts, built by the same composition root as each
+    server worker (`Services.start`), so a command and a request run the same workflows."""
+    migrate(settings.resolved_database_url)
+
+    async def main() -> Any:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.startup_turn():  # the parts need a token-signing key
+                await ensure_signing_key(db)
+        finally:
+            await db.dispose()
+        parts = await Services.start(settings)
+        try:
+            return await work(parts)
+        finally:
+            await parts.close()
 
     return asyncio.run(main())
 

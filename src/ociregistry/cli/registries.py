@@ -6,13 +6,11 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from ociregistry.blobstore.filesystem import FilesystemDriver
-from ociregistry.catalog.console import Console, Page, RegistryView
-from ociregistry.catalog.database import Database
+from ociregistry.catalog.console import Page, RegistryView
 from ociregistry.catalog.gc import CollectionReport, GarbageCollector
-from ociregistry.catalog.registries import Registries, RegistryNotEmpty
-from ociregistry.cli.base import output, run, say, settings_of
+from ociregistry.cli.base import output, run_services, say, settings_of
 from ociregistry.names import check_labels, check_remark
+from ociregistry.services import Services
 
 ALL = Page(1, 10_000)
 REGISTRY_COLUMNS = [
@@ -32,6 +30,7 @@ REGISTRY_COLUMNS = [
 def _registry_row(view: RegistryView) -> dict[str, Any]:
     row = asdict(view)
     row["id"] = row.pop("resource_id")
+    del row["caller_role"]  # the operator is no caller of the policy
     return row
 
 
@@ -44,8 +43,8 @@ def _labels(values: list[str] | None) -> dict[str, str]:
 
 
 def registry_create(args: argparse.Namespace) -> int:
-    async def work(db: Database) -> RegistryView:
-        await Registries(db).create(
+    async def work(parts: Services) -> RegistryView:
+        await parts.registries.create(
             args.name,
             public=args.public,
             kind="platform" if args.platform else "user",
@@ -54,9 +53,9 @@ def registry_create(args: argparse.Namespace) -> int:
             group=args.group,
             labels=_labels(args.label),
         )
-        return await Console(db).get_registry(args.name)
+        return await parts.console.get_registry(args.name)
 
-    view = run(settings_of(args), work)
+    view = run_services(settings_of(args), work)
     visibility = "public" if view.public else "private"
     say(
         args,
@@ -67,15 +66,15 @@ def registry_create(args: argparse.Namespace) -> int:
 
 
 def registry_list(args: argparse.Namespace) -> int:
-    async def work(db: Database) -> list[RegistryView]:
-        console = Console(db)
+    async def work(parts: Services) -> list[RegistryView]:
         views: list[RegistryView] = []
-        for scope in ("mine", "platform"):
-            found, _ = await console.list_registries(scope=scope, everything=True, page=ALL)
+        for scope in ("user", "platform"):
+            found, _ = await parts.console.list_registries(scope=scope, page=ALL)
             views += found
         return sorted(views, key=lambda view: view.name)
 
-    output(args, [_registry_row(v) for v in run(settings_of(args), work)], REGISTRY_COLUMNS)
+    rows = [_registry_row(v) for v in run_services(settings_of(args), work)]
+    output(args, rows, REGISTRY_COLUMNS)
     return 0
 
 
@@ -87,30 +86,28 @@ def registry_update(args: argparse.Namespace) -> int:
         values["remark"] = check_remark(args.remark)
     if args.label is not None:
         values["labels"] = _labels(args.label)
-    view = run(settings_of(args), lambda db: Console(db).update_registry(args.name, **values))
+    view = run_services(
+        settings_of(args), lambda parts: parts.console.update_registry(args.name, **values)
+    )
     say(args, f"updated registry {view.name}", **_registry_row(view))
     return 0
 
 
 def registry_delete(args: argparse.Namespace) -> int:
-    async def work(db: Database) -> None:
-        console = Console(db)
-        count = await console.tagged_image_count(args.name)
-        if count and not args.delete_images:
-            raise RegistryNotEmpty(
-                f"registry {args.name!r} holds {count} images; pass --delete-images",
-                detail={"name": args.name, "image_count": count},
-            )
-        if await console.mark_deleting(args.name):
-            await console.finish_deletions()
-
-    run(settings_of(args), work)
+    run_services(
+        settings_of(args),
+        lambda parts: parts.registries.delete(
+            args.name, delete_images=args.delete_images, wait=True
+        ),
+    )
     say(args, f"deleted registry {args.name}", name=args.name, deleted=True)
     return 0
 
 
 def image_list(args: argparse.Namespace) -> int:
-    views, _ = run(settings_of(args), lambda db: Console(db).list_images([args.registry], page=ALL))
+    views, _ = run_services(
+        settings_of(args), lambda parts: parts.console.list_images(args.registry, page=ALL)
+    )
     rows = [
         {
             "name": v.name,
@@ -131,14 +128,17 @@ def image_list(args: argparse.Namespace) -> int:
 
 
 def image_delete(args: argparse.Namespace) -> int:
-    run(settings_of(args), lambda db: Console(db).delete_image(args.registry, args.image))
+    run_services(
+        settings_of(args), lambda parts: parts.console.delete_image(args.registry, args.image)
+    )
     say(args, f"deleted image {args.registry}/{args.image}", deleted=True)
     return 0
 
 
 def tag_list(args: argparse.Namespace) -> int:
-    views, _ = run(
-        settings_of(args), lambda db: Console(db).list_tags(args.registry, args.image, page=ALL)
+    views, _ = run_services(
+        settings_of(args),
+        lambda parts: parts.console.list_tags(args.registry, args.image, page=ALL),
     )
     rows = [
         {
@@ -157,8 +157,9 @@ def tag_list(args: argparse.Namespace) -> int:
 
 
 def tag_delete(args: argparse.Namespace) -> int:
-    last = run(
-        settings_of(args), lambda db: Console(db).delete_tag(args.registry, args.image, args.tag)
+    last = run_services(
+        settings_of(args),
+        lambda parts: parts.console.delete_tag(args.registry, args.image, args.tag),
     )
     note = "; it was the image's last tag, so the image went too" if last else ""
     say(args, f"deleted tag {args.tag}{note}", deleted=True, image_deleted=last)
@@ -169,12 +170,11 @@ def collect_garbage(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     grace = settings.gc_grace_seconds if args.grace_seconds is None else args.grace_seconds
 
-    async def work(db: Database) -> CollectionReport:
-        driver = FilesystemDriver(settings.storage_path)
-        collector = GarbageCollector(db, driver, grace_seconds=grace)
+    async def work(parts: Services) -> CollectionReport:
+        collector = GarbageCollector(parts.db, parts.blobs.driver, grace_seconds=grace)
         return await collector.collect(delete_untagged=args.delete_untagged, dry_run=args.dry_run)
 
-    report = run(settings, work)
+    report = run_services(settings, work)
     verb = "would free" if args.dry_run else "freed"
     say(
         args,

@@ -34,10 +34,6 @@ class ParsedManifest:
     artifact_type: str | None = None  # as the referrers API reports it
     annotations: dict[str, str] | None = None
 
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in mt.INDEXES
-
 
 def _bare(content_type: str | None) -> str | None:
     if not content_type:

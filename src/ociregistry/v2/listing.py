@@ -57,10 +57,6 @@ async def list_repositories(request: Request) -> JSONResponse:
     names: list[str] = []
     if limit and await registry.policy.may_list_catalog(caller):
         names = await registry.images.repositories(
-            limit=limit + 1,
-            last=last,
-            everything=caller.is_admin and not caller.read_only,
-            public=registry.settings.anonymous_access or not caller.anonymous,
-            user_id=caller.user_id,
+            limit=limit + 1, last=last, registries=registry.policy.visible(caller, Action.PULL)
         )
     return _paginated(request, "repositories", names, limit, {})

@@ -6,9 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ociregistry.auth.policy import Action, Principal
-from ociregistry.catalog.pulls import GET_BY_DIGEST, GET_BY_TAG, HEAD_BY_TAG
 from ociregistry.errors import ManifestUnknown
-from ociregistry.manifests.mediatypes import INDEXES, MAX_MANIFEST_BYTES
+from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
 from ociregistry.manifests.service import Reference, TagInvalid
 from ociregistry.v2.common import principal, read_body, repository, services
 
@@ -35,17 +34,15 @@ async def _fetch(request: Request, *, with_body: bool) -> Response:
     caller = await principal(request)
     await registry.policy.require(caller, repo, Action.PULL)
     record, body = await registry.manifests.get(repo, reference)
-    if with_body or reference.tag is not None:  # HEAD by tag: how containerd resolves tags
-        kind = (GET_BY_TAG if reference.tag else GET_BY_DIGEST) if with_body else HEAD_BY_TAG
-        registry.pulls.record(
-            pull_client(request, caller),
-            repo.registry,
-            repo.image,
-            kind,
-            reference.tag,
-            record.digest,
-            index=record.media_type in INDEXES,
-        )
+    registry.pulls.on_get_manifest(
+        pull_client(request, caller),
+        repo.registry,
+        repo.image,
+        reference.tag,
+        record.digest,
+        record.media_type,
+        head=not with_body,
+    )
     headers = {
         "Content-Type": record.media_type,
         "Content-Length": str(record.size),
