@@ -394,3 +394,28 @@ def test_push_into_a_registry_the_caller_may_not_know_says_nothing_more(
         assert (response.status_code, oci_error(response)) == (404, "NAME_UNKNOWN")
         message = response.json()["errors"][0]["message"]
         assert message == f"repository {name}/busybox is not known", message
+
+
+# -- the /v2 action table (issue 11, point 1) ------------------------------------------------
+
+
+def test_every_repository_route_declares_its_action_once() -> None:
+    """Distribution's method -> action table, read off the routes themselves: reads pull,
+    writes push, deletes delete; every request on an upload session is part of a push."""
+    from ociregistry.auth.policy import Action
+    from ociregistry.v2 import routes
+
+    table = {}
+    for route in routes:
+        if "{name:path}" not in route.path:
+            continue
+        for method in route.methods - {"HEAD"} or route.methods:
+            table[(method, route.path)] = getattr(route.endpoint, "action", None)
+    assert None not in table.values(), table
+    for (method, path), action in table.items():
+        if "/blobs/uploads" in path or method in ("POST", "PUT", "PATCH"):
+            assert action is Action.PUSH, (method, path)
+        elif method == "DELETE":
+            assert action is Action.DELETE, (method, path)
+        else:
+            assert action is Action.PULL, (method, path)
