@@ -710,7 +710,7 @@ def test_private_image_cannot_be_probed(arena: Arena, who: str) -> None:
 
     # the catalog, with Basic credentials and with a catalog token
     catalog_token = arena.token(None if credentials is None else who, "registry:catalog:*")
-    for authorization in ([headers] if headers else [{}]) + [
+    for authorization in ([headers] if headers else []) + [
         {"Authorization": bearer(catalog_token)}
     ]:
         response = arena.http.get("/v2/_catalog", headers=authorization)

@@ -64,7 +64,7 @@ def pg_server(
 def test_conformance_suite_passes_on_postgres(pg_server: RunningServer) -> None:
     pg_server.create_registry("conformance")
     env = {name: value for name, value in os.environ.items() if not name.startswith("OCI_")}
-    env["OCI_AUTOMATIC_CROSSMOUNT"] = "0"
+    env["OCI_AUTOMATIC_CROSSMOUNT"] = "1"
     env["OCI_USERNAME"], env["OCI_PASSWORD"] = pg_server.admin
     result = subprocess.run(
         [

@@ -13,6 +13,7 @@ from ociregistry.blobstore import BlobStore, FilesystemDriver, Uploads
 from ociregistry.catalog.console import Console
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.images import Images
+from ociregistry.catalog.mounts import Mounts
 from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
@@ -35,6 +36,7 @@ class Services:
     policy: AccessPolicy
     pulls: PullCounter
     console: Console
+    mounts: Mounts
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -44,6 +46,7 @@ class Services:
         driver = FilesystemDriver(settings.storage_path)
         blobs = BlobStore(driver)
         images = Images(db)
+        policy = AccessPolicy(db, anonymous_access=settings.anonymous_access)
         return cls(
             settings=settings,
             db=db,
@@ -62,9 +65,10 @@ class Services:
             signer=await TokenSigner.load(
                 db, service=settings.token_service, ttl_seconds=settings.token_ttl_seconds
             ),
-            policy=AccessPolicy(db, anonymous_access=settings.anonymous_access),
+            policy=policy,
             pulls=PullCounter(db, enabled=settings.pull_counting),
             console=Console(db),
+            mounts=Mounts(images, blobs, policy),
         )
 
     async def close(self) -> None:

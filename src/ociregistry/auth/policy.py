@@ -47,6 +47,7 @@ class Action(StrEnum):
 
 
 ALL_ACTIONS = frozenset(Action)
+CATALOG_SCOPE = "registry:catalog:*"
 # The caller's rights on a registry, as the management API returns them (`"rights"`); admin is
 # visibility, labels, remark, deleting the registry and its group's members.
 VIEW, PULL, PUSH, DELETE, ADMIN = "view", "pull", "push", "delete", "admin"
@@ -335,3 +336,34 @@ class AccessPolicy:
         if principal.read_only or principal.anonymous:
             return False
         return principal.is_admin or await self.group_role(principal, group_id) == "owner"
+
+    async def may_learn_registry_is_missing(self, principal: Principal, registry: str) -> bool:
+        """Whether a push into the registry `registry` may be told that it does not exist and
+        how to create it: only when it truly does not exist and the caller could create it
+        (signed in with a credential that may change things). Anyone else learns nothing more
+        than NAME_UNKNOWN, exactly as for a private registry."""
+        if principal.anonymous or principal.read_only:
+            return False
+        return await self._registry_access(principal, registry) is None
+
+    async def pullable_source(
+        self, principal: Principal, candidates: list[RepositoryName]
+    ) -> RepositoryName | None:
+        """The first of `candidates` whose content `principal` may pull, for an automatic
+        cross-repository mount (`?mount=` without `from`): None when there is none, and the
+        caller is then told nothing about the others. A registry token cannot name a
+        repository the client never heard of, so the caller's own rights decide here (the
+        token only proves who they are); a read-only credential pushes nothing anyway."""
+        for repo in candidates:
+            if Action.PULL in await self.registry_permissions(principal, repo.registry):
+                return repo
+        return None
+
+    def require_catalog(self, principal: Principal) -> None:
+        """`GET /v2/_catalog` is for callers with credentials: without any, 401 and a challenge
+        for `registry:catalog:*`, so a client that signs in only when challenged lists what
+        its user may see, not just the public part. (Anonymous browsing of public content is
+        the shared view of /api/v1.)"""
+        if principal.anonymous and not principal.presented_credentials:
+            raise AuthenticationRequired("authentication required", CATALOG_SCOPE)
+

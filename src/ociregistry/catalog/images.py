@@ -8,10 +8,11 @@ are already durable in the blob store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -34,6 +35,8 @@ from ociregistry.errors import (
 )
 from ociregistry.manifests.parse import ParsedManifest
 from ociregistry.names import RepositoryName
+
+MOUNT_CANDIDATES = 50  # registries an automatic mount looks at; one readable is enough
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,27 @@ class Images:
         async with self.db.read() as conn:
             return await conn.scalar(_BLOB_SIZE, _params(repo, digest=str(digest)))
 
+    async def repositories_holding(
+        self, digest: Digest, *, near: RepositoryName, limit: int = MOUNT_CANDIDATES
+    ) -> list[RepositoryName]:
+        """Repositories that hold the blob `digest`, one per registry, those in `near`'s
+        registry first: the candidates of an automatic cross-repository mount. Who may read
+        them is for the access policy to say."""
+        same_registry = case((Registry.name == near.registry, 0), else_=1)
+        query = (
+            select(Registry.name, func.min(Image.name))
+            .select_from(ImageBlob)
+            .join(Image, Image.id == ImageBlob.image_id)
+            .join(Registry, Registry.id == Image.registry_id)
+            .where(ImageBlob.digest == str(digest), Registry.status == "available")
+            .group_by(Registry.name)
+            .order_by(func.min(same_registry), Registry.name)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [RepositoryName(registry, image) for registry, image in rows]
+
     async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
         await self.db.transaction(lambda conn: _link_blob(conn, repo, str(digest), size))
 
@@ -187,10 +211,14 @@ class Images:
         size: int,
         parsed: ParsedManifest,
         tag: str | None,
+        *,
+        more_tags: Sequence[str] = (),
     ) -> None:
-        """Record a manifest whose bytes are stored, then point `tag` at it, atomically."""
+        """Record a manifest whose bytes are stored, then point `tag` and `more_tags` at it,
+        atomically: every tag or none."""
+        tags = [*([tag] if tag is not None else []), *more_tags]
         await self.db.transaction(
-            lambda conn: _record_manifest(conn, repo, str(digest), size, parsed, tag)
+            lambda conn: _record_manifest(conn, repo, str(digest), size, parsed, tags)
         )
 
     async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
@@ -308,15 +336,17 @@ def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -
 
 
 def _check_references(conn: Connection, repo: RepositoryName, parsed: ParsedManifest) -> None:
-    """Every blob and child manifest must be in `repo`, with the size the manifest gives it.
-    (The spec names any missing reference MANIFEST_BLOB_UNKNOWN.) Foreign layers are held by
-    no registry and are not checked."""
+    """Every blob (config and layers) must be in `repo`, with the size the manifest gives it:
+    a missing one is MANIFEST_BLOB_UNKNOWN. An index's child manifests may be absent (a sparse
+    index: the spec lets a registry accept one, and the conformance suite pushes them), but
+    one that is present must have the size the index gives it; a `subject` need not exist at
+    all. Foreign layers are held by no registry and are not checked."""
     image_id = conn.scalar(_IMAGE_ID, _params(repo))
     checks = (
-        ("blob", [d for d in parsed.blobs if not d.foreign], _STORED_BLOBS),
-        ("manifest", parsed.children, _STORED_MANIFESTS),
+        ("blob", [d for d in parsed.blobs if not d.foreign], _STORED_BLOBS, True),
+        ("manifest", parsed.children, _STORED_MANIFESTS, False),
     )
-    for kind, descriptors, query in checks:
+    for kind, descriptors, query, required in checks:
         wanted = {str(d.digest): d.size for d in descriptors}
         if not wanted:
             continue
@@ -325,13 +355,15 @@ def _check_references(conn: Connection, repo: RepositoryName, parsed: ParsedMani
             rows = conn.execute(query, {"image_id": image_id, "digests": list(wanted)})
             stored = {digest: size for digest, size in rows.all()}
         missing = sorted(set(wanted) - set(stored))
-        if missing:
+        if missing and required:
             raise ManifestBlobUnknown(
                 f"the manifest references {len(missing)} {kind}(s) that {repo.full} does "
                 f"not hold, first {missing[0]}; push them before the manifest",
                 detail={"digests": missing[:20]},
             )
-        wrong = sorted(digest for digest, size in wanted.items() if stored[digest] != size)
+        wrong = sorted(
+            digest for digest, size in wanted.items() if stored.get(digest, size) != size
+        )
         if wrong:
             raise ManifestInvalid(
                 f"the manifest gives {kind} {wrong[0]} a size of {wanted[wrong[0]]} bytes, "
@@ -350,7 +382,7 @@ def _record_manifest(
     digest: str,
     size: int,
     parsed: ParsedManifest,
-    tag: str | None,
+    tags: Sequence[str],
 ) -> None:
     _check_references(conn, repo, parsed)  # again, inside the transaction
     image_id = _ensure_image(conn, repo)
@@ -359,7 +391,7 @@ def _record_manifest(
     if manifest_id is None:
         manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
     _link(conn, image_id, digest, size)
-    if tag is not None:
+    for tag in dict.fromkeys(tags):
         conn.execute(
             upsert_statement(
                 conn.dialect.name,

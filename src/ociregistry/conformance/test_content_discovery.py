@@ -20,7 +20,8 @@ from ociregistry.conformance.checks import (
     json_body,
     optional_feature,
 )
-from ociregistry.conformance.client import RegistryClient, Tracker, describe
+from ociregistry.conformance.client import RegistryClient, Tracker, describe, parse_challenge
+from ociregistry.conformance.settings import Settings
 
 pytestmark = pytest.mark.content_discovery
 
@@ -150,6 +151,20 @@ def test_tags_n_zero_is_empty(client: RegistryClient, namespace: str, our_tags: 
 def test_tags_of_unknown_repository(client: RegistryClient, namespace: str, strict: bool) -> None:
     response = client.tags(f"{namespace}-{content.unique('nothere')}")
     expect_error(response, 404, "NAME_UNKNOWN", strict=strict)
+
+
+def test_catalog_challenge(client: RegistryClient, settings: Settings) -> None:
+    """A registry that challenges for the catalog names its scope, `registry:catalog:*`, so
+    that a client signing in when challenged lists what its user may see."""
+    with httpx.Client(base_url=settings.root_url, timeout=60.0) as anonymous:
+        response = anonymous.get("/v2/_catalog")
+    if response.status_code != 401:
+        pytest.skip(f"the catalog answers {response.status_code} without credentials")
+    scheme, challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+    if scheme == "bearer":
+        assert challenge.get("scope") == "registry:catalog:*", f"challenge: {challenge}"
+    listed = client.get("/v2/_catalog")
+    expect_status(listed, 200)
 
 
 def test_catalog(client: RegistryClient, namespace: str, our_tags: list[str], strict: bool) -> None:
@@ -319,6 +334,13 @@ def test_referrers_filter_without_match(client: RegistryClient, referrers: Refer
         assert entries == [], describe(response)
     else:
         assert len(entries) == len(referrers.expected), describe(response)
+
+
+def test_referrers_of_an_empty_repository(client: RegistryClient, namespace: str) -> None:
+    """A repository nothing was pushed to has no referrers: an empty index, not an error."""
+    empty = f"{namespace}-{content.unique('empty')}"
+    response = client.get(client.referrers_url(content.unknown_digest(), empty))
+    assert referrers_index(response) == [], describe(response)
 
 
 def test_referrers_of_missing_manifest(client: RegistryClient, referrers: Referrers) -> None:

@@ -21,7 +21,7 @@ from ociregistry.conformance.checks import (
     json_body,
     optional_feature,
 )
-from ociregistry.conformance.client import RegistryClient, Tracker, describe
+from ociregistry.conformance.client import RegistryClient, Tracker, describe, parse_challenge
 from ociregistry.conformance.settings import Settings
 
 pytestmark = pytest.mark.push
@@ -275,6 +275,32 @@ def test_out_of_order_chunk_is_416(client: RegistryClient, tracker: Tracker) -> 
     _assert_blob(client, blob)
 
 
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_out_of_order_closing_put_is_416(
+    client: RegistryClient, tracker: Tracker, strict: bool, algorithm: str
+) -> None:
+    """A last chunk on the closing PUT that skips bytes: 416 with the current Range, as for a
+    PATCH; the session stays usable and nothing is stored under the digest."""
+    started = tracker.start_upload()
+    expect_status(started, 202)
+    blob, chunk1, chunk2 = content.chunked_blob(_chunk_min(started), size=3067)
+    blob = content.Blob(blob.data, algorithm=algorithm)
+    tracker.track_blob(blob.digest)
+    first = client.patch_chunk(client.location(started), chunk1, start=0)
+    expect_status(first, 202)
+
+    gap = len(chunk1) + 100
+    skipped = client.finish_upload(client.location(first), blob.digest, chunk2[100:], start=gap)
+    expect_status(skipped, 416)
+    if strict or "Range" in skipped.headers:
+        assert skipped.headers.get("Range") == f"0-{len(chunk1) - 1}", describe(skipped)
+    _assert_no_blob(client, blob.digest)
+
+    done = client.finish_upload(client.location(first), blob.digest, chunk2, start=len(chunk1))
+    expect_status(done, 201)
+    _assert_blob(client, blob)
+
+
 def test_retried_chunk_is_416_with_current_range(
     client: RegistryClient, tracker: Tracker, strict: bool
 ) -> None:
@@ -415,6 +441,40 @@ def test_mount_from_another_repository(
     _assert_blob(client, blob, crossmount_namespace)
 
 
+def test_mount_challenge_names_the_source(
+    client: RegistryClient,
+    tracker: Tracker,
+    namespace: str,
+    crossmount_namespace: str,
+    settings: Settings,
+) -> None:
+    """Token auth: the 401 of a mount asks for pull on `from` too (as Distribution does), so a
+    client that fetches the token the challenge names gets a mount, not a new upload."""
+    blob = content.random_blob()
+    tracker.push_blob(blob)
+    tracker.track_blob(blob.digest, crossmount_namespace)
+    params = {"mount": blob.digest, "from": namespace}
+    with httpx.Client(base_url=settings.root_url, timeout=60.0) as anonymous:
+        response = anonymous.post(client.uploads_url(crossmount_namespace), params=params)
+    if (
+        response.status_code != 401
+        or "bearer" not in response.headers.get("WWW-Authenticate", "").lower()
+    ):
+        if response.status_code == 202:
+            tracker.track_upload(response)
+        pytest.skip("the registry does not challenge for a token")
+    _, challenge = parse_challenge(response.headers["WWW-Authenticate"])
+    scopes = challenge.get("scope", "").split()
+    assert f"repository:{namespace}:pull" in scopes, f"challenge: {challenge}"
+    assert any(
+        scope.startswith(f"repository:{crossmount_namespace}:") and "push" in scope
+        for scope in scopes
+    ), f"challenge: {challenge}"
+    mounted = client.request("POST", client.uploads_url(crossmount_namespace), params=params)
+    expect_status(mounted, 201)
+    _assert_blob(client, blob, crossmount_namespace)
+
+
 def test_mount_of_missing_blob_falls_back_to_upload(
     client: RegistryClient, tracker: Tracker, namespace: str, crossmount_namespace: str
 ) -> None:
@@ -490,6 +550,79 @@ def test_put_manifest_by_tags(client: RegistryClient, tracker: Tracker, strict: 
         assert by_tag.content == image.manifest.data, describe(by_tag)
 
 
+def test_put_manifest_with_tag_parameters(
+    client: RegistryClient, tracker: Tracker, strict: bool
+) -> None:
+    """distribution-spec main: PUT …/manifests/<digest>?tag=a&tag=b sets every tag and answers
+    OCI-Tag for each."""
+    image = content.make_image()
+    for blob in image.blobs:
+        tracker.push_blob(blob)
+    tracker.track_manifest(image.manifest.digest)
+    tags = [content.unique(f"param{i}") for i in range(3)]
+    response = client.http.put(
+        client.manifest_url(image.manifest.digest),
+        params=[("tag", tag) for tag in tags],
+        content=image.manifest.data,
+        headers={"Content-Type": image.manifest.media_type},
+    )
+    expect_status(response, 201)
+    headers = response.headers.get_list("OCI-Tag")
+    announced = [value.strip() for header in headers for value in header.split(",")]
+    optional_feature(bool(announced), "tag parameters on a manifest push", response, strict=strict)
+    assert sorted(announced) == sorted(tags), describe(response)
+    for tag in tags:
+        pulled = client.get_manifest(tag, accept=[content.OCI_MANIFEST])
+        expect_status(pulled, 200)
+        assert pulled.content == image.manifest.data, describe(pulled)
+
+
+def test_invalid_tag_parameter_sets_no_tag(
+    client: RegistryClient, tracker: Tracker, strict: bool
+) -> None:
+    """One invalid tag among the `tag` parameters fails the push; no tag is set."""
+    image = content.make_image()
+    for blob in image.blobs:
+        tracker.push_blob(blob)
+    tracker.track_manifest(image.manifest.digest)
+    good = content.unique("good")
+    response = client.http.put(
+        client.manifest_url(image.manifest.digest),
+        params=[("tag", good), ("tag", "-" + good)],
+        content=image.manifest.data,
+        headers={"Content-Type": image.manifest.media_type},
+    )
+    if response.status_code == 201 and not response.headers.get("OCI-Tag"):
+        optional_feature(False, "tag parameters on a manifest push", response, strict=strict)
+    expect_error(response, 400, "TAG_INVALID", strict=strict)
+    expect_status(client.get_manifest(good), 404)
+
+
+def test_sha512_manifest_pushed_by_tag(
+    client: RegistryClient, tracker: Tracker, strict: bool
+) -> None:
+    """A sha512 image pushed by digest, then by tag: the tag answers the sha512 digest."""
+    layer, _ = content.layer_blob()
+    layer = content.Blob(layer.data, layer.media_type, algorithm="sha512")
+    config = content.Blob(content.config_blob().data, content.OCI_CONFIG, algorithm="sha512")
+    for blob in (config, layer):
+        tracker.track_blob(blob.digest)
+        response = client.put_blob(blob)
+        optional_feature(response.status_code == 201, "sha512 digests", response, strict=strict)
+    manifest = content.image_manifest(config, [layer])
+    digest = content.digest_of(manifest.data, "sha512")
+    tracker.track_manifest(digest)
+    by_digest = client.put_manifest(manifest, digest)
+    optional_feature(by_digest.status_code == 201, "sha512 manifests", by_digest, strict=strict)
+    tag = content.unique("sha512")
+    by_tag = client.put_manifest(manifest, tag)
+    expect_status(by_tag, 201)
+    expect_digest_header(by_tag, digest, strict=strict)
+    pulled = client.get_manifest(tag, accept=[content.OCI_MANIFEST])
+    expect_status(pulled, 200)
+    expect_digest_header(pulled, digest, strict=strict)
+
+
 def test_put_manifest_by_digest(client: RegistryClient, tracker: Tracker) -> None:
     image = content.make_image()
     response = tracker.push_image(image)
@@ -549,24 +682,34 @@ def test_manifest_bytes_and_unknown_fields_are_kept(
     assert pulled.content == manifest.data, f"manifest was rewritten\n{describe(pulled)}"
 
 
-@pytest.mark.parametrize("missing", ["layer", "config", "index child"])
+def test_sparse_index_is_accepted(client: RegistryClient, tracker: Tracker, strict: bool) -> None:
+    """An index MAY name manifests the repository does not hold (a sparse index, the main
+    suite's OCI_DATA_SPARSE); the registry stores it as pushed."""
+    image = content.make_image()
+    index = content.index_manifest([image.manifest])
+    tracker.track_manifest(index.digest)
+    response = client.put_manifest(index, content.unique("sparse"))
+    optional_feature(response.status_code == 201, "sparse indexes", response, strict=strict)
+    pulled = client.get_manifest(index.digest, accept=[content.OCI_INDEX])
+    expect_status(pulled, 200)
+    assert pulled.content == index.data, describe(pulled)
+
+
+@pytest.mark.parametrize("missing", ["layer", "config"])
 def test_manifest_referencing_missing_content(
     client: RegistryClient, tracker: Tracker, strict: bool, missing: str
 ) -> None:
-    """A registry MAY reject manifests whose blobs/manifests it does not have.
+    """A registry MAY reject image manifests whose blobs it does not have.
 
     The spec names no status for the rejection (its endpoint table gives 404 for failed manifest
     PUTs; docker/distribution answers 400 MANIFEST_BLOB_UNKNOWN), so either is accepted.
     """
     image = content.make_image()
-    if missing == "index child":
-        manifest = content.index_manifest([image.manifest])
-    else:
-        absent = image.layers[0] if missing == "layer" else image.config
-        for blob in image.blobs:
-            if blob is not absent:
-                tracker.push_blob(blob)
-        manifest = image.manifest
+    absent = image.layers[0] if missing == "layer" else image.config
+    for blob in image.blobs:
+        if blob is not absent:
+            tracker.push_blob(blob)
+    manifest = image.manifest
     tracker.track_manifest(manifest.digest)
     response = client.put_manifest(manifest)
     if response.status_code == 201:

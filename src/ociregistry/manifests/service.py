@@ -4,9 +4,10 @@ catalog, in the order that keeps every acknowledged push durable."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, Digest, is_digest
+from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, HEX_LENGTHS, Digest, is_digest
 from ociregistry.blobstore.store import BlobStore
 from ociregistry.catalog.images import Images, ManifestRecord
 from ociregistry.errors import DigestInvalid, ManifestUnknown, NameUnknown, RegistryError
@@ -31,19 +32,25 @@ class Reference:
     def parse(cls, text: str) -> Reference:
         if is_digest(text):
             return cls(digest=Digest.parse(text))
+        return cls(tag=cls.parse_tag(text))
+
+    @staticmethod
+    def parse_tag(text: str) -> str:
+        """A tag, or TAG_INVALID saying what a tag may hold."""
         if not is_tag(text):
             raise TagInvalid(
                 f"invalid tag {text[:200]!r}: use up to 128 characters of [A-Za-z0-9_.-], "
                 "not starting with '.' or '-'",
                 detail={"tag": text[:200]},
             )
-        return cls(tag=text)
+        return text
 
 
 @dataclass(frozen=True, slots=True)
 class PushedManifest:
     digest: Digest
     subject: Digest | None
+    tags: list[str] = field(default_factory=list)  # set besides the reference's own tag
 
 
 class ManifestCache:
@@ -95,21 +102,46 @@ class Manifests:
         return record, body
 
     async def put(
-        self, repo: RepositoryName, reference: Reference, body: bytes, content_type: str | None
+        self,
+        repo: RepositoryName,
+        reference: Reference,
+        body: bytes,
+        content_type: str | None,
+        tags: Sequence[str] = (),
     ) -> PushedManifest:
-        algorithm = reference.digest.algorithm if reference.digest else DEFAULT_ALGORITHM
-        digest = Digest.of(body, algorithm)
-        if reference.digest is not None and digest != reference.digest:
-            raise DigestInvalid(
-                f"the manifest's bytes have digest {digest}, not {reference.digest}",
-                detail={"expected": str(reference.digest), "actual": str(digest)},
-            )
+        """Store a manifest and point its tags at it: the reference's tag, if it is one, and
+        `tags` (`?tag=` of a push by digest), all in one transaction or none."""
+        for tag in tags:
+            Reference.parse_tag(tag)  # one bad tag fails the push before anything is written
+        if reference.digest is not None:
+            digest = Digest.of(body, reference.digest.algorithm)
+            if digest != reference.digest:
+                raise DigestInvalid(
+                    f"the manifest's bytes have digest {digest}, not {reference.digest}",
+                    detail={"expected": str(reference.digest), "actual": str(digest)},
+                )
+        else:
+            digest = await self._digest_by_tag(repo, body)
         parsed: ParsedManifest = parse_manifest(body, content_type)
         await self.images.missing_references(repo, parsed)
         await self.blobs.put(digest, body)  # durable before any row points at it
-        await self.images.record_manifest(repo, digest, len(body), parsed, reference.tag)
+        await self.images.record_manifest(
+            repo, digest, len(body), parsed, reference.tag, more_tags=tags
+        )
         self.cache.put(str(digest), body)
-        return PushedManifest(digest, parsed.subject.digest if parsed.subject else None)
+        return PushedManifest(digest, parsed.subject.digest if parsed.subject else None, [*tags])
+
+    async def _digest_by_tag(self, repo: RepositoryName, body: bytes) -> Digest:
+        """The digest a manifest pushed by tag is known by: sha256, unless `repo` already
+        holds these very bytes under another algorithm (pushed by a sha512 digest first), which
+        the client then expects to be answered (the conformance suite's sha512 data)."""
+        for algorithm in HEX_LENGTHS:
+            if algorithm == DEFAULT_ALGORITHM:
+                continue
+            other = Digest.of(body, algorithm)
+            if await self.images.find_manifest(repo, digest=other) is not None:
+                return other
+        return Digest.of(body, DEFAULT_ALGORITHM)
 
     async def delete(self, repo: RepositoryName, reference: Reference) -> None:
         if reference.digest is not None:

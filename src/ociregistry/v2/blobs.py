@@ -11,7 +11,7 @@ from ociregistry.auth.policy import Action
 from ociregistry.blobstore.digest import Digest
 from ociregistry.errors import BlobUnknown, RegistryError
 from ociregistry.names import RepositoryName
-from ociregistry.v2.common import principal, repository, services
+from ociregistry.v2.common import Access, requires, services
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -48,20 +48,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, length
 
 
-async def _locate(request: Request) -> tuple[RepositoryName, Digest, int]:
-    repo = repository(request)
+async def _locate(request: Request, repo: RepositoryName) -> tuple[Digest, int]:
     digest = Digest.parse(request.path_params["digest"])
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.PULL)
     size = await registry.images.blob_size(repo, digest)
     if size is None:
         await registry.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})
-    return repo, digest, size
+    return digest, size
 
 
-async def head_blob(request: Request) -> Response:
-    _, digest, size = await _locate(request)
+@requires(Action.PULL)
+async def head_blob(request: Request, access: Access) -> Response:
+    digest, size = await _locate(request, access.repo)
     return Response(
         headers={
             "Content-Length": str(size),
@@ -73,8 +72,9 @@ async def head_blob(request: Request) -> Response:
     )
 
 
-async def get_blob(request: Request) -> Response:
-    _, digest, size = await _locate(request)
+@requires(Action.PULL)
+async def get_blob(request: Request, access: Access) -> Response:
+    digest, size = await _locate(request, access.repo)
     blobs = services(request).blobs
     redirect = blobs.redirect_url(digest)
     if redirect:
@@ -97,11 +97,11 @@ async def get_blob(request: Request) -> Response:
     return StreamingResponse(blobs.read(digest, start, length), status_code=206, headers=headers)
 
 
-async def delete_blob(request: Request) -> Response:
-    repo = repository(request)
+@requires(Action.DELETE)
+async def delete_blob(request: Request, access: Access) -> Response:
+    repo = access.repo
     digest = Digest.parse(request.path_params["digest"])
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.DELETE)
     if not await registry.images.unlink_blob(repo, digest):
         await registry.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ociregistry.auth.policy import AuthenticationRequired, Principal
+from ociregistry.auth.policy import Action, AuthenticationRequired, Principal
 from ociregistry.authapi.credentials import authenticate
-from ociregistry.errors import RegistryError, TooLarge, Unauthorized
+from ociregistry.errors import (
+    Denied,
+    NameInvalid,
+    NameUnknown,
+    RegistryError,
+    TooLarge,
+    Unauthorized,
+)
 from ociregistry.names import RepositoryName
 from ociregistry.services import Services
 
@@ -23,11 +33,99 @@ def services(request: Request) -> Services:
 
 
 def repository(request: Request) -> RepositoryName:
-    return RepositoryName.parse(request.path_params["name"])
+    """The repository of a /v2 URL. A one-level name (`docker push host/busybox`) is refused
+    with DENIED, not NAME_INVALID: docker retries NAME_INVALID for about a minute before it
+    shows the message, while it gives up on DENIED at once (moby `distribution/errors.go`,
+    `retryOnError`: UNAUTHORIZED, UNSUPPORTED and DENIED are `xfer.DoNotRetry`)."""
+    name = request.path_params["name"]
+    try:
+        return RepositoryName.parse(name)
+    except NameInvalid as error:
+        if "/" in name or not name:
+            raise
+        host = services(request).settings.public_address or request.headers.get("host")
+        host = host or "localhost"
+        raise Denied(
+            f"repository name {name[:100]!r} names no registry: an image reference here is "
+            f"{{host}}/{{registry}}/{{image}}, e.g. {host}/team-a/{name[:100]}",
+            detail=error.detail,
+        ) from None
 
 
 async def principal(request: Request) -> Principal:
     return await authenticate(request)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a handler behind `requires` is given: the repository, already checked, and who
+    asks."""
+
+    repo: RepositoryName
+    caller: Principal
+
+
+Handler = Callable[[Request, Access], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+ExtraScopes = Callable[[Request], list[str]]
+
+
+def requires(
+    action: Action, *, extra_scopes: ExtraScopes | None = None
+) -> Callable[[Handler], Endpoint]:
+    """Declare the action a /v2 route needs, once, as Distribution's method -> action table:
+    the endpoint parses the repository name, asks the policy (auth/policy.py, the only place
+    the decision is made) and only then runs the handler.
+
+    `extra_scopes` names further scopes a 401 challenge must ask for (a mount's source
+    repository), so that a token client gets everything the request needs in one token."""
+
+    def decorate(handler: Handler) -> Endpoint:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            access = await authorize(request, action, extra_scopes)
+            return await handler(request, access)
+
+        endpoint.action = action  # type: ignore[attr-defined]
+        return endpoint
+
+    return decorate
+
+
+async def authorize(
+    request: Request, action: Action, extra_scopes: ExtraScopes | None = None
+) -> Access:
+    repo = repository(request)
+    caller = await principal(request)
+    policy = services(request).policy
+    try:
+        await policy.require(caller, repo, action)
+    except AuthenticationRequired as error:
+        if extra_scopes is not None:
+            error.scope = " ".join(dict.fromkeys([error.scope, *extra_scopes(request)]))
+        raise
+    except NameUnknown as error:
+        if action is Action.PUSH and await policy.may_learn_registry_is_missing(
+            caller, repo.registry
+        ):
+            raise NameUnknown(
+                missing_registry_message(request, repo.registry), detail=error.detail
+            ) from None
+        raise
+    return Access(repo, caller)
+
+
+def missing_registry_message(request: Request, registry: str) -> str:
+    """What a caller who could create `registry` is told when pushing into it: registries are
+    never created by a push (SPEC §1), so say how to create one."""
+    settings = services(request).settings
+    host = settings.public_address or request.headers.get("host") or "localhost"
+    base = f"{request.url.scheme}://{host}"
+    return (
+        f"registry {registry!r} does not exist: create it first, then push again "
+        f"(console: {base}/console/; API: POST {base}/api/v1/registries with "
+        f'{{"name": "{registry}"}}; CLI on the server: ociregistry registry create {registry})'
+    )
 
 
 def challenge(request: Request, error: Unauthorized) -> str:

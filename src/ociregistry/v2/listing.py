@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from ociregistry.auth.policy import Action
 from ociregistry.errors import PaginationInvalid
-from ociregistry.v2.common import principal, repository, services
+from ociregistry.v2.common import Access, principal, requires, services
 
 MAX_PAGE = 10_000  # a larger `n` gets a page of this size and a Link to the next
 
@@ -38,10 +38,10 @@ def _paginated(
     return JSONResponse({**extra, key: items}, headers=headers)
 
 
-async def list_tags(request: Request) -> JSONResponse:
-    repo = repository(request)
+@requires(Action.PULL)
+async def list_tags(request: Request, access: Access) -> JSONResponse:
+    repo = access.repo
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.PULL)
     limit = _page_size(request)
     last = request.query_params.get("last") or None
     await registry.images.require_image(repo)
@@ -54,6 +54,7 @@ async def list_repositories(request: Request) -> JSONResponse:
     limit = _page_size(request)
     last = request.query_params.get("last") or None
     caller = await principal(request)
+    registry.policy.require_catalog(caller)
     names: list[str] = []
     if limit and await registry.policy.may_list_catalog(caller):
         names = await registry.images.repositories(

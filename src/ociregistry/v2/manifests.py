@@ -9,7 +9,7 @@ from ociregistry.auth.policy import Action, Principal
 from ociregistry.errors import ManifestUnknown
 from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
 from ociregistry.manifests.service import Reference, TagInvalid
-from ociregistry.v2.common import principal, read_body, repository, services
+from ociregistry.v2.common import Access, read_body, requires, services
 
 
 def pull_client(request: Request, caller: Principal) -> str:
@@ -27,12 +27,10 @@ def _existing_reference(request: Request) -> Reference:
         raise ManifestUnknown(error.message, detail=error.detail) from None
 
 
-async def _fetch(request: Request, *, with_body: bool) -> Response:
-    repo = repository(request)
+async def _fetch(request: Request, access: Access, *, with_body: bool) -> Response:
+    repo, caller = access.repo, access.caller
     reference = _existing_reference(request)
     registry = services(request)
-    caller = await principal(request)
-    await registry.policy.require(caller, repo, Action.PULL)
     record, body = await registry.manifests.get(repo, reference)
     registry.pulls.on_get_manifest(
         pull_client(request, caller),
@@ -52,22 +50,30 @@ async def _fetch(request: Request, *, with_body: bool) -> Response:
     return Response(body if with_body else b"", headers=headers)
 
 
-async def get_manifest(request: Request) -> Response:
-    return await _fetch(request, with_body=True)
+@requires(Action.PULL)
+async def get_manifest(request: Request, access: Access) -> Response:
+    return await _fetch(request, access, with_body=True)
 
 
-async def head_manifest(request: Request) -> Response:
-    return await _fetch(request, with_body=False)
+@requires(Action.PULL)
+async def head_manifest(request: Request, access: Access) -> Response:
+    return await _fetch(request, access, with_body=False)
 
 
-async def put_manifest(request: Request) -> Response:
-    repo = repository(request)
+@requires(Action.PUSH)
+async def put_manifest(request: Request, access: Access) -> Response:
+    """Push by tag, or by digest with any number of `?tag=` (distribution-spec main): every
+    tag is set with the manifest, or, when one is invalid, nothing is (TAG_INVALID)."""
+    repo = access.repo
     reference = Reference.parse(request.path_params["reference"])
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.PUSH)
     body = await read_body(request, MAX_MANIFEST_BYTES)
     pushed = await registry.manifests.put(
-        repo, reference, body, request.headers.get("content-type")
+        repo,
+        reference,
+        body,
+        request.headers.get("content-type"),
+        tags=request.query_params.getlist("tag"),
     )
     headers = {
         "Location": f"/v2/{repo.full}/manifests/{pushed.digest}",
@@ -76,13 +82,16 @@ async def put_manifest(request: Request) -> Response:
     }
     if pushed.subject is not None:
         headers["OCI-Subject"] = str(pushed.subject)
-    return Response(status_code=201, headers=headers)
+    response = Response(status_code=201, headers=headers)
+    for tag in dict.fromkeys(pushed.tags):
+        response.headers.append("OCI-Tag", tag)
+    return response
 
 
-async def delete_manifest(request: Request) -> Response:
-    repo = repository(request)
+@requires(Action.DELETE)
+async def delete_manifest(request: Request, access: Access) -> Response:
+    repo = access.repo
     reference = _existing_reference(request)
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.DELETE)
     await registry.manifests.delete(repo, reference)
     return Response(status_code=202)

@@ -11,18 +11,17 @@ from ociregistry.auth.policy import Action
 from ociregistry.blobstore.digest import Digest
 from ociregistry.manifests.mediatypes import OCI_INDEX
 from ociregistry.manifests.referrers import referrers_index
-from ociregistry.v2.common import principal, repository, services
+from ociregistry.v2.common import Access, requires, services
 
 
-async def list_referrers(request: Request) -> Response:
-    repo = repository(request)
+@requires(Action.PULL)
+async def list_referrers(request: Request, access: Access) -> Response:
+    """Allowed to pull means the registry exists; an image with nothing pushed yet (or no
+    image at all) has no referrers: an empty index, as the spec asks, not NAME_UNKNOWN."""
+    repo = access.repo
     subject = Digest.parse(request.path_params["digest"])
     registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.PULL)
-    await registry.images.require_image(repo)
     artifact_type = request.query_params.get("artifactType") or None
     referrers = await registry.images.referrers(repo, subject, artifact_type)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
-    return Response(
-        json.dumps(referrers_index(referrers)), media_type=OCI_INDEX, headers=headers
-    )
+    return Response(json.dumps(referrers_index(referrers)), media_type=OCI_INDEX, headers=headers)

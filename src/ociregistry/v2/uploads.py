@@ -8,12 +8,12 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ociregistry.auth.policy import Action
+from ociregistry.auth.policy import Action, scope_for
 from ociregistry.blobstore.digest import Digest
 from ociregistry.blobstore.uploads import UploadSession
-from ociregistry.errors import BlobUploadInvalid, DigestInvalid, NameInvalid
+from ociregistry.errors import BlobUploadInvalid, DigestInvalid, NameInvalid, RangeInvalid
 from ociregistry.names import RepositoryName
-from ociregistry.v2.common import has_body, principal, repository, services
+from ociregistry.v2.common import Access, has_body, requires, services
 
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?")
 
@@ -44,37 +44,57 @@ def _required_digest(request: Request) -> Digest:
     return Digest.parse(value)
 
 
-async def _try_mount(request: Request, repo: RepositoryName, digest: Digest) -> Response | None:
-    """Mount a blob from another repository when the caller may pull it there; None
-    otherwise, and the caller then gets a new upload session instead (202)."""
-    source_name = request.query_params.get("from")
-    if not source_name:
+def _mount_source(request: Request) -> RepositoryName | None:
+    """The `from` of a mount; None when absent or not a repository name (then no mount)."""
+    source = request.query_params.get("from")
+    if not source:
         return None
-    registry = services(request)
     try:
-        source = RepositoryName.parse(source_name)
+        return RepositoryName.parse(source)
     except NameInvalid:
         return None
-    if not await registry.policy.allows(await principal(request), source, Action.PULL):
-        return None
-    size = await registry.images.blob_size(source, digest)
-    if size is None or await registry.blobs.size(digest) is None:
-        return None
-    await registry.images.link_blob(repo, digest, size)
-    return _created(repo, digest)
 
 
-async def start_upload(request: Request) -> Response:
-    repo = repository(request)
+def _mount_scopes(request: Request) -> list[str]:
+    """A mount's challenge also asks for pull on the source, so the token covers both."""
+    source = _mount_source(request)
+    if request.query_params.get("mount") and source is not None:
+        return [scope_for(source, Action.PULL)]
+    return []
+
+
+def _content_range(request: Request) -> tuple[int, int] | None:
+    """(start, length) of a `Content-Range` header; None without one."""
+    header = request.headers.get("content-range")
+    if not header:
+        return None
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None:
+        raise BlobUploadInvalid(
+            f"invalid Content-Range {header[:100]!r}: expected <start>-<end>",
+            detail={"Content-Range": header[:100]},
+        )
+    first, last = int(match.group(1)), int(match.group(2))
+    if last < first:
+        raise BlobUploadInvalid(
+            f"invalid Content-Range {header[:100]!r}: the end is before the start",
+            detail={"Content-Range": header[:100]},
+        )
+    return first, last - first + 1
+
+
+# Allowed to push means the registry exists and is available.
+@requires(Action.PUSH, extra_scopes=_mount_scopes)
+async def start_upload(request: Request, access: Access) -> Response:
+    repo = access.repo
     registry = services(request)
-    # Allowed to push means the registry exists and is available.
-    await registry.policy.require(await principal(request), repo, Action.PUSH)
-
     mount = request.query_params.get("mount")
     if mount:
-        mounted = await _try_mount(request, repo, Digest.parse(mount))
-        if mounted is not None:
-            return mounted
+        digest = Digest.parse(mount)
+        source = _mount_source(request)  # None: automatic, unless `from` is not a name
+        unusable_source = source is None and bool(request.query_params.get("from"))
+        if not unusable_source and await registry.mounts.mount(access.caller, repo, digest, source):
+            return _created(repo, digest)
 
     digest_param = request.query_params.get("digest")
     if digest_param:  # monolithic: the whole blob in this one request
@@ -87,55 +107,50 @@ async def start_upload(request: Request) -> Response:
     return _accepted(request, session, 0)
 
 
-async def _session(request: Request) -> tuple[RepositoryName, UploadSession]:
-    repo = repository(request)
-    registry = services(request)
-    await registry.policy.require(await principal(request), repo, Action.PUSH)
-    session = await registry.uploads.get(request.path_params["upload_id"], repo.full)
-    return repo, session
+async def _session(request: Request, access: Access) -> UploadSession:
+    return await services(request).uploads.get(request.path_params["upload_id"], access.repo.full)
 
 
-async def upload_status(request: Request) -> Response:
-    _, session = await _session(request)
+@requires(Action.PUSH)
+async def upload_status(request: Request, access: Access) -> Response:
+    session = await _session(request, access)
     size = await services(request).uploads.size(session)
     return _accepted(request, session, size, status=204)
 
 
-async def upload_chunk(request: Request) -> Response:
-    _, session = await _session(request)
-    start = length = None
-    header = request.headers.get("content-range")
-    if header:
-        match = _CONTENT_RANGE.fullmatch(header.strip())
-        if match is None:
-            raise BlobUploadInvalid(
-                f"invalid Content-Range {header[:100]!r}: expected <start>-<end>",
-                detail={"Content-Range": header[:100]},
-            )
-        first, last = int(match.group(1)), int(match.group(2))
-        if last < first:
-            raise BlobUploadInvalid(
-                f"invalid Content-Range {header[:100]!r}: the end is before the start",
-                detail={"Content-Range": header[:100]},
-            )
-        start, length = first, last - first + 1
+@requires(Action.PUSH)
+async def upload_chunk(request: Request, access: Access) -> Response:
+    session = await _session(request, access)
+    start, length = _content_range(request) or (None, None)
     size = await services(request).uploads.append(
         session, request.stream(), start=start, length=length
     )
     return _accepted(request, session, size)
 
 
-async def finish_upload(request: Request) -> Response:
-    repo, session = await _session(request)
+@requires(Action.PUSH)
+async def finish_upload(request: Request, access: Access) -> Response:
+    session = await _session(request, access)
     digest = _required_digest(request)
     registry = services(request)
+    content_range = _content_range(request)
+    if content_range is not None:  # a last chunk must start where the upload ends, as a PATCH
+        held = await registry.uploads.size(session)
+        if content_range[0] != held:
+            raise RangeInvalid(
+                f"the last chunk starts at byte {content_range[0]} but the upload holds {held} "
+                f"bytes; send it from byte {held}",
+                detail={"expected_start": held, "received_start": content_range[0]},
+                headers=registry.uploads.progress_headers(session, held),
+            )
     body = request.stream() if has_body(request) else None
     size = await registry.uploads.finish(session, digest, body)
-    await registry.images.link_blob(repo, digest, size)
-    return _created(repo, digest)
+    await registry.images.link_blob(access.repo, digest, size)
+    return _created(access.repo, digest)
 
 
-async def cancel_upload(request: Request) -> Response:
-    _, session = await _session(request)
+@requires(Action.PUSH)
+async def cancel_upload(request: Request, access: Access) -> Response:
+    session = await _session(request, access)
     await services(request).uploads.cancel(session)
     return Response(status_code=204)
