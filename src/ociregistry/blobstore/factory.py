@@ -14,12 +14,13 @@ from ociregistry.blobstore.base import CheckedDriver, Observer
 from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.filesystem import FilesystemDriver
 from ociregistry.blobstore.memory import MemoryDriver
+from ociregistry.config import ConfigError
 
 STORAGE_KINDS = ("filesystem", "memory")
 
 
-class StorageConfigError(ValueError):
-    """The `storage` setting names no driver we have."""
+class StorageConfigError(ConfigError):
+    """The `storage` setting names no driver we have (`serve` stops with this one line)."""
 
 
 def create_driver(
@@ -33,7 +34,8 @@ def create_driver(
         driver = MemoryDriver()
     else:
         raise StorageConfigError(
-            f"storage = {storage!r} is not a storage driver; use one of {', '.join(STORAGE_KINDS)}"
+            f"setting storage has an invalid value {storage!r}: use one of "
+            f"{', '.join(STORAGE_KINDS)}"
         )
     return CheckedDriver(driver, observer)
 
