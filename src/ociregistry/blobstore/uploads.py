@@ -261,11 +261,14 @@ class Uploads:
         return session.offset
 
     def progress_headers(self, session: UploadSession, size: int) -> dict[str, str]:
-        return {
+        headers = {
             "Location": f"/v2/{session.repository}/blobs/uploads/{session.id}",
             "Range": upload_range(size),
             "Docker-Upload-UUID": session.id,
         }
+        if self.driver.min_part_size:  # smaller chunks work, but are staged and copied once
+            headers["OCI-Chunk-Min-Length"] = str(self.driver.min_part_size)
+        return headers
 
     # -- receiving ------------------------------------------------------------------------------
 
