@@ -35,6 +35,7 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = dataclasses.field(default_factory=_default_workers)
     data_dir: str = DEFAULT_DATA_DIR
+    storage: str = "filesystem"  # where blobs live: filesystem (under data_dir) or memory
     database_url: str = ""  # empty: SQLite in the data folder
     public_address: str = ""  # host[:port] shown in pull commands; empty: the request's Host
     upload_expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS

@@ -99,8 +99,7 @@ async def start_upload(request: Request, access: Access) -> Response:
     digest_param = request.query_params.get("digest")
     if digest_param:  # monolithic: the whole blob in this one request
         digest = Digest.parse(digest_param)
-        size = await registry.uploads.put_whole(digest, request.stream())
-        await registry.images.link_blob(repo, digest, size)
+        await registry.blob_pushes.push_whole(repo, digest, request.stream())
         return _created(repo, digest)
 
     session = await registry.uploads.start(repo.full)
@@ -114,8 +113,7 @@ async def _session(request: Request, access: Access) -> UploadSession:
 @requires(Action.PUSH)
 async def upload_status(request: Request, access: Access) -> Response:
     session = await _session(request, access)
-    size = await services(request).uploads.size(session)
-    return _accepted(request, session, size, status=204)
+    return _accepted(request, session, session.offset, status=204)
 
 
 @requires(Action.PUSH)
@@ -135,7 +133,7 @@ async def finish_upload(request: Request, access: Access) -> Response:
     registry = services(request)
     content_range = _content_range(request)
     if content_range is not None:  # a last chunk must start where the upload ends, as a PATCH
-        held = await registry.uploads.size(session)
+        held = session.offset
         if content_range[0] != held:
             raise RangeInvalid(
                 f"the last chunk starts at byte {content_range[0]} but the upload holds {held} "
@@ -144,8 +142,7 @@ async def finish_upload(request: Request, access: Access) -> Response:
                 headers=registry.uploads.progress_headers(session, held),
             )
     body = request.stream() if has_body(request) else None
-    size = await registry.uploads.finish(session, digest, body)
-    await registry.images.link_blob(access.repo, digest, size)
+    await registry.blob_pushes.finish(access.repo, session, digest, body)
     return _created(access.repo, digest)
 
 
