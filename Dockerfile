@@ -45,7 +45,6 @@ RUN groupadd --system --gid "${UID}" ociregistry \
         --shell /usr/sbin/nologin ociregistry \
     && mkdir -p /data \
     && chown "${UID}:${UID}" /data
-COPY --from=install /opt/ociregistry /opt/ociregistry
 
 # The root file system may be read-only: no bytecode is written at run time (pip compiled it at
 # install), temporary files go to /tmp (a tmpfs), everything else to the /data volume.
@@ -71,3 +70,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ociregistry"]
 CMD ["serve"]
+
+# Last, so that a change of the registry rebuilds one step of this stage: every step above is
+# a layer the cache keeps (each costs a full copy of the tree on the vfs storage driver).
+COPY --from=install /opt/ociregistry /opt/ociregistry
