@@ -60,9 +60,8 @@ def test_kustomization_lists_every_manifest() -> None:
     assert {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "Secret"} <= kinds
 
 
-@pytest.mark.parametrize("index", range(len(manifests())))
-def test_manifest_is_valid_against_the_kubernetes_schemas(index: int) -> None:
-    document = manifests()[index]
+@pytest.mark.parametrize("document", manifests(), ids=lambda doc: doc["kind"])
+def test_manifest_is_valid_against_the_kubernetes_schemas(document: dict[str, Any]) -> None:
     version = kubernetes_validate.latest_version()
     # Raises ValidationError (with the failing path) on any schema violation.
     kubernetes_validate.validate(document, version, strict=True)
