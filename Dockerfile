@@ -38,13 +38,15 @@ RUN /opt/ociregistry/bin/python3 "$(echo /wheels/pip/pip-*.whl)/pip" install \
         --disable-pip-version-check
 
 FROM ${BASE}
-# A fixed uid/gid, so volumes and Kubernetes' runAsUser/fsGroup can name it.
+# A fixed uid/gid, so volumes and Kubernetes' runAsUser/fsGroup can name it. The data folder
+# also belongs to group 0, so `docker run --user ANY_UID:0` (OpenShift's arbitrary uids) works.
 ARG UID=10001
 RUN groupadd --system --gid "${UID}" ociregistry \
     && useradd --system --uid "${UID}" --gid "${UID}" --home-dir /data --no-create-home \
         --shell /usr/sbin/nologin ociregistry \
     && mkdir -p /data \
-    && chown "${UID}:${UID}" /data
+    && chown "${UID}:0" /data \
+    && chmod 0770 /data
 
 # The root file system may be read-only: no bytecode is written at run time (pip compiled it at
 # install), temporary files go to /tmp (a tmpfs), everything else to the /data volume.

@@ -120,6 +120,20 @@ def test_image_is_hardened(docker_cli: Docker, image: str) -> None:
     assert (uid, gid) == (IMAGE_UID, IMAGE_UID)
     assert tools == [], f"build tools in the final stage: {tools}"
 
+    # `docker run --user` with another uid (group 0, as OpenShift runs images) can still write
+    # its fresh data volume, which docker fills from the image's /data.
+    volume = f"ociregistry-test-{uuid.uuid4().hex[:12]}"
+    try:
+        docker_cli("volume", "create", volume)
+        other = docker_cli(
+            "run", "--rm", "--network", "none", "--read-only", "--user", "12345:0",
+            "--volume", f"{volume}:/data", "--entrypoint", "python3", image,
+            "-c", "import os; open('/data/probe', 'w').write('ok'); print(os.getuid())",
+        )  # fmt: skip
+        assert other.output.strip().splitlines()[-1] == "12345"
+    finally:
+        docker_cli("volume", "rm", "--force", volume, check=False)
+
 
 @pytest.fixture
 def container(docker_cli: Docker, image: str) -> Iterator[tuple[str, int]]:
