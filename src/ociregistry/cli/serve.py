@@ -10,6 +10,7 @@ from ociregistry import __version__
 from ociregistry.blobstore.factory import create_driver
 from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import Settings
+from ociregistry.ops.shutdown import Supervisor
 
 
 def start_message(settings: Settings) -> str:
@@ -47,7 +48,7 @@ def serve(args: argparse.Namespace) -> int:
             "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n",
             flush=True,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         "ociregistry.app:create_app_from_environment",
         factory=True,
         host=settings.host,
@@ -57,10 +58,15 @@ def serve(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=settings.access_log,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+    Supervisor(
+        config,
+        sockets=[config.bind_socket()],
+        delay_seconds=settings.shutdown_delay_seconds,
+    ).run()
     return 0
 
 
