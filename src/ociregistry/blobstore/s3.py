@@ -188,7 +188,7 @@ class S3Driver(StorageDriver):
             if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
                 raise StorageUnavailable(message, RETRY_AFTER_SECONDS) from error
             raise StorageError(message) from error
-        except (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
             raise StorageUnavailable(
                 f"S3 at {self.endpoint_url or 'AWS'} failed on {path}: {error}",
                 RETRY_AFTER_SECONDS,
@@ -383,7 +383,7 @@ class S3Driver(StorageDriver):
         self, state: UploadState, part_number: int, chunks: AsyncIterable[bytes]
     ) -> UploadState:
         kept = [part for part in state["parts"] if part[0] < part_number]
-        if kept and kept[-1][0] != part_number - 1 or not kept and part_number != 1:
+        if (kept and kept[-1][0] != part_number - 1) or (not kept and part_number != 1):
             raise ValueError(f"part {part_number} does not follow the parts written so far")
         first = kept[-1][1] + 1 if kept else 1
         written = await self._upload_parts(state, part_number, _cut(chunks, first))
@@ -530,7 +530,7 @@ class S3Driver(StorageDriver):
             raise StorageError(
                 f"storage {self.location}: s3_endpoint_url {endpoint} refused ({answer})"
             ) from None
-        except (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
             raise StorageError(
                 f"storage {self.location}: s3_endpoint_url {endpoint} is unreachable ({error})"
             ) from None
