@@ -16,6 +16,7 @@ every daemon afterwards. Facts measured about this server: ../shared/S3-TEST-SER
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,9 +24,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -125,15 +128,37 @@ class S3Gateway:
     def environment(self) -> dict[str, str]:
         """The standard AWS variables that point any S3 client (and the registry) here.
 
-        `AWS_CA_BUNDLE` is blanked: this machine sets it, and a client given a CA bundle for a
-        plain-HTTP endpoint either ignores it or (Go's SDK) refuses to start."""
+        This machine also sets `AWS_CA_BUNDLE`: botocore ignores it for a plain-HTTP endpoint,
+        but Go's SDK (CNCF Distribution's S3 driver) panics at start with it set, so a test
+        that runs Distribution against this gateway must drop it from that process's
+        environment."""
         return {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_ENDPOINT_URL_S3": self.endpoint_url,
             "AWS_REGION": REGION,
-            "AWS_CA_BUNDLE": "",
         }
+
+    def client(self) -> Any:
+        """A plain (blocking) botocore S3 client of the test user, for test set-up."""
+        import botocore.config
+        import botocore.session
+
+        session = botocore.session.get_session()
+        return session.create_client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=botocore.config.Config(
+                signature_version="s3v4", s3={"addressing_style": "path"}
+            ),
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -365,6 +390,58 @@ class S3Gateway:
             for log in sorted((self.root / "log").glob("*.log"))
         )
         raise RuntimeError(f"{what} did not come up within {READY_TIMEOUT_SECONDS:.0f} s\n{logs}")
+
+
+class CountingProxy:
+    """A TCP relay in front of the gateway that counts the bytes each way, so a test can
+    prove what the registry sent to and read back from S3 (no HTTP parsing: every byte
+    counts, headers included)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent = 0  # registry -> S3
+        self.received = 0  # S3 -> registry
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return self.sent, self.received
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink, up in ((downstream, upstream, True), (upstream, downstream, False)):
+                threading.Thread(target=self._pump, args=(source, sink, up), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                with self._lock:
+                    if up:
+                        self.sent += len(data)
+                    else:
+                        self.received += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -46,6 +46,9 @@ from ociregistry.blobstore.driver import (
     StorageUnavailable,
     UploadState,
 )
+
+if TYPE_CHECKING:
+    from ociregistry.config import Settings
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3's smallest part, except the last
@@ -144,6 +147,21 @@ class S3Driver(StorageDriver):
         self._opening = asyncio.Lock()
         #: S3 operations sent by this process, by name (tests count them).
         self.operations: Counter[str] = Counter()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> S3Driver:
+        """The driver `storage = s3://BUCKET[/PREFIX]` and the `s3_*` settings describe."""
+        location = settings.s3_bucket_and_prefix
+        if location is None:
+            raise ValueError(f"storage {settings.storage!r} is not s3://BUCKET[/PREFIX]")
+        return cls(
+            S3Location(*location),
+            endpoint_url=settings.resolved_s3_endpoint_url,
+            region=settings.resolved_s3_region,
+            redirect=settings.s3_redirect,
+            redirect_ttl_seconds=settings.s3_redirect_ttl_seconds,
+            **options,
+        )
 
     # --- the client ----------------------------------------------------------------------
 
@@ -534,3 +552,17 @@ class S3Driver(StorageDriver):
             raise StorageError(
                 f"storage {self.location}: s3_endpoint_url {endpoint} is unreachable ({error})"
             ) from None
+
+
+def check_s3_storage(settings: Settings) -> None:
+    """For `serve`: reach the configured bucket once with few retries, or raise StorageError
+    with one line that names the setting and what S3 answered."""
+
+    async def attempt() -> None:
+        driver = S3Driver.from_settings(settings, max_attempts=2, connect_timeout=3.0)
+        try:
+            await driver.check()
+        finally:
+            await driver.close()
+
+    asyncio.run(attempt())
