@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
+import test_conformance as conformance
 from oci import error_of, patch_chunk, push_blob, start_upload
 from s3gateway import CountingProxy, S3Gateway
 from server import RunningServer
@@ -191,3 +192,20 @@ def test_s3_gone_mid_push_gives_503_unavailable_and_a_retry_succeeds(
     assert finished.status_code == 201, finished.text
     fetched = s3_client.get(f"/v2/{registry_name}/app/blobs/{digest}", follow_redirects=True)
     assert _sha256(fetched.content) == digest
+
+
+def test_conformance_suite_passes_on_s3(
+    s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The project's whole conformance suite, strict, against a registry on S3."""
+    server = _s3_server(s3_gateway, tmp_path / "data", s3_bucket, "conformance")
+    try:
+        server.create_registry(conformance.REGISTRY)
+        result, report = conformance.run_suite(server, tmp_path / "junit.xml")
+        counts = conformance.totals(report)
+        summary = f"{counts}\n{result.stdout[-20000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, f"conformance suite failed on S3: {summary}"
+        assert counts["failures"] == 0 and counts["errors"] == 0, summary
+        assert counts["tests"] >= conformance.MIN_TESTS and counts["skipped"] == 0, summary
+    finally:
+        server.stop()
