@@ -1,6 +1,7 @@
 """Storage drivers are chosen by configuration, here and nowhere else.
 
-`storage` is `filesystem` (under the data folder, the default) or `memory`; every driver
+`storage` is `filesystem` (under the data folder, the default), `memory`, or
+`s3://BUCKET[/PREFIX]` (with the `s3_*` settings); every driver
 comes back wrapped in `CheckedDriver`, which checks paths, turns I/O failures into
 `StorageError`s and calls the observer (metrics) after each operation.
 """
@@ -8,14 +9,19 @@ comes back wrapped in `CheckedDriver`, which checks paths, turns I/O failures in
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ociregistry.blobstore.base import CheckedDriver, Observer
 from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.filesystem import FilesystemDriver
 from ociregistry.blobstore.memory import MemoryDriver
 
-STORAGE_KINDS = ("filesystem", "memory")
+if TYPE_CHECKING:
+    from ociregistry.config import Settings
+
+STORAGE_KINDS = ("filesystem", "memory", "s3://BUCKET[/PREFIX]")
 
 
 class StorageConfigError(ValueError):
@@ -23,14 +29,25 @@ class StorageConfigError(ValueError):
 
 
 def create_driver(
-    storage: str, storage_path: Path, *, observer: Observer | None = None
+    storage: str,
+    storage_path: Path,
+    *,
+    observer: Observer | None = None,
+    settings: Settings | None = None,
 ) -> CheckedDriver:
-    """The configured driver, wrapped. `storage_path` is the filesystem driver's root."""
+    """The configured driver, wrapped. `storage_path` is the filesystem driver's root;
+    `settings` gives the S3 driver its `s3_*` settings (their defaults when None)."""
     driver: StorageDriver
     if storage in ("", "filesystem"):
         driver = FilesystemDriver(storage_path)
     elif storage == "memory":
         driver = MemoryDriver()
+    elif storage.startswith("s3://"):
+        from ociregistry.blobstore.s3 import S3Driver  # aiobotocore only when it is used
+        from ociregistry.config import Settings
+
+        chosen = replace(settings, storage=storage) if settings else Settings(storage=storage)
+        driver = S3Driver.from_settings(chosen)
     else:
         raise StorageConfigError(
             f"storage = {storage!r} is not a storage driver; use one of {', '.join(STORAGE_KINDS)}"

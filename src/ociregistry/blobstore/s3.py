@@ -104,6 +104,14 @@ async def _cut(chunks: AsyncIterable[bytes], first: int) -> AsyncIterator[tuple[
         yield number, b"".join(buffer)
 
 
+def _code(error: StorageError) -> str | None:
+    """S3's error code behind a StorageError, if S3 gave one."""
+    cause = error.__cause__
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code", ""))
+    return None
+
+
 class S3Driver(StorageDriver):
     """Objects under `PREFIX/` in one bucket; one aiobotocore client per process, opened on
     first use (so it belongs to the event loop that uses it)."""
@@ -415,16 +423,31 @@ class S3Driver(StorageDriver):
             await self._abort(state)
             return
         size = sum(part[3] for part in parts)
-        try:
+        if await self._upload_exists(key, upload_id, destination):
             await self._complete(key, upload_id, parts, destination)
-        except StorageError:
+        else:
             # Completed by an earlier attempt whose copy then failed: the object is there.
+            # Otherwise the upload was aborted (Ceph answers a retried completion with 500s
+            # for a while, which botocore would retry for seconds: ask first).
             staged = await self.stat(self._path(key))
             if staged is None or staged.size != size:
-                raise
+                raise StorageError(f"the multipart upload of {destination} is gone (aborted)")
         await self._copy(key, self._key(destination), size, destination)
         with self._errors(destination, not_found=False):
             await s3.delete_object(Bucket=self.location.bucket, Key=key)
+
+    async def _upload_exists(self, key: str, upload_id: str, path: str) -> bool:
+        s3 = await self._s3()
+        try:
+            with self._errors(path, not_found=False):
+                await s3.list_parts(
+                    Bucket=self.location.bucket, Key=key, UploadId=upload_id, MaxParts=1
+                )
+        except StorageError as error:
+            if _code(error) in GONE_UPLOAD_CODES:
+                return False
+            raise
+        return True
 
     async def _complete(self, key: str, upload_id: str, parts: list[list[Any]], path: str) -> None:
         s3 = await self._s3()
@@ -488,13 +511,7 @@ class S3Driver(StorageDriver):
                     Bucket=self.location.bucket, Key=state["key"], UploadId=state["upload_id"]
                 )
         except StorageError as error:
-            cause = error.__cause__
-            code = (
-                cause.response.get("Error", {}).get("Code")
-                if isinstance(cause, ClientError)
-                else None
-            )
-            if code not in GONE_UPLOAD_CODES:
+            if _code(error) not in GONE_UPLOAD_CODES:
                 raise
         if state["key"].endswith("/" + MULTIPART_NAME):  # staging only, never a final key
             with self._errors(path, not_found=False):
