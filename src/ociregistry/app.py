@@ -16,9 +16,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ociregistry import api, v2
+from ociregistry import api, errors, v2
 from ociregistry.api.common import api_error
 from ociregistry.authapi import token
+from ociregistry.blobstore.driver import StorageError, StorageFull, StorageUnavailable
 from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
@@ -63,6 +64,23 @@ async def _client_gone(request: Request, error: Exception) -> Response:
     return Response(status_code=400)
 
 
+def storage_failure(request: Request, error: Exception) -> RegistryError:
+    """A storage failure as the OCI error the client gets: 507 when full, 503 when the store
+    is unavailable, 500 otherwise; each says what failed, and is logged once here."""
+    log.error("storage failed during %s %s: %s", request.method, request.url.path, error)
+    if isinstance(error, StorageFull):
+        return errors.StorageFull(
+            f"the registry's storage is full ({error}): nothing was stored; retry once space "
+            "is freed"
+        )
+    if isinstance(error, StorageUnavailable):
+        return errors.StorageUnavailable(
+            f"the registry's storage is unavailable ({error}); retry later",
+            headers={"Retry-After": str(error.retry_after)},
+        )
+    return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
+
+
 async def _collect_garbage(services: Services) -> None:
     """Reclaim the blob space deletions leave behind, now and then, off the request path."""
     interval = services.settings.gc_interval_seconds
@@ -104,6 +122,9 @@ def create_app(settings: Settings) -> Starlette:
             return api_error(error)
         return await registry_error_handler(request, error)
 
+    async def on_storage_error(request: Request, error: Exception) -> Response:
+        return await on_registry_error(request, storage_failure(request, error))
+
     async def on_http_error(request: Request, error: Exception) -> Response:
         response = await http_error_handler(request, error)
         if request.url.path.startswith(("/api/", "/console/")):
@@ -130,6 +151,7 @@ def create_app(settings: Settings) -> Starlette:
             RegistryError: on_registry_error,
             HTTPException: on_http_error,
             ClientDisconnect: _client_gone,
+            StorageError: on_storage_error,
         },
         lifespan=lifespan,
     )

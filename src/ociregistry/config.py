@@ -36,6 +36,7 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = dataclasses.field(default_factory=_default_workers)
     data_dir: str = DEFAULT_DATA_DIR
+    storage: str = "filesystem"  # where blobs live: filesystem (under data_dir), memory, s3://…
     database_url: str = ""  # empty: SQLite in the data folder
     public_address: str = ""  # host[:port] shown in pull commands; empty: the request's Host
     upload_expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS
@@ -52,9 +53,8 @@ class Settings:
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
     gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
-    # Where blobs live (README "Blobs in object storage"). S3 credentials come from the
-    # standard AWS chain only (environment, shared files, instance roles), never from here.
-    storage: str = "filesystem"  # or s3://BUCKET[/PREFIX]
+    # Blobs in S3 (`storage = s3://BUCKET[/PREFIX]`, README "Blobs in object storage").
+    # Credentials come from the standard AWS chain only, never from here.
     s3_endpoint_url: str = ""  # empty: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS
     s3_region: str = ""  # empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
     s3_redirect: bool = True  # blob GET answers 307 to a presigned URL

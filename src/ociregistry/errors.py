@@ -116,3 +116,21 @@ class Unsupported(RegistryError):
 
 class TooLarge(RegistryError):
     code, status = "SIZE_INVALID", 413
+
+
+class StorageFailed(RegistryError):
+    """The blob store failed (an I/O error); nothing half-written became visible."""
+
+    code, status = "UNKNOWN", 500
+
+
+class StorageFull(RegistryError):
+    """The blob store has no space left; a retry succeeds once space is freed."""
+
+    code, status = "UNKNOWN", 507
+
+
+class StorageUnavailable(RegistryError):
+    """The blob store is unreachable or throttling; retry after `Retry-After` seconds."""
+
+    code, status = "UNAVAILABLE", 503

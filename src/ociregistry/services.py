@@ -9,7 +9,10 @@ from ociregistry.auth.groups import Groups
 from ociregistry.auth.policy import AccessPolicy
 from ociregistry.auth.throttle import LoginThrottle
 from ociregistry.auth.tokens import TokenSigner
-from ociregistry.blobstore import BlobStore, FilesystemDriver, Uploads
+from ociregistry.blobpushes import BlobPushes
+from ociregistry.blobstore import BlobStore, create_driver
+from ociregistry.blobstore.factory import observer_from_environment
+from ociregistry.blobstore.uploads import Uploads
 from ociregistry.catalog.console import Console
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.images import Images
@@ -25,6 +28,7 @@ class Services:
     db: Database
     blobs: BlobStore
     uploads: Uploads
+    blob_pushes: BlobPushes
     images: Images
     registries: Registries
     manifests: Manifests
@@ -41,14 +45,21 @@ class Services:
         """Everything a worker needs; the schema and the signing key exist already (`serve`
         prepares them before starting workers)."""
         db = Database(settings.resolved_database_url)
-        driver = FilesystemDriver(settings.storage_path)
+        driver = create_driver(
+            settings.storage,
+            settings.storage_path,
+            observer=observer_from_environment(),
+            settings=settings,
+        )
         blobs = BlobStore(driver)
         images = Images(db)
+        uploads = Uploads(db, driver, expiry_seconds=settings.upload_expiry_seconds)
         return cls(
             settings=settings,
             db=db,
             blobs=blobs,
-            uploads=Uploads(driver, expiry_seconds=settings.upload_expiry_seconds),
+            uploads=uploads,
+            blob_pushes=BlobPushes(uploads, images),
             images=images,
             registries=Registries(db),
             manifests=Manifests(images, blobs),

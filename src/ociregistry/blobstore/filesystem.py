@@ -7,9 +7,9 @@ killed server leaves in `.incoming/` is swept by the purge of stale uploads.
 
 A multipart upload is one file (`<upload folder>/data`) whose parts are written at their
 offsets and synced part by part; the state records the size of each part. Composing is a sync
-and a rename: finishing a chunked upload copies no byte again. Bytes of a part that failed
-half-way lie past the recorded size, where the next part overwrites them or compose cuts
-them off; they are never read.
+and a rename: finishing a chunked upload copies no byte again. The bytes of a part that failed
+half-way are cut off at once (or, after a crash, lie past the recorded size, where the next
+part overwrites them or compose cuts them off); they are never read.
 
 All blocking calls run in a worker thread, several system calls per hop, so the event loop
 never waits on the disk. Temporary files start with a dot, a name no registry path has, so
@@ -264,6 +264,10 @@ class FilesystemDriver(StorageDriver):
         try:
             size = await self._write_from(fd, sum(parts), chunks)
             await _in_thread(os.fdatasync, fd)  # a recorded part survives a power cut
+        except BaseException:
+            # Give the space of the failed part back at once (a full disk must not stay full).
+            await asyncio.shield(_in_thread(os.ftruncate, fd, sum(parts)))
+            raise
         finally:
             os.close(fd)
         return {**state, "parts": [*parts, size]}

@@ -3,8 +3,7 @@
 Layout (relative to the driver's root)::
 
     blobs/<algorithm>/<first two hex digits>/<hex>    one file per digest, whoever uses it
-    uploads/<uuid>/info                               the session: repository, start time
-    uploads/<uuid>/data                               the bytes received so far
+    uploads/<uuid>/...                                an upload's staged bytes (the driver's)
 
 A blob path is built only from a parsed `Digest`, an upload path only from a parsed UUID.
 One copy of each digest exists however many repositories link to it; which repositories may
@@ -47,8 +46,5 @@ class BlobStore:
         """Store a small blob whose digest the caller has checked; durable when this returns."""
         await self.driver.put_content(blob_path(digest), data)
 
-    async def delete(self, digest: Digest) -> None:
-        await self.driver.delete(blob_path(digest))
-
-    def redirect_url(self, digest: Digest) -> str | None:
-        return self.driver.redirect_url(blob_path(digest))
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return await self.driver.redirect_url(blob_path(digest))

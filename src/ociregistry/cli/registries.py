@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from ociregistry.blobstore.filesystem import FilesystemDriver
+from ociregistry.blobstore.factory import create_driver
 from ociregistry.catalog.console import Console, Page, RegistryView
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.gc import CollectionReport, GarbageCollector
@@ -170,7 +170,7 @@ def collect_garbage(args: argparse.Namespace) -> int:
     grace = settings.gc_grace_seconds if args.grace_seconds is None else args.grace_seconds
 
     async def work(db: Database) -> CollectionReport:
-        driver = FilesystemDriver(settings.storage_path)
+        driver = create_driver(settings.storage, settings.storage_path, settings=settings)
         collector = GarbageCollector(db, driver, grace_seconds=grace)
         return await collector.collect(delete_untagged=args.delete_untagged, dry_run=args.dry_run)
 

@@ -76,7 +76,7 @@ async def head_blob(request: Request) -> Response:
 async def get_blob(request: Request) -> Response:
     _, digest, size = await _locate(request)
     blobs = services(request).blobs
-    redirect = blobs.redirect_url(digest)
+    redirect = await blobs.redirect_url(digest)
     if redirect:
         return RedirectResponse(redirect, status_code=307)
     if await blobs.size(digest) is None:

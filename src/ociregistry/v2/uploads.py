@@ -79,8 +79,7 @@ async def start_upload(request: Request) -> Response:
     digest_param = request.query_params.get("digest")
     if digest_param:  # monolithic: the whole blob in this one request
         digest = Digest.parse(digest_param)
-        size = await registry.uploads.put_whole(digest, request.stream())
-        await registry.images.link_blob(repo, digest, size)
+        await registry.blob_pushes.push_whole(repo, digest, request.stream())
         return _created(repo, digest)
 
     session = await registry.uploads.start(repo.full)
@@ -97,8 +96,7 @@ async def _session(request: Request) -> tuple[RepositoryName, UploadSession]:
 
 async def upload_status(request: Request) -> Response:
     _, session = await _session(request)
-    size = await services(request).uploads.size(session)
-    return _accepted(request, session, size, status=204)
+    return _accepted(request, session, session.offset, status=204)
 
 
 async def upload_chunk(request: Request) -> Response:
@@ -130,8 +128,7 @@ async def finish_upload(request: Request) -> Response:
     digest = _required_digest(request)
     registry = services(request)
     body = request.stream() if has_body(request) else None
-    size = await registry.uploads.finish(session, digest, body)
-    await registry.images.link_blob(repo, digest, size)
+    await registry.blob_pushes.finish(repo, session, digest, body)
     return _created(repo, digest)
 
 
