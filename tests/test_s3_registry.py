@@ -33,14 +33,14 @@ CHUNK = 8 * MIB
 
 
 def _s3_server(
-    gateway: S3Gateway, data_dir: Path, bucket: str, prefix: str, **env: str
+    gateway: S3Gateway, data_dir: Path, bucket: str, prefix: str, workers: int = 1, **env: str
 ) -> RunningServer:
     settings = {
         **gateway.environment(),
         "OCIREGISTRY_STORAGE": f"s3://{bucket}/{prefix}",
         **env,
     }
-    return RunningServer(data_dir, env=settings).start()
+    return RunningServer(data_dir, workers=workers, env=settings).start()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,9 @@ def s3_server(
     s3_gateway: S3Gateway, s3_bucket: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """A registry whose blobs live in the gateway, with redirects (the default)."""
-    server = _s3_server(s3_gateway, tmp_path_factory.mktemp("s3") / "data", s3_bucket, "reg")
+    server = _s3_server(
+        s3_gateway, tmp_path_factory.mktemp("s3") / "data", s3_bucket, "reg", workers=2
+    )
     yield server
     server.stop()
 
@@ -94,7 +96,6 @@ def test_finishing_a_64_mib_chunked_upload_reads_nothing_back_from_s3(
         s3_bucket,
         "counted",
         OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url,
-        OCIREGISTRY_WORKERS="1",
     )
     try:
         server.create_registry(registry_name)
