@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from ociregistry.blobstore.driver import (
 
 if TYPE_CHECKING:
     from ociregistry.config import Settings
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3's smallest part, except the last
@@ -135,6 +138,7 @@ class S3Driver(StorageDriver):
         self.region = region
         self.redirect = redirect
         self.redirect_ttl_seconds = redirect_ttl_seconds
+        self.max_attempts = max_attempts
         self._root = f"{location.prefix.strip('/')}/" if location.prefix.strip("/") else ""
         self._config = AioConfig(
             signature_version="s3v4",
@@ -202,7 +206,9 @@ class S3Driver(StorageDriver):
     @contextlib.contextmanager
     def _errors(self, path: str, *, not_found: bool = True) -> Iterator[None]:
         """S3's failures in the driver's words: PathNotFound, StorageUnavailable (past the
-        retries: the client may try again later) or StorageError."""
+        retries: the client may try again later) or StorageError. The message (which the
+        client sees) names the S3 operation and S3's answer only; the log line also names the
+        endpoint, bucket and key."""
         try:
             yield
         except ClientError as error:
@@ -210,13 +216,21 @@ class S3Driver(StorageDriver):
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if not_found and code in NOT_FOUND_CODES:
                 raise PathNotFound(path) from None
-            message = f"S3 {error.operation_name} of {path} in {self.location}: {code} ({status})"
+            message = f"S3 {error.operation_name} answered {status} {code}"
+            log.warning("%s (%s, %s): %s", message, self.location, path, error)
             if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
                 raise StorageUnavailable(message, RETRY_AFTER_SECONDS) from error
             raise StorageError(message) from error
         except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as error:
+            log.warning(
+                "S3 at %s failed on %s in %s: %s",
+                self.endpoint_url or "AWS",
+                path,
+                self.location,
+                error,
+            )
             raise StorageUnavailable(
-                f"S3 at {self.endpoint_url or 'AWS'} failed on {path}: {error}",
+                f"S3 did not answer ({type(error).__name__}, after {self.max_attempts} attempts)",
                 RETRY_AFTER_SECONDS,
             ) from error
 
