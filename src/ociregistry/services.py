@@ -11,7 +11,7 @@ from ociregistry.auth.throttle import LoginThrottle
 from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobpushes import BlobPushes
 from ociregistry.blobstore import BlobStore, create_driver
-from ociregistry.blobstore.factory import observer_from_environment
+from ociregistry.blobstore.factory import close_driver, observer_from_environment
 from ociregistry.blobstore.uploads import Uploads
 from ociregistry.catalog.console import Console
 from ociregistry.catalog.database import Database
@@ -80,3 +80,4 @@ class Services:
 
     async def close(self) -> None:
         await self.db.dispose()
+        await close_driver(self.blobs.driver)

@@ -55,6 +55,14 @@ def create_driver(
     return CheckedDriver(driver, observer)
 
 
+async def close_driver(driver: StorageDriver) -> None:
+    """Release what a driver holds open (the S3 driver's connection pool) at shutdown."""
+    inner = driver.driver if isinstance(driver, CheckedDriver) else driver
+    close = getattr(inner, "close", None)
+    if close is not None:
+        await close()
+
+
 TRACE_ENV = "OCIREGISTRY_STORAGE_TRACE"
 
 
