@@ -17,6 +17,7 @@ from ociregistry.blobstore.base import CheckedDriver, Observer
 from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.filesystem import FilesystemDriver
 from ociregistry.blobstore.memory import MemoryDriver
+from ociregistry.config import ConfigError
 
 if TYPE_CHECKING:
     from ociregistry.config import Settings
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 STORAGE_KINDS = ("filesystem", "memory", "s3://BUCKET[/PREFIX]")
 
 
-class StorageConfigError(ValueError):
-    """The `storage` setting names no driver we have."""
+class StorageConfigError(ConfigError):
+    """The `storage` setting names no driver we have (`serve` stops with this one line)."""
 
 
 def create_driver(
@@ -50,7 +51,8 @@ def create_driver(
         driver = S3Driver.from_settings(chosen)
     else:
         raise StorageConfigError(
-            f"storage = {storage!r} is not a storage driver; use one of {', '.join(STORAGE_KINDS)}"
+            f"setting storage has an invalid value {storage!r}: use one of "
+            f"{', '.join(STORAGE_KINDS)}"
         )
     return CheckedDriver(driver, observer)
 

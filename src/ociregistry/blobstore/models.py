@@ -30,5 +30,5 @@ class UploadRow(Base):
     hash_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     active_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    writer: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the claim
+    writer: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the claim
     writer_since: Mapped[datetime | None] = mapped_column(nullable=True)

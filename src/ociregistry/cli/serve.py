@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ociregistry import __version__
+from ociregistry.blobstore.factory import create_driver
 from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import ConfigError, Settings
 
@@ -51,7 +52,8 @@ def serve(args: argparse.Namespace) -> int:
         args, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
     settings.storage_path.mkdir(parents=True, exist_ok=True)
-    check_storage(settings)
+    create_driver(settings.storage, settings.storage_path)  # a wrong `storage` stops us here
+    check_storage(settings)  # and so does a bucket we cannot use
     generated = prepare(settings)
     os.environ.update(settings.to_environment())
     print(start_message(settings), flush=True)

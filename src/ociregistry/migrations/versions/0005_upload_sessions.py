@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("hash_state", sa.LargeBinary(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("active_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("writer", sa.String(length=32), nullable=True),
+        sa.Column("writer", sa.String(length=64), nullable=True),
         sa.Column("writer_since", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
