@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from inprocess import InProcessRegistry
-from ociregistry.blobstore import Digest
+from ociregistry.blobstore import CheckedDriver, Digest
 from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.names import RepositoryName
 
@@ -159,3 +159,23 @@ def test_delete_untagged_keeps_what_is_still_needed(registry: InProcessRegistry)
     for kept in (child, tagged, referrer):
         assert registry.run(manifests.find_manifest(repo, digest=Digest.parse(kept))) is not None
     assert not stored(registry, untagged)
+
+
+def test_collection_walks_the_store_once(registry: InProcessRegistry) -> None:
+    """One walk of the store and a set difference against the database: no `stat` per blob,
+    and only the garbage is touched again (checked, then deleted)."""
+    kept_manifest, _ = push_image(registry, "many", [b"layer %d" % n for n in range(20)], "1")
+    gone_manifest, gone_blobs = push_image(registry, "gone", [b"gone layer"], "1")
+    registry.run(registry.services.console.delete_image(REGISTRY, "gone"))
+    operations: list[tuple[str, str]] = []
+    traced = CheckedDriver(
+        registry.services.blobs.driver.driver,
+        lambda operation, path, _seconds, _error: operations.append((operation, path)),
+    )
+    services = registry.services
+    report = registry.run(GarbageCollector(services.db, traced, grace_seconds=0).collect())
+    assert report.blobs_deleted == 3
+    assert [op for op, _ in operations if op != "delete"] == ["walk"]
+    deleted = {path.rpartition("/")[2] for op, path in operations if op == "delete"}
+    assert deleted == {d.partition(":")[2] for d in [gone_manifest, *gone_blobs]}
+    assert stored(registry, kept_manifest)

@@ -170,12 +170,7 @@ async def _verified(
     then makes nothing visible."""
     async for piece in receiver.stream(body):
         yield piece
-    actual = receiver.hasher.digest()
-    if actual != digest:
-        raise DigestInvalid(
-            f"the uploaded content has digest {actual}, not {digest}",
-            detail={"expected": str(digest), "actual": str(actual)},
-        )
+    _check(receiver.hasher.digest(), digest)
 
 
 async def _joined(*sources: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
@@ -261,11 +256,14 @@ class Uploads:
         return session.offset
 
     def progress_headers(self, session: UploadSession, size: int) -> dict[str, str]:
-        return {
+        headers = {
             "Location": f"/v2/{session.repository}/blobs/uploads/{session.id}",
             "Range": upload_range(size),
             "Docker-Upload-UUID": session.id,
         }
+        if self.driver.min_part_size:  # smaller chunks work, but are staged and copied once
+            headers["OCI-Chunk-Min-Length"] = str(self.driver.min_part_size)
+        return headers
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -529,8 +527,7 @@ class Uploads:
         if claimed.storage_state is None:  # no part at all: an empty blob
             return await self._put_verified(digest, _once(b""))
         if digest.algorithm == DEFAULT_ALGORITHM:
-            actual = receiver.hasher.digest()
-            _check(actual, digest)
+            _check(receiver.hasher.digest(), digest)
             await self.driver.compose(claimed.storage_state, blob_path(digest))
             return claimed.offset
         # Only sha256 is hashed as chunks arrive: compose aside, hash from storage, copy.
