@@ -11,7 +11,9 @@ empty folder takes about 6 s; restarting a stopped cluster about 3 s (data kept)
     python tests/s3gateway.py stop DIR
 
 The pytest fixture `s3_gateway` (tests/conftest.py) starts one per session, lazily, and stops
-every daemon afterwards. Facts measured about this server: ../shared/S3-TEST-SERVER.md.
+every daemon afterwards. Options that matter (measured): `paxos_propose_interval = 0.1` (bootstrap
+17 s -> 6 s), `tcp_nodelay=1` on beast (45 ms -> 3 ms per kept-alive GET), bluestore on a sparse
+file (memstore loses data on `kill -9`), no ceph-mgr (S3 does not need one).
 """
 
 from __future__ import annotations
