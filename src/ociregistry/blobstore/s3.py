@@ -163,8 +163,9 @@ class S3Driver(StorageDriver):
             connect_timeout=connect_timeout,
             read_timeout=60,
             max_pool_connections=128,
-            # Checksums only where S3 requires them: older gateways (Ceph 16) reject the
-            # aws-chunked trailing checksums newer botocore sends by default.
+            # Checksums only where S3 requires them: the registry checks every blob's digest
+            # itself, so a CRC over each part would only cost CPU (and S3-compatible stores
+            # differ in which flexible checksums they accept).
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
