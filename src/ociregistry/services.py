@@ -11,7 +11,7 @@ from ociregistry.auth.throttle import LoginThrottle
 from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobpushes import BlobPushes
 from ociregistry.blobstore import BlobStore, create_driver
-from ociregistry.blobstore.factory import observer_from_environment
+from ociregistry.blobstore.factory import close_driver, observer_from_environment
 from ociregistry.blobstore.uploads import Uploads
 from ociregistry.catalog.console import Console
 from ociregistry.catalog.database import Database
@@ -48,7 +48,10 @@ class Services:
         prepares them before starting workers)."""
         db = Database(settings.resolved_database_url)
         driver = create_driver(
-            settings.storage, settings.storage_path, observer=observer_from_environment()
+            settings.storage,
+            settings.storage_path,
+            observer=observer_from_environment(),
+            settings=settings,
         )
         blobs = BlobStore(driver)
         images = Images(db)
@@ -82,3 +85,4 @@ class Services:
     async def close(self) -> None:
         await self.registries.close()
         await self.db.dispose()
+        await close_driver(self.blobs.driver)

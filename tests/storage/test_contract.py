@@ -12,15 +12,18 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ociregistry.blobstore import CheckedDriver, PathNotFound, create_driver
 from ociregistry.blobstore.driver import StorageDriver, StorageError
 
-DRIVERS = ["filesystem", "memory"]
+# The S3 driver runs against the real gateway (tests/s3gateway.py), each test under a prefix
+# of its own in one bucket.
+DRIVERS = ["filesystem", "memory", pytest.param("s3", marks=pytest.mark.s3)]
 MIB = 1 << 20
 
 
@@ -29,8 +32,24 @@ def _open(kind: str, root: Path) -> CheckedDriver:
 
 
 @pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CheckedDriver]:
-    yield _open(request.param, tmp_path)
+async def driver(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[CheckedDriver]:
+    if request.param != "s3":
+        yield _open(request.param, tmp_path)
+        return
+    gateway = request.getfixturevalue("s3_gateway")
+    bucket = request.getfixturevalue("contract_bucket")
+    for name, value in gateway.environment().items():
+        monkeypatch.setenv(name, value)
+    checked = create_driver(f"s3://{bucket}/{tmp_path.name}", tmp_path)
+    yield checked
+    await checked.driver.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def contract_bucket(s3_gateway: Any) -> str:
+    return s3_gateway.create_bucket(f"contract-{os.getpid()}")
 
 
 async def _read(stream: AsyncIterator[bytes]) -> bytes:

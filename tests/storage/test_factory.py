@@ -43,7 +43,8 @@ def test_serve_stops_at_once_on_an_unknown_storage(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "ociregistry: setting storage has an invalid value 'nope': use one of filesystem, memory"
+        "ociregistry: setting storage has an invalid value 'nope': use one of filesystem, "
+        "memory, s3://BUCKET[/PREFIX]"
     ]
 
 

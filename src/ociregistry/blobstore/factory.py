@@ -1,6 +1,7 @@
 """Storage drivers are chosen by configuration, here and nowhere else.
 
-`storage` is `filesystem` (under the data folder, the default) or `memory`; every driver
+`storage` is `filesystem` (under the data folder, the default), `memory`, or
+`s3://BUCKET[/PREFIX]` (with the `s3_*` settings); every driver
 comes back wrapped in `CheckedDriver`, which checks paths, turns I/O failures into
 `StorageError`s and calls the observer (metrics) after each operation.
 """
@@ -8,7 +9,9 @@ comes back wrapped in `CheckedDriver`, which checks paths, turns I/O failures in
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ociregistry.blobstore.base import CheckedDriver, Observer
 from ociregistry.blobstore.driver import StorageDriver
@@ -16,7 +19,10 @@ from ociregistry.blobstore.filesystem import FilesystemDriver
 from ociregistry.blobstore.memory import MemoryDriver
 from ociregistry.config import ConfigError
 
-STORAGE_KINDS = ("filesystem", "memory")
+if TYPE_CHECKING:
+    from ociregistry.config import Settings
+
+STORAGE_KINDS = ("filesystem", "memory", "s3://BUCKET[/PREFIX]")
 
 
 class StorageConfigError(ConfigError):
@@ -24,20 +30,39 @@ class StorageConfigError(ConfigError):
 
 
 def create_driver(
-    storage: str, storage_path: Path, *, observer: Observer | None = None
+    storage: str,
+    storage_path: Path,
+    *,
+    observer: Observer | None = None,
+    settings: Settings | None = None,
 ) -> CheckedDriver:
-    """The configured driver, wrapped. `storage_path` is the filesystem driver's root."""
+    """The configured driver, wrapped. `storage_path` is the filesystem driver's root;
+    `settings` gives the S3 driver its `s3_*` settings (their defaults when None)."""
     driver: StorageDriver
     if storage in ("", "filesystem"):
         driver = FilesystemDriver(storage_path)
     elif storage == "memory":
         driver = MemoryDriver()
+    elif storage.startswith("s3://"):
+        from ociregistry.blobstore.s3 import S3Driver  # aiobotocore only when it is used
+        from ociregistry.config import Settings
+
+        chosen = replace(settings, storage=storage) if settings else Settings(storage=storage)
+        driver = S3Driver.from_settings(chosen)
     else:
         raise StorageConfigError(
             f"setting storage has an invalid value {storage!r}: use one of "
             f"{', '.join(STORAGE_KINDS)}"
         )
     return CheckedDriver(driver, observer)
+
+
+async def close_driver(driver: StorageDriver) -> None:
+    """Release what a driver holds open (the S3 driver's connection pool) at shutdown."""
+    inner = driver.driver if isinstance(driver, CheckedDriver) else driver
+    close = getattr(inner, "close", None)
+    if close is not None:
+        await close()
 
 
 TRACE_ENV = "OCIREGISTRY_STORAGE_TRACE"

@@ -9,7 +9,7 @@ from typing import Any
 from ociregistry import __version__
 from ociregistry.blobstore.factory import create_driver
 from ociregistry.cli.base import prepare, settings_of
-from ociregistry.config import Settings
+from ociregistry.config import ConfigError, Settings
 from ociregistry.ops.shutdown import Supervisor
 
 
@@ -18,10 +18,11 @@ def start_message(settings: Settings) -> str:
     if settings.host in ("0.0.0.0", "::") and not settings.public_address:
         address = f"localhost:{settings.port}"
     database = settings.database_url or str(settings.data_path / "registry.db")
+    storage = settings.storage if settings.s3_bucket_and_prefix else settings.storage_path
     return (
         f"ociregistry {__version__} listening on http://{settings.host}:{settings.port} "
         f"with {settings.workers} workers\n"
-        f"  data:     {settings.storage_path}\n"
+        f"  data:     {storage}\n"
         f"  database: {database}\n"
         "Push a first image:\n"
         f"  ociregistry registry create team-a --data-dir {settings.data_path}\n"
@@ -29,6 +30,20 @@ def start_message(settings: Settings) -> str:
         f"  docker tag busybox {address}/team-a/busybox:1.0\n"
         f"  docker push {address}/team-a/busybox:1.0\n"
     )
+
+
+def check_storage(settings: Settings) -> None:
+    """Object storage that cannot be reached stops `serve` here, with one line, rather than
+    failing every request later."""
+    if settings.s3_bucket_and_prefix is None:
+        return
+    from ociregistry.blobstore.driver import StorageError
+    from ociregistry.blobstore.s3 import check_s3_storage
+
+    try:
+        check_s3_storage(settings)
+    except StorageError as error:
+        raise ConfigError(str(error)) from None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -39,6 +54,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     settings.storage_path.mkdir(parents=True, exist_ok=True)
     create_driver(settings.storage, settings.storage_path)  # a wrong `storage` stops us here
+    check_storage(settings)  # and so does a bucket we cannot use
     generated = prepare(settings)
     os.environ.update(settings.to_environment())
     print(start_message(settings), flush=True)

@@ -78,7 +78,10 @@ async def get_blob(request: Request, access: Access) -> Response:
     blobs = services(request).blobs
     redirect = await blobs.redirect_url(digest)
     if redirect:
-        return RedirectResponse(redirect, status_code=307)
+        # The digest rides on the redirect: the object store's answer cannot carry it.
+        return RedirectResponse(
+            redirect, status_code=307, headers={"Docker-Content-Digest": str(digest)}
+        )
     if await blobs.size(digest) is None:
         raise BlobUnknown(f"blob {digest} is missing from storage", detail={"digest": str(digest)})
     headers = {
