@@ -208,7 +208,7 @@ def test_the_token_list_pages(guarded: RunningServer, http: httpx.Client) -> Non
     newest = http.get(
         "/api/v1/users/me/tokens", params={"sort": "-created_at", "q": "token-"}, headers=headers
     ).json()
-    assert [t["name"] for t in newest["items"]][0] == "token-4"
+    assert newest["items"][0]["name"] == "token-4"
     bad = http.get("/api/v1/users/me/tokens", params={"page_size": 101}, headers=headers)
     assert bad.status_code == 400, describe(bad)
     out = cli(guarded, "token", "list", "many-tokens", "--page-size", "2", "--page", "2")
@@ -253,10 +253,13 @@ def test_serve_names_its_data_folder_first(guarded: RunningServer) -> None:
 # -- point 15: CLI manners ----------------------------------------------------------------------
 
 
+def _data(server: RunningServer) -> list[str]:
+    return ["--data-dir", str(server.data_dir)]
+
+
 def test_user_add_without_a_terminal_says_what_to_do(guarded: RunningServer) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ociregistry", "user", "add", "no-tty", "--data-dir"]
-        + [str(guarded.data_dir)],
+        [sys.executable, "-m", "ociregistry", "user", "add", "no-tty", *_data(guarded)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -272,8 +275,7 @@ def test_a_closed_pipe_ends_quietly(guarded: RunningServer) -> None:
     os.close(reader)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "ociregistry", "signing-cert"]
-            + ["--data-dir", str(guarded.data_dir)],
+            [sys.executable, "-m", "ociregistry", "signing-cert", *_data(guarded)],
             stdout=writer,
             stderr=subprocess.PIPE,
             text=True,
