@@ -262,7 +262,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     create_token.add_argument("name", help="what the token is for, e.g. ci")
     create_token.add_argument("--read-only", action="store_true", help="pull only")
     create_token.add_argument(
-        "--expires-days", type=int, help="valid for this many days (default: until revoked)"
+        "--expires-days",
+        type=_positive,
+        help="valid for this many days (default: until revoked)",
     )
     create_token.set_defaults(handler=token_create)
     tokens = token.add_parser("list", parents=[common], help="list a user's tokens")

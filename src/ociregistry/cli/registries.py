@@ -110,7 +110,13 @@ def registry_delete(args: argparse.Namespace) -> int:
 
 
 def image_list(args: argparse.Namespace) -> int:
-    views, _ = run(settings_of(args), lambda db: Console(db).list_images([args.registry], page=ALL))
+    async def work(db: Database) -> list[Any]:
+        console = Console(db)
+        await console.get_registry(args.registry)  # a missing registry is an error, not a list
+        found, _ = await console.list_images([args.registry], page=ALL)
+        return found
+
+    views = run(settings_of(args), work)
     rows = [
         {
             "name": v.name,
@@ -200,6 +206,12 @@ def gc_summary(report: CollectionReport, *, dry_run: bool, grace: int) -> str:
     return text
 
 
+def _seconds(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds (0 or more)")
+    return int(value)
+
+
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     gc = commands.add_parser(
         "gc", parents=[common], help="reclaim blob space (also runs in the server on a schedule)"
@@ -214,7 +226,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     gc.add_argument(
         "--grace-seconds",
-        type=int,
+        type=_seconds,
         help="leave blobs younger than this (default: the gc_grace_seconds setting)",
     )
     gc.set_defaults(handler=collect_garbage)
