@@ -1172,6 +1172,12 @@ def test_a_registry_the_user_may_not_open_shows_its_error_once(
         expect(errors).to_have_count(1)
         expect(page.locator(".pager button:visible:enabled")).to_have_count(0)
         console.shot("layout-no-access")
+        console.open(f"registries/{hidden}/images/app/tags")
+        expect(page.locator("[data-testid=page-tags]")).to_be_visible()
+        page.wait_for_timeout(500)
+        expect(errors).to_have_count(1)
+        expect(page.locator(".pager button:visible:enabled")).to_have_count(0)
+        console.shot("layout-no-access-tags")
     finally:
         context.close()
 

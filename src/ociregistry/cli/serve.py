@@ -53,11 +53,12 @@ def start_message(settings: Settings) -> str:
         f"with {settings.workers} workers\n"
         f"  data:     {settings.storage_path}\n"
         f"  database: {database}\n"
-        "Push a first image:\n"
+        "Push a first image (a one-file image built here, no internet needed):\n"
         f"  {command_path()} registry create team-a --data-dir {settings.data_path}\n"
+        "  printf 'hello from ociregistry\\n' >hello.txt && tar -cf hello.tar hello.txt\n"
+        f"  docker import hello.tar {address}/team-a/hello:1.0\n"
         f"  docker login {address} -u admin\n"
-        f"  docker tag busybox {address}/team-a/busybox:1.0\n"
-        f"  docker push {address}/team-a/busybox:1.0\n"
+        f"  docker push {address}/team-a/hello:1.0\n"
     )
 
 

@@ -360,8 +360,10 @@ export function tagsView(ctx, { mode, registry, image }) {
           ["col.pullCommand", commandCell(i.pull_command), true],
         ]),
       );
+      tagListPart.hidden = false;
     } catch (error) {
       if (error.status === 404) gone = true;
+      tagListPart.hidden = true; // the error shows once, here
       replace(
         head,
         h(
@@ -375,6 +377,13 @@ export function tagsView(ctx, { mode, registry, image }) {
     }
   }
 
+  const tagListPart = h(
+    "div",
+    { class: "list-part" },
+    h("h2", { class: "section-title" }, t("action.tagList")),
+    listToolbar({ left: [batchButton], searchKey: "toolbar.searchTag", sorts: TAG_SORTS, filters, table }),
+    table.el,
+  );
   const crumbs =
     mode === "platform"
       ? [
@@ -391,9 +400,7 @@ export function tagsView(ctx, { mode, registry, image }) {
     { class: "page", dataset: { testid: "page-tags" } },
     pageHeader(t("tags.title", { name: image }), crumbs),
     head,
-    h("h2", { class: "section-title" }, t("action.tagList")),
-    listToolbar({ left: [batchButton], searchKey: "toolbar.searchTag", sorts: TAG_SORTS, filters, table }),
-    table.el,
+    tagListPart,
   );
   loadHead();
   table.reload();
