@@ -28,7 +28,7 @@ from referencing.jsonschema import DRAFT202012
 
 from ociregistry import api
 from ociregistry.api.groups import GROUP_SORTS
-from ociregistry.auth.accounts import USER_SORTS
+from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS
 from ociregistry.catalog.console import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
 from server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
 
@@ -49,6 +49,7 @@ PAGINATED = {
     (IMAGE + "/-/tags", "get"): TAG_SORTS,
     ("/api/v1/project-groups", "get"): GROUP_SORTS,
     ("/api/v1/users", "get"): USER_SORTS,
+    ("/api/v1/users/{username}/tokens", "get"): TOKEN_SORTS,
 }
 SCHEMATHESIS_MAX_EXAMPLES = 12
 UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z")
@@ -391,7 +392,7 @@ def test_every_documented_sort_is_accepted(
     client: httpx.Client, registry: str, path: str, method: str
 ) -> None:
     push_image(client, f"{registry}/app", "v1", f"sorts {registry}")
-    url = path.format(registry=registry, image="app")
+    url = path.format(registry=registry, image="app", username="me")
     parameters = _parameters(DOCUMENT["paths"][path], DOCUMENT["paths"][path][method])
     for value in parameters[("query", "sort")]["schema"]["enum"]:
         conforms(client.get(url, params={"sort": value, "page_size": 100}), path)

@@ -63,6 +63,13 @@ USER_SORTS: dict[str, Any] = {
     "username": User.username,
     "created_at": User.created_at,
 }
+# The personal access token list's sort fields.
+TOKEN_SORTS: dict[str, Any] = {
+    "name": PersonalAccessToken.name,
+    "created_at": PersonalAccessToken.created_at,
+    "last_used_at": PersonalAccessToken.last_used_at,
+    "expires_at": PersonalAccessToken.expires_at,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,25 +420,39 @@ class Accounts:
         info = TokenInfo(public_id, name, read_only, expires_at, None, None, utcnow())
         return info, f"{PAT_PREFIX}{public_id}_{secret}"
 
-    async def list_tokens(self, username: str) -> list[TokenInfo]:
+    async def list_tokens(
+        self,
+        username: str,
+        *,
+        q: str | None = None,
+        order: list[Any] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[TokenInfo], int]:
+        """One page of a user's tokens whose name contains `q`, and how many there are
+        (oldest first unless `order` says otherwise)."""
+        query = (
+            select(
+                PersonalAccessToken.public_id,
+                PersonalAccessToken.name,
+                PersonalAccessToken.read_only,
+                PersonalAccessToken.expires_at,
+                PersonalAccessToken.revoked_at,
+                PersonalAccessToken.last_used_at,
+                PersonalAccessToken.created_at,
+            )
+            .join(User, User.id == PersonalAccessToken.user_id)
+            .where(User.username == username)
+        )
+        if q:
+            query = query.where(PersonalAccessToken.name.contains(q, autoescape=True))
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        PersonalAccessToken.public_id,
-                        PersonalAccessToken.name,
-                        PersonalAccessToken.read_only,
-                        PersonalAccessToken.expires_at,
-                        PersonalAccessToken.revoked_at,
-                        PersonalAccessToken.last_used_at,
-                        PersonalAccessToken.created_at,
-                    )
-                    .join(User, User.id == PersonalAccessToken.user_id)
-                    .where(User.username == username)
-                    .order_by(PersonalAccessToken.created_at)
-                )
-            ).all()
-        return [TokenInfo(*row) for row in rows]
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            page = query.order_by(
+                *(order or [PersonalAccessToken.created_at.asc()]), PersonalAccessToken.id
+            )
+            rows = (await conn.execute(page.offset(offset).limit(limit))).all()
+        return [TokenInfo(*row) for row in rows], total or 0
 
     async def revoke_token(self, username: str, public_id: str) -> None:
         async with self.db.write() as conn:

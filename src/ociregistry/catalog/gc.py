@@ -75,10 +75,15 @@ _UNTAGGED = select(Manifest.id).where(
 
 @dataclass
 class CollectionReport:
+    """What a collection did (or, in a dry run, would do), and what the grace period held
+    back: unreferenced blobs too young to collect yet (a delete a moment ago leaves those)."""
+
     blobs_deleted: int = 0
     bytes_freed: int = 0
     manifests_deleted: int = 0
     images_deleted: int = 0
+    blobs_held: int = 0
+    bytes_held: int = 0
 
 
 class GarbageCollector:
@@ -93,21 +98,26 @@ class GarbageCollector:
         self, *, delete_untagged: bool = False, dry_run: bool = False
     ) -> CollectionReport:
         report = CollectionReport()
+        cutoff_time = utcnow() - timedelta(seconds=self.grace_seconds)
         if delete_untagged and not dry_run:
-            cutoff_time = utcnow() - timedelta(seconds=self.grace_seconds)
             manifests, images = await self.db.transaction(
                 lambda conn: _delete_untagged(conn, cutoff_time)
             )
             report.manifests_deleted, report.images_deleted = manifests, images
+        elif delete_untagged:
+            async with self.db.read() as conn:
+                untagged = (await conn.scalars(_UNTAGGED, {"cutoff": cutoff_time})).all()
+            report.manifests_deleted = len(untagged)
         cutoff = time.time() - self.grace_seconds
-        stored = {
-            digest: info
-            async for digest, info in self._stored_blobs()
-            if info.modified < cutoff  # young: a push in flight may be about to link it
-        }
+        stored = {digest: info async for digest, info in self._stored_blobs()}
         async with self.db.read() as conn:
             used = set((await conn.scalars(_USED)).all())
         for digest in sorted(stored.keys() - used):
+            info = stored[digest]
+            if info.modified >= cutoff:  # young: a push in flight may be about to link it
+                report.blobs_held += 1
+                report.bytes_held += info.size
+                continue
             if await self._in_use(digest):  # linked since the query: keep it
                 continue
             if not dry_run:

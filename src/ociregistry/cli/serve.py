@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from ociregistry import __version__
 from ociregistry.blobstore.factory import create_driver
 from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import ConfigError, Settings
 from ociregistry.ops.shutdown import Supervisor
+
+
+def command_path() -> str:
+    """The exact `ociregistry` to type for administration: the one next to this Python (in
+    `.venv/bin` after `scripts/serve`), which is rarely on PATH."""
+    beside = Path(sys.executable).parent / "ociregistry"
+    if beside.is_file():
+        on_path = shutil.which("ociregistry")
+        return "ociregistry" if on_path and Path(on_path) == beside else str(beside)
+    return "ociregistry"
+
+
+def data_message(settings: Settings) -> str:
+    """The first log line: which data folder, database and storage this server uses, so that
+    a server started from the wrong folder is noticed at once."""
+    if settings.database_url:
+        try:
+            database = make_url(settings.database_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            database = "(database_url is not a valid URL)"
+    else:
+        database = str(settings.data_path / "registry.db")
+    return (
+        f"ociregistry: data folder {settings.data_path}; database {database}; "
+        f"storage {settings.storage_path}"
+    )
 
 
 def start_message(settings: Settings) -> str:
@@ -24,11 +56,12 @@ def start_message(settings: Settings) -> str:
         f"with {settings.workers} workers\n"
         f"  data:     {storage}\n"
         f"  database: {database}\n"
-        "Push a first image:\n"
-        f"  ociregistry registry create team-a --data-dir {settings.data_path}\n"
+        "Push a first image (a one-file image built here, no internet needed):\n"
+        f"  {command_path()} registry create team-a --data-dir {settings.data_path}\n"
+        "  printf 'hello from ociregistry\\n' >hello.txt && tar -cf hello.tar hello.txt\n"
+        f"  docker import hello.tar {address}/team-a/hello:1.0\n"
         f"  docker login {address} -u admin\n"
-        f"  docker tag busybox {address}/team-a/busybox:1.0\n"
-        f"  docker push {address}/team-a/busybox:1.0\n"
+        f"  docker push {address}/team-a/hello:1.0\n"
     )
 
 
@@ -52,6 +85,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_of(
         args, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
+    print(data_message(settings), flush=True)
     settings.storage_path.mkdir(parents=True, exist_ok=True)
     create_driver(settings.storage, settings.storage_path)  # a wrong `storage` stops us here
     check_storage(settings)  # and so does a bucket we cannot use

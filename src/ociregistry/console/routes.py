@@ -33,8 +33,16 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def _session_json(username: str, is_admin: bool, csrf: str) -> dict[str, Any]:
-    return {"username": username, "is_admin": is_admin, "csrf_token": csrf}
+def _session_json(request: Request, username: str, is_admin: bool, csrf: str) -> dict[str, Any]:
+    """The signed-in user, and the settings the console's texts quote (the interval of the
+    registry pull-count refresh), so that they say what this registry does."""
+    settings = services(request).settings
+    return {
+        "username": username,
+        "is_admin": is_admin,
+        "csrf_token": csrf,
+        "registry_count_refresh_seconds": settings.registry_count_refresh_seconds,
+    }
 
 
 async def sign_in(request: Request) -> JSONResponse:
@@ -53,7 +61,7 @@ async def sign_in(request: Request) -> JSONResponse:
         kind=SESSION_TOKEN,
         extra={"csrf": csrf},
     )
-    response = JSONResponse(_session_json(found.user.username, found.user.is_admin, csrf))
+    response = JSONResponse(_session_json(request, found.user.username, found.user.is_admin, csrf))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -71,7 +79,7 @@ async def current_session(request: Request) -> JSONResponse:
     if principal.csrf_token is None:
         raise Unauthenticated("not signed in to the console")
     return JSONResponse(
-        _session_json(principal.username or "", principal.is_admin, principal.csrf_token)
+        _session_json(request, principal.username or "", principal.is_admin, principal.csrf_token)
     )
 
 
