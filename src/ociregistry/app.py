@@ -24,6 +24,7 @@ from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
 from ociregistry.errors import RegistryError
+from ociregistry.ops import health, shutdown
 from ociregistry.services import Services
 from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
 
@@ -84,6 +85,10 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
+        readiness = app.state.readiness = health.Readiness(services.db, services.blobs.driver)
+        shutdown.on_terminate(
+            lambda: setattr(readiness, "draining", True), settings.shutdown_delay_seconds
+        )
         background = [
             asyncio.create_task(_purge_stale_uploads(services)),
             asyncio.create_task(_refresh_registry_counts(services)),
@@ -119,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
+            *health.routes,
             *v2.routes,
             *api.routes,
             *console.routes,

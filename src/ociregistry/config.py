@@ -51,6 +51,11 @@ class Settings:
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
     gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
+    # Operations: logs, metrics, stopping.
+    log_format: str = "text"  # text, or json: one JSON object per line, the access log included
+    metrics_token: str = ""  # when set, /metrics wants `Authorization: Bearer <token>`
+    shutdown_timeout_seconds: int = 30  # how long requests in flight may take after SIGTERM
+    shutdown_delay_seconds: int = 0  # after SIGTERM, /readyz says 503 this long before closing
 
     @property
     def data_path(self) -> Path:

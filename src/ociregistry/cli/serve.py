@@ -9,6 +9,7 @@ from typing import Any
 from ociregistry import __version__
 from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import Settings
+from ociregistry.ops.shutdown import Supervisor
 
 
 def start_message(settings: Settings) -> str:
@@ -45,7 +46,7 @@ def serve(args: argparse.Namespace) -> int:
             "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n",
             flush=True,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         "ociregistry.app:create_app_from_environment",
         factory=True,
         host=settings.host,
@@ -55,10 +56,15 @@ def serve(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=settings.access_log,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+    Supervisor(
+        config,
+        sockets=[config.bind_socket()],
+        delay_seconds=settings.shutdown_delay_seconds,
+    ).run()
     return 0
 
 
