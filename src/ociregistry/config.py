@@ -57,6 +57,12 @@ class Settings:
     shutdown_timeout_seconds: int = 30  # how long requests in flight may take after SIGTERM
     shutdown_delay_seconds: int = 0  # after SIGTERM, /readyz says 503 this long before closing
 
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"setting log_format must be text or json, not {self.log_format!r}")
+        if self.shutdown_timeout_seconds < 0 or self.shutdown_delay_seconds < 0:
+            raise ConfigError("the shutdown_* settings cannot be negative")
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()

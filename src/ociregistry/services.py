@@ -17,6 +17,7 @@ from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
 from ociregistry.manifests.service import Manifests
+from ociregistry.ops.metered_driver import MeteredDriver
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Services:
         """Everything a worker needs; the schema and the signing key exist already (`serve`
         prepares them before starting workers)."""
         db = Database(settings.resolved_database_url)
-        driver = FilesystemDriver(settings.storage_path)
+        driver = MeteredDriver(FilesystemDriver(settings.storage_path))
         blobs = BlobStore(driver)
         images = Images(db)
         return cls(

@@ -9,6 +9,8 @@ from typing import Any
 from ociregistry import __version__
 from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import Settings
+from ociregistry.ops import metrics
+from ociregistry.ops.logs import log_config
 from ociregistry.ops.shutdown import Supervisor
 
 
@@ -39,6 +41,7 @@ def serve(args: argparse.Namespace) -> int:
     settings.storage_path.mkdir(parents=True, exist_ok=True)
     generated = prepare(settings)
     os.environ.update(settings.to_environment())
+    metrics_dir = metrics.prepare_multiprocess_dir()  # before any worker starts
     print(start_message(settings), flush=True)
     if generated:
         print(
@@ -54,17 +57,21 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        access_log=settings.access_log,
+        access_log=False,  # ours: one line per request, see ops/access.py
+        log_config=log_config(settings.log_format, settings.log_level),
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    Supervisor(
-        config,
-        sockets=[config.bind_socket()],
-        delay_seconds=settings.shutdown_delay_seconds,
-    ).run()
+    try:
+        Supervisor(
+            config,
+            sockets=[config.bind_socket()],
+            delay_seconds=settings.shutdown_delay_seconds,
+        ).run()
+    finally:
+        metrics.remove_multiprocess_dir(metrics_dir)
     return 0
 
 
