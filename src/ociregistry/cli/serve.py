@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
+import sys
 from typing import Any
 
 from ociregistry import __version__
@@ -38,17 +40,21 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_of(
         args, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
+    logging_config = log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(logging_config)
+    # In JSON, every line is a JSON object: the start message too.
+    say = print if settings.log_format == "text" else logging.getLogger("ociregistry").info
     settings.storage_path.mkdir(parents=True, exist_ok=True)
     generated = prepare(settings)
     os.environ.update(settings.to_environment())
     metrics_dir = metrics.prepare_multiprocess_dir()  # before any worker starts
-    print(start_message(settings), flush=True)
+    say(start_message(settings))
     if generated:
-        print(
+        say(
             f"Created the admin account. Its password, shown this once: {generated}\n"
-            "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n",
-            flush=True,
+            "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n"
         )
+    sys.stdout.flush()
     config = uvicorn.Config(
         "ociregistry.app:create_app_from_environment",
         factory=True,
@@ -58,7 +64,7 @@ def serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,  # ours: one line per request, see ops/access.py
-        log_config=log_config(settings.log_format, settings.log_level),
+        log_config=logging_config,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         proxy_headers=True,
