@@ -63,6 +63,21 @@ class Settings:
         if self.shutdown_timeout_seconds < 0 or self.shutdown_delay_seconds < 0:
             raise ConfigError("the shutdown_* settings cannot be negative")
 
+    @classmethod
+    def load_with_sources(
+        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+    ) -> tuple[Settings, dict[str, str]]:
+        """The settings as `load` makes them, and where each one came from: `default`, `file`,
+        `environment` or `flag` (what `ociregistry config show` prints)."""
+        settings = cls.load(config_file, **overrides)
+        sources = {field.name: "default" for field in fields(cls)}
+        if config_file:
+            with open(config_file, "rb") as file:
+                sources.update(dict.fromkeys(tomllib.load(file), "file"))
+        sources.update(dict.fromkeys(_from_environment(), "environment"))
+        sources.update({k: "flag" for k, v in overrides.items() if v is not None})
+        return settings, sources
+
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
@@ -78,9 +93,7 @@ class Settings:
         return f"sqlite+aiosqlite:///{self.data_path / 'registry.db'}"
 
     @classmethod
-    def load(
-        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         if config_file:
             try:
@@ -117,7 +130,7 @@ def _from_environment() -> dict[str, str]:
     found = {}
     for key, value in os.environ.items():
         if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
+            name = key[len(ENV_PREFIX) :].lower()
             if name in names:
                 found[name] = value
     return found
