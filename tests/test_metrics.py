@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +149,66 @@ def test_garbage_collection_runs_are_counted(metered: RunningServer) -> None:
     assert total(samples, "ociregistry_gc_runs_total", result="done") >= 1
     assert total(samples, "ociregistry_gc_duration_seconds_count") >= 1
     assert ("ociregistry_gc_reclaimed_bytes_total", frozenset()) in samples
+
+
+def test_a_killed_worker_leaves_no_live_gauge_behind_and_counters_keep_counting(
+    metered: RunningServer,
+) -> None:
+    """A worker killed mid-upload had one request in flight; the supervisor starts another,
+    which marks the dead one's live gauges dead, while every counter keeps its total."""
+    metered.create_registry("killed")
+    started = threading.Event()
+
+    def stalled_body() -> Iterator[bytes]:
+        yield b"x" * 1024
+        started.set()
+        time.sleep(60)  # never finishes: the worker dies first
+        yield b""
+
+    def upload() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                f"{metered.url}/v2/killed/app/blobs/uploads/",
+                params={"digest": "sha256:" + "0" * 64},
+                content=stalled_body(),
+                headers={"Content-Length": str(1 << 20)},
+                auth=metered.admin,
+                timeout=90,
+            )
+
+    threading.Thread(target=upload, daemon=True).start()
+    assert started.wait(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        busy = scrape(metered)
+        if total(busy, "ociregistry_uploads_in_progress") == 1:
+            break
+        time.sleep(0.1)
+    assert total(busy, "ociregistry_uploads_in_progress") == 1
+    requests_before = total(busy, "ociregistry_http_requests_total")
+    assert metered.process is not None
+    workers = [pid for pid in metered.pids() if b"spawn_main" in _cmdline(pid)]
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    after: Samples = {}
+    while time.monotonic() < deadline:
+        try:
+            after = scrape(metered)
+            if total(after, "ociregistry_http_requests_in_flight") == 1:  # the scrape alone
+                break
+        except (httpx.HTTPError, AssertionError):
+            pass  # the new workers are starting
+        time.sleep(0.2)
+    assert total(after, "ociregistry_uploads_in_progress") == 0
+    assert total(after, "ociregistry_http_requests_in_flight") == 1
+    assert total(after, "ociregistry_http_requests_total") >= requests_before
+    assert not set(workers) & set(metered.pids())
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
