@@ -109,3 +109,22 @@ def test_a_realistic_session_logs_json_lines_with_request_ids_and_no_secret(
     for secret in secrets:
         assert secret not in text, f"a secret reached the logs: {secret[:6]}…"
         assert base64.b64encode(f"admin:{secret}".encode()).decode() not in text
+
+
+def test_the_client_address_comes_from_trusted_proxies_only(tmp_path: Path) -> None:
+    server = RunningServer(
+        tmp_path / "data",
+        workers=2,
+        env={"OCIREGISTRY_LOG_FORMAT": "json", "OCIREGISTRY_FORWARDED_ALLOW_IPS": "10.9.9.9"},
+    ).start()
+    try:
+        response = httpx.get(
+            f"{server.url}/livez",
+            headers={"X-Forwarded-For": "198.51.100.7", "X-Request-Id": "untrusted-proxy"},
+        )
+        assert response.status_code == 200
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+    (line,) = [line for line in lines if line.get("request_id") == "untrusted-proxy"]
+    assert line["client"] == "127.0.0.1"  # 127.0.0.1 is no trusted proxy here
