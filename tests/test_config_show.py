@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ociregistry.cli.configuration import missing_descriptions, reference
 from ociregistry.config import Settings
 
@@ -68,3 +70,23 @@ def test_the_configuration_reference_is_generated_from_the_settings() -> None:
 
 def test_config_reference_command_prints_the_same_file() -> None:
     assert _ociregistry("config", "reference", env={}).stdout == DOCS.read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("OCIREGISTRY_LOG_FORMAT", "xml", "log_format must be text or json"),
+        ("OCIREGISTRY_SHUTDOWN_TIMEOUT_SECONDS", "-1", "cannot be negative"),
+        ("OCIREGISTRY_SHUTDOWN_DELAY_SECONDS", "soon", "shutdown_delay_seconds has an invalid"),
+    ],
+)
+def test_bad_operations_settings_are_named(name: str, value: str, message: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OCIREGISTRY_")}
+    refused = subprocess.run(
+        [sys.executable, "-m", "ociregistry", "config", "show"],
+        capture_output=True,
+        text=True,
+        env={**clean, name: value},
+    )
+    assert refused.returncode == 2
+    assert message in refused.stderr and "Traceback" not in refused.stderr
