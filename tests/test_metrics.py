@@ -157,12 +157,12 @@ def test_a_killed_worker_leaves_no_live_gauge_behind_and_counters_keep_counting(
     """A worker killed mid-upload had one request in flight; the supervisor starts another,
     which marks the dead one's live gauges dead, while every counter keeps its total."""
     metered.create_registry("killed")
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def stalled_body() -> Iterator[bytes]:
         yield b"x" * 1024
         started.set()
-        time.sleep(60)  # never finishes: the worker dies first
+        release.wait(60)  # the worker dies first
         yield b""
 
     def upload() -> None:
@@ -176,7 +176,8 @@ def test_a_killed_worker_leaves_no_live_gauge_behind_and_counters_keep_counting(
                 timeout=90,
             )
 
-    threading.Thread(target=upload, daemon=True).start()
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
     assert started.wait(30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -205,6 +206,8 @@ def test_a_killed_worker_leaves_no_live_gauge_behind_and_counters_keep_counting(
     assert total(after, "ociregistry_http_requests_in_flight") == 1
     assert total(after, "ociregistry_http_requests_total") >= requests_before
     assert not set(workers) & set(metered.pids())
+    release.set()
+    uploader.join(30)
 
 
 def _cmdline(pid: int) -> bytes:
