@@ -166,7 +166,7 @@ def test_a_killed_worker_leaves_no_live_gauge_behind_and_counters_keep_counting(
         yield b""
 
     def upload() -> None:
-        with contextlib.suppress(httpx.HTTPError):
+        with contextlib.suppress(Exception):  # the worker dies under it: any failure will do
             httpx.post(
                 f"{metered.url}/v2/killed/app/blobs/uploads/",
                 params={"digest": "sha256:" + "0" * 64},
