@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -25,7 +25,7 @@ from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
 from ociregistry.errors import RegistryError
-from ociregistry.ops import health, shutdown
+from ociregistry.ops import access, health, metrics, shutdown
 from ociregistry.services import Services
 from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
 
@@ -34,11 +34,10 @@ UPLOAD_PURGE_INTERVAL_SECONDS = 3600
 log = logging.getLogger("ociregistry")
 
 
-async def _purge_stale_uploads(services: Services) -> None:
+async def _purge_stale_uploads(services: Services, jobs: shutdown.BackgroundJobs) -> None:
     """Remove abandoned upload sessions now and then. Every worker runs this; purging is
     idempotent, and the jitter keeps them from all scanning at once."""
-    while True:
-        await asyncio.sleep(UPLOAD_PURGE_INTERVAL_SECONDS * random.uniform(0.5, 1.5))
+    while await jobs.pause(UPLOAD_PURGE_INTERVAL_SECONDS * random.uniform(0.5, 1.5)):
         try:
             purged = await services.uploads.purge_expired()
             if purged:
@@ -47,7 +46,7 @@ async def _purge_stale_uploads(services: Services) -> None:
             log.exception("purging expired uploads failed")
 
 
-async def _refresh_registry_counts(services: Services) -> None:
+async def _refresh_registry_counts(services: Services, jobs: shutdown.BackgroundJobs) -> None:
     """Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3)."""
     interval = services.settings.registry_count_refresh_seconds
     while True:
@@ -56,7 +55,8 @@ async def _refresh_registry_counts(services: Services) -> None:
             await services.registries.finish_deletions()  # also after a crash mid-deletion
         except Exception:
             log.exception("refreshing registry pull counts failed")
-        await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))
+        if not await jobs.pause(min(interval, 60) * random.uniform(0.5, 1.0)):
+            return
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:
@@ -82,7 +82,7 @@ def storage_failure(request: Request, error: Exception) -> RegistryError:
     return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
 
 
-async def _collect_garbage(services: Services) -> None:
+async def _collect_garbage(services: Services, jobs: shutdown.BackgroundJobs) -> None:
     """Reclaim the blob space deletions leave behind, now and then, off the request path."""
     interval = services.settings.gc_interval_seconds
     if interval <= 0:
@@ -90,12 +90,31 @@ async def _collect_garbage(services: Services) -> None:
     collector = GarbageCollector(
         services.db, services.blobs.driver, grace_seconds=services.settings.gc_grace_seconds
     )
-    while True:
-        await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+    while await jobs.pause(interval * random.uniform(0.5, 1.5)):
+        started = time.monotonic()
         try:
-            await collector.collect()
+            report = await collector.collect()
         except Exception:
+            metrics.GC_RUNS.labels("failed").inc()
             log.exception("garbage collection failed; will retry")
+        else:
+            metrics.GC_RUNS.labels("done").inc()
+            metrics.GC_RECLAIMED_BYTES.inc(report.bytes_freed)
+        metrics.GC_DURATION.observe(time.monotonic() - started)
+
+
+def _request_detail() -> dict[str, str]:
+    request_id = access.current_request_id()
+    return {"request_id": request_id} if request_id else {}
+
+
+def _with_request_id(error: RegistryError) -> None:
+    """Put the request id in the error's detail, so a user's report can be found in the logs.
+    A detail that is not an object (a spec-defined shape) is left as it is."""
+    if error.detail is None:
+        error.detail = _request_detail() or None
+    elif isinstance(error.detail, dict):
+        error.detail = {**error.detail, **_request_detail()}
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -107,22 +126,23 @@ def create_app(settings: Settings) -> Starlette:
         shutdown.on_terminate(
             lambda: setattr(readiness, "draining", True), settings.shutdown_delay_seconds
         )
-        background = [
-            asyncio.create_task(_purge_stale_uploads(services)),
-            asyncio.create_task(_refresh_registry_counts(services)),
-            asyncio.create_task(_collect_garbage(services)),
-        ]
+        metrics.worker_started()
+        services.db.watch_pools(metrics.watch_pool)
+        jobs = shutdown.BackgroundJobs()
+        for job in (_purge_stale_uploads, _refresh_registry_counts, _collect_garbage):
+            jobs.start(job(services, jobs))
         services.pulls.start()
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
+            await jobs.stop(settings.shutdown_timeout_seconds)
             await services.pulls.stop()
             await services.close()
+            metrics.worker_stopped()
 
     async def on_registry_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RegistryError)
+        _with_request_id(error)
         if request.url.path.startswith(("/api/", "/console/")):
             return api_error(error)
         return await registry_error_handler(request, error)
@@ -137,22 +157,29 @@ def create_app(settings: Settings) -> Starlette:
             message = json.loads(response.body)["errors"][0]["message"]
             code = "NOT_FOUND" if error.status_code == 404 else "METHOD_NOT_ALLOWED"
             return JSONResponse(
-                {"error": {"code": code, "message": message}},
+                {"error": {"code": code, "message": message, "detail": _request_detail()}},
                 status_code=error.status_code,
                 headers=error.headers,
             )
-        return response
+        body = json.loads(response.body)
+        body["errors"][0].setdefault("detail", _request_detail())
+        return JSONResponse(body, status_code=response.status_code, headers=error.headers)
 
     return Starlette(
         routes=[
             *health.routes,
+            *metrics.routes,
             *v2.routes,
             *api.routes,
             *console.routes,
             Route("/auth/token", token.get_token, methods=["GET"]),
             Route("/auth/token", token.post_token, methods=["POST"]),
         ],
-        middleware=[Middleware(ApiVersionHeader), Middleware(console.ConsoleHeaders)],
+        middleware=[
+            Middleware(access.AccessMiddleware, log_requests=settings.access_log),
+            Middleware(ApiVersionHeader),
+            Middleware(console.ConsoleHeaders),
+        ],
         exception_handlers={
             RegistryError: on_registry_error,
             HTTPException: on_http_error,

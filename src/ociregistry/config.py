@@ -63,7 +63,28 @@ class Settings:
     s3_endpoint_url: str = ""  # empty: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS
     s3_region: str = ""  # empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
     s3_redirect: bool = True  # blob GET answers 307 to a presigned URL
-    s3_redirect_ttl_seconds: int = 1200
+    s3_redirect_ttl_seconds: int = 1200  # how long a presigned blob URL stays valid
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"setting log_format must be text or json, not {self.log_format!r}")
+        if self.shutdown_timeout_seconds < 0 or self.shutdown_delay_seconds < 0:
+            raise ConfigError("the shutdown_* settings cannot be negative")
+
+    @classmethod
+    def load_with_sources(
+        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+    ) -> tuple[Settings, dict[str, str]]:
+        """The settings as `load` makes them, and where each one came from: `default`, `file`,
+        `environment` or `flag` (what `ociregistry config show` prints)."""
+        settings = cls.load(config_file, **overrides)
+        sources = {field.name: "default" for field in fields(cls)}
+        if config_file:
+            with open(config_file, "rb") as file:
+                sources.update(dict.fromkeys(tomllib.load(file), "file"))
+        sources.update(dict.fromkeys(_from_environment(), "environment"))
+        sources.update({k: "flag" for k, v in overrides.items() if v is not None})
+        return settings, sources
 
     @property
     def data_path(self) -> Path:
@@ -107,9 +128,7 @@ class Settings:
         )
 
     @classmethod
-    def load(
-        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         if config_file:
             try:
@@ -148,7 +167,7 @@ def _from_environment() -> dict[str, str]:
     found = {}
     for key, value in os.environ.items():
         if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
+            name = key[len(ENV_PREFIX) :].lower()
             if name in names:
                 found[name] = value
     return found

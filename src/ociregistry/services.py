@@ -21,6 +21,7 @@ from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
 from ociregistry.manifests.service import Manifests
+from ociregistry.ops.metrics import storage_observer
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Services:
         driver = create_driver(
             settings.storage,
             settings.storage_path,
-            observer=observer_from_environment(),
+            observer=storage_observer(settings.storage, then=observer_from_environment()),
             settings=settings,
         )
         blobs = BlobStore(driver)

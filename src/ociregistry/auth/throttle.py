@@ -27,6 +27,7 @@ from ociregistry.auth.models import LoginFailure
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import as_utc, utcnow
 from ociregistry.catalog.sql import dialect_insert
+from ociregistry.ops.metrics import SIGNIN_FAILURES
 
 DEFAULT_MAX_FAILURES = 10
 DEFAULT_BLOCK_SECONDS = 300
@@ -106,6 +107,7 @@ class LoginThrottle:
             await asyncio.sleep(verdict.delay)
 
     async def failed(self, account: str, address: str) -> None:
+        SIGNIN_FAILURES.inc()
         now = utcnow()
         async with self.db.write() as conn:
             for key in (account, address):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
 import shutil
 import sys
@@ -16,6 +17,8 @@ from ociregistry import __version__
 from ociregistry.blobstore.factory import create_driver
 from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import ConfigError, Settings
+from ociregistry.ops import metrics
+from ociregistry.ops.logs import log_config
 from ociregistry.ops.shutdown import Supervisor
 
 
@@ -85,19 +88,24 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_of(
         args, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
-    print(data_message(settings), flush=True)
+    logging_config = log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(logging_config)
+    # In JSON, every line is a JSON object: the start message too.
+    say = print if settings.log_format == "text" else logging.getLogger("ociregistry").info
+    say(data_message(settings))
     settings.storage_path.mkdir(parents=True, exist_ok=True)
     create_driver(settings.storage, settings.storage_path)  # a wrong `storage` stops us here
     check_storage(settings)  # and so does a bucket we cannot use
     generated = prepare(settings)
     os.environ.update(settings.to_environment())
-    print(start_message(settings), flush=True)
+    metrics_dir = metrics.prepare_multiprocess_dir()  # before any worker starts
+    say(start_message(settings))
     if generated:
-        print(
+        say(
             f"Created the admin account. Its password, shown this once: {generated}\n"
-            "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n",
-            flush=True,
+            "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n"
         )
+    sys.stdout.flush()
     config = uvicorn.Config(
         "ociregistry.app:create_app_from_environment",
         factory=True,
@@ -106,17 +114,21 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        access_log=settings.access_log,
+        access_log=False,  # ours: one line per request, see ops/access.py
+        log_config=logging_config,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    Supervisor(
-        config,
-        sockets=[config.bind_socket()],
-        delay_seconds=settings.shutdown_delay_seconds,
-    ).run()
+    try:
+        Supervisor(
+            config,
+            sockets=[config.bind_socket()],
+            delay_seconds=settings.shutdown_delay_seconds,
+        ).run()
+    finally:
+        metrics.remove_multiprocess_dir(metrics_dir)
     return 0
 
 
