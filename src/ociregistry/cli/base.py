@@ -63,7 +63,9 @@ def run(
 
 def run_services(settings: Settings, work: Callable[[Services], Coroutine[Any, Any, Any]]) -> Any:
     """Run `work` with the registry's parts, built by the same composition root as each
-    server worker (`Services.start`), so a command and a request run the same workflows."""
+    server worker (`Services.start`), so a command and a request run the same workflows. The
+    data folder must already hold a registry."""
+    check_data_folder(settings)
     migrate(settings.resolved_database_url)
 
     async def main() -> Any:
