@@ -67,7 +67,7 @@ class Readiness:
             raise RuntimeError(f"schema at {version}, this code needs {self.head}")
 
     async def _storage(self) -> None:
-        await self.driver.put_content(self._probe_path, b"ok", durable=False)
+        await self.driver.put_content(self._probe_path, b"ok")
         await self.driver.delete(self._probe_path)
 
     async def failing(self) -> list[str]:

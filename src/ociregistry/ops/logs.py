@@ -70,5 +70,8 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
             "alembic": {"level": "WARNING"},
+            # "Found credentials in environment variables" and the like: noise at every start.
+            "aiobotocore": {"level": "WARNING"},
+            "botocore": {"level": "WARNING"},
         },
     }
