@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -21,6 +20,7 @@ from ociregistry.api.common import api_error
 from ociregistry.authapi import token
 from ociregistry.blobstore.driver import StorageError, StorageFull, StorageUnavailable
 from ociregistry.catalog.gc import GarbageCollector
+from ociregistry.catalog.leases import LeasedJobs
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
@@ -29,34 +29,52 @@ from ociregistry.ops import health, shutdown
 from ociregistry.services import Services
 from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
 
-UPLOAD_PURGE_INTERVAL_SECONDS = 3600
-
 log = logging.getLogger("ociregistry")
 
 
-async def _purge_stale_uploads(services: Services) -> None:
-    """Remove abandoned upload sessions now and then. Every worker runs this; purging is
-    idempotent, and the jitter keeps them from all scanning at once."""
-    while True:
-        await asyncio.sleep(UPLOAD_PURGE_INTERVAL_SECONDS * random.uniform(0.5, 1.5))
-        try:
-            purged = await services.uploads.purge_expired()
-            if purged:
-                log.info("purged %d expired upload sessions", purged)
-        except Exception:
-            log.exception("purging expired uploads failed")
+def _start_jobs(services: Services) -> LeasedJobs:
+    """The background jobs, each under its lease (catalog/leases.py): every worker of every
+    instance runs the loops, one at a time runs each job; the jitter spreads the attempts."""
+    settings = services.settings
+    jobs = LeasedJobs(services.db, settings.job_lease_seconds)
 
+    async def purge_uploads() -> None:
+        purged = await services.uploads.purge_expired()
+        if purged:
+            log.info("purged %d expired upload sessions", purged)
 
-async def _refresh_registry_counts(services: Services) -> None:
-    """Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3)."""
-    interval = services.settings.registry_count_refresh_seconds
-    while True:
-        try:
-            await refresh_registry_counts(services.db, older_than_seconds=interval)
-            await services.registries.finish_deletions()  # also after a crash mid-deletion
-        except Exception:
-            log.exception("refreshing registry pull counts failed")
-        await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))
+    purge_every = settings.upload_purge_interval_seconds
+    jobs.start(
+        "upload-purge",
+        purge_uploads,
+        first_delay=lambda: purge_every * random.uniform(0.5, 1.5),
+        interval=lambda: purge_every * random.uniform(0.5, 1.5),
+    )
+    # Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3).
+    refresh_every = settings.registry_count_refresh_seconds
+    jobs.start(
+        "pull-count-refresh",
+        lambda: refresh_registry_counts(services.db, older_than_seconds=refresh_every),
+        interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
+    )
+    # Finishes deletions left `deleting`, also after a crash mid-deletion.
+    jobs.start(
+        "registry-deletions",
+        services.registries.finish_deletions,
+        interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
+    )
+    gc_every = settings.gc_interval_seconds
+    if gc_every > 0:  # reclaim the blob space deletions leave behind, off the request path
+        collector = GarbageCollector(
+            services.db, services.blobs.driver, grace_seconds=settings.gc_grace_seconds
+        )
+        jobs.start(
+            "garbage-collection",
+            collector.collect,
+            first_delay=lambda: gc_every * random.uniform(0.5, 1.5),
+            interval=lambda: gc_every * random.uniform(0.5, 1.5),
+        )
+    return jobs
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:
@@ -82,22 +100,6 @@ def storage_failure(request: Request, error: Exception) -> RegistryError:
     return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
 
 
-async def _collect_garbage(services: Services) -> None:
-    """Reclaim the blob space deletions leave behind, now and then, off the request path."""
-    interval = services.settings.gc_interval_seconds
-    if interval <= 0:
-        return
-    collector = GarbageCollector(
-        services.db, services.blobs.driver, grace_seconds=services.settings.gc_grace_seconds
-    )
-    while True:
-        await asyncio.sleep(interval * random.uniform(0.5, 1.5))
-        try:
-            await collector.collect()
-        except Exception:
-            log.exception("garbage collection failed; will retry")
-
-
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -107,17 +109,12 @@ def create_app(settings: Settings) -> Starlette:
         shutdown.on_terminate(
             lambda: setattr(readiness, "draining", True), settings.shutdown_delay_seconds
         )
-        background = [
-            asyncio.create_task(_purge_stale_uploads(services)),
-            asyncio.create_task(_refresh_registry_counts(services)),
-            asyncio.create_task(_collect_garbage(services)),
-        ]
+        jobs = _start_jobs(services)
         services.pulls.start()
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
+            await jobs.stop()
             await services.pulls.stop()
             await services.close()
 

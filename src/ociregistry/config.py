@@ -53,6 +53,8 @@ class Settings:
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
     gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
+    upload_purge_interval_seconds: int = 3600  # how often abandoned uploads are purged
+    job_lease_seconds: int = 120  # a background job's lease; a killed holder's lapses after it
     # Operations: logs, metrics, stopping.
     log_format: str = "text"  # text, or json: one JSON object per line, the access log included
     metrics_token: str = ""  # when set, /metrics wants `Authorization: Bearer <token>`
@@ -107,9 +109,7 @@ class Settings:
         )
 
     @classmethod
-    def load(
-        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         if config_file:
             try:
@@ -148,7 +148,7 @@ def _from_environment() -> dict[str, str]:
     found = {}
     for key, value in os.environ.items():
         if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
+            name = key[len(ENV_PREFIX) :].lower()
             if name in names:
                 found[name] = value
     return found
