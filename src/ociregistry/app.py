@@ -8,6 +8,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -100,6 +101,23 @@ def storage_failure(request: Request, error: Exception) -> RegistryError:
     return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
 
 
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_failure(request: Request, error: Exception) -> RegistryError:
+    """A database failure as the OCI error the client gets: 503 `UNAVAILABLE` when the
+    database is away (restarting, failing over, refusing connections), which clients retry;
+    500 for a statement it refused. Either way the transaction rolled back; logged once here."""
+    log.error("database failed during %s %s: %s", request.method, request.url.path, error)
+    refused = isinstance(error, IntegrityError | ProgrammingError | DataError)
+    if refused and not getattr(error, "connection_invalidated", False):
+        return errors.DatabaseFailed("the registry's database refused the request: nothing changed")
+    return errors.DatabaseUnavailable(
+        "the registry's database is unavailable: nothing changed; retry later",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,6 +144,9 @@ def create_app(settings: Settings) -> Starlette:
 
     async def on_storage_error(request: Request, error: Exception) -> Response:
         return await on_registry_error(request, storage_failure(request, error))
+
+    async def on_database_error(request: Request, error: Exception) -> Response:
+        return await on_registry_error(request, database_failure(request, error))
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         response = await http_error_handler(request, error)
@@ -155,6 +176,10 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: on_http_error,
             ClientDisconnect: _client_gone,
             StorageError: on_storage_error,
+            # A connection to PostgreSQL dropped or refused (asyncpg raises the OS error of a
+            # refused connect as it is): the database is away, not the request wrong.
+            DBAPIError: on_database_error,
+            ConnectionError: on_database_error,
         },
         lifespan=lifespan,
     )
