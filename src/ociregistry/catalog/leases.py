@@ -24,7 +24,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ociregistry.catalog.database import Database
@@ -63,6 +63,9 @@ class Leases:
             )
             if taken.rowcount == 1:
                 return True
+            held = await conn.scalar(select(JobLease.name).where(JobLease.name == name))
+        if held is not None:  # another holder has it: no INSERT bound to fail (and be logged)
+            return False
         try:  # the first ever take of this lease: the row does not exist yet
             async with self.db.write() as conn:
                 await conn.execute(insert(JobLease).values(name=name, **values))
