@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -39,7 +40,7 @@ class Outcome:
             self.failures.append(what)
 
 
-def _send(outcome: Outcome, request: callable) -> httpx.Response | None:  # type: ignore[valid-type]
+def _send(outcome: Outcome, request: Callable[[], httpx.Response]) -> httpx.Response | None:
     """`request()` until it succeeds (2xx), at most ATTEMPTS times; failures are recorded."""
     for _ in range(ATTEMPTS):
         try:
@@ -69,8 +70,8 @@ def _storm(
     cluster: Cluster,
     repo: str,
     count: int,
-    during: callable,
-    after_acks: int = 5,  # type: ignore[valid-type]
+    during: Callable[[], object],
+    after_acks: int = 5,
 ) -> Outcome:
     """Push `count` small images concurrently through nginx; call `during()` once
     `after_acks` pushes were acknowledged, while the others are in flight."""
@@ -110,7 +111,7 @@ def _assert_all_readable(cluster: Cluster, repo: str, outcome: Outcome) -> None:
 
 
 @pytest.fixture
-def healed(cluster: Cluster):  # type: ignore[no-untyped-def]
+def healed(cluster: Cluster) -> Iterator[Cluster]:
     """The cluster, whole again after the test (killed instances started, S3 up)."""
     yield cluster
     cluster.gateway.start_gateway()

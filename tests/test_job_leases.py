@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,7 @@ def _leases(postgres: PostgresCluster) -> dict[str, tuple[str, float]]:
     }
 
 
-def _assert_no_overlap(runs: list[Run], dead: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+def _assert_no_overlap(runs: list[Run], dead: frozenset[int] | set[int] = frozenset()) -> None:
     """Per job, each run starts after the one before it ended. A run cut short by SIGKILL has
     no end; the next may start only after its lease expired, which the takeover check shows."""
     for name in JOBS:
@@ -95,7 +96,7 @@ def _assert_no_overlap(runs: list[Run], dead: set[int] = frozenset()) -> None:  
             assert after.started >= before.finished, f"{name} ran twice at once: {before} {after}"
 
 
-def _wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not predicate():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
@@ -103,8 +104,8 @@ def _wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
-    postgres: PostgresCluster, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
     env = {URL_ENV: postgres.create_database("leases"), **SHORT}
     first = RunningServer(tmp_path / "a", workers=2, env=env).start()
     second = RunningServer(tmp_path / "b", workers=2, env=env).start()
