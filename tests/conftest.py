@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import s3gateway
+from cluster import Cluster, require_nginx
 from pgcluster import URL_ENV, PostgresCluster
 from s3gateway import S3Gateway
 from server import RunningServer
@@ -85,3 +86,18 @@ def s3_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Gateway]:
         yield gateway
     finally:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(s3_gateway: S3Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three instances on one PostgreSQL and one bucket behind nginx (tests/cluster.py), for
+    the `cluster` tests; a test that kills an instance gets it back before the next test."""
+    require_nginx()
+    postgres = PostgresCluster().start()
+    running = Cluster(tmp_path_factory.mktemp("cluster"), postgres, s3_gateway)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        postgres.stop()

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,6 +22,7 @@ from ociregistry.api.common import api_error
 from ociregistry.authapi import token
 from ociregistry.blobstore.driver import StorageError, StorageFull, StorageUnavailable
 from ociregistry.catalog.gc import GarbageCollector
+from ociregistry.catalog.leases import LeasedJobs
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
@@ -29,34 +31,65 @@ from ociregistry.ops import access, health, metrics, shutdown
 from ociregistry.services import Services
 from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
 
-UPLOAD_PURGE_INTERVAL_SECONDS = 3600
-
 log = logging.getLogger("ociregistry")
 
 
-async def _purge_stale_uploads(services: Services, jobs: shutdown.BackgroundJobs) -> None:
-    """Remove abandoned upload sessions now and then. Every worker runs this; purging is
-    idempotent, and the jitter keeps them from all scanning at once."""
-    while await jobs.pause(UPLOAD_PURGE_INTERVAL_SECONDS * random.uniform(0.5, 1.5)):
-        try:
-            purged = await services.uploads.purge_expired()
-            if purged:
-                log.info("purged %d expired upload sessions", purged)
-        except Exception:
-            log.exception("purging expired uploads failed")
+def _start_jobs(services: Services) -> LeasedJobs:
+    """The background jobs, each under its lease (catalog/leases.py): every worker of every
+    instance runs the loops, one at a time runs each job; the jitter spreads the attempts."""
+    settings = services.settings
+    jobs = LeasedJobs(services.db, settings.job_lease_seconds)
 
+    async def purge_uploads() -> None:
+        purged = await services.uploads.purge_expired()
+        if purged:
+            log.info("purged %d expired upload sessions", purged)
 
-async def _refresh_registry_counts(services: Services, jobs: shutdown.BackgroundJobs) -> None:
-    """Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3)."""
-    interval = services.settings.registry_count_refresh_seconds
-    while True:
-        try:
-            await refresh_registry_counts(services.db, older_than_seconds=interval)
-            await services.registries.finish_deletions()  # also after a crash mid-deletion
-        except Exception:
-            log.exception("refreshing registry pull counts failed")
-        if not await jobs.pause(min(interval, 60) * random.uniform(0.5, 1.0)):
-            return
+    purge_every = settings.upload_purge_interval_seconds
+    jobs.start(
+        "upload-purge",
+        purge_uploads,
+        first_delay=lambda: purge_every * random.uniform(0.5, 1.5),
+        interval=lambda: purge_every * random.uniform(0.5, 1.5),
+    )
+    # Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3).
+    refresh_every = settings.registry_count_refresh_seconds
+    jobs.start(
+        "pull-count-refresh",
+        lambda: refresh_registry_counts(services.db, older_than_seconds=refresh_every),
+        interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
+    )
+    # Finishes deletions left `deleting`, also after a crash mid-deletion.
+    jobs.start(
+        "registry-deletions",
+        services.registries.finish_deletions,
+        interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
+    )
+    gc_every = settings.gc_interval_seconds
+    if gc_every > 0:  # reclaim the blob space deletions leave behind, off the request path
+        collector = GarbageCollector(
+            services.db, services.blobs.driver, grace_seconds=settings.gc_grace_seconds
+        )
+
+        async def collect_garbage() -> None:
+            started = time.monotonic()
+            try:
+                report = await collector.collect()
+            except Exception:
+                metrics.GC_RUNS.labels("failed").inc()
+                raise
+            finally:
+                metrics.GC_DURATION.observe(time.monotonic() - started)
+            metrics.GC_RUNS.labels("done").inc()
+            metrics.GC_RECLAIMED_BYTES.inc(report.bytes_freed)
+
+        jobs.start(
+            "garbage-collection",
+            collect_garbage,
+            first_delay=lambda: gc_every * random.uniform(0.5, 1.5),
+            interval=lambda: gc_every * random.uniform(0.5, 1.5),
+        )
+    return jobs
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:
@@ -82,27 +115,6 @@ def storage_failure(request: Request, error: Exception) -> RegistryError:
     return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
 
 
-async def _collect_garbage(services: Services, jobs: shutdown.BackgroundJobs) -> None:
-    """Reclaim the blob space deletions leave behind, now and then, off the request path."""
-    interval = services.settings.gc_interval_seconds
-    if interval <= 0:
-        return
-    collector = GarbageCollector(
-        services.db, services.blobs.driver, grace_seconds=services.settings.gc_grace_seconds
-    )
-    while await jobs.pause(interval * random.uniform(0.5, 1.5)):
-        started = time.monotonic()
-        try:
-            report = await collector.collect()
-        except Exception:
-            metrics.GC_RUNS.labels("failed").inc()
-            log.exception("garbage collection failed; will retry")
-        else:
-            metrics.GC_RUNS.labels("done").inc()
-            metrics.GC_RECLAIMED_BYTES.inc(report.bytes_freed)
-        metrics.GC_DURATION.observe(time.monotonic() - started)
-
-
 def _request_detail() -> dict[str, str]:
     request_id = access.current_request_id()
     return {"request_id": request_id} if request_id else {}
@@ -117,6 +129,23 @@ def _with_request_id(error: RegistryError) -> None:
         error.detail = {**error.detail, **_request_detail()}
 
 
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_failure(request: Request, error: Exception) -> RegistryError:
+    """A database failure as the OCI error the client gets: 503 `UNAVAILABLE` when the
+    database is away (restarting, failing over, refusing connections), which clients retry;
+    500 for a statement it refused. Either way the transaction rolled back; logged once here."""
+    log.error("database failed during %s %s: %s", request.method, request.url.path, error)
+    refused = isinstance(error, IntegrityError | ProgrammingError | DataError)
+    if refused and not getattr(error, "connection_invalidated", False):
+        return errors.DatabaseFailed("the registry's database refused the request: nothing changed")
+    return errors.DatabaseUnavailable(
+        "the registry's database is unavailable: nothing changed; retry later",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -128,9 +157,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         metrics.worker_started()
         services.db.watch_pools(metrics.watch_pool)
-        jobs = shutdown.BackgroundJobs()
-        for job in (_purge_stale_uploads, _refresh_registry_counts, _collect_garbage):
-            jobs.start(job(services, jobs))
+        jobs = _start_jobs(services)
         services.pulls.start()
         try:
             yield
@@ -149,6 +176,9 @@ def create_app(settings: Settings) -> Starlette:
 
     async def on_storage_error(request: Request, error: Exception) -> Response:
         return await on_registry_error(request, storage_failure(request, error))
+
+    async def on_database_error(request: Request, error: Exception) -> Response:
+        return await on_registry_error(request, database_failure(request, error))
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         response = await http_error_handler(request, error)
@@ -185,6 +215,10 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: on_http_error,
             ClientDisconnect: _client_gone,
             StorageError: on_storage_error,
+            # A connection to PostgreSQL dropped or refused (asyncpg raises the OS error of a
+            # refused connect as it is): the database is away, not the request wrong.
+            DBAPIError: on_database_error,
+            ConnectionError: on_database_error,
         },
         lifespan=lifespan,
     )

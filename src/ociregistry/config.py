@@ -53,6 +53,8 @@ class Settings:
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
     gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
+    upload_purge_interval_seconds: int = 3600  # how often abandoned uploads are purged
+    job_lease_seconds: int = 120  # a background job's lease; a killed holder's lapses after it
     # Operations: logs, metrics, stopping.
     log_format: str = "text"  # text, or json: one JSON object per line, the access log included
     metrics_token: str = ""  # when set, /metrics wants `Authorization: Bearer <token>`

@@ -134,3 +134,17 @@ class StorageUnavailable(RegistryError):
     """The blob store is unreachable or throttling; retry after `Retry-After` seconds."""
 
     code, status = "UNAVAILABLE", 503
+
+
+class DatabaseUnavailable(RegistryError):
+    """The database is unreachable or restarting (a failover, a restart); the transaction was
+    rolled back, so nothing became visible; retry after `Retry-After` seconds."""
+
+    code, status = "UNAVAILABLE", 503
+
+
+class DatabaseFailed(RegistryError):
+    """The database refused a statement for a reason other than being away (a bug, most
+    likely): nothing was written."""
+
+    code, status = "UNKNOWN", 500

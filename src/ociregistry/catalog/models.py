@@ -164,3 +164,29 @@ class Tag(Base):
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"))
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the last push to this tag
+
+
+class JobLease(Base):
+    """Who runs a background job (garbage collection, upload purge, …) until when: one
+    instance at a time, taken and renewed by compare-and-set (see catalog/leases.py)."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires: Mapped[datetime] = mapped_column()
+
+
+class JobRun(Base):
+    """One run of a background job under its lease: what ran where and when, for operators
+    (and for the test that no two instances ever run the same job at once)."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_name_started", "name", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # | ok | failed | lost

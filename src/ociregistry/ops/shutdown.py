@@ -17,7 +17,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -69,34 +69,3 @@ class Supervisor(Multiprocess):
             time.sleep(self.delay_seconds)
         for sock in self.sockets:
             sock.close()
-
-
-class BackgroundJobs:
-    """The worker's periodic jobs (purging uploads, summing counts, collecting garbage). They
-    sleep between rounds through `pause`, and shutdown stops them there, between rounds, never
-    in the middle of one; a round still running when the timeout is spent is cancelled."""
-
-    def __init__(self) -> None:
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self, job: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(job))
-
-    async def pause(self, seconds: float) -> bool:
-        """Sleep `seconds`; False when shutdown began meanwhile (the job should return)."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            return True
-        return False
-
-    async def stop(self, timeout_seconds: float) -> None:
-        self._stopping.set()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(self._tasks, timeout=timeout_seconds)
-        for task in pending:
-            log.warning("a background job did not reach a safe point in time; cancelling it")
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
