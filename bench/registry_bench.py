@@ -988,6 +988,7 @@ def load_test(
         measured, parse = [*base, "-z", f"{settings.load_seconds}s", url], parse_hey
     else:
         base = ["wrk", f"-t{settings.load_threads}", f"-c{settings.load_connections}"]
+        base += ["--timeout", "30s"]  # wrk counts an answer after 2 s as an error
         warmup = [*base, *header_args, f"-d{settings.warmup_seconds}s", url]
         measured = [*base, *header_args, "--latency", f"-d{settings.load_seconds}s", url]
         parse = parse_wrk
