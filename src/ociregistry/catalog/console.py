@@ -274,19 +274,24 @@ class Console:
     # -- images and tags ---------------------------------------------------------------------
 
     @staticmethod
-    def _image_query(registries: ColumnElement[bool]) -> Select[Any]:
+    def _image_columns() -> Select[Any]:
+        """The columns of an ImageView."""
+        return select(
+            Registry.name,
+            Image.name,
+            _LATEST_TAG,
+            _TAG_COUNT,
+            Image.pull_count,
+            _IMAGE_SIZE,
+            Image.created_at,
+            Image.updated_at,
+        )
+
+    @classmethod
+    def _image_query(cls, registries: ColumnElement[bool]) -> Select[Any]:
         """Images holding at least one tag, in the registries matching `registries`."""
         return (
-            select(
-                Registry.name,
-                Image.name,
-                _LATEST_TAG,
-                _TAG_COUNT,
-                Image.pull_count,
-                _IMAGE_SIZE,
-                Image.created_at,
-                Image.updated_at,
-            )
+            cls._image_columns()
             .join(Registry, Registry.id == Image.registry_id)
             .where(registries, _TAGGED)
         )
@@ -305,14 +310,18 @@ class Console:
         `match_full_name` the whole `{registry}/{image}`. Without `q` the total is the sum of
         the registries' maintained image counts."""
         order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
+        # The page is chosen on images alone, and only its rows get the per-image columns (the
+        # latest tag): a join would compute them for, and sort, every image of the registries.
+        # One registry is an index range of (registry_id, name); several are an IN list, so
+        # the default sort walks ix_images_name and stops after the page.
         if isinstance(registries, str):
             registries = Registry.name == registries
-        # The page is chosen on images alone (their registries as an IN list, so the default
-        # sort walks ix_images_name and stops after the page), and only its rows get the
-        # per-image columns (the latest tag): a join would sort every image of the registries.
-        chosen = select(Image.id).where(
-            Image.registry_id.in_(select(Registry.id).where(registries)), _TAGGED
-        )
+            registry_ids: Any = (
+                Image.registry_id == select(Registry.id).where(registries).scalar_subquery()
+            )
+        else:
+            registry_ids = Image.registry_id.in_(select(Registry.id).where(registries))
+        chosen = select(Image.id).where(registry_ids, _TAGGED)
         if q and match_full_name:
             full_name = Registry.name.concat("/").concat(Image.name)
             chosen = chosen.join(Registry, Registry.id == Image.registry_id)
@@ -327,7 +336,9 @@ class Console:
                 counted = select(func.coalesce(func.sum(Registry.image_count), 0))
                 total = Total(int(await conn.scalar(counted.where(registries)) or 0))
             page_ids = chosen.order_by(*terms).offset(page.offset).limit(page.size).subquery()
-            query = self._image_query(registries).join(page_ids, page_ids.c.id == Image.id)
+            query = self._image_columns().select_from(page_ids)
+            query = query.join(Image, Image.id == page_ids.c.id)
+            query = query.join(Registry, Registry.id == Image.registry_id)
             rows = (await conn.execute(query.order_by(*terms))).all()
         return [ImageView(*row) for row in rows], total
 
@@ -370,34 +381,41 @@ class Console:
             .correlate(Manifest)
             .scalar_subquery()
         )
-        query = (
-            select(
-                Tag.name,
-                Manifest.digest,
-                Manifest.media_type,
-                Manifest.size + reference_size,
-                Tag.pull_count,
-                Tag.created_at,
-                Manifest.id,
-            )
-            .join(Manifest, Manifest.id == Tag.manifest_id)
-            .join(Image, Image.id == Tag.image_id)
+        image_id = (
+            select(Image.id)
             .join(Registry, Registry.id == Image.registry_id)
             .where(Registry.name == registry, Image.name == image)
+            .scalar_subquery()
         )
+        # The page is chosen on the image's tags alone (the default sort walks
+        # ix_tags_image_created), and only its rows get the manifest's columns and size.
+        chosen = select(Tag.id).where(Tag.image_id == image_id)
         if q:
-            query = query.where(_contains(Tag.name, q))
+            chosen = chosen.where(_contains(Tag.name, q))
         order = parse_sort(sort, TAG_SORTS, "-created_at")
         async with self.db.read(offload=True) as conn:
             if q:
-                total = await _count_matches(conn, query.with_only_columns(Tag.id))
+                total = await _count_matches(conn, chosen)
             else:
                 total = Total(found.tag_count)
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, Tag.id).offset(page.offset).limit(page.size)
+            page_ids = (
+                chosen.order_by(*order, Tag.id).offset(page.offset).limit(page.size).subquery()
+            )
+            query = (
+                select(
+                    Tag.name,
+                    Manifest.digest,
+                    Manifest.media_type,
+                    Manifest.size + reference_size,
+                    Tag.pull_count,
+                    Tag.created_at,
+                    Manifest.id,
                 )
-            ).all()
+                .select_from(page_ids)
+                .join(Tag, Tag.id == page_ids.c.id)
+                .join(Manifest, Manifest.id == Tag.manifest_id)
+            )
+            rows = (await conn.execute(query.order_by(*order, Tag.id))).all()
             manifest_ids = {row[6] for row in rows}
             platforms: dict[int, list[str]] = {}
             if manifest_ids:
