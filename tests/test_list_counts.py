@@ -208,3 +208,29 @@ def test_catalog_pages_keep_the_lexical_order_of_full_names(
                 break
             page = http.get(link.split(";")[0].strip("<>"))
         assert [name for name in seen if name.startswith(stem)] == expected
+
+
+def test_tag_search_finds_what_contains_the_text(admin: httpx.Client) -> None:
+    """Searches of three characters or more go through the trigram index (SQLite FTS5,
+    pg_trgm): the same matches as a scan, kept in step with pushes and deletions."""
+    registry = unique("find")
+    ok(admin.post(f"{API}/registries", json={"name": registry}), 201)
+    push(admin, f"{registry}/app", "find-app", ["release-1.0", "release-2.0", "beta", "rel"])
+    push(admin, f"{registry}/other", "find-other", ["release-9.9"])  # another image's tag
+    path = f"{API}/registries/{registry}/images/app/-/tags"
+
+    def found(text: str) -> list[str]:
+        listed = ok(admin.get(path, params={"q": text, "sort": "name"}))
+        names = [tag["name"] for tag in listed["items"]]
+        assert listed["total"] == len(names), listed
+        return names
+
+    assert found("lea") == ["release-1.0", "release-2.0"]
+    assert found("rel") == ["rel", "release-1.0", "release-2.0"]
+    assert found("e-2.") == ["release-2.0"]
+    assert found("re") == ["rel", "release-1.0", "release-2.0"]  # short: a scan
+    assert found('a"b') == [] and found("9.9") == [] and found("%%%") == []
+    ok(admin.delete(f"{API}/registries/{registry}/images/app/-/tags/release-1.0"))
+    assert found("lea") == ["release-2.0"]
+    push(admin, f"{registry}/app", "find-app", ["release-1.0"])
+    assert found("lea") == ["release-1.0", "release-2.0"]

@@ -10,7 +10,9 @@ path that adds or removes a tag or a blob link (a push, a tag or image deletion,
 deletion, garbage collection), so the management API's lists read a column instead of counting
 or summing rows on every request (issue 15, flat growth). Indexes let the default sorts walk
 an index instead of sorting every row: tags by push time within an image, images by name,
-registries in catalog order.
+registries in catalog order. A tag search (`name LIKE '%q%'`) gets a trigram index: an FTS5
+table `tags_search` (trigram tokenizer) kept by triggers on SQLite, `pg_trgm` on PostgreSQL
+(when the extension can be created; without it searches scan, as before).
 """
 
 from collections.abc import Sequence
@@ -45,6 +47,22 @@ _SQLITE_TRIGGERS = (
     """
     CREATE TRIGGER images_counted_out AFTER DELETE ON images WHEN OLD.tag_count > 0 BEGIN
         UPDATE registries SET image_count = image_count - 1 WHERE id = OLD.registry_id;
+    END
+    """,
+    """
+    CREATE VIRTUAL TABLE tags_search USING fts5(
+        name, content='tags', content_rowid='id', tokenize='trigram'
+    )
+    """,
+    "INSERT INTO tags_search(tags_search) VALUES ('rebuild')",
+    """
+    CREATE TRIGGER tags_searched_in AFTER INSERT ON tags BEGIN
+        INSERT INTO tags_search(rowid, name) VALUES (NEW.id, NEW.name);
+    END
+    """,
+    """
+    CREATE TRIGGER tags_searched_out AFTER DELETE ON tags BEGIN
+        INSERT INTO tags_search(tags_search, rowid, name) VALUES ('delete', OLD.id, OLD.name);
     END
     """,
     """
@@ -112,6 +130,7 @@ _POSTGRESQL_DROP = (
     "DROP TRIGGER IF EXISTS tags_counted ON tags",
     "DROP TRIGGER IF EXISTS images_counted_out ON images",
     "DROP TRIGGER IF EXISTS image_blobs_sized ON image_blobs",
+    "DROP INDEX IF EXISTS ix_tags_name_trgm",
     "DROP FUNCTION IF EXISTS ociregistry_count_tags()",
     "DROP FUNCTION IF EXISTS ociregistry_uncount_image()",
     "DROP FUNCTION IF EXISTS ociregistry_size_image()",
@@ -122,6 +141,9 @@ _SQLITE_DROP = (
     "DROP TRIGGER IF EXISTS images_counted_out",
     "DROP TRIGGER IF EXISTS image_blobs_sized_in",
     "DROP TRIGGER IF EXISTS image_blobs_sized_out",
+    "DROP TRIGGER IF EXISTS tags_searched_in",
+    "DROP TRIGGER IF EXISTS tags_searched_out",
+    "DROP TABLE IF EXISTS tags_search",
 )
 
 
@@ -151,6 +173,22 @@ def upgrade() -> None:
     op.create_index("ix_images_name", "images", ["name", "registry_id"])
     # The catalog walks registries in the order of `name || '/'` (catalog/images.py).
     op.execute("CREATE UNIQUE INDEX ix_registries_catalog ON registries ((name || '/'))")
+    if postgresql:
+        _trigram_index_on_tag_names()
+
+
+def _trigram_index_on_tag_names() -> None:
+    """`pg_trgm` is a trusted extension (PostgreSQL 13+), which the database's owner may
+    create; a role that may not goes without the index, and its searches scan."""
+    bind = op.get_bind()
+    try:
+        with bind.begin_nested():
+            bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            bind.execute(
+                sa.text("CREATE INDEX ix_tags_name_trgm ON tags USING gin (name gin_trgm_ops)")
+            )
+    except sa.exc.DBAPIError:
+        pass
 
 
 def downgrade() -> None:
