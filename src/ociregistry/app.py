@@ -204,6 +204,7 @@ def create_app(settings: Settings) -> Starlette:
             *console.routes,
             Route("/auth/token", token.get_token, methods=["GET"]),
             Route("/auth/token", token.post_token, methods=["POST"]),
+            Route("/auth/jwks.json", token.get_jwks, methods=["GET"]),
         ],
         middleware=[
             Middleware(access.AccessMiddleware, log_requests=settings.access_log),

@@ -26,6 +26,7 @@ from ociregistry.catalog.console import (
     Page,
     RegistryView,
     TagView,
+    Total,
 )
 from ociregistry.errors import RegistryError
 from ociregistry.services import Services
@@ -208,10 +209,16 @@ def list_params(request: Request) -> tuple[Page, str | None, str | None]:
     return page, q or None, params.get("sort")
 
 
-def listing(items: list[dict[str, Any]], total: int, page: Page) -> JSONResponse:
-    return JSONResponse(
-        {"items": items, "total": total, "page": page.number, "page_size": page.size}
-    )
+def listing(items: list[dict[str, Any]], total: int | Total, page: Page) -> JSONResponse:
+    """A page of a list (SPEC §5). A search that stopped counting says so: `total_exact`
+    false, and `total` is then a lower bound (see catalog/console.py)."""
+    body: dict[str, Any] = {"items": items, "total": total, "page": page.number}
+    body["page_size"] = page.size
+    if isinstance(total, Total):
+        body["total"] = total.count
+        if not total.exact:
+            body["total_exact"] = False
+    return JSONResponse(body)
 
 
 def rfc3339(moment: datetime | None) -> str | None:

@@ -4,6 +4,9 @@
 speaks OAuth2 with the `password` and `refresh_token` grants, which is how `docker login`
 obtains an identity token. Either answers a registry token whose `access` claim is what was
 asked for, narrowed to what the access policy allows.
+
+`/auth/jwks.json` publishes the public keys that sign those tokens (a JWK Set, public, no
+authentication), so another registry or any JWT library can verify them by their `kid`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ociregistry.errors import RegistryError, Unauthorized
 from ociregistry.services import Services
 
 MAX_FORM_BYTES = 64 * 1024
+JWKS_MAX_AGE_SECONDS = 300  # verifiers may cache the key set this long; keys rarely change
 
 
 class GrantInvalid(RegistryError):
@@ -137,4 +141,14 @@ async def post_token(request: Request) -> JSONResponse:
             "refresh_token": refresh_token,
         },
         headers={"Cache-Control": "no-store"},
+    )
+
+
+async def get_jwks(request: Request) -> JSONResponse:
+    """The token-signing keys as a JWK Set (RFC 7517): public keys only, for anyone."""
+    services: Services = request.app.state.services
+    return JSONResponse(
+        services.signer.jwks(),
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"},
     )

@@ -4,6 +4,12 @@ shows them (SPEC §5), with filters, sorting and pages, and the operations on th
 An image, to the console, is a repository holding at least one tag: deleting its last tag
 (here or through /v2) makes it go, and its untagged manifests are left to garbage collection,
 so both paths leave the same state.
+
+Lists cost the same at 100,000 rows as at 1,000 (issue 15): they read `images.tag_count` and
+`registries.image_count`, which database triggers keep (migration 0009), instead of counting
+rows per request, and their default sorts walk indexes. A search (`q`) counts its matches only
+up to `SEARCH_COUNT_LIMIT`; past it the list says so with `total_exact: false`, and `total`
+is that limit, a lower bound.
 """
 
 from __future__ import annotations
@@ -13,14 +19,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, delete, exists, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    and_,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
     Image,
-    ImageBlob,
     Manifest,
     ManifestReference,
     Registry,
@@ -31,6 +46,7 @@ from ociregistry.catalog.sql import escape_like
 from ociregistry.errors import RegistryError
 
 MAX_PAGE_SIZE = 100
+SEARCH_COUNT_LIMIT = 1000  # a search counts this many matches at most (`total_exact: false`)
 
 log = logging.getLogger("ociregistry.console")
 
@@ -51,6 +67,15 @@ class Page:
     @property
     def offset(self) -> int:
         return (self.number - 1) * self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    """How many items a list holds over all its pages; `exact` is False when a search stopped
+    counting at SEARCH_COUNT_LIMIT matches, and `count` is then a lower bound."""
+
+    count: int
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +120,8 @@ class TagView:
     platforms: list[str]
 
 
-_TAGGED = exists(select(Tag.id).where(Tag.image_id == Image.id))
-_IMAGE_COUNT = (
-    select(func.count(Image.id))
-    .where(Image.registry_id == Registry.id, _TAGGED)
-    .correlate(Registry)
-    .scalar_subquery()
-)
+_TAGGED = Image.tag_count > 0  # kept by triggers, like the counts below (migration 0009)
+_IMAGE_COUNT = Registry.image_count
 _REGISTRY_COLUMNS = (
     Registry.resource_id,
     Registry.name,
@@ -126,9 +146,7 @@ REGISTRY_SORTS: dict[str, Any] = {
     "image_count": _IMAGE_COUNT,
 }
 
-_TAG_COUNT = (
-    select(func.count(Tag.id)).where(Tag.image_id == Image.id).correlate(Image).scalar_subquery()
-)
+_TAG_COUNT = Image.tag_count
 _LATEST_TAG = (
     select(Tag.name)
     .where(Tag.image_id == Image.id)
@@ -137,12 +155,7 @@ _LATEST_TAG = (
     .correlate(Image)
     .scalar_subquery()
 )
-_IMAGE_SIZE = (
-    select(func.coalesce(func.sum(ImageBlob.size), 0).cast(BigInteger))
-    .where(ImageBlob.image_id == Image.id)
-    .correlate(Image)
-    .scalar_subquery()
-)
+_IMAGE_SIZE = Image.size_bytes  # kept by triggers (migration 0009)
 IMAGE_SORTS: dict[str, Any] = {
     "name": Image.name,
     "created_at": Image.created_at,
@@ -174,6 +187,31 @@ def parse_sort(value: str | None, allowed: dict[str, Any], default: str) -> list
 
 def _contains(column: Any, text: str) -> ColumnElement[bool]:
     return column.like(f"%{escape_like(text)}%", escape="\\")
+
+
+TRIGRAM = 3  # the trigram index answers searches of at least this many characters
+
+
+def _tag_search(text_: str) -> Any:
+    """The ids of tags whose name contains `text_`, from the trigram index of SQLite
+    (`tags_search`, migration 0009): the same matches as `_contains`, found without reading
+    every tag. The caller drives the query from these ids (`image_id + 0` keeps SQLite from
+    walking the image's tags instead)."""
+    phrase = '"' + text_.replace('"', '""') + '"'
+    return (
+        select(literal_column("rowid"))
+        .select_from(text("tags_search"))
+        .where(text("tags_search MATCH :phrase").bindparams(phrase=phrase))
+    )
+
+
+async def _count_matches(conn: Any, query: Select[Any]) -> Total:
+    """The number of rows of a search, counted up to SEARCH_COUNT_LIMIT and no further."""
+    capped = query.limit(SEARCH_COUNT_LIMIT + 1).subquery()
+    found = await conn.scalar(select(func.count()).select_from(capped)) or 0
+    if found > SEARCH_COUNT_LIMIT:
+        return Total(SEARCH_COUNT_LIMIT, exact=False)
+    return Total(found)
 
 
 class Console:
@@ -226,8 +264,14 @@ class Console:
             conditions.append(Registry.labels[label[0]].as_string() == label[1])
         order = parse_sort(sort, REGISTRY_SORTS, "name")
         query = self._registry_query(role).where(*conditions)
+        counted = (
+            select(func.count(Registry.id))
+            .select_from(Registry)
+            .outerjoin(ProjectGroup, ProjectGroup.id == Registry.project_group_id)
+            .where(*conditions)
+        )
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            total = await conn.scalar(counted)
             rows = (
                 await conn.execute(
                     query.order_by(*order, Registry.id).offset(page.offset).limit(page.size)
@@ -256,19 +300,24 @@ class Console:
     # -- images and tags ---------------------------------------------------------------------
 
     @staticmethod
-    def _image_query(registries: ColumnElement[bool]) -> Select[Any]:
+    def _image_columns() -> Select[Any]:
+        """The columns of an ImageView."""
+        return select(
+            Registry.name,
+            Image.name,
+            _LATEST_TAG,
+            _TAG_COUNT,
+            Image.pull_count,
+            _IMAGE_SIZE,
+            Image.created_at,
+            Image.updated_at,
+        )
+
+    @classmethod
+    def _image_query(cls, registries: ColumnElement[bool]) -> Select[Any]:
         """Images holding at least one tag, in the registries matching `registries`."""
         return (
-            select(
-                Registry.name,
-                Image.name,
-                _LATEST_TAG,
-                _TAG_COUNT,
-                Image.pull_count,
-                _IMAGE_SIZE,
-                Image.created_at,
-                Image.updated_at,
-            )
+            cls._image_columns()
             .join(Registry, Registry.id == Image.registry_id)
             .where(registries, _TAGGED)
         )
@@ -281,27 +330,43 @@ class Console:
         sort: str | None = None,
         page: Page = Page(),
         match_full_name: bool = False,
-    ) -> tuple[list[ImageView], int]:
+    ) -> tuple[list[ImageView], Total]:
         """Images of the registry named `registries`, or of those matching that condition
         (the platform image list spans many); `q` matches the name in its registry, or with
-        `match_full_name` the whole `{registry}/{image}`."""
+        `match_full_name` the whole `{registry}/{image}`. Without `q` the total is the sum of
+        the registries' maintained image counts."""
         order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
+        # The page is chosen on images alone, and only its rows get the per-image columns (the
+        # latest tag): a join would compute them for, and sort, every image of the registries.
+        # One registry is an index range of (registry_id, name); several are an IN list, so
+        # the default sort walks ix_images_name and stops after the page.
         if isinstance(registries, str):
             registries = Registry.name == registries
-        query = self._image_query(registries)
-        if q:
-            name = Registry.name.concat("/").concat(Image.name) if match_full_name else Image.name
-            query = query.where(_contains(name, q))
+            registry_ids: Any = (
+                Image.registry_id == select(Registry.id).where(registries).scalar_subquery()
+            )
+        else:
+            registry_ids = Image.registry_id.in_(select(Registry.id).where(registries))
+        chosen = select(Image.id).where(registry_ids, _TAGGED)
+        if q and match_full_name:
+            full_name = Registry.name.concat("/").concat(Image.name)
+            chosen = chosen.join(Registry, Registry.id == Image.registry_id)
+            chosen = chosen.where(_contains(full_name, q))
+        elif q:
+            chosen = chosen.where(_contains(Image.name, q))
+        terms = (*order, Image.registry_id, Image.id)
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, Registry.name, Image.id)
-                    .offset(page.offset)
-                    .limit(page.size)
-                )
-            ).all()
-        return [ImageView(*row) for row in rows], total or 0
+            if q:
+                total = await _count_matches(conn, chosen)
+            else:
+                counted = select(func.coalesce(func.sum(Registry.image_count), 0))
+                total = Total(int(await conn.scalar(counted.where(registries)) or 0))
+            page_ids = chosen.order_by(*terms).offset(page.offset).limit(page.size).subquery()
+            query = self._image_columns().select_from(page_ids)
+            query = query.join(Image, Image.id == page_ids.c.id)
+            query = query.join(Registry, Registry.id == Image.registry_id)
+            rows = (await conn.execute(query.order_by(*terms))).all()
+        return [ImageView(*row) for row in rows], total
 
     async def get_image(self, registry: str, image: str) -> ImageView:
         async with self.db.read() as conn:
@@ -333,39 +398,52 @@ class Console:
         q: str | None = None,
         sort: str | None = None,
         page: Page = Page(),
-    ) -> tuple[list[TagView], int]:
-        await self.get_image(registry, image)
+    ) -> tuple[list[TagView], Total]:
+        """Without `q` the total is the image's maintained tag count."""
+        found = await self.get_image(registry, image)
         reference_size = (
             select(func.coalesce(func.sum(ManifestReference.size), 0).cast(BigInteger))
             .where(ManifestReference.manifest_id == Manifest.id)
             .correlate(Manifest)
             .scalar_subquery()
         )
-        query = (
-            select(
-                Tag.name,
-                Manifest.digest,
-                Manifest.media_type,
-                Manifest.size + reference_size,
-                Tag.pull_count,
-                Tag.created_at,
-                Manifest.id,
-            )
-            .join(Manifest, Manifest.id == Tag.manifest_id)
-            .join(Image, Image.id == Tag.image_id)
+        image_id = (
+            select(Image.id)
             .join(Registry, Registry.id == Image.registry_id)
             .where(Registry.name == registry, Image.name == image)
+            .scalar_subquery()
         )
-        if q:
-            query = query.where(_contains(Tag.name, q))
+        # The page is chosen on the image's tags alone (the default sort walks
+        # ix_tags_image_created), and only its rows get the manifest's columns and size.
+        chosen = select(Tag.id).where(Tag.image_id == image_id)
+        if q and self.db.url.startswith("sqlite") and len(q) >= TRIGRAM:
+            chosen = select(Tag.id).where(Tag.id.in_(_tag_search(q)), Tag.image_id + 0 == image_id)
+        elif q:
+            chosen = chosen.where(_contains(Tag.name, q))
         order = parse_sort(sort, TAG_SORTS, "-created_at")
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, Tag.id).offset(page.offset).limit(page.size)
+            if q:
+                total = await _count_matches(conn, chosen)
+            else:
+                total = Total(found.tag_count)
+            page_ids = (
+                chosen.order_by(*order, Tag.id).offset(page.offset).limit(page.size).subquery()
+            )
+            query = (
+                select(
+                    Tag.name,
+                    Manifest.digest,
+                    Manifest.media_type,
+                    Manifest.size + reference_size,
+                    Tag.pull_count,
+                    Tag.created_at,
+                    Manifest.id,
                 )
-            ).all()
+                .select_from(page_ids)
+                .join(Tag, Tag.id == page_ids.c.id)
+                .join(Manifest, Manifest.id == Tag.manifest_id)
+            )
+            rows = (await conn.execute(query.order_by(*order, Tag.id))).all()
             manifest_ids = {row[6] for row in rows}
             platforms: dict[int, list[str]] = {}
             if manifest_ids:
@@ -381,7 +459,7 @@ class Console:
                     )
                 ).all():
                     platforms.setdefault(manifest_id, []).append(platform)
-        return [TagView(*row[:6], platforms=platforms.get(row[6], [])) for row in rows], total or 0
+        return [TagView(*row[:6], platforms=platforms.get(row[6], [])) for row in rows], total
 
     async def delete_tag(self, registry: str, image: str, tag: str) -> bool:
         """Delete a tag; True when it was the image's last, and the image went with it."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal_column, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -107,19 +107,31 @@ _REFERRERS = (
     .where(_IMAGE_ROW, Manifest.subject == bindparam("subject"))
     .order_by(Manifest.created_at, Manifest.id)
 )
-_FULL_NAME = (Registry.name + "/" + Image.name).label("full_name")
-_REPOSITORIES = (
-    select(_FULL_NAME)
-    .select_from(Image)
-    .join(Registry, Registry.id == Image.registry_id)
-    .where(
-        Registry.status == "available",
-        select(Manifest.id).where(Manifest.image_id == Image.id).exists(),
-        bindparam("last") < _FULL_NAME,
-    )
-    .order_by(_FULL_NAME)
+# The catalog, in the lexical order of full names `{registry}/{image}`, one registry at a time:
+# since no registry name holds '/', that order is registries by `name || '/'` (the expression
+# of the unique index ix_registries_catalog, migration 0009), then images by name, within each
+# registry an index range (registry_id, name). So a page costs the same at 100,000 repositories
+# as at 1,000, where sorting every full name did not.
+_CATALOG_KEY = Registry.name.concat(literal_column("'/'"))
+_CATALOG_REGISTRIES = (
+    select(Registry.id, Registry.name)
+    .where(Registry.status == "available")
+    .order_by(_CATALOG_KEY)
     .limit(bindparam("limit"))
 )
+_FROM_KEY = bindparam("key") <= _CATALOG_KEY  # the registry of `last`, and those after it
+_AFTER_KEY = bindparam("key") < _CATALOG_KEY  # the registries after the last one read
+_CATALOG_IMAGES = (
+    select(Image.name)
+    .where(
+        Image.registry_id == bindparam("registry_id"),
+        Image.name > bindparam("after"),
+        select(Manifest.id).where(Manifest.image_id == Image.id).exists(),
+    )
+    .order_by(Image.name)
+    .limit(bindparam("limit"))
+)
+_CATALOG_BATCH = 100  # registries read at a time while filling a page
 
 
 def _params(repo: RepositoryName, **more: Any) -> dict[str, Any]:
@@ -261,10 +273,30 @@ class Images:
     ) -> list[str]:
         """Full names of images holding at least one manifest, in lexical order, in the
         registries matching `registries` (the access policy's condition for the caller)."""
-        query = _REPOSITORIES.where(registries)
-        async with self.db.read(offload=True) as conn:
-            names = await conn.scalars(query, {"last": last or "", "limit": limit})
-            return list(names.all())
+        last_registry, _, last_image = (last or "").partition("/")
+        key, position = (last_registry + "/" if last else ""), _FROM_KEY
+        names: list[str] = []
+        async with self.db.read() as conn:
+            while len(names) < limit:
+                batch = (
+                    await conn.execute(
+                        _CATALOG_REGISTRIES.where(registries, position),
+                        {"key": key, "limit": _CATALOG_BATCH},
+                    )
+                ).all()
+                for registry_id, registry in batch:
+                    after = last_image if last and registry == last_registry else ""
+                    images = await conn.scalars(
+                        _CATALOG_IMAGES,
+                        {"registry_id": registry_id, "after": after, "limit": limit - len(names)},
+                    )
+                    names += [f"{registry}/{image}" for image in images.all()]
+                    if len(names) >= limit:
+                        return names
+                if len(batch) < _CATALOG_BATCH:
+                    break
+                key, position = batch[-1][1] + "/", _AFTER_KEY
+        return names
 
     async def referrers(
         self, repo: RepositoryName, subject: Digest, artifact_type: str | None

@@ -6,6 +6,8 @@
                         └─< image_blobs          (which blobs an image may serve)
 
 Bytes (blobs and manifests alike) live in the blob store under their digest, never here.
+`images.tag_count`, `images.size_bytes` and `registries.image_count` are kept by database
+triggers (migration 0009), never written by the application.
 """
 
 from __future__ import annotations
@@ -73,18 +75,25 @@ class Registry(Base):
     pull_count_refreshed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Images holding at least one tag; kept by triggers (migration 0009).
+    image_count: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Image(Base):
     """An OCI repository inside a registry: `{registry}/{name}`."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("registry_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("registry_id", "name"),
+        Index("ix_images_name", "name", "registry_id"),  # platform images, by name
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    tag_count: Mapped[int] = mapped_column(Integer, server_default="0")  # kept by triggers
+    size_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")  # kept by triggers
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -156,7 +165,10 @@ class PullEvent(Base):
 
 class Tag(Base):
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("image_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "name"),
+        Index("ix_tags_image_created", "image_id", "created_at"),  # newest first, the default
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
