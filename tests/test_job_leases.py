@@ -124,7 +124,6 @@ def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
             (first, second) if int(holder.split(":")[-2]) in first.pids() else (second, first)
         )
         victim_pids = set(victim.pids())
-        survivor_pids = set(survivor.pids())
         held_by_victim = {
             name for name, (who, _) in _leases(postgres).items()
             if int(who.split(":")[-2]) in victim_pids
@@ -136,7 +135,7 @@ def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
         def taken_over() -> bool:
             later = [r for r in _runs(postgres) if r.id > last_id and r.finished is not None]
             return all(
-                any(r.name == name and r.pid in survivor_pids for r in later)
+                any(r.name == name and r.pid not in victim_pids for r in later)
                 for name in held_by_victim
             )
 
@@ -145,9 +144,10 @@ def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
         _assert_no_overlap(runs, dead=victim_pids)
         for name in held_by_victim:
             after_kill = [r for r in runs if r.name == name and r.id > last_id]
-            assert all(r.pid in survivor_pids for r in after_kill), after_kill
+            # (by pid, not survivor.pids(): uvicorn may replace an unresponsive worker)
+            assert all(r.pid not in victim_pids for r in after_kill), after_kill
         leases = _leases(postgres)
-        assert all(int(who.split(":")[-2]) in survivor_pids for who, _ in leases.values()), leases
+        assert all(int(who.split(":")[-2]) not in victim_pids for who, _ in leases.values()), leases
 
         # A clean stop gives every lease back at once, without waiting for it to expire.
         survivor.stop()
