@@ -4,6 +4,7 @@ in flight still needs."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from ociregistry.blobstore import CheckedDriver, Digest
 from ociregistry.catalog.candidates import BlobCandidate
 from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.names import RepositoryName
+from pgcluster import PostgresCluster
 
 REGISTRY = "gc"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -26,9 +28,24 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[InProcessRegistry]:
-    running = InProcessRegistry(tmp_path / "data")
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessRegistry]:
+    """On both databases: the candidates are recorded by dialect-specific upserts."""
+    database_url = ""
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("postgres")
+        database_url = cluster.create_database(f"gc{next(_databases)}")
+    running = InProcessRegistry(tmp_path / "data", database_url=database_url)
     running.run(running.services.registries.create(REGISTRY, public=True))
     yield running
     running.close()
