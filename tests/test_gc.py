@@ -177,9 +177,20 @@ def test_deleted_manifest_and_registry_are_reclaimed(registry: InProcessRegistry
         )
     )
     assert answer.status_code == 201
+    assert registry.run(collector(registry).collect()).blobs_deleted == 0  # linked: dropped
     registry.run(registry.services.registries.delete("gc-gone", delete_images=True, wait=True))
     assert registry.run(collector(registry).collect()).blobs_deleted == 1
     assert not stored(registry, config)
+
+
+def test_a_deleted_blob_link_is_reclaimed(registry: InProcessRegistry) -> None:
+    """`DELETE /v2/…/blobs/<digest>` of a blob no manifest came for: the blob goes too."""
+    digest = push_blob(registry, "unlinked", b"a blob whose manifest never came")
+    assert registry.run(collector(registry).collect()).blobs_deleted == 0  # linked: dropped
+    deleted = registry.run(registry.client.delete(f"/v2/{REGISTRY}/unlinked/blobs/{digest}"))
+    assert deleted.status_code == 202, deleted.text
+    assert registry.run(collector(registry).collect()).blobs_deleted == 1
+    assert not stored(registry, digest)
 
 
 def candidate_digests(registry: InProcessRegistry) -> set[str]:
