@@ -273,6 +273,28 @@ async def test_delete_missing_is_fine(driver: CheckedDriver) -> None:
     await driver.delete("missing")
 
 
+async def test_delete_many_removes_those_objects_only(driver: CheckedDriver) -> None:
+    for n in range(5):
+        await driver.put_content(f"many/{n}", b"%d" % n)
+    await driver.delete_many(["many/0", "many/2", "many/4"])
+    assert await _walk(driver, "many") == {"many/1": 1, "many/3": 1}
+
+
+async def test_delete_many_of_missing_paths_and_of_none_is_fine(driver: CheckedDriver) -> None:
+    await driver.put_content("kept", b"k")
+    await driver.delete_many(["missing/one", "missing"])
+    await driver.delete_many([])
+    assert await driver.get_content("kept") == b"k"
+
+
+async def test_delete_many_takes_more_than_one_batch(driver: CheckedDriver) -> None:
+    """More paths than S3's DeleteObjects takes in one request (a thousand)."""
+    paths = [f"batch/{n:04d}" for n in range(1005)]
+    await asyncio.gather(*(driver.put_content(path, b"") for path in paths))
+    await driver.delete_many(paths[:1003])
+    assert set(await _walk(driver, "batch")) == set(paths[1003:])
+
+
 async def test_redirect_url_is_none_or_a_url(driver: CheckedDriver) -> None:
     await driver.put_content("blob", b"x")
     url = await driver.redirect_url("blob")

@@ -120,6 +120,10 @@ class CheckedDriver(StorageDriver):
     async def delete(self, path: str) -> None:
         await self._call("delete", path, self.driver.delete(check_path(path)))
 
+    async def delete_many(self, paths: list[str]) -> None:
+        checked = [check_path(path) for path in paths]
+        await self._call("delete_many", f"{len(checked)} paths", self.driver.delete_many(checked))
+
     async def redirect_url(self, path: str, *, method: str = "GET") -> str | None:
         return await self._call(
             "redirect_url", path, self.driver.redirect_url(check_path(path), method=method)

@@ -118,6 +118,13 @@ class StorageDriver(ABC):
         """Remove the object at `path` and every object under `path/` (not `pathX`); no
         error when nothing is there."""
 
+    async def delete_many(self, paths: list[str]) -> None:
+        """Delete the objects at `paths` (each as `delete` would); no error for those already
+        gone. What garbage collection uses: object stores override it with one request per
+        batch (S3's DeleteObjects takes a thousand keys)."""
+        for path in paths:
+            await self.delete(path)
+
     async def redirect_url(self, path: str, *, method: str = "GET") -> str | None:
         """A URL the client may fetch `path` from directly (a presigned URL); None: serve it
         ourselves."""

@@ -321,8 +321,9 @@ class S3Driver(StorageDriver):
             await self.abort(pending.state)
 
     async def delete_many(self, paths: list[str]) -> None:
-        """Delete the objects at `paths` (not what is under them) with batched DeleteObjects,
-        a thousand per request: what garbage collection uses."""
+        """Delete the objects at `paths` with batched DeleteObjects, a thousand per request,
+        and no listing: what garbage collection uses. Unlike `delete`, not what is under a
+        path (blobs have nothing under them)."""
         await self._delete_keys([self._key(path) for path in paths], "many")
 
     async def _delete_keys(self, keys: list[str], what: str) -> None:

@@ -14,12 +14,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ociregistry.blobstore.digest import Digest
+from ociregistry.blobstore.digest import HEX_LENGTHS, Digest
 from ociregistry.blobstore.driver import StorageDriver
+from ociregistry.errors import RegistryError
 
 
 def blob_path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def digest_of_path(path: str) -> Digest | None:
+    """The digest whose blob lives at `path`, or None when `path` is not a blob's path (a
+    walk of `blobs` meeting something we never wrote)."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != "blobs" or parts[1] not in HEX_LENGTHS:
+        return None
+    _, algorithm, prefix, name = parts
+    if len(name) != HEX_LENGTHS[algorithm] or not name.startswith(prefix):
+        return None
+    try:
+        digest = Digest.parse(f"{algorithm}:{name}")
+    except RegistryError:
+        return None
+    return digest if blob_path(digest) == path else None
 
 
 class BlobStore:

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
+from ociregistry.catalog import candidates
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
     Image,
@@ -386,6 +387,8 @@ class Console:
         await self.get_image(registry, image)
         async with self.db.write() as conn:
             registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
+            doomed = select(Image.id).where(Image.registry_id == registry_id, Image.name == image)
+            await conn.execute(candidates.of_images(conn.dialect.name, doomed))
             await conn.execute(
                 delete(Image).where(Image.registry_id == registry_id, Image.name == image)
             )

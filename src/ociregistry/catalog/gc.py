@@ -1,13 +1,16 @@
 """Garbage collection: the blob space that deletions leave behind, reclaimed in the
-background, never in the request path (SPEC §4).
+background, never in the request path (SPEC §4), never read-only, never pausing pushes.
 
-A blob file is collected when no image links it (`image_blobs`, which holds layers, configs
-and manifests alike) and no manifest references it, and when it is older than a grace period.
-The grace period is what protects pushes in flight: a finished upload or a stored manifest is
-a freshly written file, linked within the same request, so a file only a moment old is never
-swept even though nothing references it yet. The store is walked once and its blobs compared
-with the digests the database needs (one query), a set difference, not a `stat` and two queries
-per blob; each candidate is checked again right before it goes.
+The candidates come from the database, not from a walk of the store: every deletion records
+the blobs it may have left unreferenced, and every upload its blob (`catalog/candidates.py`).
+A candidate is collected when nothing references it (`image_blobs`, which holds layers,
+configs and manifests alike, and `manifest_references`) and when it was recorded longer ago
+than the grace period. The grace period is what protects pushes in flight: a finished upload
+records its blob again, so a blob pushed a moment ago waits a whole window, even while no
+manifest references it yet. Candidates go in batches (one query for a thousand, then one
+`delete_many`, which is a single DeleteObjects request on S3), each batch checked again right
+before it goes; a candidate found referenced is simply dropped. The store is never listed:
+only `ociregistry fsck` walks it.
 
 With `delete_untagged`, manifests that no tag points at, no index lists and that refer to no
 subject still present are deleted first (as `registry garbage-collect --delete-untagged`
@@ -17,18 +20,21 @@ does), and then images left with nothing at all.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, select, union
+from sqlalchemy import and_, bindparam, delete, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
-from ociregistry.blobstore.digest import HEX_LENGTHS, Digest
-from ociregistry.blobstore.driver import FileInfo, StorageDriver
+from ociregistry.blobstore.digest import Digest
+from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.store import blob_path
+from ociregistry.catalog import candidates
+from ociregistry.catalog.candidates import BlobCandidate
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
     Image,
@@ -38,16 +44,33 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.errors import RegistryError
 
 DEFAULT_GRACE_SECONDS = 3600
 log = logging.getLogger("ociregistry.gc")
 
-# Every digest the database needs: linked into an image, or referenced by a manifest.
-_USED = union(select(ImageBlob.digest), select(ManifestReference.digest))
-_LINKED = select(ImageBlob.digest).where(ImageBlob.digest == bindparam("digest")).limit(1)
-_REFERENCED = (
-    select(ManifestReference.digest).where(ManifestReference.digest == bindparam("digest")).limit(1)
+BATCH = 1000  # candidates per query and per `delete_many` (S3: one DeleteObjects)
+
+_UNREFERENCED = and_(
+    ~exists(select(ImageBlob.digest).where(ImageBlob.digest == BlobCandidate.digest)),
+    ~exists(
+        select(ManifestReference.digest).where(ManifestReference.digest == BlobCandidate.digest)
+    ),
+)
+# Candidates past the grace window, a batch at a time, in digest order.
+_DUE = (
+    select(BlobCandidate.digest, BlobCandidate.size)
+    .where(BlobCandidate.since < bindparam("cutoff"), BlobCandidate.digest > bindparam("after"))
+    .order_by(BlobCandidate.digest)
+    .limit(BATCH)
+)
+_STILL_GARBAGE = select(BlobCandidate.digest, BlobCandidate.size).where(
+    BlobCandidate.digest.in_(bindparam("digests", expanding=True)),
+    BlobCandidate.since < bindparam("cutoff"),
+    _UNREFERENCED,
+)
+# Unreferenced candidates the grace window still holds back.
+_HELD = select(func.count(), func.sum(BlobCandidate.size)).where(
+    BlobCandidate.since >= bindparam("cutoff"), _UNREFERENCED
 )
 _parent = aliased(Manifest)
 _subject = aliased(Manifest)
@@ -108,22 +131,35 @@ class GarbageCollector:
             async with self.db.read() as conn:
                 untagged = (await conn.scalars(_UNTAGGED, {"cutoff": cutoff_time})).all()
             report.manifests_deleted = len(untagged)
-        cutoff = time.time() - self.grace_seconds
-        stored = {digest: info async for digest, info in self._stored_blobs()}
+        # Again: what the untagged cleanup just recorded waits for its own window.
+        cutoff_time = utcnow() - timedelta(seconds=self.grace_seconds)
         async with self.db.read() as conn:
-            used = set((await conn.scalars(_USED)).all())
-        for digest in sorted(stored.keys() - used):
-            info = stored[digest]
-            if info.modified >= cutoff:  # young: a push in flight may be about to link it
-                report.blobs_held += 1
-                report.bytes_held += info.size
-                continue
-            if await self._in_use(digest):  # linked since the query: keep it
-                continue
+            held = (await conn.execute(_HELD, {"cutoff": cutoff_time})).one()
+        report.blobs_held, report.bytes_held = int(held[0]), int(held[1] or 0)
+        done: set[str] = set()  # a dry run deletes nothing, so it pages past what it saw
+        while True:
+            async with self.db.read() as conn:
+                batch = (
+                    await conn.execute(
+                        _DUE, {"cutoff": cutoff_time, "after": max(done, default="")}
+                    )
+                ).all()
+            if not batch:
+                break
+            done.update(digest for digest, _ in batch)
+            garbage = await self._garbage(batch, cutoff_time)
+            paths = [blob_path(Digest.parse(digest)) for digest in garbage]
+            for path, size in zip(paths, garbage.values(), strict=True):
+                if size is None:  # recorded by an upload that never linked it
+                    info = await self.driver.stat(path)
+                    size = 0 if info is None else info.size
+                report.blobs_deleted += 1
+                report.bytes_freed += size
+            if not dry_run and paths:
+                await self.driver.delete_many(paths)
             if not dry_run:
-                await self.driver.delete(stored[digest].path)
-            report.blobs_deleted += 1
-            report.bytes_freed += stored[digest].size
+                digests = [digest for digest, _ in batch]
+                await self.db.transaction(partial(_forget, digests=digests, cutoff=cutoff_time))
         if report.blobs_deleted:
             log.info(
                 "garbage collection: %d blobs, %d bytes%s",
@@ -133,33 +169,33 @@ class GarbageCollector:
             )
         return report
 
-    async def _stored_blobs(self) -> AsyncIterator[tuple[str, FileInfo]]:
-        """Every blob in the store, by one walk: `blobs/<algorithm>/<xx>/<hex>`."""
-        async for info in self.driver.walk("blobs"):
-            parts = info.path.split("/")
-            if len(parts) != 4 or parts[1] not in HEX_LENGTHS:
-                continue
-            _, algorithm, prefix, name = parts
-            if len(name) != HEX_LENGTHS[algorithm] or not name.startswith(prefix):
-                continue  # not a blob of ours
-            try:
-                digest = Digest.parse(f"{algorithm}:{name}")
-            except RegistryError:
-                continue
-            if blob_path(digest) == info.path:
-                yield str(digest), info
-
-    async def _in_use(self, digest: str) -> bool:
+    async def _garbage(self, batch: Sequence[Any], cutoff: datetime) -> dict[str, int | None]:
+        """Of a batch of due candidates, those still unreferenced and still due, checked
+        right before they go (a push may have linked or recorded one since)."""
+        digests = [digest for digest, _ in batch]
         async with self.db.read() as conn:
-            if await conn.scalar(_LINKED, {"digest": digest}) is not None:
-                return True
-            return await conn.scalar(_REFERENCED, {"digest": digest}) is not None
+            rows = (
+                await conn.execute(_STILL_GARBAGE, {"digests": digests, "cutoff": cutoff})
+            ).all()
+        return {digest: size for digest, size in rows}
+
+
+def _forget(conn: Connection, digests: list[str], cutoff: datetime) -> None:
+    """Drop the candidates of a batch that are dealt with: deleted, or referenced. A candidate
+    recorded again since (a push of the same blob) stays, for its new grace window."""
+    conn.execute(
+        delete(BlobCandidate).where(BlobCandidate.digest.in_(digests), BlobCandidate.since < cutoff)
+    )
 
 
 def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     """Delete untagged manifests nothing else needs, then images holding nothing."""
     manifest_ids = list(conn.scalars(_UNTAGGED, {"cutoff": cutoff}).all())
     if manifest_ids:
+        dialect = conn.dialect.name
+        conn.execute(candidates.of_manifests(dialect, manifest_ids))
+        linked = select(Manifest.digest).where(Manifest.id.in_(manifest_ids))
+        conn.execute(candidates.of_image_blobs(dialect, ImageBlob.digest.in_(linked)))
         digests = conn.execute(
             select(Manifest.image_id, Manifest.digest).where(Manifest.id.in_(manifest_ids))
         ).all()
@@ -186,5 +222,6 @@ def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         ).all()
     )
     if empty:
+        conn.execute(candidates.of_images(conn.dialect.name, empty))
         conn.execute(delete(Image).where(Image.id.in_(empty)))
     return len(manifest_ids), len(empty)

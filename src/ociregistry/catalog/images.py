@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.blobstore.digest import Digest
+from ociregistry.catalog import candidates
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
     Image,
@@ -182,6 +183,13 @@ class Images:
             rows = (await conn.execute(query)).all()
         return [RepositoryName(registry, image) for registry, image in rows]
 
+    async def note_blob_written(self, digest: Digest) -> None:
+        """Before a blob's bytes are written: record it as a garbage candidate, so that a
+        blob written but never linked (the process died in between) is found without a walk
+        of the store; once linked, the collector drops the candidate."""
+        async with self.db.write() as conn:
+            await candidates.record(conn, [(str(digest), None)])
+
     async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
         await self.db.transaction(lambda conn: _link_blob(conn, repo, str(digest), size))
 
@@ -190,11 +198,9 @@ class Images:
             image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
-            result = await conn.execute(
-                delete(ImageBlob).where(
-                    ImageBlob.image_id == image_id, ImageBlob.digest == str(digest)
-                )
-            )
+            linked = (ImageBlob.image_id == image_id, ImageBlob.digest == str(digest))
+            await conn.execute(candidates.of_image_blobs(conn.dialect.name, *linked))
+            result = await conn.execute(delete(ImageBlob).where(*linked))
         return bool(result.rowcount)
 
     # -- manifests ---------------------------------------------------------------------------
@@ -239,16 +245,19 @@ class Images:
             image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
+            dialect = conn.dialect.name
+            manifest = select(Manifest.id).where(
+                Manifest.image_id == image_id, Manifest.digest == str(digest)
+            )
+            linked = (ImageBlob.image_id == image_id, ImageBlob.digest == str(digest))
+            await conn.execute(candidates.of_manifests(dialect, manifest.scalar_subquery()))
+            await conn.execute(candidates.of_image_blobs(dialect, *linked))
             result = await conn.execute(
                 delete(Manifest).where(
                     Manifest.image_id == image_id, Manifest.digest == str(digest)
                 )
             )
-            await conn.execute(
-                delete(ImageBlob).where(
-                    ImageBlob.image_id == image_id, ImageBlob.digest == str(digest)
-                )
-            )
+            await conn.execute(delete(ImageBlob).where(*linked))
         return bool(result.rowcount)
 
     async def delete_tag(self, repo: RepositoryName, tag: str) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
+from ociregistry.catalog import candidates
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import Image, Registry, Tag, new_resource_id, utcnow
 from ociregistry.errors import NameInvalid, NameUnknown, RegistryError
@@ -223,6 +224,7 @@ class Registries:
                         )
                     )
                     return
+                await conn.execute(candidates.of_images(conn.dialect.name, batch))
                 await conn.execute(delete(Image).where(Image.id.in_(batch)))
             await asyncio.sleep(0)  # let requests in between batches
 
