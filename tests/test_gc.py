@@ -12,7 +12,7 @@ import pytest
 
 from inprocess import InProcessRegistry
 from ociregistry.blobstore import CheckedDriver, Digest
-from ociregistry.catalog.gc import GarbageCollector
+from ociregistry.content.gc import GarbageCollector
 from ociregistry.names import RepositoryName
 
 REGISTRY = "gc"

@@ -29,7 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from ociregistry import api
 from ociregistry.api.groups import GROUP_SORTS
 from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS
-from ociregistry.catalog.console import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
+from ociregistry.catalog.listings import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
 from server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}

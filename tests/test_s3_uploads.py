@@ -18,7 +18,7 @@ import pytest
 
 from ociregistry.blobstore import CheckedDriver, Digest, create_driver
 from ociregistry.blobstore.uploads import Uploads
-from ociregistry.catalog.database import Database, migrate
+from ociregistry.db.database import Database, migrate
 from s3gateway import S3Gateway
 
 pytestmark = pytest.mark.s3

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from ociregistry.blobstore import BlobStore, CheckedDriver, Digest, MemoryDriver, create_driver
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.uploads import Uploads
-from ociregistry.catalog.database import Database, migrate
+from ociregistry.db.database import Database, migrate
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 

@@ -20,10 +20,10 @@ from ociregistry import api, errors, v2
 from ociregistry.api.common import api_error
 from ociregistry.authapi import token
 from ociregistry.blobstore.driver import StorageError, StorageFull, StorageUnavailable
-from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
+from ociregistry.content.gc import GarbageCollector
 from ociregistry.errors import RegistryError
 from ociregistry.ops import health, shutdown
 from ociregistry.services import Services

@@ -18,7 +18,7 @@ from ociregistry.auth.policy import (
     ordered,
 )
 from ociregistry.authapi.credentials import authenticate
-from ociregistry.catalog.console import (
+from ociregistry.catalog.listings import (
     MAX_PAGE_SIZE,
     ImageView,
     InvalidArgument,

@@ -21,7 +21,7 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.groups import GROUP_SORTS, GroupView
 from ociregistry.auth.policy import Principal, is_platform_admin
-from ociregistry.catalog.console import NotFound, parse_sort
+from ociregistry.catalog.listings import NotFound, parse_sort
 
 
 async def _group_id(request: Request, principal: Principal) -> int:

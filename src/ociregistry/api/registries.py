@@ -26,7 +26,7 @@ from ociregistry.api.common import (
     writer,
 )
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
-from ociregistry.catalog.console import InvalidArgument, NotFound
+from ociregistry.catalog.listings import InvalidArgument, NotFound
 from ociregistry.catalog.registries import RegistryDeleting
 from ociregistry.errors import NameInvalid, RegistryError
 from ociregistry.names import check_labels, check_registry_name, check_remark

@@ -18,7 +18,7 @@ from ociregistry.api.common import (
     services,
 )
 from ociregistry.auth.policy import PULL, Principal, caller_role
-from ociregistry.catalog.models import Registry
+from ociregistry.db.models import Registry
 
 
 async def _browser(request: Request) -> Principal:

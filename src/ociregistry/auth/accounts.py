@@ -31,9 +31,9 @@ from ociregistry.auth.secrets import (
     secret_matches,
     verify_password,
 )
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import as_utc, new_resource_id, utcnow
-from ociregistry.catalog.sql import insert_ignore
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, new_resource_id, utcnow
+from ociregistry.db.sql import insert_ignore
 from ociregistry.errors import RegistryError
 
 ROLES = ("owner", "developer", "guest")

@@ -34,8 +34,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from ociregistry.auth.models import GroupMember
 from ociregistry.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope
 from ociregistry.auth.tokens import TokenClaims
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import Registry
+from ociregistry.db.database import Database
+from ociregistry.db.models import Registry
 from ociregistry.errors import Denied, NameInvalid, NameUnknown, Unauthorized
 from ociregistry.names import RepositoryName
 

@@ -39,8 +39,8 @@ from ociregistry.blobstore.driver import StorageDriver, UploadState
 from ociregistry.blobstore.hashing import Hasher, OneShotHash, ResumableSha256
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.store import blob_path
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import as_utc, utcnow
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, utcnow
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 DEFAULT_EXPIRY_SECONDS = 24 * 3600

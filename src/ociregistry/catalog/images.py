@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.blobstore.digest import Digest
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,
@@ -27,7 +27,7 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import insert_ignore_statement, upsert_statement
+from ociregistry.db.sql import insert_ignore_statement, upsert_statement
 from ociregistry.errors import (
     ManifestBlobUnknown,
     ManifestInvalid,

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import Image, Registry, Tag, new_resource_id, utcnow
+from ociregistry.db.database import Database
+from ociregistry.db.models import Image, Registry, Tag, new_resource_id, utcnow
 from ociregistry.errors import NameInvalid, NameUnknown, RegistryError
 from ociregistry.names import check_labels, check_registry_name, check_remark
 

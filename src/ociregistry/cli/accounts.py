@@ -10,7 +10,7 @@ from typing import Any
 
 from ociregistry.auth.accounts import AccountUnknown, UserInfo
 from ociregistry.auth.throttle import account_key
-from ociregistry.catalog.console import Page
+from ociregistry.catalog.listings import Page
 from ociregistry.cli.base import output, run_services, say, settings_of
 from ociregistry.config import ConfigError
 from ociregistry.services import Services

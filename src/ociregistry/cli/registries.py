@@ -6,9 +6,9 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from ociregistry.catalog.console import Page, RegistryView
-from ociregistry.catalog.gc import CollectionReport, GarbageCollector
+from ociregistry.catalog.listings import Page, RegistryView
 from ociregistry.cli.base import output, run_services, say, settings_of
+from ociregistry.content.gc import CollectionReport, GarbageCollector
 from ociregistry.names import check_labels, check_remark
 from ociregistry.services import Services
 

@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from ociregistry.auth.policy import Action
 from ociregistry.blobstore.digest import Digest
+from ociregistry.content.referrers import referrers_index
 from ociregistry.manifests.mediatypes import OCI_INDEX
-from ociregistry.manifests.referrers import referrers_index
 from ociregistry.v2.common import Access, requires, services
 
 

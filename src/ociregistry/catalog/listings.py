@@ -17,8 +17,8 @@ from sqlalchemy import BigInteger, Select, and_, delete, exists, func, select, u
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,
@@ -27,7 +27,7 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import escape_like
+from ociregistry.db.sql import escape_like
 from ociregistry.errors import RegistryError
 
 MAX_PAGE_SIZE = 100

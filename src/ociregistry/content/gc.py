@@ -29,8 +29,8 @@ from sqlalchemy.orm import aliased
 from ociregistry.blobstore.digest import HEX_LENGTHS, Digest
 from ociregistry.blobstore.driver import FileInfo, StorageDriver
 from ociregistry.blobstore.store import blob_path
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,
