@@ -95,7 +95,7 @@ def test_deleted_image_is_reclaimed_and_shared_blobs_stay(registry: InProcessReg
     shared = b"shared layer"
     gone_manifest, gone_blobs = push_image(registry, "gone", [b"only in gone", shared], "1")
     kept_manifest, kept_blobs = push_image(registry, "kept", [shared], "1")
-    registry.run(registry.services.console.delete_image(REGISTRY, "gone"))
+    registry.run(registry.services.listings.delete_image(REGISTRY, "gone"))
 
     dry = registry.run(collector(registry).collect(dry_run=True))
     assert dry.blobs_deleted == 3  # gone's config, its own layer and its manifest
@@ -166,7 +166,7 @@ def test_collection_walks_the_store_once(registry: InProcessRegistry) -> None:
     and only the garbage is touched again (checked, then deleted)."""
     kept_manifest, _ = push_image(registry, "many", [b"layer %d" % n for n in range(20)], "1")
     gone_manifest, gone_blobs = push_image(registry, "gone", [b"gone layer"], "1")
-    registry.run(registry.services.console.delete_image(REGISTRY, "gone"))
+    registry.run(registry.services.listings.delete_image(REGISTRY, "gone"))
     operations: list[tuple[str, str]] = []
     traced = CheckedDriver(
         registry.services.blobs.driver.driver,

@@ -13,7 +13,7 @@ from ociregistry.blobstore import BlobStore, create_driver
 from ociregistry.blobstore.factory import close_driver, observer_from_environment
 from ociregistry.blobstore.uploads import Uploads
 from ociregistry.catalog.images import Images
-from ociregistry.catalog.listings import Console
+from ociregistry.catalog.listings import Listings
 from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
@@ -39,7 +39,7 @@ class Services:
     signer: TokenSigner
     policy: AccessPolicy
     pulls: PullCounter
-    console: Console
+    listings: Listings
     mounts: Mounts
 
     @classmethod
@@ -78,7 +78,7 @@ class Services:
             ),
             policy=policy,
             pulls=PullCounter(db, enabled=settings.pull_counting),
-            console=Console(db),
+            listings=Listings(db),
             mounts=Mounts(images, blobs, policy),
         )
 

@@ -111,7 +111,7 @@ def platform_admin(principal: Principal, action: str) -> Principal:
 
 async def registry_view(request: Request, principal: Principal, name: str) -> dict[str, Any]:
     """One registry as JSON, with the caller's rights on it."""
-    view = await services(request).console.get_registry(name, role=caller_role(principal))
+    view = await services(request).listings.get_registry(name, role=caller_role(principal))
     return registry_json(view, public_host(request), request, principal)
 
 

@@ -27,9 +27,9 @@ from ociregistry.catalog.listings import NotFound, parse_sort
 async def _group_id(request: Request, principal: Principal) -> int:
     """The group in the path, if the caller belongs to it (or is an admin)."""
     name = request.path_params["group"]
-    registry = services(request)
-    group_id = await registry.groups.group_id(name)
-    if group_id is None or not await registry.policy.may_view_group(principal, group_id):
+    parts = services(request)
+    group_id = await parts.groups.group_id(name)
+    if group_id is None or not await parts.policy.may_view_group(principal, group_id):
         raise NotFound(f"project group {name!r} does not exist", detail={"name": name})
     return group_id
 

@@ -32,7 +32,7 @@ async def _browser(request: Request) -> Principal:
 async def shared_registries(request: Request) -> JSONResponse:
     principal = await _browser(request)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_registries(
+    views, total = await services(request).listings.list_registries(
         scope="shared",
         where=services(request).policy.visible(principal),
         role=caller_role(principal),
@@ -49,7 +49,7 @@ async def shared_registries(request: Request) -> JSONResponse:
 async def platform_registries(request: Request) -> JSONResponse:
     principal = await _browser(request)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_registries(
+    views, total = await services(request).listings.list_registries(
         scope="platform",
         where=services(request).policy.visible(principal),
         role=caller_role(principal),
@@ -65,7 +65,7 @@ async def platform_images(request: Request) -> JSONResponse:
     principal = await _browser(request)
     page, q, sort = list_params(request)
     pullable = and_(Registry.kind == "platform", services(request).policy.visible(principal, PULL))
-    views, total = await services(request).console.list_images(
+    views, total = await services(request).listings.list_images(
         pullable, q=q, sort=sort, page=page, match_full_name=True
     )
     host = public_host(request)

@@ -1,5 +1,5 @@
-"""The console's view of the catalog: registries, images and tags as the management API
-shows them (SPEC §5), with filters, sorting and pages, and the operations on them.
+"""The catalog as lists: registries, images and tags as the management API and the console
+show them (SPEC §5), with filters, sorting and pages, and the operations on them.
 
 An image, to the console, is a repository holding at least one tag: deleting its last tag
 (here or through /v2) makes it go, and its untagged manifests are left to garbage collection,
@@ -176,7 +176,10 @@ def _contains(column: Any, text: str) -> ColumnElement[bool]:
     return column.like(f"%{escape_like(text)}%", escape="\\")
 
 
-class Console:
+class Listings:
+    """Registries, images and tags as lists and single views, and the changes made to them
+    there (not `console/`, the web UI, though the console is their main reader)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 

@@ -50,10 +50,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 async def _locate(request: Request, repo: RepositoryName) -> tuple[Digest, int]:
     digest = Digest.parse(request.path_params["digest"])
-    registry = services(request)
-    size = await registry.images.blob_size(repo, digest)
+    parts = services(request)
+    size = await parts.images.blob_size(repo, digest)
     if size is None:
-        await registry.images.require_image(repo)
+        await parts.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})
     return digest, size
 
@@ -104,8 +104,8 @@ async def get_blob(request: Request, access: Access) -> Response:
 async def delete_blob(request: Request, access: Access) -> Response:
     repo = access.repo
     digest = Digest.parse(request.path_params["digest"])
-    registry = services(request)
-    if not await registry.images.unlink_blob(repo, digest):
-        await registry.images.require_image(repo)
+    parts = services(request)
+    if not await parts.images.unlink_blob(repo, digest):
+        await parts.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})
     return Response(status_code=202, headers={"Docker-Content-Digest": str(digest)})
