@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ociregistry import api, errors, v2
@@ -27,7 +26,12 @@ from ociregistry.content.gc import GarbageCollector
 from ociregistry.errors import RegistryError
 from ociregistry.ops import health, shutdown
 from ociregistry.services import Services
-from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
+from ociregistry.v2.common import (
+    ApiVersionHeader,
+    http_error_handler,
+    registry_error_handler,
+    route_error,
+)
 
 UPLOAD_PURGE_INTERVAL_SECONDS = 3600
 
@@ -77,7 +81,7 @@ def storage_failure(request: Request, error: Exception) -> RegistryError:
     if isinstance(error, StorageUnavailable):
         return errors.StorageUnavailable(
             f"the registry's storage is unavailable ({error}); retry later",
-            headers={"Retry-After": str(error.retry_after)},
+            retry_after=error.retry_after,
         )
     return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
 
@@ -131,17 +135,13 @@ def create_app(settings: Settings) -> Starlette:
         return await on_registry_error(request, storage_failure(request, error))
 
     async def on_http_error(request: Request, error: Exception) -> Response:
-        response = await http_error_handler(request, error)
-        if request.url.path.startswith(("/api/", "/console/")):
-            assert isinstance(error, HTTPException)
-            message = json.loads(response.body)["errors"][0]["message"]
-            code = "NOT_FOUND" if error.status_code == 404 else "METHOD_NOT_ALLOWED"
-            return JSONResponse(
-                {"error": {"code": code, "message": message}},
-                status_code=error.status_code,
-                headers=error.headers,
-            )
-        return response
+        assert isinstance(error, HTTPException)
+        known = route_error(request, error)
+        if known is not None and request.url.path.startswith(("/api/", "/console/")):
+            response: Response = api_error(known)
+            response.headers.update(error.headers or {})  # `Allow` on a 405
+            return response
+        return await http_error_handler(request, error)
 
     return Starlette(
         routes=[

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     caller,
     json_body,
     list_params,
@@ -21,7 +20,8 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.groups import GROUP_SORTS, GroupView
 from ociregistry.auth.policy import Principal, is_platform_admin
-from ociregistry.catalog.listings import NotFound, parse_sort
+from ociregistry.catalog.listings import parse_sort
+from ociregistry.errors import NotFound, PermissionDenied
 
 
 async def _group_id(request: Request, principal: Principal) -> int:

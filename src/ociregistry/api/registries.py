@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     batch_results,
     caller,
     item_error,
@@ -26,9 +25,14 @@ from ociregistry.api.common import (
     writer,
 )
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
-from ociregistry.catalog.listings import InvalidArgument, NotFound
-from ociregistry.catalog.registries import RegistryDeleting
-from ociregistry.errors import NameInvalid, RegistryError
+from ociregistry.errors import (
+    InvalidArgument,
+    NameInvalid,
+    NotFound,
+    PermissionDenied,
+    RegistryDeleting,
+    RegistryError,
+)
 from ociregistry.names import check_labels, check_registry_name, check_remark
 
 

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ociregistry.api.common import (
-    Unauthenticated,
     caller,
     image_json,
     list_params,
@@ -19,6 +18,7 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.policy import PULL, Principal, caller_role
 from ociregistry.db.models import Registry
+from ociregistry.errors import Unauthenticated
 
 
 async def _browser(request: Request) -> Principal:

@@ -28,19 +28,11 @@ from ociregistry.db.models import (
     utcnow,
 )
 from ociregistry.db.sql import escape_like
-from ociregistry.errors import RegistryError
+from ociregistry.errors import InvalidArgument, NotFound
 
 MAX_PAGE_SIZE = 100
 
 log = logging.getLogger("ociregistry.console")
-
-
-class InvalidArgument(RegistryError):
-    code, status = "INVALID_ARGUMENT", 400
-
-
-class NotFound(RegistryError):
-    code, status = "NOT_FOUND", 404
 
 
 @dataclass(frozen=True, slots=True)

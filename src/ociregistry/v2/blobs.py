@@ -9,15 +9,11 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from ociregistry.auth.policy import Action
 from ociregistry.blobstore.digest import Digest
-from ociregistry.errors import BlobUnknown, RegistryError
+from ociregistry.errors import BlobUnknown, RangeNotSatisfiable
 from ociregistry.names import RepositoryName
 from ociregistry.v2.common import Access, requires, services
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-class RangeNotSatisfiable(RegistryError):
-    code, status = "BLOB_UNKNOWN", 416
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -43,7 +39,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or length <= 0:
         raise RangeNotSatisfiable(
             f"range {header} is outside the blob's {size} bytes",
-            headers={"Content-Range": f"bytes */{size}"},
+            size=size,
         )
     return start, length
 

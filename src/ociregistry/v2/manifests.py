@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ociregistry.auth.policy import Action, Principal
-from ociregistry.content.manifests import Reference, TagInvalid
-from ociregistry.errors import ManifestUnknown
+from ociregistry.content.manifests import Reference
+from ociregistry.errors import ManifestUnknown, TagInvalid
 from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
 from ociregistry.v2.common import Access, read_body, requires, services
 

@@ -13,7 +13,7 @@ from ociregistry.blobstore.digest import Digest
 from ociregistry.blobstore.uploads import UploadSession
 from ociregistry.errors import BlobUploadInvalid, DigestInvalid, NameInvalid, RangeInvalid
 from ociregistry.names import RepositoryName
-from ociregistry.v2.common import Access, has_body, requires, services
+from ociregistry.v2.common import Access, has_body, requires, services, upload_headers
 
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?")
 
@@ -30,7 +30,7 @@ def _created(repo: RepositoryName, digest: Digest) -> Response:
 
 
 def _accepted(request: Request, session: UploadSession, size: int, status: int = 202) -> Response:
-    headers = services(request).uploads.progress_headers(session, size)
+    headers = upload_headers(request, session.repository, session.id, size)
     headers["Content-Length"] = "0"
     return Response(status_code=status, headers=headers)
 
@@ -139,7 +139,9 @@ async def finish_upload(request: Request, access: Access) -> Response:
                 f"the last chunk starts at byte {content_range[0]} but the upload holds {held} "
                 f"bytes; send it from byte {held}",
                 detail={"expected_start": held, "received_start": content_range[0]},
-                headers=parts.uploads.progress_headers(session, held),
+                repository=session.repository,
+                upload_id=session.id,
+                received=held,
             )
     body = request.stream() if has_body(request) else None
     await parts.blob_pushes.finish(access.repo, session, digest, body)
