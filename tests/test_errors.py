@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 
 import ociregistry
-from oci import push_blob
 from ociregistry import errors
 from ociregistry.errors import RegistryError
-from server import RunningServer
+from support.oci import push_blob
+from support.server import RunningServer
 
 SOURCE = Path(ociregistry.__file__).parent
 

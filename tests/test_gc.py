@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from inprocess import InProcessRegistry
 from ociregistry.blobstore import CheckedDriver, Digest
 from ociregistry.content.gc import GarbageCollector
 from ociregistry.names import RepositoryName
+from support.inprocess import InProcessRegistry
 
 REGISTRY = "gc"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

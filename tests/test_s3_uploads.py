@@ -19,7 +19,7 @@ import pytest
 from ociregistry.blobstore import CheckedDriver, Digest, create_driver
 from ociregistry.blobstore.uploads import Uploads
 from ociregistry.db.database import Database, migrate
-from s3gateway import S3Gateway
+from support.s3gateway import S3Gateway
 
 pytestmark = pytest.mark.s3
 MIB = 1 << 20

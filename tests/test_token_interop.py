@@ -46,7 +46,7 @@ from authtools import (
     make_manifest,
     parse_challenge,
 )
-from server import RunningServer, free_port
+from support.server import RunningServer, free_port
 
 DISTRIBUTION = Path("/usr/bin/docker-registry")
 REQUIRE_CLIENTS_ENV = "OCIREGISTRY_REQUIRE_CLIENTS"
