@@ -3,7 +3,6 @@ in flight still needs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +13,11 @@ from ociregistry.blobstore import CheckedDriver, Digest
 from ociregistry.content.gc import GarbageCollector
 from ociregistry.names import RepositoryName
 from support.inprocess import InProcessRegistry
+from support.oci import digest_of
 
 REGISTRY = "gc"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
