@@ -45,7 +45,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, insert, select, text
 
-from ociregistry.catalog.models import (
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,

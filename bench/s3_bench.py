@@ -1,6 +1,6 @@
 """Blobs in S3 against blobs on the local disk, in one run on this machine.
 
-Starts the test S3 server (tests/s3gateway.py: Ceph's RADOS Gateway on loopback) and two
+Starts the test S3 server (tests/support/s3gateway.py: Ceph's RADOS Gateway on loopback) and two
 registries side by side, one with `storage = s3://…`, one on the filesystem, and prints for each:
 monolithic and chunked 256 MiB uploads, a 256 MiB blob GET (on S3: the 307 and the download from
 the gateway), and manifest GET by tag with `wrk` (32 connections, anonymous pulls of a public
@@ -27,8 +27,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from s3gateway import S3Gateway
-from server import RunningServer
+from support.s3gateway import S3Gateway
+from support.server import RunningServer
 
 MIB = 1 << 20
 CHUNK = 8 * MIB

@@ -13,11 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import s3gateway
-from cluster import Cluster, require_nginx
-from pgcluster import URL_ENV, PostgresCluster
-from s3gateway import S3Gateway
-from server import RunningServer
+from support import s3gateway
+from support.cluster import Cluster, require_nginx
+from support.pgcluster import URL_ENV, PostgresCluster
+from support.s3gateway import S3Gateway
+from support.server import RunningServer
 
 _counter = itertools.count()
 

@@ -42,7 +42,7 @@ from authtools import (
     put_manifest,
     token_for,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 ROLES = ("anonymous", "stranger", "guest", "developer", "owner", "admin")
 KINDS = ("private", "public", "platform", "missing")

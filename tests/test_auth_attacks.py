@@ -59,7 +59,7 @@ from authtools import (
     tags_of,
     token_for,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 PASSWORDS = {
     "atk-alice": "alice-secret-password",  # owns atk-team-a

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from oci import (
+from support.oci import (
     DOCKER_MANIFEST,
     DOCKER_SCHEMA1,
     DOCKER_SCHEMA1_SIGNED,
@@ -48,7 +48,7 @@ from oci import (
     tag_list,
     upload_progress,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 MAX_MANIFEST_BYTES = 4 << 20
 _repo_numbers = itertools.count()

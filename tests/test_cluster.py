@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 import test_conformance as conformance
-from cluster import SHIPPED, Cluster, directives, render
-from images import build_image, rootfs_tar, write_oci_layout
-from oci import make_image, push_image, start_upload
+from support.cluster import SHIPPED, Cluster, directives, render
+from support.images import build_image, rootfs_tar, write_oci_layout
+from support.oci import make_image, push_image, start_upload
 from test_pull_counts import ACCEPT, wait_for_counts
 
 sys.path.insert(0, str(Path(__file__).parent / "clients"))

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from cluster import Cluster
-from oci import Image, error_of, make_image, push_blob, put_manifest, start_upload
+from support.cluster import Cluster
+from support.oci import Image, error_of, make_image, push_blob, put_manifest, start_upload
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 

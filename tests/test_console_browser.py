@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent / "clients"))
 
 from clienttools import Docker, find_tool, push_image_http, pushed_digest, unavailable
 
-from images import build_image, build_index, rootfs_tar
-from server import RunningServer
+from support.images import build_image, build_index, rootfs_tar
+from support.server import RunningServer
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright

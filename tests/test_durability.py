@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server import RunningServer
+from support.server import RunningServer
 
 pytestmark = pytest.mark.slow
 

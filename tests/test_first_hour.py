@@ -25,7 +25,7 @@ import pytest
 
 from authtools import add_user, basic, cli, create_pat, describe, push_image
 from ociregistry.cli import _parser
-from server import ADMIN_PASSWORD, RunningServer
+from support.server import ADMIN_PASSWORD, RunningServer
 
 MAX_FAILURES = 3
 BLOCK_SECONDS = 120  # outlasts any test here; the backoff test has a server of its own

@@ -3,7 +3,6 @@ in flight still needs."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterator
@@ -12,20 +11,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from inprocess import InProcessRegistry
 from ociregistry.blobstore import CheckedDriver, Digest
 from ociregistry.catalog.candidates import BlobCandidate
-from ociregistry.catalog.gc import GarbageCollector
+from ociregistry.content.gc import GarbageCollector
 from ociregistry.names import RepositoryName
-from pgcluster import PostgresCluster
+from support.inprocess import InProcessRegistry
+from support.oci import digest_of
+from support.pgcluster import PostgresCluster
 
 REGISTRY = "gc"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 _databases = itertools.count()
@@ -114,7 +110,7 @@ def test_deleted_image_is_reclaimed_and_shared_blobs_stay(registry: InProcessReg
     shared = b"shared layer"
     gone_manifest, gone_blobs = push_image(registry, "gone", [b"only in gone", shared], "1")
     kept_manifest, kept_blobs = push_image(registry, "kept", [shared], "1")
-    registry.run(registry.services.console.delete_image(REGISTRY, "gone"))
+    registry.run(registry.services.listings.delete_image(REGISTRY, "gone"))
 
     dry = registry.run(collector(registry).collect(dry_run=True))
     assert dry.blobs_deleted == 3  # gone's config, its own layer and its manifest
@@ -132,7 +128,7 @@ def test_deleted_image_is_reclaimed_and_shared_blobs_stay(registry: InProcessReg
 def test_young_blobs_are_never_collected(registry: InProcessRegistry) -> None:
     """What a delete left a moment ago waits for the grace window, and is reported held."""
     manifest, blobs = push_image(registry, "young", [b"a young layer"], "1")
-    registry.run(registry.services.console.delete_image(REGISTRY, "young"))
+    registry.run(registry.services.listings.delete_image(REGISTRY, "young"))
     held = registry.run(collector(registry, grace=3600).collect())
     assert held.blobs_deleted == 0 and held.blobs_held == 3 and held.bytes_held > 0
     assert all(stored(registry, d) for d in [manifest, *blobs])
@@ -247,7 +243,7 @@ def test_collection_never_walks_the_store(registry: InProcessRegistry) -> None:
     knows, and the garbage goes in one `delete_many` (one DeleteObjects on S3)."""
     kept_manifest, _ = push_image(registry, "many", [b"layer %d" % n for n in range(20)], "1")
     gone_manifest, gone_blobs = push_image(registry, "gone", [b"gone layer"], "1")
-    registry.run(registry.services.console.delete_image(REGISTRY, "gone"))
+    registry.run(registry.services.listings.delete_image(REGISTRY, "gone"))
     operations: list[tuple[str, str]] = []
     traced = CheckedDriver(
         registry.services.blobs.driver.driver,

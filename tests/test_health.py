@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server import RunningServer
+from support.server import RunningServer
 
 POLL_SECONDS = 30.0  # a deadline for a state to show up, not a measure of anything
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent / "clients"))
 from clienttools import Docker, find_tool, pushed_digest, run, unavailable
 
 from baseimage import BASE_IMAGE, ensure_base_image
-from images import rootfs_tar
-from server import ADMIN_PASSWORD, ADMIN_USER, free_port
+from support.images import rootfs_tar
+from support.server import ADMIN_PASSWORD, ADMIN_USER, free_port
 
 pytestmark = pytest.mark.image
 

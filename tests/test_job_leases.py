@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pgcluster import URL_ENV, PostgresCluster
-from server import RunningServer
+from support.pgcluster import URL_ENV, PostgresCluster
+from support.server import RunningServer
 
 JOBS = {"upload-purge", "pull-count-refresh", "registry-deletions", "garbage-collection"}
 LEASE_SECONDS = 3

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from images import build_image
-from server import RunningServer
+from support.images import build_image
+from support.server import RunningServer
 
 API = "/api/v1"
 SEARCH_COUNT_LIMIT = 1000  # catalog/console.py

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 
 from authtools import basic, bearer, create_pat, token_for
-from oci import make_image, push_image
 from ociregistry.authapi.credentials import SESSION_COOKIE
-from server import RunningServer
+from support.oci import make_image, push_image
+from support.server import RunningServer
 
 METRICS_TOKEN = "metrics-secret-7f3a9c"
 WRONG_PASSWORD = "wrong-password-5d1e8b"

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from oci import digest_of, make_image, push_image
 from ociregistry import __version__
-from server import RunningServer
+from support.oci import digest_of, make_image, push_image
+from support.server import RunningServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

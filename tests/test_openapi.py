@@ -29,8 +29,8 @@ from referencing.jsonschema import DRAFT202012
 from ociregistry import api
 from ociregistry.api.groups import GROUP_SORTS
 from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS
-from ociregistry.catalog.console import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
-from server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
+from ociregistry.catalog.listings import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
+from support.server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 DOCUMENT_URI = "urn:ociregistry:openapi"

@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 import test_conformance as conformance
-from oci import error_of, patch_chunk, push_blob, start_upload
-from s3gateway import CountingProxy, S3Gateway
-from server import RunningServer
+from support.oci import error_of, patch_chunk, push_blob, start_upload
+from support.s3gateway import CountingProxy, S3Gateway
+from support.server import RunningServer
 
 pytestmark = pytest.mark.s3
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from ociregistry.config import ConfigError, Settings
-from s3gateway import S3Gateway
-from server import free_port
+from support.s3gateway import S3Gateway
+from support.server import free_port
 
 pytestmark = pytest.mark.s3
 

@@ -18,8 +18,8 @@ import pytest
 
 from ociregistry.blobstore import CheckedDriver, Digest, create_driver
 from ociregistry.blobstore.uploads import Uploads
-from ociregistry.catalog.database import Database, migrate
-from s3gateway import S3Gateway
+from ociregistry.db.database import Database, migrate
+from support.s3gateway import S3Gateway
 
 pytestmark = pytest.mark.s3
 MIB = 1 << 20

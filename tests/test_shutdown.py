@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oci import make_image, push_image
-from server import RunningServer
+from support.oci import make_image, push_image
+from support.server import RunningServer
 
 CHUNK = bytes(range(256)) * 4096  # 1 MiB
 CHUNKS = 256  # 256 MiB

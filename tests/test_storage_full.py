@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oci import digest_of, error_of, patch_chunk, push_blob, start_upload, upload_progress
-from server import RunningServer
+from support.oci import digest_of, error_of, patch_chunk, push_blob, start_upload, upload_progress
+from support.server import RunningServer
 
 MIB = 1 << 20
 

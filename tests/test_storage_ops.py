@@ -25,14 +25,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oci import digest_of, make_image, push_blob, push_image
 from ociregistry.blobstore.base import CheckedDriver
 from ociregistry.blobstore.s3 import S3Driver
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.config import Settings
-from s3gateway import S3Gateway
-from server import RunningServer
+from ociregistry.content.gc import GarbageCollector
+from ociregistry.db.database import Database
+from support.oci import digest_of, make_image, push_blob, push_image
+from support.s3gateway import S3Gateway
+from support.server import RunningServer
 
 MIB = 1 << 20
 

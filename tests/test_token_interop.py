@@ -53,7 +53,7 @@ from authtools import (
     make_manifest,
     parse_challenge,
 )
-from server import RunningServer, free_port
+from support.server import RunningServer, free_port
 
 DISTRIBUTION = Path("/usr/bin/docker-registry")
 DISTRIBUTION_V3_ENV = "OCIREGISTRY_DISTRIBUTION_V3"  # path of a Distribution v3 binary

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oci import digest_of, patch_chunk, start_upload, upload_progress
-from server import RunningServer
+from support.oci import digest_of, patch_chunk, start_upload, upload_progress
+from support.server import RunningServer
 
 CHUNK = 3 << 20
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from ociregistry.blobstore import BlobStore, CheckedDriver, Digest, MemoryDriver, create_driver
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.uploads import Uploads
-from ociregistry.catalog.database import Database, migrate
+from ociregistry.db.database import Database, migrate
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 
@@ -133,7 +133,7 @@ async def test_out_of_order_chunk_changes_nothing(db: Database, driver: CheckedD
     session = await uploads.get(session.id, "team-a/app")
     with pytest.raises(RangeInvalid) as caught:
         await uploads.append(session, _body(b"xx"), start=2)
-    assert caught.value.headers["Range"] == "0-3"
+    assert caught.value.received == 4  # the client resumes from byte 4 (`Range: 0-3`)
     assert (await uploads.get(session.id, "team-a/app")).offset == 4
 
 
@@ -261,7 +261,7 @@ async def test_small_chunks_are_staged_until_they_make_a_part(db: Database) -> N
         await uploads.append(session, _body(chunk), start=session.offset)
     row = await _row(db, session.id)
     assert row.parts >= 2 and row.staged < 64 << 10
-    assert uploads.progress_headers(session, 0)["OCI-Chunk-Min-Length"] == str(64 << 10)
+    assert uploads.min_chunk_length == 64 << 10
     session = await uploads.get(session.id, "team-a/app")
     data = b"".join(chunks)
     assert await uploads.finish(session, _digest(data + b"!"), _body(b"!")) == len(data) + 1

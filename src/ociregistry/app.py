@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
@@ -14,22 +13,28 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ociregistry import api, errors, v2
 from ociregistry.api.common import api_error
 from ociregistry.authapi import token
 from ociregistry.blobstore.driver import StorageError, StorageFull, StorageUnavailable
-from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.catalog.leases import LeasedJobs
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
+from ociregistry.content.gc import GarbageCollector
 from ociregistry.errors import RegistryError
 from ociregistry.ops import access, health, metrics, shutdown
 from ociregistry.services import Services
-from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
+from ociregistry.v2.common import (
+    ApiVersionHeader,
+    error_response,
+    http_error_handler,
+    registry_error_handler,
+    route_error,
+)
 
 log = logging.getLogger("ociregistry")
 
@@ -110,7 +115,7 @@ def storage_failure(request: Request, error: Exception) -> RegistryError:
     if isinstance(error, StorageUnavailable):
         return errors.StorageUnavailable(
             f"the registry's storage is unavailable ({error}); retry later",
-            headers={"Retry-After": str(error.retry_after)},
+            retry_after=error.retry_after,
         )
     return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
 
@@ -142,7 +147,7 @@ def database_failure(request: Request, error: Exception) -> RegistryError:
         return errors.DatabaseFailed("the registry's database refused the request: nothing changed")
     return errors.DatabaseUnavailable(
         "the registry's database is unavailable: nothing changed; retry later",
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        retry_after=DATABASE_RETRY_AFTER_SECONDS,
     )
 
 
@@ -181,19 +186,17 @@ def create_app(settings: Settings) -> Starlette:
         return await on_registry_error(request, database_failure(request, error))
 
     async def on_http_error(request: Request, error: Exception) -> Response:
-        response = await http_error_handler(request, error)
+        assert isinstance(error, HTTPException)
+        known = route_error(request, error)
+        if known is None:
+            return await http_error_handler(request, error)
+        _with_request_id(known)
         if request.url.path.startswith(("/api/", "/console/")):
-            assert isinstance(error, HTTPException)
-            message = json.loads(response.body)["errors"][0]["message"]
-            code = "NOT_FOUND" if error.status_code == 404 else "METHOD_NOT_ALLOWED"
-            return JSONResponse(
-                {"error": {"code": code, "message": message, "detail": _request_detail()}},
-                status_code=error.status_code,
-                headers=error.headers,
-            )
-        body = json.loads(response.body)
-        body["errors"][0].setdefault("detail", _request_detail())
-        return JSONResponse(body, status_code=response.status_code, headers=error.headers)
+            response: Response = api_error(known)
+        else:
+            response = error_response(request, known)
+        response.headers.update(error.headers or {})  # `Allow` on a 405
+        return response
 
     return Starlette(
         routes=[

@@ -9,18 +9,18 @@ from ociregistry.auth.groups import Groups
 from ociregistry.auth.policy import AccessPolicy
 from ociregistry.auth.throttle import LoginThrottle
 from ociregistry.auth.tokens import TokenSigner
-from ociregistry.blobpushes import BlobPushes
 from ociregistry.blobstore import BlobStore, create_driver
 from ociregistry.blobstore.factory import close_driver, observer_from_environment
 from ociregistry.blobstore.uploads import Uploads
-from ociregistry.catalog.console import Console
-from ociregistry.catalog.database import Database
 from ociregistry.catalog.images import Images
-from ociregistry.catalog.mounts import Mounts
+from ociregistry.catalog.listings import Listings
 from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
-from ociregistry.manifests.service import Manifests
+from ociregistry.content.blobpushes import BlobPushes
+from ociregistry.content.manifests import Manifests
+from ociregistry.content.mounts import Mounts
+from ociregistry.db.database import Database
 from ociregistry.ops.metrics import storage_observer
 
 
@@ -40,7 +40,7 @@ class Services:
     signer: TokenSigner
     policy: AccessPolicy
     pulls: PullCounter
-    console: Console
+    listings: Listings
     mounts: Mounts
 
     @classmethod
@@ -79,7 +79,7 @@ class Services:
             ),
             policy=policy,
             pulls=PullCounter(db, enabled=settings.pull_counting),
-            console=Console(db),
+            listings=Listings(db),
             mounts=Mounts(images, blobs, policy),
         )
 

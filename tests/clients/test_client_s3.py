@@ -12,15 +12,15 @@ import pytest
 from clienttools import Docker, Skopeo, pushed_digest
 from test_client_docker import import_image
 
-from images import (
+from support.images import (
     OCI_MANIFEST,
     build_image,
     read_oci_layout_blob,
     read_oci_layout_manifest,
     write_oci_layout,
 )
-from s3gateway import S3Gateway
-from server import RunningServer
+from support.s3gateway import S3Gateway
+from support.server import RunningServer
 
 pytestmark = [pytest.mark.clients, pytest.mark.s3]
 

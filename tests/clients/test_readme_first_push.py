@@ -17,7 +17,7 @@ from pathlib import Path
 
 from clienttools import find_tool, unavailable
 
-from server import ADMIN_PASSWORD, RunningServer
+from support.server import ADMIN_PASSWORD, RunningServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -21,7 +21,7 @@ import pytest
 from ociregistry.blobstore import CheckedDriver, PathNotFound, create_driver
 from ociregistry.blobstore.driver import StorageDriver, StorageError
 
-# The S3 driver runs against the real gateway (tests/s3gateway.py), each test under a prefix
+# The S3 driver runs against the real gateway (tests/support/s3gateway.py), each test under a prefix
 # of its own in one bucket.
 DRIVERS = ["filesystem", "memory", pytest.param("s3", marks=pytest.mark.s3)]
 MIB = 1 << 20

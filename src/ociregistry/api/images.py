@@ -33,7 +33,7 @@ async def list_images(request: Request) -> JSONResponse:
     registry = request.path_params["registry"]
     await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_images(registry, q=q, sort=sort, page=page)
+    views, total = await services(request).listings.list_images(registry, q=q, sort=sort, page=page)
     host = public_host(request)
     return listing([image_json(view, host) for view in views], total, page)
 
@@ -42,7 +42,7 @@ async def get_image(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, VIEW)
-    view = await services(request).console.get_image(registry, image)
+    view = await services(request).listings.get_image(registry, image)
     return JSONResponse(image_json(view, public_host(request)))
 
 
@@ -50,7 +50,7 @@ async def delete_image(request: Request) -> Response:
     principal = writer(await caller(request))
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, DELETE)
-    await services(request).console.delete_image(registry, image)
+    await services(request).listings.delete_image(registry, image)
     return no_content()
 
 
@@ -62,7 +62,7 @@ async def batch_delete_images(request: Request) -> JSONResponse:
     for image in string_list(body, "images"):
         try:
             await require_right(request, principal, registry, DELETE)
-            await services(request).console.delete_image(registry, image)
+            await services(request).listings.delete_image(registry, image)
         except RegistryError as error:
             results.append({"name": image, "ok": False, "error": item_error(error)})
         else:
@@ -75,7 +75,7 @@ async def list_tags(request: Request) -> JSONResponse:
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_tags(
+    views, total = await services(request).listings.list_tags(
         registry, image, q=q, sort=sort, page=page
     )
     host = public_host(request)
@@ -86,7 +86,7 @@ async def delete_tag(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, DELETE)
-    last = await services(request).console.delete_tag(registry, image, request.path_params["tag"])
+    last = await services(request).listings.delete_tag(registry, image, request.path_params["tag"])
     return JSONResponse({"name": request.path_params["tag"], "image_deleted": last})
 
 
@@ -98,7 +98,7 @@ async def batch_delete_tags(request: Request) -> JSONResponse:
     for tag in string_list(body, "tags"):
         try:
             await require_right(request, principal, registry, DELETE)
-            last = await services(request).console.delete_tag(registry, image, tag)
+            last = await services(request).listings.delete_tag(registry, image, tag)
         except RegistryError as error:
             results.append({"name": tag, "ok": False, "error": item_error(error)})
         else:

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     batch_results,
     caller,
     item_error,
@@ -26,9 +25,14 @@ from ociregistry.api.common import (
     writer,
 )
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
-from ociregistry.catalog.console import InvalidArgument, NotFound
-from ociregistry.catalog.registries import RegistryDeleting
-from ociregistry.errors import NameInvalid, RegistryError
+from ociregistry.errors import (
+    InvalidArgument,
+    NameInvalid,
+    NotFound,
+    PermissionDenied,
+    RegistryDeleting,
+    RegistryError,
+)
 from ociregistry.names import check_labels, check_registry_name, check_remark
 
 
@@ -45,7 +49,7 @@ async def list_registries(request: Request) -> JSONResponse:
     principal = await caller(request)
     page, q, sort = list_params(request)
     policy = services(request).policy
-    views, total = await services(request).console.list_registries(
+    views, total = await services(request).listings.list_registries(
         scope="user",
         where=policy.member_of(principal),
         role=caller_role(principal),
@@ -77,29 +81,29 @@ async def create_registry(request: Request) -> JSONResponse:
         check_registry_name(body["name"])
     except NameInvalid as error:  # name the field, as every other 400 here does
         raise InvalidArgument(error.message, detail={"field": "name"}) from None
-    registry = services(request)
+    parts = services(request)
     kind = body.get("kind", "user")
     if kind not in ("user", "platform"):
         raise InvalidArgument("kind must be user or platform", detail={"field": "kind"})
     group = body.get("project_group")
     if kind == "platform":
-        if not registry.policy.may_create_platform_registry(principal):
+        if not parts.policy.may_create_platform_registry(principal):
             raise PermissionDenied("only platform admins create platform registries")
         if group is not None:
             raise InvalidArgument(
                 "platform registries belong to no project group", detail={"field": "project_group"}
             )
     elif group is not None:
-        group_id = await registry.groups.group_id(group)
+        group_id = await parts.groups.group_id(group)
         if group_id is None:
             raise NotFound(
                 f"project group {group!r} does not exist", detail={"field": "project_group"}
             )
-        if not await registry.policy.may_create_in_group(principal, group_id):
+        if not await parts.policy.may_create_in_group(principal, group_id):
             raise PermissionDenied(
                 f"creating registries in {group!r} takes the owner or developer role there"
             )
-    created = await registry.registries.create(
+    created = await parts.registries.create(
         body["name"],
         public=body.get("public", False),
         kind=kind,
@@ -125,7 +129,7 @@ async def update_registry(request: Request) -> JSONResponse:
     body = await json_body(request, {"public": bool, "remark": str})
     if "remark" in body:
         check_remark(body["remark"])
-    await services(request).console.update_registry(name, **body)
+    await services(request).listings.update_registry(name, **body)
     return JSONResponse(await registry_view(request, principal, name))
 
 
@@ -134,7 +138,7 @@ async def replace_labels(request: Request) -> JSONResponse:
     name = request.path_params["registry"]
     await require_right(request, principal, name, ADMIN)
     body = await json_body(request, {"labels": dict}, required=("labels",))
-    await services(request).console.update_registry(name, labels=check_labels(body["labels"]))
+    await services(request).listings.update_registry(name, labels=check_labels(body["labels"]))
     return JSONResponse(await registry_view(request, principal, name))
 
 
@@ -150,12 +154,12 @@ async def _delete_one(
     request: Request, principal: Principal, name: str, delete_images: bool
 ) -> bool:
     """Delete a registry; True when it is gone, False while its images are being deleted."""
-    registry = services(request)
-    rights = await registry.policy.registry_rights(principal, name)
+    parts = services(request)
+    rights = await parts.policy.registry_rights(principal, name)
     if not rights:
         raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
     if ADMIN not in rights:
-        if (await registry.console.get_registry(name)).status == "deleting":
+        if (await parts.listings.get_registry(name)).status == "deleting":
             raise RegistryDeleting(
                 f"registry {name!r} is already being deleted", detail={"name": name}
             )
@@ -163,7 +167,7 @@ async def _delete_one(
             f"{principal.username or 'anonymous'} may not administer registry {name!r}",
             detail={"name": name},
         )
-    return await registry.registries.delete(name, delete_images=delete_images)
+    return await parts.registries.delete(name, delete_images=delete_images)
 
 
 async def delete_registry(request: Request) -> Response:

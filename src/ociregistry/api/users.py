@@ -23,7 +23,8 @@ from ociregistry.api.common import (
 from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS, TokenInfo, UserInfo
 from ociregistry.auth.policy import Principal, is_platform_admin
 from ociregistry.auth.throttle import account_key
-from ociregistry.catalog.console import InvalidArgument, NotFound, parse_sort
+from ociregistry.catalog.listings import parse_sort
+from ociregistry.errors import InvalidArgument, NotFound
 
 
 def _user_json(user: UserInfo, blocked: dict[str, datetime]) -> dict[str, Any]:

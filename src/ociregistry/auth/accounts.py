@@ -31,10 +31,10 @@ from ociregistry.auth.secrets import (
     secret_matches,
     verify_password,
 )
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import as_utc, new_resource_id, utcnow
-from ociregistry.catalog.sql import insert_ignore
-from ociregistry.errors import RegistryError
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, new_resource_id, utcnow
+from ociregistry.db.sql import insert_ignore
+from ociregistry.errors import AccountError, AccountExists, AccountUnknown
 
 ROLES = ("owner", "developer", "guest")
 PAT_PREFIX = "ocir_"
@@ -43,18 +43,6 @@ REFRESH_TOKEN_LIFETIME = timedelta(days=30)
 RECENT_PASSWORDS = 1024
 LAST_USED_PRECISION = timedelta(minutes=1)  # how often a token's last use is written
 _USERNAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
-
-
-class AccountError(RegistryError):
-    code, status = "INVALID_ARGUMENT", 400
-
-
-class AccountExists(RegistryError):
-    code, status = "ALREADY_EXISTS", 409
-
-
-class AccountUnknown(RegistryError):
-    code, status = "NOT_FOUND", 404
 
 
 # The user list's sort fields (`?sort=`), an allow-list like every list's.

@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from ociregistry.auth.models import LoginFailure
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import as_utc, utcnow
-from ociregistry.catalog.sql import dialect_insert
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, utcnow
+from ociregistry.db.sql import dialect_insert
 from ociregistry.ops.metrics import SIGNIN_FAILURES
 
 DEFAULT_MAX_FAILURES = 10

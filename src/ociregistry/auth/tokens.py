@@ -31,8 +31,8 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
 from ociregistry.auth.models import SigningKey
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.sql import insert_ignore
+from ociregistry.db.database import Database
+from ociregistry.db.sql import insert_ignore
 
 ALGORITHM = "ES256"
 ISSUER = "ociregistry"

@@ -14,10 +14,10 @@ import logging
 from starlette.requests import Request
 
 from ociregistry.auth.accounts import PAT_PREFIX, Authenticated
-from ociregistry.auth.policy import ANONYMOUS, AuthenticationRequired, Principal
+from ociregistry.auth.policy import ANONYMOUS, Principal
 from ociregistry.auth.throttle import account_key, address_key
 from ociregistry.auth.tokens import SESSION_TOKEN, InvalidToken
-from ociregistry.errors import RegistryError, Unauthorized
+from ociregistry.errors import AuthenticationRequired, CsrfFailed, TooManyAttempts, Unauthorized
 from ociregistry.services import Services
 
 log = logging.getLogger("ociregistry.auth")
@@ -26,17 +26,6 @@ SESSION_COOKIE = "ociregistry_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_PATHS = ("/api/", "/console/")  # the cookie means nothing to /v2 or /auth
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class CsrfFailed(RegistryError):
-    code, status = "PERMISSION_DENIED", 403
-
-
-class TooManyAttempts(RegistryError):
-    """The OCI code (distribution-spec `TOOMANYREQUESTS`), so that docker shows the message
-    with its wait instead of `unknown:`; the management API names it `TOO_MANY_REQUESTS`."""
-
-    code, status = "TOOMANYREQUESTS", 429
 
 
 def wait_words(seconds: int) -> str:
@@ -76,7 +65,7 @@ async def check_password(
         raise TooManyAttempts(
             f"too many failed sign-ins; try again in {wait_words(verdict.retry_after)} "
             "(an admin can lift the block with `ociregistry user unlock NAME`)",
-            headers={"Retry-After": str(verdict.retry_after)},
+            retry_after=verdict.retry_after,
         )
     await services.throttle.wait(verdict)
     found = await services.accounts.authenticate(username, secret)

@@ -23,24 +23,11 @@ from ociregistry.auth.accounts import Authenticated
 from ociregistry.auth.policy import ANONYMOUS
 from ociregistry.auth.scopes import parse_scopes
 from ociregistry.authapi.credentials import check_password, parse_basic, principal_of
-from ociregistry.errors import RegistryError, Unauthorized
+from ociregistry.errors import GrantInvalid, GrantRefused, TokenRequestTooLarge, Unauthorized
 from ociregistry.services import Services
 
 MAX_FORM_BYTES = 64 * 1024
 JWKS_MAX_AGE_SECONDS = 300  # verifiers may cache the key set this long; keys rarely change
-
-
-class GrantInvalid(RegistryError):
-    """An OAuth2 request that cannot be served; `oauth_error` is RFC 6749's error name. A 401
-    (a grant that no longer works) is coded UNAUTHORIZED: docker prints the code's name."""
-
-    code, status = "UNSUPPORTED", 400
-
-    def __init__(self, message: str, oauth_error: str, status: int = 400) -> None:
-        super().__init__(message, detail={"error": oauth_error})
-        self.status = status  # type: ignore[misc]
-        if status == 401:
-            self.code = Unauthorized.code  # type: ignore[misc]
 
 
 def _issue(
@@ -91,7 +78,7 @@ async def _read_form(request: Request) -> FormData:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise GrantInvalid("the token request is too large", "invalid_request", status=413)
+            raise TokenRequestTooLarge("the token request is too large", "invalid_request")
     try:
         text = body.decode("utf-8")
         return FormData(parse_qsl(text, keep_blank_values=True, max_num_fields=100))
@@ -103,7 +90,7 @@ async def post_token(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise GrantInvalid("the token request is too large", "invalid_request", status=413)
+        raise TokenRequestTooLarge("the token request is too large", "invalid_request")
     form = await _read_form(request)
     grant_type = form.get("grant_type")
     refresh_token = None
@@ -119,9 +106,7 @@ async def post_token(request: Request) -> JSONResponse:
             await services.accounts.redeem_refresh_token(value) if isinstance(value, str) else None
         )
         if found is None:
-            raise GrantInvalid(
-                "the refresh token is invalid, expired or revoked", "invalid_grant", status=401
-            )
+            raise GrantRefused("the refresh token is invalid, expired or revoked", "invalid_grant")
         refresh_token = value
     else:
         raise GrantInvalid("grant_type must be password or refresh_token", "unsupported_grant_type")

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ociregistry.catalog.models import Base, utcnow
+from ociregistry.db.models import Base, utcnow
 
 
 class UploadRow(Base):

@@ -39,8 +39,8 @@ from ociregistry.blobstore.driver import StorageDriver, UploadState
 from ociregistry.blobstore.hashing import Hasher, OneShotHash, ResumableSha256
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.store import blob_path
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import as_utc, utcnow
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, utcnow
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 DEFAULT_EXPIRY_SECONDS = 24 * 3600
@@ -58,11 +58,6 @@ class UploadSession:
     repository: str
     offset: int  # bytes received, when the session was read
     started_at: float
-
-
-def upload_range(size: int) -> str:
-    """The `Range` header value for `size` bytes received (`0-0` when none, as Distribution)."""
-    return f"0-{max(size - 1, 0)}"
 
 
 def _parse_upload_id(text: str) -> str:
@@ -255,15 +250,11 @@ class Uploads:
     async def size(self, session: UploadSession) -> int:
         return session.offset
 
-    def progress_headers(self, session: UploadSession, size: int) -> dict[str, str]:
-        headers = {
-            "Location": f"/v2/{session.repository}/blobs/uploads/{session.id}",
-            "Range": upload_range(size),
-            "Docker-Upload-UUID": session.id,
-        }
-        if self.driver.min_part_size:  # smaller chunks work, but are staged and copied once
-            headers["OCI-Chunk-Min-Length"] = str(self.driver.min_part_size)
-        return headers
+    @property
+    def min_chunk_length(self) -> int | None:
+        """The smallest chunk the store takes as one part (`OCI-Chunk-Min-Length`); smaller
+        chunks work, but are staged and copied once. None when any size is as good."""
+        return self.driver.min_part_size or None
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -396,13 +387,17 @@ class Uploads:
                     f"chunk starts at byte {expected} but the upload holds {row.received} "
                     f"bytes; send the next chunk from byte {row.received}",
                     detail={"expected_start": row.received, "received_start": expected},
-                    headers=self.progress_headers(session, row.received),
+                    repository=session.repository,
+                    upload_id=session.id,
+                    received=row.received,
                 )
             raise RangeInvalid(
                 f"another request is writing to upload {session.id} now; "
                 f"send the next chunk once it is answered",
                 detail={"upload": session.id},
-                headers=self.progress_headers(session, row.received),
+                repository=session.repository,
+                upload_id=session.id,
+                received=row.received,
             )
         return _Claimed(
             session, token, row.received, row.parts, row.staged, row.storage_state, row.hash_state
@@ -451,6 +446,8 @@ class Uploads:
                 f"upload {claimed.session.id} was taken over while this chunk was written; "
                 "ask for its status and continue from there",
                 detail={"upload": claimed.session.id},
+                repository=claimed.session.repository,
+                upload_id=claimed.session.id,
             )
 
     async def _drop(self, upload_id: str, state: UploadState | None) -> None:

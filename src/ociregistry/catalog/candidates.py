@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Select
 
-from ociregistry.catalog.models import (
+from ociregistry.db.models import (
     DIGEST_LENGTH,
     Base,
     ImageBlob,

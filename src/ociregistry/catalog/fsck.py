@@ -23,8 +23,8 @@ from ociregistry.blobstore.driver import FileInfo, StorageDriver
 from ociregistry.blobstore.hashing import OneShotHash
 from ociregistry.blobstore.store import blob_path, digest_of_path
 from ociregistry.catalog.candidates import BlobCandidate
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import ImageBlob, ManifestReference
+from ociregistry.db.database import Database
+from ociregistry.db.models import ImageBlob, ManifestReference
 
 Progress = Callable[[FileInfo], None]
 """Called once per object walked (after its check), for a progress bar."""

@@ -18,8 +18,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.blobstore.digest import Digest
 from ociregistry.catalog import candidates
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,
@@ -28,7 +28,7 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import insert_ignore_statement, upsert_statement
+from ociregistry.db.sql import insert_ignore_statement, upsert_statement
 from ociregistry.errors import (
     ManifestBlobUnknown,
     ManifestInvalid,

@@ -27,8 +27,8 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import JobLease, JobRun, utcnow
+from ociregistry.db.database import Database
+from ociregistry.db.models import JobLease, JobRun, utcnow
 
 log = logging.getLogger("ociregistry.jobs")
 

@@ -8,11 +8,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ociregistry.auth.accounts import AccountUnknown, UserInfo
+from ociregistry.auth.accounts import UserInfo
 from ociregistry.auth.throttle import account_key
-from ociregistry.catalog.console import Page
+from ociregistry.catalog.listings import Page
 from ociregistry.cli.base import output, run_services, say, settings_of
 from ociregistry.config import ConfigError
+from ociregistry.errors import AccountUnknown
 from ociregistry.services import Services
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from ociregistry.auth.accounts import Accounts
 from ociregistry.auth.tokens import ensure_signing_key
-from ociregistry.catalog.database import Database, migrate
 from ociregistry.config import ConfigError, Settings
+from ociregistry.db.database import Database, migrate
 from ociregistry.services import Services
 
 

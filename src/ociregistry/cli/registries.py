@@ -6,9 +6,9 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from ociregistry.catalog.console import Page, RegistryView
-from ociregistry.catalog.gc import CollectionReport, GarbageCollector
+from ociregistry.catalog.listings import Page, RegistryView
 from ociregistry.cli.base import output, run_services, say, settings_of
+from ociregistry.content.gc import CollectionReport, GarbageCollector
 from ociregistry.names import check_labels, check_remark
 from ociregistry.services import Services
 
@@ -53,7 +53,7 @@ def registry_create(args: argparse.Namespace) -> int:
             group=args.group,
             labels=_labels(args.label),
         )
-        return await parts.console.get_registry(args.name)
+        return await parts.listings.get_registry(args.name)
 
     view = run_services(settings_of(args), work)
     visibility = "public" if view.public else "private"
@@ -69,7 +69,7 @@ def registry_list(args: argparse.Namespace) -> int:
     async def work(parts: Services) -> list[RegistryView]:
         views: list[RegistryView] = []
         for scope in ("user", "platform"):
-            found, _ = await parts.console.list_registries(scope=scope, page=ALL)
+            found, _ = await parts.listings.list_registries(scope=scope, page=ALL)
             views += found
         return sorted(views, key=lambda view: view.name)
 
@@ -87,7 +87,7 @@ def registry_update(args: argparse.Namespace) -> int:
     if args.label is not None:
         values["labels"] = _labels(args.label)
     view = run_services(
-        settings_of(args), lambda parts: parts.console.update_registry(args.name, **values)
+        settings_of(args), lambda parts: parts.listings.update_registry(args.name, **values)
     )
     say(args, f"updated registry {view.name}", **_registry_row(view))
     return 0
@@ -107,8 +107,8 @@ def registry_delete(args: argparse.Namespace) -> int:
 def image_list(args: argparse.Namespace) -> int:
     async def work(parts: Services) -> list[Any]:
         # A missing registry is an error, not an empty list.
-        await parts.console.get_registry(args.registry)
-        found, _ = await parts.console.list_images(args.registry, page=ALL)
+        await parts.listings.get_registry(args.registry)
+        found, _ = await parts.listings.list_images(args.registry, page=ALL)
         return found
 
     views = run_services(settings_of(args), work)
@@ -133,7 +133,7 @@ def image_list(args: argparse.Namespace) -> int:
 
 def image_delete(args: argparse.Namespace) -> int:
     run_services(
-        settings_of(args), lambda parts: parts.console.delete_image(args.registry, args.image)
+        settings_of(args), lambda parts: parts.listings.delete_image(args.registry, args.image)
     )
     say(args, f"deleted image {args.registry}/{args.image}", deleted=True)
     return 0
@@ -142,7 +142,7 @@ def image_delete(args: argparse.Namespace) -> int:
 def tag_list(args: argparse.Namespace) -> int:
     views, _ = run_services(
         settings_of(args),
-        lambda parts: parts.console.list_tags(args.registry, args.image, page=ALL),
+        lambda parts: parts.listings.list_tags(args.registry, args.image, page=ALL),
     )
     rows = [
         {
@@ -163,7 +163,7 @@ def tag_list(args: argparse.Namespace) -> int:
 def tag_delete(args: argparse.Namespace) -> int:
     last = run_services(
         settings_of(args),
-        lambda parts: parts.console.delete_tag(args.registry, args.image, args.tag),
+        lambda parts: parts.listings.delete_tag(args.registry, args.image, args.tag),
     )
     note = "; it was the image's last tag, so the image went too" if last else ""
     say(args, f"deleted tag {args.tag}{note}", deleted=True, image_deleted=last)

@@ -20,9 +20,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ociregistry.api.common import Unauthenticated, caller, json_body, services
+from ociregistry.api.common import caller, json_body, services
 from ociregistry.auth.tokens import SESSION_TOKEN
 from ociregistry.authapi.credentials import SESSION_COOKIE, check_password
+from ociregistry.errors import Unauthenticated
 
 STATIC = Path(__file__).parent / "static"
 SESSION_SECONDS = 12 * 3600
@@ -49,12 +50,12 @@ async def sign_in(request: Request) -> JSONResponse:
     body = await json_body(
         request, {"username": str, "password": str}, required=("username", "password")
     )
-    registry = services(request)
-    found = await check_password(registry, request, body["username"], body["password"])
+    parts = services(request)
+    found = await check_password(parts, request, body["username"], body["password"])
     if found.token_id is not None:
         raise Unauthenticated("sign in to the console with a password, not an access token")
     csrf = secrets.token_urlsafe(24)
-    token, ttl = registry.signer.issue(
+    token, ttl = parts.signer.issue(
         found.user.username,
         [],
         ttl_seconds=SESSION_SECONDS,
@@ -87,9 +88,9 @@ async def sign_out(request: Request) -> Response:
     principal = await caller(request, required=False)  # checks the CSRF token of a session
     token = request.cookies.get(SESSION_COOKIE)
     if principal.csrf_token is not None and token:
-        registry = services(request)
-        claims = registry.signer.verify(token, SESSION_TOKEN)
-        await registry.accounts.revoke_session(
+        parts = services(request)
+        claims = parts.signer.verify(token, SESSION_TOKEN)
+        await parts.accounts.revoke_session(
             str(claims.claims["jti"]), datetime.fromtimestamp(claims.expires_at, UTC)
         )
     response = Response(status_code=204)

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ociregistry.blobstore.driver import StorageDriver
-from ociregistry.catalog.database import MIGRATIONS, Database
+from ociregistry.db.database import MIGRATIONS, Database
 
 READINESS_CACHE_SECONDS = 2.0
 CHECK_TIMEOUT_SECONDS = 5.0

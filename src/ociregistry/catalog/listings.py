@@ -1,5 +1,5 @@
-"""The console's view of the catalog: registries, images and tags as the management API
-shows them (SPEC §5), with filters, sorting and pages, and the operations on them.
+"""The catalog as lists: registries, images and tags as the management API and the console
+show them (SPEC §5), with filters, sorting and pages, and the operations on them.
 
 An image, to the console, is a repository holding at least one tag: deleting its last tag
 (here or through /v2) makes it go, and its untagged manifests are left to garbage collection,
@@ -34,8 +34,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog import candidates
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     Manifest,
     ManifestReference,
@@ -43,21 +43,13 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import escape_like
-from ociregistry.errors import RegistryError
+from ociregistry.db.sql import escape_like
+from ociregistry.errors import InvalidArgument, NotFound
 
 MAX_PAGE_SIZE = 100
 SEARCH_COUNT_LIMIT = 1000  # a search counts this many matches at most (`total_exact: false`)
 
 log = logging.getLogger("ociregistry.console")
-
-
-class InvalidArgument(RegistryError):
-    code, status = "INVALID_ARGUMENT", 400
-
-
-class NotFound(RegistryError):
-    code, status = "NOT_FOUND", 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +207,10 @@ async def _count_matches(conn: Any, query: Select[Any]) -> Total:
     return Total(found)
 
 
-class Console:
+class Listings:
+    """Registries, images and tags as lists and single views, and the changes made to them
+    there (not `console/`, the web UI, though the console is their main reader)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 

@@ -35,8 +35,8 @@ from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.store import blob_path
 from ociregistry.catalog import candidates
 from ociregistry.catalog.candidates import BlobCandidate
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pgcluster import URL_ENV, PostgresCluster
-from s3gateway import S3Gateway
-from server import RunningServer, free_port
+from support.pgcluster import URL_ENV, PostgresCluster
+from support.s3gateway import S3Gateway
+from support.server import RunningServer, free_port
 
 SHIPPED = Path(__file__).parent.parent / "deploy" / "nginx-ociregistry.conf"
 INSTANCES = 3

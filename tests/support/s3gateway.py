@@ -7,8 +7,8 @@ Ceph is the one real S3 implementation installable here: one `ceph-mon`, one `ce
 configuration file (`-c`), so nothing is written to /etc/ceph or /var/lib/ceph. Bootstrapping an
 empty folder takes about 6 s; restarting a stopped cluster about 3 s (data kept).
 
-    python tests/s3gateway.py start DIR     # prints the AWS_* variables to use it
-    python tests/s3gateway.py stop DIR
+    python tests/support/s3gateway.py start DIR     # prints the AWS_* variables to use it
+    python tests/support/s3gateway.py stop DIR
 
 The pytest fixture `s3_gateway` (tests/conftest.py) starts one per session, lazily, and stops
 every daemon afterwards. Options that matter (measured): `paxos_propose_interval = 0.1` (bootstrap

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server import free_port
+from support.server import free_port
 
 URL_ENV = "OCIREGISTRY_DATABASE_URL"
 
