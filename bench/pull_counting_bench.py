@@ -21,21 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from registry_bench import (
-    APP_REPO,
-    SEED_TAG,
-    Bench,
-    BenchError,
-    OurServer,
-    Settings,
-    choose_upload_form,
-    ensure_tools,
-    load_test,
-    log,
-    make_seed,
-    raise_on_termination,
-    seed_server,
-)
+from registry.__main__ import choose_upload_form, raise_on_termination
+from registry.cases import Bench, load_test
+from registry.content import make_seed, seed_server
+from registry.harness import APP_REPO, SEED_TAG, BenchError, OurServer, Settings, ensure_tools, log
 
 TARGET_COST_PERCENT = 5.0
 

@@ -90,7 +90,7 @@ def s3_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Gateway]:
 
 @pytest.fixture(scope="session")
 def cluster(s3_gateway: S3Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three instances on one PostgreSQL and one bucket behind nginx (tests/cluster.py), for
+    """Three instances on one PostgreSQL and one bucket behind nginx (tests/support/cluster.py), for
     the `cluster` tests; a test that kills an instance gets it back before the next test."""
     require_nginx()
     postgres = PostgresCluster().start()

@@ -1,4 +1,5 @@
-"""Every error a client can see, in one tree (and only here: tests/test_errors.py checks it).
+"""Every error a client can see, in one tree (and only here: tests/codebase/test_errors.py
+checks it).
 
     RegistryError                      base: a code, an HTTP status, a message, optional detail
     ├── DistributionError              /v2: the OCI distribution-spec codes

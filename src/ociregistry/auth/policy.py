@@ -15,7 +15,7 @@ Membership grants access; the user recorded as a registry's owner (its creator) 
 by that alone. A registry being deleted can only be viewed. A read-only personal access token
 leaves view and pull; a registry token narrows /v2 actions to its `access` claim.
 
-The same rule comes out in two forms that must never disagree (tests/test_policy_properties.py
+The same rule comes out in two forms that must never disagree (tests/api/test_policy_properties.py
 checks they do not): `rights_of` for one registry row, and `visible` / `member_of`, the SQL
 conditions every list filters with. What a caller may not view, it may not know exists either:
 it answers NAME_UNKNOWN / NOT_FOUND, exactly as a registry that does not exist.

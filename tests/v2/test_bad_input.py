@@ -906,7 +906,7 @@ def test_manifest_references_missing_content(
 ) -> None:
     """Every blob an image manifest names must be in this repository first; the spec requires
     MANIFEST_BLOB_UNKNOWN for such a refusal. (An index whose children are missing is a
-    sparse index, which is accepted: tests/test_protocol.py.)"""
+    sparse index, which is accepted: tests/v2/test_protocol.py.)"""
     image = make_image(repo)
     if missing == "config":
         pushed_blobs(client, repo, *image.layers)

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "clients"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
 
 from clienttools import Docker, find_tool, push_image_http, pushed_digest, unavailable
 
@@ -50,8 +50,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1440, "height": 900}
-ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
-STATIC = Path(__file__).parent.parent / "src" / "ociregistry" / "console" / "static"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+STATIC = Path(__file__).resolve().parents[2] / "src" / "ociregistry" / "console" / "static"
 WAIT_MS = 15_000  # a poll runs every 3 s; a pull shows in the API within 1 s
 CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
 

@@ -20,11 +20,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "clients"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
 
 from clienttools import find_tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 IMAGE_UID = 10001  # the Dockerfile's `ARG UID`

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,10 +22,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-import test_conformance as conformance
 from support.oci import error_of, patch_chunk, push_blob, start_upload
 from support.s3gateway import CountingProxy, S3Gateway
 from support.server import RunningServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v2"))
+import test_conformance as conformance
 
 pytestmark = pytest.mark.s3
 

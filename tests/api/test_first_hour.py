@@ -343,7 +343,7 @@ def test_every_cli_argument_has_help() -> None:
 
 # -- point 13: scripts/serve starts offline ------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAKE_PYTHON = """#!/bin/sh
 # A venv's python that records each `pip install` and provides the entry point it would.
 echo "$@" >>"$(dirname "$0")/../pip-calls"

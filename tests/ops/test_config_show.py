@@ -16,7 +16,7 @@ import pytest
 from ociregistry.cli.configuration import missing_descriptions, reference
 from ociregistry.config import Settings
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def _ociregistry(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

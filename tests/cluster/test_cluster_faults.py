@@ -1,5 +1,5 @@
-"""Faults in the three-instance cluster (tests/cluster.py), through nginx: an instance killed
-with SIGKILL during a push storm, S3 stopped mid-push, PostgreSQL restarted mid-push, and a
+"""Faults in the three-instance cluster (tests/support/cluster.py), through nginx: an instance
+killed with SIGKILL during a push storm, S3 stopped mid-push, PostgreSQL restarted mid-push, and a
 chunked upload whose instance dies. No acknowledged write may be lost, no tag may point at a
 missing manifest, and clients get OCI errors (503 `UNAVAILABLE`), never a plain 500 or a reset.
 """

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "clients"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
 
 from clienttools import Docker, find_tool, pushed_digest, run, unavailable
 
@@ -34,7 +34,7 @@ from support.server import ADMIN_PASSWORD, ADMIN_USER, free_port
 
 pytestmark = pytest.mark.image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "ociregistry-test:latest"
 IMAGE_UID = 10001  # the Dockerfile's fixed uid
 BUILD_TIMEOUT_SECONDS = 1800

@@ -1,7 +1,7 @@
-"""Three instances on one PostgreSQL and one S3 bucket behind a real nginx (tests/cluster.py):
-through nginx they must act as one registry, for the conformance suite, docker and skopeo,
-a chunked upload whose PATCHes land on three different instances, and pull counts spread over
-the instances.
+"""Three instances on one PostgreSQL and one S3 bucket behind a real nginx
+(tests/support/cluster.py): through nginx they must act as one registry, for the conformance
+suite, docker and skopeo, a chunked upload whose PATCHes land on three different instances, and
+pull counts spread over the instances.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-import test_conformance as conformance
 from support.cluster import SHIPPED, Cluster, directives, render
 from support.images import build_image, rootfs_tar, write_oci_layout
 from support.oci import make_image, push_image, start_upload
-from test_pull_counts import ACCEPT, wait_for_counts
 
-sys.path.insert(0, str(Path(__file__).parent / "clients"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v2"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+import test_conformance as conformance
 from clienttools import Docker, Skopeo, find_tool
+from test_pull_counts import ACCEPT, wait_for_counts
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 
