@@ -642,7 +642,9 @@ def verify_seed(server: Server, seed: SeedData) -> None:
         if sorted(tags.get("tags") or []) != sorted(seed.tags):
             raise BenchError(f"{server.label}: tags/list answered {tags}")
         hasher = hashlib.sha256()
-        with client.stream("GET", f"/v2/{APP_REPO}/blobs/{seed.big_digest}") as response:
+        with client.stream(
+            "GET", f"/v2/{APP_REPO}/blobs/{seed.big_digest}", follow_redirects=True
+        ) as response:
             expect(response, 200, "GET big blob")
             for block in response.iter_bytes(MIB):
                 hasher.update(block)
@@ -857,7 +859,9 @@ def fresh_blob(bench: Bench, server: Server, run: int) -> Iterator[tuple[Path, s
 def check_blob(server: Server, digest: str, size: int) -> None:
     with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as client:
         client.headers.update(auth_headers(server, [APP_REPO]))
-        response = expect(client.head(f"/v2/{APP_REPO}/blobs/{digest}"), 200, "HEAD new blob")
+        # Distribution on S3 answers HEAD with a 307 to a presigned HEAD too.
+        head = client.head(f"/v2/{APP_REPO}/blobs/{digest}", follow_redirects=True)
+        response = expect(head, 200, "HEAD new blob")
         if int(response.headers.get("content-length", -1)) != size:
             raise BenchError(f"{server.label}: the uploaded blob has the wrong size")
 

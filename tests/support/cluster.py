@@ -24,7 +24,7 @@ from support.pgcluster import URL_ENV, PostgresCluster
 from support.s3gateway import S3Gateway
 from support.server import RunningServer, free_port
 
-SHIPPED = Path(__file__).parent.parent / "deploy" / "nginx-ociregistry.conf"
+SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx-ociregistry.conf"
 INSTANCES = 3
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server 127\.0\.0\.1:\d+;.*$", re.MULTILINE)
 _LISTEN = re.compile(r"^(\s*)listen \d+;", re.MULTILINE)
