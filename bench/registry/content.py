@@ -162,7 +162,9 @@ def verify_seed(server: Server, seed: SeedData) -> None:
         if sorted(tags.get("tags") or []) != sorted(seed.tags):
             raise BenchError(f"{server.label}: tags/list answered {tags}")
         hasher = hashlib.sha256()
-        with client.stream("GET", f"/v2/{APP_REPO}/blobs/{seed.big_digest}") as response:
+        with client.stream(
+            "GET", f"/v2/{APP_REPO}/blobs/{seed.big_digest}", follow_redirects=True
+        ) as response:
             expect(response, 200, "GET big blob")
             for block in response.iter_bytes(MIB):
                 hasher.update(block)
