@@ -51,6 +51,8 @@ class Settings:
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
     gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
+    # Storage governance (issue 14)
+    default_registry_quota_bytes: int = 0  # the quota of each new registry; 0: none
 
     @property
     def data_path(self) -> Path:

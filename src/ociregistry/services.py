@@ -53,7 +53,7 @@ class Services:
             blobs=blobs,
             uploads=Uploads(driver, expiry_seconds=settings.upload_expiry_seconds),
             images=images,
-            registries=Registries(db),
+            registries=Registries(db, default_quota_bytes=settings.default_registry_quota_bytes),
             manifests=Manifests(images, blobs),
             accounts=Accounts(db),
             groups=Groups(db),

@@ -17,6 +17,7 @@ from ociregistry.api.common import (
     list_params,
     listing,
     no_content,
+    platform_admin,
     public_host,
     registry_json,
     registry_view,
@@ -28,6 +29,7 @@ from ociregistry.api.common import (
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
 from ociregistry.catalog.console import InvalidArgument, NotFound
 from ociregistry.catalog.registries import RegistryDeleting
+from ociregistry.catalog.usage import check_quota
 from ociregistry.errors import NameInvalid, RegistryError
 from ociregistry.names import check_labels, check_registry_name, check_remark
 
@@ -122,9 +124,12 @@ async def update_registry(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
     await require_right(request, principal, name, ADMIN)
-    body = await json_body(request, {"public": bool, "remark": str})
+    body = await json_body(request, {"public": bool, "remark": str, "quota_bytes": int})
     if "remark" in body:
         check_remark(body["remark"])
+    if "quota_bytes" in body:
+        platform_admin(principal, "set storage quotas")
+        body["quota_bytes"] = check_quota(body["quota_bytes"])
     await services(request).console.update_registry(name, **body)
     return JSONResponse(await registry_view(request, principal, name))
 

@@ -207,6 +207,20 @@ class Uploads:
                 purged += 1
         return purged
 
+    async def usage(self) -> tuple[int, int]:
+        """How many upload sessions are unfinished, and the bytes they hold (the platform's
+        storage figures show them apart from every registry's)."""
+        sessions = held = 0
+        for name in await self.driver.list("uploads"):
+            try:
+                upload_id = _parse_upload_id(name)
+            except BlobUploadUnknown:
+                continue
+            data = await self.driver.stat(self._data_path(upload_id))
+            sessions += 1
+            held += data.size if data else 0
+        return sessions, held
+
     def _progress_headers(self, session: UploadSession, size: int) -> dict[str, str]:
         return {
             "Location": f"/v2/{session.repository}/blobs/uploads/{session.id}",

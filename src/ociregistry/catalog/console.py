@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, delete, exists, func, select, update
+from sqlalchemy import Select, and_, delete, exists, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog.database import Database
 from ociregistry.catalog.models import (
     Image,
-    ImageBlob,
     Manifest,
     ManifestReference,
     Registry,
@@ -28,6 +27,7 @@ from ociregistry.catalog.models import (
     utcnow,
 )
 from ociregistry.catalog.sql import escape_like
+from ociregistry.catalog.usage import UNIQUE_BYTES, remove_images, tree_sizes
 from ociregistry.errors import RegistryError
 
 MAX_PAGE_SIZE = 100
@@ -69,6 +69,9 @@ class RegistryView:
     pull_count_refreshed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    size_bytes: int  # distinct bytes its manifests reference (catalog/usage.py)
+    unique_bytes: int  # the part no other registry references
+    quota_bytes: int  # 0: none
     caller_role: str | None = None  # the caller's role in its project group, if any
 
 
@@ -117,6 +120,9 @@ _REGISTRY_COLUMNS = (
     Registry.pull_count_refreshed_at,
     Registry.created_at,
     Registry.updated_at,
+    Registry.size_bytes,
+    UNIQUE_BYTES.label("unique_bytes"),
+    Registry.quota_bytes,
 )
 REGISTRY_SORTS: dict[str, Any] = {
     "name": Registry.name,
@@ -124,6 +130,7 @@ REGISTRY_SORTS: dict[str, Any] = {
     "updated_at": Registry.updated_at,
     "pull_count": Registry.pull_count,
     "image_count": _IMAGE_COUNT,
+    "size_bytes": Registry.size_bytes,
 }
 
 _TAG_COUNT = (
@@ -137,18 +144,13 @@ _LATEST_TAG = (
     .correlate(Image)
     .scalar_subquery()
 )
-_IMAGE_SIZE = (
-    select(func.coalesce(func.sum(ImageBlob.size), 0).cast(BigInteger))
-    .where(ImageBlob.image_id == Image.id)
-    .correlate(Image)
-    .scalar_subquery()
-)
 IMAGE_SORTS: dict[str, Any] = {
     "name": Image.name,
     "created_at": Image.created_at,
     "updated_at": Image.updated_at,
     "pull_count": Image.pull_count,
     "tag_count": _TAG_COUNT,
+    "size_bytes": Image.size_bytes,
 }
 TAG_SORTS: dict[str, Any] = {
     "name": Tag.name,
@@ -265,7 +267,7 @@ class Console:
                 _LATEST_TAG,
                 _TAG_COUNT,
                 Image.pull_count,
-                _IMAGE_SIZE,
+                Image.size_bytes,
                 Image.created_at,
                 Image.updated_at,
             )
@@ -321,9 +323,17 @@ class Console:
         await self.get_image(registry, image)
         async with self.db.write() as conn:
             registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
-            await conn.execute(
-                delete(Image).where(Image.registry_id == registry_id, Image.name == image)
+            image_ids = list(
+                (
+                    await conn.scalars(
+                        select(Image.id).where(
+                            Image.registry_id == registry_id, Image.name == image
+                        )
+                    )
+                ).all()
             )
+            await conn.run_sync(lambda sync: remove_images(sync, image_ids))
+            await conn.execute(delete(Image).where(Image.id.in_(image_ids)))
 
     async def list_tags(
         self,
@@ -335,18 +345,12 @@ class Console:
         page: Page = Page(),
     ) -> tuple[list[TagView], int]:
         await self.get_image(registry, image)
-        reference_size = (
-            select(func.coalesce(func.sum(ManifestReference.size), 0).cast(BigInteger))
-            .where(ManifestReference.manifest_id == Manifest.id)
-            .correlate(Manifest)
-            .scalar_subquery()
-        )
         query = (
             select(
                 Tag.name,
                 Manifest.digest,
                 Manifest.media_type,
-                Manifest.size + reference_size,
+                Manifest.size,  # replaced by the size of its tree below
                 Tag.pull_count,
                 Tag.created_at,
                 Manifest.id,
@@ -381,7 +385,13 @@ class Console:
                     )
                 ).all():
                     platforms.setdefault(manifest_id, []).append(platform)
-        return [TagView(*row[:6], platforms=platforms.get(row[6], [])) for row in rows], total or 0
+            sizes = await conn.run_sync(lambda sync: tree_sizes(sync, manifest_ids))
+        return [
+            TagView(
+                *row[:3], sizes.get(row[6], row[3]), *row[4:6], platforms=platforms.get(row[6], [])
+            )
+            for row in rows
+        ], total or 0
 
     async def delete_tag(self, registry: str, image: str, tag: str) -> bool:
         """Delete a tag; True when it was the image's last, and the image went with it."""

@@ -36,6 +36,7 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
+from ociregistry.catalog.usage import note_collected, remove_images, remove_manifests
 
 DEFAULT_GRACE_SECONDS = 3600
 log = logging.getLogger("ociregistry.gc")
@@ -103,6 +104,7 @@ class GarbageCollector:
                 continue
             if not dry_run:
                 await self.driver.delete(blob_path(digest))
+                await self.db.transaction(lambda conn, d=str(digest): note_collected(conn, d))
             report.blobs_deleted += 1
             report.bytes_freed += info.size
         if report.blobs_deleted:
@@ -140,6 +142,7 @@ def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         digests = conn.execute(
             select(Manifest.image_id, Manifest.digest).where(Manifest.id.in_(manifest_ids))
         ).all()
+        remove_manifests(conn, manifest_ids)
         conn.execute(delete(Manifest).where(Manifest.id.in_(manifest_ids)))
         for image_id, digest in digests:
             conn.execute(
@@ -163,5 +166,6 @@ def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         ).all()
     )
     if empty:
+        remove_images(conn, empty)
         conn.execute(delete(Image).where(Image.id.in_(empty)))
     return len(manifest_ids), len(empty)

@@ -28,6 +28,7 @@ from ociregistry.catalog.models import (
     utcnow,
 )
 from ociregistry.catalog.sql import insert_ignore_statement, upsert_statement
+from ociregistry.catalog.usage import add_manifest, manifest_entries, note_stored, remove_manifests
 from ociregistry.errors import (
     ManifestBlobUnknown,
     ManifestInvalid,
@@ -223,21 +224,7 @@ class Images:
 
     async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
         """Delete a manifest and every tag pointing at it."""
-        async with self.db.write() as conn:
-            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
-            if image_id is None:
-                return False
-            result = await conn.execute(
-                delete(Manifest).where(
-                    Manifest.image_id == image_id, Manifest.digest == str(digest)
-                )
-            )
-            await conn.execute(
-                delete(ImageBlob).where(
-                    ImageBlob.image_id == image_id, ImageBlob.digest == str(digest)
-                )
-            )
-        return bool(result.rowcount)
+        return await self.db.transaction(lambda conn: _delete_manifest(conn, repo, str(digest)))
 
     async def delete_tag(self, repo: RepositoryName, tag: str) -> bool:
         async with self.db.write() as conn:
@@ -298,8 +285,9 @@ _TOUCH_IMAGE = (
 )
 
 
-def _ensure_image(conn: Connection, repo: RepositoryName) -> int:
-    """The image's id, creating its row on the first push into it."""
+def _ensure_image(conn: Connection, repo: RepositoryName) -> tuple[int, int]:
+    """The ids of the image's registry and of the image, creating the image's row on the
+    first push into it."""
     registry_id = conn.scalar(_REGISTRY_ID, {"registry": repo.registry})
     if registry_id is None:
         raise NameUnknown(
@@ -321,7 +309,7 @@ def _ensure_image(conn: Connection, repo: RepositoryName) -> int:
             },
         )
         image_id = conn.scalar(_IMAGE_IN_REGISTRY, where)
-    return image_id
+    return registry_id, image_id
 
 
 def _link(conn: Connection, image_id: int, digest: str, size: int) -> None:
@@ -329,10 +317,11 @@ def _link(conn: Connection, image_id: int, digest: str, size: int) -> None:
         insert_ignore_statement(conn.dialect.name, ImageBlob.__table__, ("image_id", "digest")),
         {"image_id": image_id, "digest": digest, "size": size, "created_at": utcnow()},
     )
+    note_stored(conn, digest, size)
 
 
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
-    _link(conn, _ensure_image(conn, repo), digest, size)
+    _link(conn, _ensure_image(conn, repo)[1], digest, size)
 
 
 def _check_references(conn: Connection, repo: RepositoryName, parsed: ParsedManifest) -> None:
@@ -385,12 +374,13 @@ def _record_manifest(
     tags: Sequence[str],
 ) -> None:
     _check_references(conn, repo, parsed)  # again, inside the transaction
-    image_id = _ensure_image(conn, repo)
+    registry_id, image_id = _ensure_image(conn, repo)
     now = utcnow()
+    _link(conn, image_id, digest, size)
     manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
     if manifest_id is None:
         manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
-    _link(conn, image_id, digest, size)
+        add_manifest(conn, registry_id, image_id, manifest_entries(digest, size, parsed))
     for tag in dict.fromkeys(tags):
         conn.execute(
             upsert_statement(
@@ -408,6 +398,21 @@ def _record_manifest(
             },
         )
     conn.execute(_TOUCH_IMAGE, {"image_id": image_id, "now": now})
+
+
+def _delete_manifest(conn: Connection, repo: RepositoryName, digest: str) -> bool:
+    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+    if image_id is None:
+        return False
+    manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
+    if manifest_id is None:
+        return False
+    remove_manifests(conn, [manifest_id])
+    conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+    conn.execute(
+        delete(ImageBlob).where(ImageBlob.image_id == image_id, ImageBlob.digest == digest)
+    )
+    return True
 
 
 def _insert_manifest(
@@ -432,7 +437,7 @@ def _insert_manifest(
             "manifest_id": manifest_id,
             "position": i,
             "digest": str(d.digest),
-            "kind": "blob",
+            "kind": "foreign" if d.foreign else "blob",  # foreign: not held, not counted
             "size": d.size,
             "platform": None,
         }

@@ -1,0 +1,361 @@
+"""Exact storage usage, kept current in the transaction of every change (issue 14).
+
+A manifest *references* its own bytes and its config and layers (foreign layers, which the
+registry does not hold, excepted); an index's children are manifests of their own. Three
+tables count those references at three levels, so every figure is a sum over one index:
+
+- `image_usage` (image, digest): how many manifests of the image reference the blob; an
+  image's `size_bytes` is the sum of the sizes of its rows.
+- `registry_usage` (registry, digest): in how many images of the registry the blob is
+  referenced; a registry's `size_bytes` is the sum of its rows, each blob once.
+- `blob_usage` (digest): in how many registries the blob is referenced. A row exists from
+  the moment a blob is first linked into any image (an upload, a mount, a manifest), so rows
+  with no reference are exactly the bytes awaiting garbage collection; rows referenced by one
+  registry only are that registry's `unique_bytes`.
+
+Adding a manifest adds one reference per blob at the image level; only a blob new to the image
+goes up a level, and only one new to the registry reaches the platform. Removing works the
+same way down. The registry's `size_bytes` changes by one conditional UPDATE, which is also
+where a quota is enforced: two pushes racing on different workers or instances serialise on
+that row, and the second sees the first's bytes (SPEC: a 403 is decided in the database, not
+from a figure read earlier). Rows are touched in digest order, so transactions on PostgreSQL
+lock them in one order and never deadlock on each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Table, and_, bindparam, delete, func, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ociregistry.catalog.models import (
+    BlobUsage,
+    Image,
+    ImageUsage,
+    Manifest,
+    ManifestReference,
+    Registry,
+    RegistryUsage,
+)
+from ociregistry.errors import Denied, NameInvalid
+from ociregistry.manifests.parse import ParsedManifest
+
+Entries = Mapping[str, int]  # digest -> size
+
+_IMAGE = ImageUsage.__table__
+_REGISTRY = RegistryUsage.__table__
+_BLOB = BlobUsage.__table__
+
+
+class QuotaExceeded(Denied):
+    """A manifest PUT that would take a registry above its quota (403 DENIED, as docker shows
+    DENIED messages to the user word for word)."""
+
+
+MAX_QUOTA_BYTES = 2**63 - 1
+
+
+def check_quota(value: int) -> int:
+    """A quota in bytes: 0 (none) up to what a BIGINT holds (a bad one is INVALID_ARGUMENT in
+    the API, as a bad remark is)."""
+    if not 0 <= value <= MAX_QUOTA_BYTES:
+        raise NameInvalid(
+            f"quota_bytes must be 0 (no quota) or a positive number of bytes, not {value}",
+            detail={"field": "quota_bytes"},
+        )
+    return value
+
+
+def manifest_entries(digest: str, size: int, parsed: ParsedManifest) -> dict[str, int]:
+    """The blobs one manifest references: itself, its config and its layers, each once."""
+    entries = {digest: size}
+    for descriptor in parsed.blobs:
+        if not descriptor.foreign:
+            entries.setdefault(str(descriptor.digest), descriptor.size)
+    return entries
+
+
+def human_bytes(count: int) -> str:
+    """`1.5 MiB`: how a quota message reads."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover
+
+
+def _insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _count_up(
+    conn: Connection, table: Table, key: dict[str, int], entries: Entries
+) -> dict[str, int]:
+    """One more reference to each blob at one level; the blobs that had none before."""
+    if not entries:
+        return {}
+    insert = _insert(conn, table)
+    statement = (
+        insert.values(
+            [{**key, "digest": d, "size": entries[d], "refs": 1} for d in sorted(entries)]
+        )
+        .on_conflict_do_update(index_elements=[*key, "digest"], set_={"refs": table.c.refs + 1})
+        .returning(table.c.digest, table.c.refs)
+    )
+    return {digest: entries[digest] for digest, refs in conn.execute(statement) if refs == 1}
+
+
+def _count_down(
+    conn: Connection, table: Table, key: dict[str, int], digests: Iterable[str], *, keep: bool
+) -> dict[str, int]:
+    """One reference less to each blob at one level; the blobs left with none (their rows go,
+    unless `keep`)."""
+    condition = and_(true(), *(table.c[name] == value for name, value in key.items()))
+    gone: dict[str, int] = {}
+    for digest in sorted(digests):
+        row = conn.execute(
+            update(table)
+            .where(condition, table.c.digest == digest, table.c.refs > 0)
+            .values(refs=table.c.refs - 1)
+            .returning(table.c.refs, table.c.size)
+        ).first()
+        if row is not None and row.refs == 0:
+            gone[digest] = row.size
+    if gone and not keep:
+        conn.execute(
+            delete(table).where(condition, table.c.digest.in_(list(gone)), table.c.refs == 0)
+        )
+    return gone
+
+
+def note_stored(conn: Connection, digest: str, size: int) -> None:
+    """A blob entered the store (linked into an image): from now on it is either referenced
+    or awaiting garbage collection."""
+    conn.execute(
+        _insert(conn, _BLOB).on_conflict_do_nothing(index_elements=["digest"]),
+        {"digest": digest, "size": size, "refs": 0},
+    )
+
+
+def note_collected(conn: Connection, digest: str) -> None:
+    """Garbage collection removed a blob's bytes."""
+    conn.execute(delete(_BLOB).where(_BLOB.c.digest == digest, _BLOB.c.refs == 0))
+
+
+def _registry_grows(conn: Connection, registry_id: int, added: int) -> None:
+    """Add `added` bytes to the registry, unless that takes it above its quota."""
+    if not added:
+        return
+    result = conn.execute(
+        update(Registry)
+        .where(
+            Registry.id == registry_id,
+            (Registry.quota_bytes <= 0) | (Registry.size_bytes + added <= Registry.quota_bytes),
+        )
+        .values(size_bytes=Registry.size_bytes + added)
+    )
+    if result.rowcount:
+        return
+    name, used, quota = conn.execute(
+        select(Registry.name, Registry.size_bytes, Registry.quota_bytes).where(
+            Registry.id == registry_id
+        )
+    ).one()
+    raise QuotaExceeded(
+        f"registry {name} would exceed its storage quota: it uses {human_bytes(used)} of "
+        f"{human_bytes(quota)} and this push needs {human_bytes(added)} more; delete images "
+        "or ask a platform admin for a larger quota",
+        detail={"registry": name, "used_bytes": used, "quota_bytes": quota, "needed_bytes": added},
+    )
+
+
+def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Entries) -> None:
+    """A manifest was added to an image: count its references, refusing it (QuotaExceeded,
+    and the caller's transaction rolls back) if its new bytes exceed the registry's quota."""
+    new_in_image = _count_up(conn, _IMAGE, {"image_id": image_id}, entries)
+    if not new_in_image:
+        return
+    conn.execute(
+        update(Image)
+        .where(Image.id == image_id)
+        .values(size_bytes=Image.size_bytes + sum(new_in_image.values()))
+    )
+    new_in_registry = _count_up(conn, _REGISTRY, {"registry_id": registry_id}, new_in_image)
+    _registry_grows(conn, registry_id, sum(new_in_registry.values()))
+    _count_up(conn, _BLOB, {}, new_in_registry)
+
+
+def _remove(conn: Connection, registry_id: int, image_id: int, digests: Iterable[str]) -> None:
+    gone_from_image = _count_down(conn, _IMAGE, {"image_id": image_id}, digests, keep=False)
+    if not gone_from_image:
+        return
+    conn.execute(
+        update(Image)
+        .where(Image.id == image_id)
+        .values(size_bytes=Image.size_bytes - sum(gone_from_image.values()))
+    )
+    _leave_registry(conn, registry_id, gone_from_image)
+
+
+def _leave_registry(conn: Connection, registry_id: int, digests: Iterable[str]) -> None:
+    gone = _count_down(conn, _REGISTRY, {"registry_id": registry_id}, digests, keep=False)
+    if gone:
+        conn.execute(
+            update(Registry)
+            .where(Registry.id == registry_id)
+            .values(size_bytes=Registry.size_bytes - sum(gone.values()))
+        )
+        _count_down(conn, _BLOB, {}, gone, keep=True)
+
+
+_MANIFESTS = (
+    select(Manifest.id, Image.registry_id, Manifest.image_id, Manifest.digest)
+    .join(Image, Image.id == Manifest.image_id)
+    .where(Manifest.id.in_(bindparam("ids", expanding=True)))
+)
+_BLOB_REFERENCES = select(ManifestReference.manifest_id, ManifestReference.digest).where(
+    ManifestReference.manifest_id.in_(bindparam("ids", expanding=True)),
+    ManifestReference.kind == "blob",
+)
+
+
+def remove_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:
+    """Manifests are about to be deleted: take their references away. Call it before the
+    DELETE, in the same transaction."""
+    ids = list(manifest_ids)
+    if not ids:
+        return
+    references: dict[int, set[str]] = {}
+    for manifest_id, digest in conn.execute(_BLOB_REFERENCES, {"ids": ids}):
+        references.setdefault(manifest_id, set()).add(digest)
+    for manifest_id, registry_id, image_id, digest in conn.execute(_MANIFESTS, {"ids": ids}):
+        _remove(conn, registry_id, image_id, {digest, *references.get(manifest_id, ())})
+
+
+def remove_images(conn: Connection, image_ids: Iterable[int]) -> None:
+    """Images are about to be deleted (their manifests with them, by cascade): take what they
+    reference away from their registry's figures."""
+    for image_id in sorted(image_ids):
+        registry_id = conn.scalar(select(Image.registry_id).where(Image.id == image_id))
+        if registry_id is None:
+            continue
+        digests = conn.scalars(
+            select(ImageUsage.digest).where(ImageUsage.image_id == image_id)
+        ).all()
+        _leave_registry(conn, registry_id, digests)
+        conn.execute(delete(ImageUsage).where(ImageUsage.image_id == image_id))
+
+
+def remove_registry(conn: Connection, registry_id: int) -> None:
+    """A registry is about to be deleted: whatever it still references leaves the platform's
+    figures (its images should have gone through `remove_images` already)."""
+    digests = conn.scalars(
+        select(RegistryUsage.digest).where(RegistryUsage.registry_id == registry_id)
+    ).all()
+    _count_down(conn, _BLOB, {}, digests, keep=True)
+    conn.execute(delete(RegistryUsage).where(RegistryUsage.registry_id == registry_id))
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+UNIQUE_BYTES = (
+    select(func.coalesce(func.sum(RegistryUsage.size), 0).cast(BigInteger))
+    .join(BlobUsage, BlobUsage.digest == RegistryUsage.digest)
+    .where(RegistryUsage.registry_id == Registry.id, BlobUsage.refs == 1)
+    .correlate(Registry)
+    .scalar_subquery()
+)
+"""A registry's `unique_bytes`, as a column: the bytes no other registry references (what
+deleting it would free after garbage collection); a sum over the registry's own rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformUsage:
+    referenced_bytes: int  # distinct bytes referenced by any registry, each blob once
+    referenced_blobs: int
+    awaiting_gc_bytes: int  # stored, referenced by nothing: garbage collection's to reclaim
+    awaiting_gc_blobs: int
+
+
+_PLATFORM = select(
+    BlobUsage.refs > 0,
+    func.coalesce(func.sum(BlobUsage.size), 0).cast(BigInteger),
+    func.count(),
+).group_by(BlobUsage.refs > 0)
+
+
+def platform_usage(conn: Connection) -> PlatformUsage:
+    figures = {bool(used): (size, count) for used, size, count in conn.execute(_PLATFORM)}
+    (referenced, referenced_count), (waiting, waiting_count) = (
+        figures.get(True, (0, 0)),
+        figures.get(False, (0, 0)),
+    )
+    return PlatformUsage(referenced, referenced_count, waiting, waiting_count)
+
+
+def tree_sizes(conn: Connection, manifest_ids: Iterable[int]) -> dict[int, int]:
+    """The `size_bytes` of each manifest's tree: the manifest, its config and layers, and for
+    an index each child manifest of the same image with its own tree; every blob once. An
+    index child the image does not hold (a sparse index) adds nothing. A few indexed queries
+    per level of the tree, for a whole page of tags at once."""
+    manifests: dict[int, tuple[int, str, int]] = {}  # id -> image, digest, size
+    blobs: dict[int, dict[str, int]] = {}
+    children: dict[int, list[int]] = {}
+    wanted: dict[tuple[int, str], list[int]] = {}  # (image, child digest) -> parents
+    roots = set(manifest_ids)
+    pending = set(roots)
+    while pending:
+        ids = list(pending)
+        for manifest_id, image_id, digest, size in conn.execute(
+            select(Manifest.id, Manifest.image_id, Manifest.digest, Manifest.size).where(
+                Manifest.id.in_(ids)
+            )
+        ):
+            manifests[manifest_id] = (image_id, digest, size)
+            blobs[manifest_id] = {digest: size}
+            children[manifest_id] = []
+        wanted.clear()
+        for manifest_id, digest, size, kind in conn.execute(
+            select(
+                ManifestReference.manifest_id,
+                ManifestReference.digest,
+                ManifestReference.size,
+                ManifestReference.kind,
+            ).where(ManifestReference.manifest_id.in_(ids))
+        ):
+            if kind == "blob":
+                blobs[manifest_id].setdefault(digest, size)
+            elif kind == "manifest":
+                wanted.setdefault((manifests[manifest_id][0], digest), []).append(manifest_id)
+        pending = set()
+        if wanted:
+            for child_id, image_id, digest in conn.execute(
+                select(Manifest.id, Manifest.image_id, Manifest.digest).where(
+                    Manifest.image_id.in_({image for image, _ in wanted}),
+                    Manifest.digest.in_({digest for _, digest in wanted}),
+                )
+            ):
+                for parent in wanted.get((image_id, digest), ()):
+                    children[parent].append(child_id)
+                if child_id not in manifests and (image_id, digest) in wanted:
+                    pending.add(child_id)
+
+    def tree(manifest_id: int, seen: dict[str, int], visited: set[int]) -> None:
+        if manifest_id in visited:
+            return
+        visited.add(manifest_id)
+        seen.update(blobs.get(manifest_id, {}))
+        for child in children.get(manifest_id, ()):
+            tree(child, seen, visited)
+
+    sizes: dict[int, int] = {}
+    for manifest_id in roots:
+        if manifest_id in manifests:
+            seen: dict[str, int] = {}
+            tree(manifest_id, seen, set())
+            sizes[manifest_id] = sum(seen.values())
+    return sizes
