@@ -1007,3 +1007,51 @@ def test_csp_forbids_inline_scripts(context: BrowserContext, server: RunningServ
     )
     assert ran is True
     console.assert_clean()
+
+
+def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer) -> None:
+    """Issue 14: a registry's storage (used, unique) and, with a quota, a bar against it, in
+    the registry list and on the registry's page; an image's size in the image list; in
+    Chinese and in English."""
+    registry = unique("usage")
+    image = build_image(registry)
+    with api_as(server, server.admin) as admin:
+        assert admin.post("/api/v1/registries", json={"name": registry}).status_code == 201
+        push_image_http(admin, f"{registry}/app", image, "1.0")
+        shown = admin.get(f"/api/v1/registries/{registry}").json()
+        used = shown["size_bytes"]
+        assert used > 0 and shown["unique_bytes"] == used
+        quota = used * 2
+        patched = admin.patch(f"/api/v1/registries/{registry}", json={"quota_bytes": quota})
+        assert patched.status_code == 200, patched.text
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        console.open("registries")
+        console.search(registry)
+        row = console.row("registry-table", registry)
+        usage = row.locator("[data-testid=usage]")
+        expect(usage).to_contain_text("配额")
+        expect(usage).to_contain_text("独占")
+        bar = usage.locator("[data-testid=quota-bar]")
+        assert bar.get_attribute("max") == str(quota)
+        assert float(bar.evaluate("meter => meter.value")) == used
+        expect(page.locator("[data-testid=registry-table] thead")).to_contain_text("存储用量")
+        console.shot("usage-registries")
+
+        console.open(f"registries/{registry}/images")
+        expect(page.locator(".registry-head [data-testid=quota-bar]")).to_have_count(1)
+        size = console.row("image-table", "app").locator("[data-testid=size]")
+        expect(size).not_to_have_text("-")
+        console.shot("usage-registry-page")
+
+        page.click("[data-testid=lang-switch]")
+        expect(page.locator(".registry-head [data-testid=usage]")).to_contain_text(" of ")
+        expect(page.locator(".registry-head [data-testid=usage]")).to_contain_text("unique")
+        text = page.locator(".shell").inner_text()
+        assert not CJK.search(text), f"untranslated text in English: {CJK.findall(text)}"
+        page.click("[data-testid=lang-switch]")
+        console.assert_clean()
+    finally:
+        context.close()

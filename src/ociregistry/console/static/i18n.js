@@ -82,6 +82,13 @@ export const CATALOGUE = {
   "col.resourceId": { "zh-CN": "资源ID", en: "Resource ID" },
   "col.role": { "zh-CN": "角色", en: "Role" },
   "col.size": { "zh-CN": "大小", en: "Size" },
+  "col.storage": { "zh-CN": "存储用量", en: "Storage" },
+  "usage.ofQuota": { "zh-CN": "{used} / 配额 {quota}", en: "{used} of {quota}" },
+  "usage.unique": { "zh-CN": "独占 {size}", en: "{size} unique" },
+  "usage.uniqueHint": {
+    "zh-CN": "没有其他仓库引用的部分：删除该仓库并完成垃圾回收后释放的空间",
+    en: "The part no other registry references: what deleting this registry frees after garbage collection",
+  },
   "col.status": { "zh-CN": "状态", en: "Status" },
   "col.tagCount": { "zh-CN": "Tag数量", en: "Tags" },
   "col.tokenId": { "zh-CN": "令牌ID", en: "Token ID" },

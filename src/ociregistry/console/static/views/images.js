@@ -19,6 +19,7 @@ import {
   statusBadge,
   summary,
   toast,
+  usageCell,
   visibilityBadge,
 } from "./common.js";
 import { openDialog } from "./dialog.js";
@@ -62,6 +63,7 @@ function registrySummary(r) {
     ["col.public", visibilityBadge(r.public)],
     ["col.address", h("span", { class: "command" }, h("code", {}, r.address), copyButton(r.address)), true],
     ["col.imageCount", h("span", { class: "count", dataset: { testid: "image-count" } }, fmtCount(r.image_count))],
+    ["col.storage", usageCell(r)],
     ["col.group", r.project_group || "-"],
     ["form.remark", h("span", { class: "remark" }, r.remark || "-")],
   ]);
@@ -116,6 +118,7 @@ export function imagesView(ctx, { mode, registry }) {
     },
     { label: "col.latestTag", cell: (i) => h("span", { class: "tag-name" }, i.latest_tag || "-") },
     { label: "col.imagePulls", class: "num", cell: (i) => h("span", { class: "count", dataset: { testid: "pulls" } }, fmtCount(i.pull_count)) },
+    { label: "col.size", class: "num", cell: (i) => h("span", { dataset: { testid: "size" } }, fmtSize(i.size_bytes)) },
     { label: "col.pullCommand", class: "col-command", cell: (i) => commandCell(i.pull_command) },
     { label: "col.created", class: "col-time", cell: (i) => fmtTime(i.created_at) },
     {
