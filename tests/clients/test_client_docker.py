@@ -75,3 +75,23 @@ def test_docker_push_to_second_repository_mounts_layers(
     tags = client.get(f"/v2/{registry}/copy/tags/list")
     assert tags.status_code == 200, tags.text
     assert tags.json()["tags"] == ["1.0"]
+
+
+def test_docker_shows_the_quota_message_as_is(
+    server: RunningServer, registry: str, docker: Docker, tmp_path: Path, client: httpx.Client
+) -> None:
+    """Issue 14: a push over the registry's quota fails at the manifest with a message docker
+    prints word for word: what the registry uses, its quota, what the push needs."""
+    patched = client.patch(f"/api/v1/registries/{registry}", json={"quota_bytes": 1000})
+    assert patched.status_code == 200, patched.text
+    image_id = import_image(docker, tmp_path, f"quota-{registry}")
+    reference = f"{server.address}/{registry}/app:1.0"
+    docker.tag(image_id, reference)
+
+    push = docker("push", reference, check=False)
+    assert push.returncode != 0, push.describe()
+    assert f"denied: registry {registry} would exceed its storage quota" in push.output, (
+        push.describe()
+    )
+    assert "uses 0 B of 1000 B and this push needs" in push.output, push.describe()
+    assert client.head(f"/v2/{registry}/app/manifests/1.0").status_code == 404
