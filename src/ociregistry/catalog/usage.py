@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-from sqlalchemy import BigInteger, Table, and_, bindparam, delete, func, select, true, update
+from sqlalchemy import BigInteger, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -88,46 +90,94 @@ def human_bytes(count: int) -> str:
     return f"{count} B"  # pragma: no cover
 
 
-def _insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+_KEYS = {"image_usage": "image_id", "registry_usage": "registry_id", "blob_usage": None}
+
+# Statements are built once per database kind (see catalog/images.py): building and compiling
+# one costs more than running it, and these run on every manifest push.
+
+
+@cache
+def _up(dialect: str, table: Table) -> Any:
+    """INSERT a first reference, or add one; RETURNING the count."""
+    key = _KEYS[table.name]
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=[*([key] if key else []), "digest"], set_={"refs": table.c.refs + 1}
+    ).returning(table.c.refs)
+
+
+@cache
+def _down(table: Table) -> Any:
+    """One reference less; RETURNING the count left and the size."""
+    key = _KEYS[table.name]
+    conditions = [table.c.digest == bindparam("b_digest"), table.c.refs > 0]
+    if key:
+        conditions.append(table.c[key] == bindparam("b_key"))
+    return (
+        update(table)
+        .where(*conditions)
+        .values(refs=table.c.refs - 1)
+        .returning(table.c.refs, table.c.size)
+    )
+
+
+@cache
+def _stored(dialect: str) -> Any:
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(_BLOB)
+    return insert.on_conflict_do_nothing(index_elements=["digest"])
+
+
+_IMAGE_SIZE = (
+    update(Image)
+    .where(Image.id == bindparam("b_id"))
+    .values(size_bytes=Image.size_bytes + bindparam("b_delta"))
+)
+_REGISTRY_SIZE = (
+    update(Registry)
+    .where(Registry.id == bindparam("b_id"))
+    .values(size_bytes=Registry.size_bytes + bindparam("b_delta"))
+)
+_REGISTRY_GROWS = _REGISTRY_SIZE.where(
+    or_(
+        Registry.quota_bytes <= 0,
+        Registry.size_bytes + bindparam("b_delta") <= Registry.quota_bytes,
+    )
+)
 
 
 def _count_up(
     conn: Connection, table: Table, key: dict[str, int], entries: Entries
 ) -> dict[str, int]:
-    """One more reference to each blob at one level; the blobs that had none before."""
-    if not entries:
-        return {}
-    insert = _insert(conn, table)
-    statement = (
-        insert.values(
-            [{**key, "digest": d, "size": entries[d], "refs": 1} for d in sorted(entries)]
-        )
-        .on_conflict_do_update(index_elements=[*key, "digest"], set_={"refs": table.c.refs + 1})
-        .returning(table.c.digest, table.c.refs)
-    )
-    return {digest: entries[digest] for digest, refs in conn.execute(statement) if refs == 1}
+    """One more reference to each blob at one level, in digest order; the blobs that had
+    none before."""
+    statement = _up(conn.dialect.name, table)
+    new = {}
+    for digest in sorted(entries):
+        size = entries[digest]
+        refs = conn.execute(statement, {**key, "digest": digest, "size": size, "refs": 1})
+        if refs.scalar_one() == 1:
+            new[digest] = size
+    return new
 
 
 def _count_down(
-    conn: Connection, table: Table, key: dict[str, int], digests: Iterable[str], *, keep: bool
+    conn: Connection, table: Table, key: int | None, digests: Iterable[str], *, keep: bool
 ) -> dict[str, int]:
     """One reference less to each blob at one level; the blobs left with none (their rows go,
     unless `keep`)."""
-    condition = and_(true(), *(table.c[name] == value for name, value in key.items()))
+    statement = _down(table)
     gone: dict[str, int] = {}
     for digest in sorted(digests):
-        row = conn.execute(
-            update(table)
-            .where(condition, table.c.digest == digest, table.c.refs > 0)
-            .values(refs=table.c.refs - 1)
-            .returning(table.c.refs, table.c.size)
-        ).first()
+        row = conn.execute(statement, {"b_digest": digest, "b_key": key}).first()
         if row is not None and row.refs == 0:
             gone[digest] = row.size
     if gone and not keep:
+        name = _KEYS[table.name]
+        assert name is not None
         conn.execute(
-            delete(table).where(condition, table.c.digest.in_(list(gone)), table.c.refs == 0)
+            delete(table).where(
+                table.c[name] == key, table.c.digest.in_(list(gone)), table.c.refs == 0
+            )
         )
     return gone
 
@@ -135,10 +185,7 @@ def _count_down(
 def note_stored(conn: Connection, digest: str, size: int) -> None:
     """A blob entered the store (linked into an image): from now on it is either referenced
     or awaiting garbage collection."""
-    conn.execute(
-        _insert(conn, _BLOB).on_conflict_do_nothing(index_elements=["digest"]),
-        {"digest": digest, "size": size, "refs": 0},
-    )
+    conn.execute(_stored(conn.dialect.name), {"digest": digest, "size": size, "refs": 0})
 
 
 def note_collected(conn: Connection, digest: str) -> None:
@@ -150,15 +197,7 @@ def _registry_grows(conn: Connection, registry_id: int, added: int) -> None:
     """Add `added` bytes to the registry, unless that takes it above its quota."""
     if not added:
         return
-    result = conn.execute(
-        update(Registry)
-        .where(
-            Registry.id == registry_id,
-            (Registry.quota_bytes <= 0) | (Registry.size_bytes + added <= Registry.quota_bytes),
-        )
-        .values(size_bytes=Registry.size_bytes + added)
-    )
-    if result.rowcount:
+    if conn.execute(_REGISTRY_GROWS, {"b_id": registry_id, "b_delta": added}).rowcount:
         return
     name, used, quota = conn.execute(
         select(Registry.name, Registry.size_bytes, Registry.quota_bytes).where(
@@ -179,37 +218,25 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     new_in_image = _count_up(conn, _IMAGE, {"image_id": image_id}, entries)
     if not new_in_image:
         return
-    conn.execute(
-        update(Image)
-        .where(Image.id == image_id)
-        .values(size_bytes=Image.size_bytes + sum(new_in_image.values()))
-    )
+    conn.execute(_IMAGE_SIZE, {"b_id": image_id, "b_delta": sum(new_in_image.values())})
     new_in_registry = _count_up(conn, _REGISTRY, {"registry_id": registry_id}, new_in_image)
     _registry_grows(conn, registry_id, sum(new_in_registry.values()))
     _count_up(conn, _BLOB, {}, new_in_registry)
 
 
 def _remove(conn: Connection, registry_id: int, image_id: int, digests: Iterable[str]) -> None:
-    gone_from_image = _count_down(conn, _IMAGE, {"image_id": image_id}, digests, keep=False)
+    gone_from_image = _count_down(conn, _IMAGE, image_id, digests, keep=False)
     if not gone_from_image:
         return
-    conn.execute(
-        update(Image)
-        .where(Image.id == image_id)
-        .values(size_bytes=Image.size_bytes - sum(gone_from_image.values()))
-    )
+    conn.execute(_IMAGE_SIZE, {"b_id": image_id, "b_delta": -sum(gone_from_image.values())})
     _leave_registry(conn, registry_id, gone_from_image)
 
 
 def _leave_registry(conn: Connection, registry_id: int, digests: Iterable[str]) -> None:
-    gone = _count_down(conn, _REGISTRY, {"registry_id": registry_id}, digests, keep=False)
+    gone = _count_down(conn, _REGISTRY, registry_id, digests, keep=False)
     if gone:
-        conn.execute(
-            update(Registry)
-            .where(Registry.id == registry_id)
-            .values(size_bytes=Registry.size_bytes - sum(gone.values()))
-        )
-        _count_down(conn, _BLOB, {}, gone, keep=True)
+        conn.execute(_REGISTRY_SIZE, {"b_id": registry_id, "b_delta": -sum(gone.values())})
+        _count_down(conn, _BLOB, None, gone, keep=True)
 
 
 _MANIFESTS = (
@@ -256,7 +283,7 @@ def remove_registry(conn: Connection, registry_id: int) -> None:
     digests = conn.scalars(
         select(RegistryUsage.digest).where(RegistryUsage.registry_id == registry_id)
     ).all()
-    _count_down(conn, _BLOB, {}, digests, keep=True)
+    _count_down(conn, _BLOB, None, digests, keep=True)
     conn.execute(delete(RegistryUsage).where(RegistryUsage.registry_id == registry_id))
 
 
