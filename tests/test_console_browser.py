@@ -1011,8 +1011,8 @@ def test_csp_forbids_inline_scripts(context: BrowserContext, server: RunningServ
 
 def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer) -> None:
     """Issue 14: a registry's storage (used, unique) and, with a quota, a bar against it, in
-    the registry list and on the registry's page; an image's size in the image list; in
-    Chinese and in English."""
+    the registry list and on the registry's page; its immutable tag rules; an image's size in
+    the image list; in Chinese and in English."""
     registry = unique("usage")
     image = build_image(registry)
     with api_as(server, server.admin) as admin:
@@ -1022,7 +1022,10 @@ def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer
         used = shown["size_bytes"]
         assert used > 0 and shown["unique_bytes"] == used
         quota = used * 2
-        patched = admin.patch(f"/api/v1/registries/{registry}", json={"quota_bytes": quota})
+        patched = admin.patch(
+            f"/api/v1/registries/{registry}",
+            json={"quota_bytes": quota, "immutable_tags": ["v*", "release-*"]},
+        )
         assert patched.status_code == 200, patched.text
     context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
     try:
@@ -1042,6 +1045,8 @@ def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer
 
         console.open(f"registries/{registry}/images")
         expect(page.locator(".registry-head [data-testid=quota-bar]")).to_have_count(1)
+        expect(page.locator("[data-testid=immutable-tags]")).to_have_text("v*release-*")
+        expect(page.locator(".registry-head")).to_contain_text("不可变标签")
         size = console.row("image-table", "app").locator("[data-testid=size]")
         expect(size).not_to_have_text("-")
         console.shot("usage-registry-page")
@@ -1049,6 +1054,7 @@ def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer
         page.click("[data-testid=lang-switch]")
         expect(page.locator(".registry-head [data-testid=usage]")).to_contain_text(" of ")
         expect(page.locator(".registry-head [data-testid=usage]")).to_contain_text("unique")
+        expect(page.locator(".registry-head")).to_contain_text("Immutable tags")
         text = page.locator(".shell").inner_text()
         assert not CJK.search(text), f"untranslated text in English: {CJK.findall(text)}"
         page.click("[data-testid=lang-switch]")

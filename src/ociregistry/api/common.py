@@ -249,6 +249,7 @@ def registry_json(
         "size_bytes": view.size_bytes,
         "unique_bytes": view.unique_bytes,
         "quota_bytes": view.quota_bytes,
+        "immutable_tags": view.immutable_tags or [],
         "pull_count_refreshed_at": rfc3339(view.pull_count_refreshed_at),
         "address": f"{host}/{view.name}",
         "created_at": rfc3339(view.created_at),

@@ -28,6 +28,7 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
 from ociregistry.catalog.console import InvalidArgument, NotFound
+from ociregistry.catalog.immutable import check_patterns
 from ociregistry.catalog.registries import RegistryDeleting
 from ociregistry.catalog.usage import check_quota
 from ociregistry.errors import NameInvalid, RegistryError
@@ -124,12 +125,16 @@ async def update_registry(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
     await require_right(request, principal, name, ADMIN)
-    body = await json_body(request, {"public": bool, "remark": str, "quota_bytes": int})
+    body = await json_body(
+        request, {"public": bool, "remark": str, "quota_bytes": int, "immutable_tags": list}
+    )
     if "remark" in body:
         check_remark(body["remark"])
     if "quota_bytes" in body:
         platform_admin(principal, "set storage quotas")
         body["quota_bytes"] = check_quota(body["quota_bytes"])
+    if "immutable_tags" in body:
+        body["immutable_tags"] = check_patterns(body["immutable_tags"])
     await services(request).console.update_registry(name, **body)
     return JSONResponse(await registry_view(request, principal, name))
 

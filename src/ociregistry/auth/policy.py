@@ -189,6 +189,11 @@ class AccessPolicy:
         row = await self._registry_access(principal, registry)
         return frozenset() if row is None else self.rights_of(principal, *row)
 
+    async def may_delete_immutable(self, principal: Principal, registry: str) -> bool:
+        """Immutable tags protect against overwrites, not against their owners: the
+        registry's owners and platform admins may delete them, developers may not."""
+        return ADMIN in await self.registry_rights(principal, registry)
+
     # -- the rule, as SQL: what every list filters with --------------------------------------
 
     def member_of(self, principal: Principal) -> ColumnElement[bool]:
@@ -366,4 +371,3 @@ class AccessPolicy:
         the shared view of /api/v1.)"""
         if principal.anonymous and not principal.presented_credentials:
             raise AuthenticationRequired("authentication required", CATALOG_SCOPE)
-

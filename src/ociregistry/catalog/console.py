@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog.database import Database
+from ociregistry.catalog.immutable import refuse_deleting
 from ociregistry.catalog.models import (
     Image,
     Manifest,
@@ -72,6 +73,7 @@ class RegistryView:
     size_bytes: int  # distinct bytes its manifests reference (catalog/usage.py)
     unique_bytes: int  # the part no other registry references
     quota_bytes: int  # 0: none
+    immutable_tags: list[str]  # patterns of tags that never move (catalog/immutable.py)
     caller_role: str | None = None  # the caller's role in its project group, if any
 
 
@@ -123,6 +125,7 @@ _REGISTRY_COLUMNS = (
     Registry.size_bytes,
     UNIQUE_BYTES.label("unique_bytes"),
     Registry.quota_bytes,
+    Registry.immutable_tags,
 )
 REGISTRY_SORTS: dict[str, Any] = {
     "name": Registry.name,
@@ -318,8 +321,9 @@ class Console:
             )
         return ImageView(*row)
 
-    async def delete_image(self, registry: str, image: str) -> None:
-        """All its tags and manifests go with it."""
+    async def delete_image(self, registry: str, image: str, *, immutable_too: bool = False) -> None:
+        """All its tags and manifests go with it; refused when one of its tags is immutable,
+        unless `immutable_too` (the caller may delete immutable tags)."""
         await self.get_image(registry, image)
         async with self.db.write() as conn:
             registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
@@ -332,6 +336,8 @@ class Console:
                     )
                 ).all()
             )
+            if not immutable_too:
+                await conn.run_sync(lambda sync: refuse_deleting(sync, image_ids, None))
             await conn.run_sync(lambda sync: remove_images(sync, image_ids))
             await conn.execute(delete(Image).where(Image.id.in_(image_ids)))
 
@@ -393,14 +399,19 @@ class Console:
             for row in rows
         ], total or 0
 
-    async def delete_tag(self, registry: str, image: str, tag: str) -> bool:
-        """Delete a tag; True when it was the image's last, and the image went with it."""
+    async def delete_tag(
+        self, registry: str, image: str, tag: str, *, immutable_too: bool = False
+    ) -> bool:
+        """Delete a tag; True when it was the image's last, and the image went with it. An
+        immutable tag only with `immutable_too` (the caller may delete immutable tags)."""
         async with self.db.write() as conn:
             image_id = await conn.scalar(
                 select(Image.id)
                 .join(Registry, Registry.id == Image.registry_id)
                 .where(Registry.name == registry, Image.name == image)
             )
+            if not immutable_too and image_id is not None:
+                await conn.run_sync(lambda sync: refuse_deleting(sync, [image_id], [tag]))
             result = await conn.execute(
                 delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
             )

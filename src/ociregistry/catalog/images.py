@@ -18,6 +18,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.blobstore.digest import Digest
 from ociregistry.catalog.database import Database
+from ociregistry.catalog.immutable import (
+    refuse_deleting,
+    registry_patterns,
+    rule_for,
+    write_tag,
+)
 from ociregistry.catalog.models import (
     Image,
     ImageBlob,
@@ -222,15 +228,24 @@ class Images:
             lambda conn: _record_manifest(conn, repo, str(digest), size, parsed, tags)
         )
 
-    async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
-        """Delete a manifest and every tag pointing at it."""
-        return await self.db.transaction(lambda conn: _delete_manifest(conn, repo, str(digest)))
+    async def delete_manifest(
+        self, repo: RepositoryName, digest: Digest, *, immutable_too: bool = False
+    ) -> bool:
+        """Delete a manifest and every tag pointing at it; refused when one of those tags is
+        immutable, unless `immutable_too` (the caller may delete immutable tags)."""
+        return await self.db.transaction(
+            lambda conn: _delete_manifest(conn, repo, str(digest), immutable_too)
+        )
 
-    async def delete_tag(self, repo: RepositoryName, tag: str) -> bool:
+    async def delete_tag(
+        self, repo: RepositoryName, tag: str, *, immutable_too: bool = False
+    ) -> bool:
         async with self.db.write() as conn:
             image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
+            if not immutable_too:
+                await conn.run_sync(lambda sync: refuse_deleting(sync, [image_id], [tag]))
             result = await conn.execute(
                 delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
             )
@@ -381,7 +396,19 @@ def _record_manifest(
     if manifest_id is None:
         manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
         add_manifest(conn, registry_id, image_id, manifest_entries(digest, size, parsed))
+    patterns = registry_patterns(conn, registry_id) if tags else []
     for tag in dict.fromkeys(tags):
+        params = {
+            "image_id": image_id,
+            "name": tag,
+            "manifest_id": manifest_id,
+            "pull_count": 0,
+            "created_at": now,
+        }
+        rule = rule_for(patterns, tag)
+        if rule is not None:
+            write_tag(conn, params, rule, repo.full)
+            continue
         conn.execute(
             upsert_statement(
                 conn.dialect.name,
@@ -389,24 +416,22 @@ def _record_manifest(
                 ("image_id", "name"),
                 ("manifest_id", "created_at"),
             ),
-            {
-                "image_id": image_id,
-                "name": tag,
-                "manifest_id": manifest_id,
-                "pull_count": 0,
-                "created_at": now,
-            },
+            params,
         )
     conn.execute(_TOUCH_IMAGE, {"image_id": image_id, "now": now})
 
 
-def _delete_manifest(conn: Connection, repo: RepositoryName, digest: str) -> bool:
+def _delete_manifest(
+    conn: Connection, repo: RepositoryName, digest: str, immutable_too: bool
+) -> bool:
     image_id = conn.scalar(_IMAGE_ID, _params(repo))
     if image_id is None:
         return False
     manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
     if manifest_id is None:
         return False
+    if not immutable_too:
+        refuse_deleting(conn, [image_id], None, manifest_id)
     remove_manifests(conn, [manifest_id])
     conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
     conn.execute(

@@ -79,6 +79,8 @@ class Registry(Base):
     pull_count_refreshed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # kept by catalog/usage.py
     quota_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # 0: no quota
+    # tag patterns whose tags never move once pushed (catalog/immutable.py)
+    immutable_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

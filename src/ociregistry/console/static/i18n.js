@@ -83,6 +83,12 @@ export const CATALOGUE = {
   "col.role": { "zh-CN": "角色", en: "Role" },
   "col.size": { "zh-CN": "大小", en: "Size" },
   "col.storage": { "zh-CN": "存储用量", en: "Storage" },
+  "col.immutableTags": { "zh-CN": "不可变标签", en: "Immutable tags" },
+  "immutable.none": { "zh-CN": "无", en: "None" },
+  "immutable.hint": {
+    "zh-CN": "匹配这些规则的标签推送后不能再指向其他镜像；仓库所有者和平台管理员仍可删除",
+    en: "Tags matching these rules never point at another image once pushed; the registry's owners and platform admins may still delete them",
+  },
   "usage.ofQuota": { "zh-CN": "{used} / 配额 {quota}", en: "{used} of {quota}" },
   "usage.unique": { "zh-CN": "独占 {size}", en: "{size} unique" },
   "usage.uniqueHint": {

@@ -1,4 +1,4 @@
-"""storage usage: reference counts per image, registry and blob; registry quotas
+"""storage usage: reference counts per image, registry and blob; quotas; immutable tags
 
 Revision ID: 0010
 Revises: 0004
@@ -42,6 +42,9 @@ def upgrade() -> None:
         )
         batch.add_column(
             sa.Column("quota_bytes", sa.BigInteger(), nullable=False, server_default="0")
+        )
+        batch.add_column(
+            sa.Column("immutable_tags", sa.JSON(), nullable=False, server_default="[]")
         )
     with op.batch_alter_table("images") as batch:
         batch.add_column(
@@ -103,5 +106,6 @@ def downgrade() -> None:
     with op.batch_alter_table("images") as batch:
         batch.drop_column("size_bytes")
     with op.batch_alter_table("registries") as batch:
+        batch.drop_column("immutable_tags")
         batch.drop_column("quota_bytes")
         batch.drop_column("size_bytes")

@@ -64,6 +64,14 @@ function registrySummary(r) {
     ["col.address", h("span", { class: "command" }, h("code", {}, r.address), copyButton(r.address)), true],
     ["col.imageCount", h("span", { class: "count", dataset: { testid: "image-count" } }, fmtCount(r.image_count))],
     ["col.storage", usageCell(r)],
+    [
+      "col.immutableTags",
+      h(
+        "span",
+        { dataset: { testid: "immutable-tags" }, title: t("immutable.hint") },
+        r.immutable_tags && r.immutable_tags.length ? r.immutable_tags.map((p) => h("code", { class: "chip" }, p)) : t("immutable.none"),
+      ),
+    ],
     ["col.group", r.project_group || "-"],
     ["form.remark", h("span", { class: "remark" }, r.remark || "-")],
   ]);
