@@ -1061,3 +1061,46 @@ def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer
         console.assert_clean()
     finally:
         context.close()
+
+
+def test_audit_log_page(browser: Browser, server: RunningServer) -> None:
+    """Issue 14: the audit log screen lists changes with actor, outcome and request id, in
+    Chinese and English; denied attempts show as such."""
+    registry = unique("audited")
+    with api_as(server, server.admin) as admin:
+        assert admin.post("/api/v1/registries", json={"name": registry}).status_code == 201
+        patched = admin.patch(
+            f"/api/v1/registries/{registry}",
+            json={"public": True},
+            headers={"X-Request-Id": f"req-{registry}"},
+        )
+        assert patched.status_code == 200
+    with httpx.Client(base_url=server.url, auth=("admin", "wrong-password")) as wrong:
+        assert (
+            wrong.patch(f"/api/v1/registries/{registry}", json={"public": False}).status_code == 401
+        )
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        console.open("audit")
+        expect(page.locator("[data-nav=audit]")).to_have_text("审计日志")
+        console.search(registry)
+        rows = console.table("audit-table").locator("tr")
+        expect(rows).to_have_count(2)  # the change and the refused change (newest first)
+        expect(console.table("audit-table")).to_contain_text("registry.update")
+        expect(console.table("audit-table")).to_contain_text(f"req-{registry}")
+        expect(console.table("audit-table").locator("[data-testid=outcome]").first).to_contain_text(
+            "拒绝"
+        )
+        console.shot("audit-log")
+        page.click("[data-testid=lang-switch]")
+        expect(page.locator("[data-nav=audit]")).to_have_text("Audit log")
+        expect(page.locator("[data-testid=audit-table] thead")).to_contain_text("Outcome")
+        expect(console.table("audit-table").locator("[data-testid=outcome]").first).to_be_visible()
+        text = page.locator(".shell").inner_text()
+        assert not CJK.search(text), f"untranslated text in English: {CJK.findall(text)}"
+        page.click("[data-testid=lang-switch]")
+        console.assert_clean()
+    finally:
+        context.close()

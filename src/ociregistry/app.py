@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from ociregistry import api, v2
 from ociregistry.api.common import api_error
+from ociregistry.audit import AuditLogMiddleware
 from ociregistry.authapi import token
 from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.catalog.pulls import refresh_registry_counts
@@ -125,7 +126,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/auth/token", token.get_token, methods=["GET"]),
             Route("/auth/token", token.post_token, methods=["POST"]),
         ],
-        middleware=[Middleware(ApiVersionHeader), Middleware(console.ConsoleHeaders)],
+        middleware=[
+            Middleware(ApiVersionHeader),
+            Middleware(console.ConsoleHeaders),
+            Middleware(AuditLogMiddleware),
+        ],
         exception_handlers={
             RegistryError: on_registry_error,
             HTTPException: on_http_error,

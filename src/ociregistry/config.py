@@ -53,6 +53,7 @@ class Settings:
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
     # Storage governance (issue 14)
     default_registry_quota_bytes: int = 0  # the quota of each new registry; 0: none
+    audit_log_retention_days: int = 90  # audit events older than this go; 0: kept forever
 
     @property
     def data_path(self) -> Path:

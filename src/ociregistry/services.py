@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ociregistry.audit import AuditLog
 from ociregistry.auth.accounts import Accounts
 from ociregistry.auth.groups import Groups
 from ociregistry.auth.policy import AccessPolicy
@@ -37,6 +38,7 @@ class Services:
     pulls: PullCounter
     console: Console
     mounts: Mounts
+    audit: AuditLog
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -69,6 +71,7 @@ class Services:
             pulls=PullCounter(db, enabled=settings.pull_counting),
             console=Console(db),
             mounts=Mounts(images, blobs, policy),
+            audit=AuditLog(db, retention_days=settings.audit_log_retention_days),
         )
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ from ociregistry.api.common import (
     string_list,
     writer,
 )
+from ociregistry.audit import note
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
 from ociregistry.catalog.console import InvalidArgument, NotFound
 from ociregistry.catalog.immutable import check_patterns
@@ -102,6 +103,7 @@ async def create_registry(request: Request) -> JSONResponse:
             raise PermissionDenied(
                 f"creating registries in {group!r} takes the owner or developer role there"
             )
+    note(request, registry=body["name"])
     created = await registry.registries.create(
         body["name"],
         public=body.get("public", False),
@@ -135,6 +137,7 @@ async def update_registry(request: Request) -> JSONResponse:
         body["quota_bytes"] = check_quota(body["quota_bytes"])
     if "immutable_tags" in body:
         body["immutable_tags"] = check_patterns(body["immutable_tags"])
+    note(request, detail=body)  # what changed, for the audit log
     await services(request).console.update_registry(name, **body)
     return JSONResponse(await registry_view(request, principal, name))
 

@@ -196,6 +196,16 @@ class AccessPolicy:
 
     # -- the rule, as SQL: what every list filters with --------------------------------------
 
+    def administered(self, principal: Principal) -> ColumnElement[bool]:
+        """Registries the caller administers (holds ADMIN on): every registry for a platform
+        admin, else the user registries whose group the caller owns. The audit log shows a
+        registry's events to these callers."""
+        if principal.is_admin:
+            return true()
+        if principal.user_id is None:
+            return false()
+        return and_(Registry.kind == "user", caller_role(principal) == "owner")
+
     def member_of(self, principal: Principal) -> ColumnElement[bool]:
         """Registries the caller holds a role in through its project group: the caller's own
         user registries ("my registries"); every user registry for a platform admin."""

@@ -177,6 +177,30 @@ class Tag(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the last push to this tag
 
 
+class AuditEvent(Base):
+    """One change, sign-in or failed sign-in, as the audit log shows it (ociregistry/audit.py)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_registry_at", "registry", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    client: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    target: Mapped[str] = mapped_column(String(512))
+    # `registry` is the column; the attribute name `registry` is the ORM's own
+    registry_name: Mapped[str | None] = mapped_column("registry", String(63), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | denied | failure
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
 class ImageUsage(Base):
     """A blob (layer, config or manifest) the manifests of an image reference, and how many
     references it has there: the image's `size_bytes` is the sum of these sizes."""

@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ociregistry.api.common import Unauthenticated, caller, json_body, services
+from ociregistry.audit import note
 from ociregistry.auth.tokens import SESSION_TOKEN
 from ociregistry.authapi.credentials import SESSION_COOKIE, check_password
 
@@ -42,6 +43,7 @@ async def sign_in(request: Request) -> JSONResponse:
         request, {"username": str, "password": str}, required=("username", "password")
     )
     registry = services(request)
+    note(request, actor=body["username"][:128])
     found = await check_password(registry, request, body["username"], body["password"])
     if found.token_id is not None:
         raise Unauthenticated("sign in to the console with a password, not an access token")

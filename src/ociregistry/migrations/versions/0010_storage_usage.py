@@ -1,4 +1,5 @@
-"""storage usage: reference counts per image, registry and blob; quotas; immutable tags
+"""storage usage: reference counts per image, registry and blob; quotas; immutable tags;
+the audit log
 
 Revision ID: 0010
 Revises: 0004
@@ -53,6 +54,24 @@ def upgrade() -> None:
     _usage_table("image_usage", "image_id", "images")
     _usage_table("registry_usage", "registry_id", "registries")
     _usage_table("blob_usage", None, None)
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=True),
+        sa.Column("client", sa.String(length=64), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("method", sa.String(length=8), nullable=False),
+        sa.Column("target", sa.String(length=512), nullable=False),
+        sa.Column("registry", sa.String(length=63), nullable=True),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_audit_log_at", "audit_log", ["at"])
+    op.create_index("ix_audit_log_registry_at", "audit_log", ["registry", "at"])
     # What each manifest references: itself, and its config and layers that its image holds
     # (a foreign layer is held by no image), each once per manifest.
     op.execute(
@@ -100,6 +119,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("audit_log")
     op.drop_table("blob_usage")
     op.drop_table("registry_usage")
     op.drop_table("image_usage")
