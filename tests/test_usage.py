@@ -322,3 +322,55 @@ def test_an_index_tag_counts_its_children_and_an_image_only_what_its_manifests_r
     assert tag["size_bytes"] == expected  # the index, both children, their configs and layers
     assert expected > sum(len(LAYERS[i]) for i in (0, 1, 2))
     registry.run(_check(scenario))
+
+
+def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Path) -> None:
+    """Upgrading a catalog that already holds images (through migration 0010) gives the same
+    figures as keeping them all along."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    from ociregistry.catalog.database import MIGRATIONS
+
+    registry = InProcessRegistry(tmp_path / "data")
+    scenario = Scenario(registry)
+    steps = [
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("index", (1, "app"), "2.0", [((1, 2), 1), ((3,), 2)], False),
+        ("push", (1, "tools/cli"), "1.0", ((0, 4), 3)),
+        ("orphan", (2, "app"), b"never referenced"),
+    ]
+    for step in steps:
+        registry.run(scenario.run(step))
+
+    async def figures() -> list[Any]:
+        shown = []
+        for name in scenario.names:
+            body = (await registry.client.get(f"/api/v1/registries/{name}")).json()
+            images = (await registry.client.get(f"/api/v1/registries/{name}/images")).json()
+            shown.append((body["size_bytes"], body["unique_bytes"], images["items"]))
+        shown.append((await registry.client.get("/api/v1/platform/usage")).json())
+        return shown
+
+    before = registry.run(figures())
+    registry.close()
+    url = f"sqlite:///{tmp_path / 'data' / 'registry.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        below = ScriptDirectory.from_config(config).get_revision("0010").down_revision
+        command.downgrade(config, below)
+        images = connection.exec_driver_sql("SELECT count(*) FROM images").scalar()
+        assert images == 4  # the downgrade keeps the catalog
+        command.upgrade(config, "head")
+    engine.dispose()
+    registry = InProcessRegistry(tmp_path / "data")
+    try:
+        assert registry.run(figures()) == before
+        assert before[0][0] > 0
+    finally:
+        registry.close()

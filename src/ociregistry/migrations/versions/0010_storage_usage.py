@@ -123,9 +123,12 @@ def downgrade() -> None:
     op.drop_table("blob_usage")
     op.drop_table("registry_usage")
     op.drop_table("image_usage")
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("size_bytes")
-    with op.batch_alter_table("registries") as batch:
-        batch.drop_column("immutable_tags")
-        batch.drop_column("quota_bytes")
-        batch.drop_column("size_bytes")
+    # Plain ALTER TABLE … DROP COLUMN (SQLite 3.35+, PostgreSQL): a batch "move and copy" of
+    # `registries` would cascade-delete every image under foreign_keys=ON.
+    for table, column in (
+        ("images", "size_bytes"),
+        ("registries", "immutable_tags"),
+        ("registries", "quota_bytes"),
+        ("registries", "size_bytes"),
+    ):
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
