@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from inprocess import InProcessRegistry
 from oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
 from ociregistry.catalog.gc import GarbageCollector
 from ociregistry.catalog.models import Image, Manifest, Registry
+from pgcluster import PostgresCluster
 
 LAYERS = [f"shared layer {n} ".encode() * (40 + 17 * n) for n in range(6)]
 REGISTRIES = 3
@@ -33,11 +35,20 @@ TAGS = ("1.0", "2.0", "latest")
 _examples = itertools.count()
 
 
+ON_POSTGRES = os.environ.get("OCIREGISTRY_TEST_DATABASE") == "postgres"  # as in conftest.py
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegistry]:
-    running = InProcessRegistry(tmp_path_factory.mktemp("usage") / "data")
+    """On SQLite, or with OCIREGISTRY_TEST_DATABASE=postgres on a PostgreSQL of its own: the
+    counting statements must mean the same on both."""
+    cluster = PostgresCluster().start() if ON_POSTGRES else None
+    url = cluster.create_database("usage") if cluster else ""
+    running = InProcessRegistry(tmp_path_factory.mktemp("usage") / "data", database_url=url)
     yield running
     running.close()
+    if cluster is not None:
+        cluster.stop()
 
 
 def _image(layers: tuple[int, ...], config: int) -> tuple[bytes, list[bytes]]:
@@ -271,7 +282,7 @@ async def _check(scenario: Scenario) -> None:
 
 
 @settings(
-    max_examples=25,
+    max_examples=8 if ON_POSTGRES else 25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -308,20 +308,17 @@ class PlatformUsage:
     awaiting_gc_blobs: int
 
 
+_USED = BlobUsage.refs > 0
 _PLATFORM = select(
-    BlobUsage.refs > 0,
-    func.coalesce(func.sum(BlobUsage.size), 0).cast(BigInteger),
-    func.count(),
-).group_by(BlobUsage.refs > 0)
+    func.coalesce(func.sum(case((_USED, BlobUsage.size), else_=0)), 0).cast(BigInteger),
+    func.count(case((_USED, 1))),
+    func.coalesce(func.sum(case((~_USED, BlobUsage.size), else_=0)), 0).cast(BigInteger),
+    func.count(case((~_USED, 1))),
+)
 
 
 def platform_usage(conn: Connection) -> PlatformUsage:
-    figures = {bool(used): (size, count) for used, size, count in conn.execute(_PLATFORM)}
-    (referenced, referenced_count), (waiting, waiting_count) = (
-        figures.get(True, (0, 0)),
-        figures.get(False, (0, 0)),
-    )
-    return PlatformUsage(referenced, referenced_count, waiting, waiting_count)
+    return PlatformUsage(*conn.execute(_PLATFORM).one())
 
 
 def tree_sizes(conn: Connection, manifest_ids: Iterable[int]) -> dict[int, int]:
