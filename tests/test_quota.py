@@ -3,6 +3,7 @@ that would add the bytes, atomically across worker processes and instances."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -185,3 +186,23 @@ def test_racing_pushes_on_two_postgresql_instances_cannot_pass_the_quota_togethe
         assert _set_quota(client, "quota-race", int(one * 3.5)).status_code == 200
         statuses = _race([first.url, second.url], first.admin, "quota-race", 8)
         _check_race(client, "quota-race", statuses, 3)
+
+
+def test_the_command_line_sets_quotas_and_prints_usage(
+    server: RunningServer, client: httpx.Client, registry: str
+) -> None:
+    manifest, blobs = _image(f"{registry}-cli")
+    for blob in blobs:
+        assert push_blob(client, f"{registry}/app", blob).status_code == 201
+    assert put_manifest(client, f"{registry}/app", "1", manifest).status_code == 201
+    server.cli("registry", "update", registry, "--quota-bytes", "123456789")
+    assert _registry(client, registry)["quota_bytes"] == 123456789
+    listed = json.loads(server.cli("registry", "list", "--json").stdout)
+    row = next(r for r in listed if r["name"] == registry)
+    assert (row["size_bytes"], row["unique_bytes"], row["quota_bytes"]) == (
+        _size(manifest, blobs),
+        _size(manifest, blobs),
+        123456789,
+    )
+    images = json.loads(server.cli("image", "list", registry, "--json").stdout)
+    assert [i["size_bytes"] for i in images] == [_size(manifest, blobs)]
