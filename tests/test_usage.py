@@ -84,6 +84,7 @@ operation = st.one_of(
     st.tuples(st.just("tag"), where, st.sampled_from(TAGS), st.sampled_from(TAGS)),
     st.tuples(st.just("mount"), where, where, st.integers(0, len(LAYERS) - 1)),
     st.tuples(st.just("orphan"), where, st.binary(min_size=1, max_size=64)),
+    st.tuples(st.just("unfinished"), where, st.binary(min_size=0, max_size=64)),
     st.tuples(st.just("delete_tag"), where, st.sampled_from(TAGS)),
     st.tuples(st.just("delete_manifest"), where, st.sampled_from(TAGS)),
     st.tuples(st.just("delete_image"), where),
@@ -159,6 +160,16 @@ class Scenario:
             assert response.status_code in (201, 202), response.text
         elif kind == "orphan":
             await self.push_blob(self.repo(op[1]), op[2])
+        elif kind == "unfinished":  # an upload left open, holding its bytes
+            started = await self.client.post(f"/v2/{self.repo(op[1])}/blobs/uploads/")
+            assert started.status_code == 202, started.text
+            if op[2]:
+                response = await self.client.patch(
+                    started.headers["location"],
+                    content=op[2],
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                assert response.status_code == 202, response.text
         elif kind in ("delete_tag", "delete_manifest"):
             repo = self.repo(op[1])
             reference = op[2]
@@ -250,6 +261,11 @@ async def _brute_force(registry: InProcessRegistry) -> dict[str, Any]:
         "holders": holders,
         "referenced": sum(referenced.values()),
         "awaiting_gc": sum(size for d, size in stored.items() if d not in referenced),
+        "uploads": [
+            (path / "data").stat().st_size if (path / "data").exists() else 0
+            for path in (storage / "uploads").glob("*")
+            if path.is_dir()
+        ],
         "tree": tree,
     }
 
@@ -279,6 +295,8 @@ async def _check(scenario: Scenario) -> None:
     platform = (await client.get("/api/v1/platform/usage")).json()
     assert platform["referenced_bytes"] == truth["referenced"]
     assert platform["awaiting_gc_bytes"] == truth["awaiting_gc"]
+    assert platform["upload_count"] == len(truth["uploads"])
+    assert platform["upload_bytes"] == sum(truth["uploads"])
 
 
 @settings(
