@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark ociregistry against CNCF Distribution (Debian's `docker-registry`) on this machine.
+"""Benchmark ociregistry against CNCF Distribution (Debian's `docker-registry`, or any other
+Distribution binary given with `--reference`, such as a v3.0.0 built by hand) on this machine.
 
 Both servers run side by side on 127.0.0.1 with their own temporary data folders, get the same
 data, and face the same load generators in the same run, so the ratios do not depend on the
@@ -104,6 +105,9 @@ class Settings:
     ours_workers: int
     theirs_cache: str
     pull_auth: str
+    reference: str
+    repetitions: int
+    download_streams: int
     upload_form: str = ""
 
     @classmethod
@@ -120,10 +124,13 @@ class Settings:
             download_runs=args.runs or (3 if quick else 7),  # ~0.1 s each: cheap, and noisy
             pushes=args.pushes or (40 if quick else 200),
             push_concurrency=8,
-            extra_tags=50,
+            extra_tags=args.tags - 1,
             ours_workers=args.workers,
             theirs_cache=args.theirs_cache,
             pull_auth=args.pull_auth,
+            reference=args.reference,
+            repetitions=args.repetitions or (1 if quick else 3),
+            download_streams=8,
         )
 
 
@@ -366,6 +373,13 @@ class OurServer(Server):
             raise BenchError(f"ours: /v2/ gave no Bearer challenge: {challenge.headers!r}")
         return urllib.parse.urljoin(self.url, params["realm"]), params.get("service", "")
 
+    def signing_jwks(self) -> str:
+        """`ociregistry signing-cert --jwks`: what Distribution 3 trusts (`auth.token.jwks`)."""
+        done = self.cli("signing-cert", "--jwks")
+        if done.returncode != 0 or '"keys"' not in done.stdout:
+            raise BenchError(f"`ociregistry signing-cert --jwks` failed: {done.stderr}")
+        return done.stdout
+
     def signing_certificates(self) -> str:
         """`ociregistry signing-cert`: what Distribution trusts to verify our tokens."""
         done = self.cli("signing-cert")
@@ -387,17 +401,24 @@ class OurServer(Server):
 
 
 class Distribution(Server):
-    """CNCF Distribution as Debian ships it, configured like a plain production registry that
-    uses our server as its token server (the Docker token authentication spec)."""
+    """CNCF Distribution (Debian's 2.8.2 by default, or the binary `--reference` names),
+    configured like a plain production registry that uses our server as its token server (the
+    Docker token authentication spec). 2.x trusts our keys through certificates
+    (`rootcertbundle`); 3.x finds a token's `kid` in a JWK Set (`jwks`), so it gets both."""
 
     label = "theirs"
 
-    def __init__(self, workdir: Path, cache: str, token_server: OurServer) -> None:
+    def __init__(
+        self, workdir: Path, cache: str, token_server: OurServer, binary: str = "docker-registry"
+    ) -> None:
         super().__init__(workdir)
+        self.binary = binary
         self.cache = cache
         self.token_server = token_server
         self.config_path = self.workdir / "config.yml"
         self.bundle_path = self.workdir / "ociregistry-tokens.pem"
+        self.jwks_path = self.workdir / "ociregistry-tokens.jwks"
+        self.env["OTEL_TRACES_EXPORTER"] = "none"  # v3 otherwise tries to export traces
         self.description = (
             f"filesystem storage, storage.cache.blobdescriptor: {cache}, "
             "GOMAXPROCS = nproc, token auth against ours, no access log"
@@ -407,8 +428,13 @@ class Distribution(Server):
         """Start once ours runs: the config names its realm, and trusts its signing keys."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.bundle_path.write_text(self.token_server.signing_certificates())
+        self.jwks_path.write_text(self.token_server.signing_jwks())
         self.config_path.write_text(self.config(*self.token_server.token_realm()))
-        return ["docker-registry", "serve", str(self.config_path)]
+        return [self.binary, "serve", str(self.config_path)]
+
+    @property
+    def is_v3(self) -> bool:
+        return "/v3" in self.version() or " v3." in self.version()
 
     def prepare_namespace(self) -> None:
         """Nothing to create: our token server decides who may push `bench/...`, so the same
@@ -432,11 +458,12 @@ class Distribution(Server):
             "auth:\n  token:\n"
             f"    realm: {realm}\n    service: {service}\n    issuer: {TOKEN_ISSUER}\n"
             f"    rootcertbundle: {self.bundle_path}\n"
-            "health:\n  storagedriver:\n    enabled: false\n"
+            + (f"    jwks: {self.jwks_path}\n" if self.is_v3 else "")
+            + "health:\n  storagedriver:\n    enabled: false\n"
         )
 
     def version(self) -> str:
-        return first_line(["docker-registry", "--version"])
+        return first_line([self.binary, "--version"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -783,6 +810,38 @@ def blob_download(bench: Bench, server: Server, details: Details) -> float:
     return statistics.median(speeds)
 
 
+def parallel_download(bench: Bench, server: Server, details: Details) -> float:
+    """`download_streams` curl processes read the big blob at once; total MB/s over the wall
+    time of all of them, the median of `repetitions` rounds."""
+    url = f"{server.url}/v2/{APP_REPO}/blobs/{bench.seed.big_digest}"
+    argv = [*curl_base(pull_headers(bench, server)), "-o", "/dev/null", "--write-out"]
+    argv += ["%{http_code} %{size_download}\n", url]
+    streams = bench.settings.download_streams
+    speeds = []
+    with server_cpu(server, details):
+        for _ in range(bench.settings.repetitions):
+            started = time.perf_counter()
+            procs = [
+                subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(streams)
+            ]
+            outputs = [proc.communicate()[0].split() for proc in procs]
+            seconds = time.perf_counter() - started
+            expected = ["200", str(bench.settings.blob_mib * MIB)]
+            if any(output != expected for output in outputs):
+                raise BenchError(f"{server.label}: parallel blob GETs answered {outputs}")
+            speeds.append(streams * bench.settings.blob_mib * MIB / seconds / MB)
+    details["runs"] = [round(speed, 1) for speed in speeds]
+    return statistics.median(speeds)
+
+
+def token_headers(server: Server) -> dict[str, str]:
+    """Basic credentials, as docker sends them to the realm for every pull after a login."""
+    assert server.credentials is not None
+    return {
+        "Authorization": "Basic " + base64.b64encode(":".join(server.credentials).encode()).decode()
+    }
+
+
 @contextlib.contextmanager
 def fresh_blob(bench: Bench, server: Server, run: int) -> Iterator[tuple[Path, str]]:
     """New random content for each run and each server, so nothing can be deduplicated."""
@@ -904,14 +963,24 @@ def parse_hey(output: str) -> tuple[float, int, Details]:
     return float(rate.group(1)), int(statuses["200"]), latency
 
 
-def load_test(bench: Bench, path: str, method: str, server: Server, details: Details) -> float:
-    """Requests per second at 32 connections: wrk for GET, hey for HEAD (see ensure_tools).
+def load_test(
+    bench: Bench,
+    path: str,
+    method: str,
+    server: Server,
+    details: Details,
+    *,
+    headers: dict[str, str] | None = None,
+) -> float:
+    """Requests per second at 32 connections: wrk for GET, hey for HEAD (see ensure_tools);
+    the median of `repetitions` runs, with `headers` instead of the pull token when given.
 
     A short warm-up run first lets both servers fill caches and start their workers' code paths.
     """
     settings = bench.settings
     url = f"{server.url}{path}"
-    headers = {"Accept": MANIFEST_ACCEPT, **pull_headers(bench, server)}
+    if headers is None:
+        headers = {"Accept": MANIFEST_ACCEPT, **pull_headers(bench, server)}
     header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     if method == "HEAD":
         base = ["hey", "-m", "HEAD", "-c", str(settings.load_connections), *header_args]
@@ -919,16 +988,28 @@ def load_test(bench: Bench, path: str, method: str, server: Server, details: Det
         measured, parse = [*base, "-z", f"{settings.load_seconds}s", url], parse_hey
     else:
         base = ["wrk", f"-t{settings.load_threads}", f"-c{settings.load_connections}"]
+        base += ["--timeout", "30s"]  # wrk counts an answer after 2 s as an error
         warmup = [*base, *header_args, f"-d{settings.warmup_seconds}s", url]
         measured = [*base, *header_args, "--latency", f"-d{settings.load_seconds}s", url]
         parse = parse_wrk
     run_tool(warmup)
-    before = server.cpu_seconds()
-    rate, requests, latency = parse(run_tool(measured))
-    spent = server.cpu_seconds() - before
-    details.update(latency, requests=requests, server_cpu_seconds=round(spent, 3))
-    details["server_cpu_ms_per_request"] = round(spent * 1000 / requests, 3)
-    return rate
+    runs: list[Details] = []
+    for _ in range(settings.repetitions):
+        before = server.cpu_seconds()
+        rate, requests, latency = parse(run_tool(measured))
+        spent = server.cpu_seconds() - before
+        runs.append(
+            {
+                "rate": rate,
+                **latency,
+                "requests": requests,
+                "server_cpu_seconds": round(spent, 3),
+                "server_cpu_ms_per_request": round(spent * 1000 / requests, 3),
+            }
+        )
+    middle = sorted(runs, key=lambda run: float(run["rate"]))[len(runs) // 2]  # type: ignore[arg-type]
+    details.update(middle, repetitions=[run["rate"] for run in runs])
+    return float(middle["rate"])  # type: ignore[arg-type]
 
 
 # -- small pushes ----------------------------------------------------------------------------
@@ -1032,19 +1113,51 @@ def run_measurements(bench: Bench) -> list[Metric]:
     tags = len(bench.seed.tags)
     metrics: list[Metric] = []
 
+    by_digest = f"/v2/{APP_REPO}/manifests/{bench.seed.manifest_digest}"
     load_tests = [
+        ("v2_base", f"GET /v2/, {conns} conns (wrk)", "/v2/", "GET"),
         ("manifest_get", f"manifest GET by tag, {conns} conns (wrk)", manifest, "GET"),
         ("manifest_head", f"manifest HEAD by tag, {conns} conns (hey)", manifest, "HEAD"),
+        (
+            "manifest_head_digest",
+            f"manifest HEAD by digest, {conns} conns (hey)",
+            by_digest,
+            "HEAD",
+        ),
         ("tags_list", f"GET tags/list, {tags} tags, {conns} conns (wrk)", tags_list, "GET"),
     ]
     for turn, (key, title, path, method) in enumerate(load_tests):
-        metric = Metric(key, title, "req/s", higher_is_better=True, target=2.0)
+        metric = Metric(key, title, "req/s", higher_is_better=True, target=1.5)
         bench.measure(metric, turn, partial(load_test, bench, path, method))
         metrics.append(metric)
+
+    # Distribution has no token endpoint of its own (ours is its realm): ours alone.
+    ours = [server for server in bench.servers if isinstance(server, OurServer)]
+    if ours:
+        query = urllib.parse.urlencode(
+            {"service": TOKEN_ISSUER, "scope": f"repository:{APP_REPO}:pull"}
+        )
+        title = f"GET /auth/token (Basic, pull scope), {conns} conns (wrk), ours only"
+        token = Metric("token", title, "req/s", higher_is_better=True, target=1.5)
+        token_bench = Bench(ours, settings, bench.seed, bench.workdir)
+        token_bench.measure(
+            token,
+            0,
+            lambda server, details: load_test(
+                bench, f"/auth/token?{query}", "GET", server, details, headers=token_headers(server)
+            ),
+        )
+        metrics.append(token)
 
     download = Metric("blob_get", f"blob GET {blob}, 1 stream (curl)", "MB/s", True, 0.5)
     bench.measure(download, 1, partial(blob_download, bench))
     metrics.append(download)
+
+    streams = settings.download_streams
+    title = f"blob GET {blob}, {streams} streams at once (curl)"
+    parallel = Metric("blob_get_parallel", title, "MB/s", True, 1.0)
+    bench.measure(parallel, 0, partial(parallel_download, bench))
+    metrics.append(parallel)
 
     mono = Metric("upload_monolithic", f"monolithic upload {blob} (curl)", "MB/s", True, 1.0)
     median_of_runs(bench, mono, monolithic_upload)
@@ -1157,8 +1270,9 @@ def print_header(
         if label in descriptions:
             print(f"{'':<8}  {descriptions[label]}")
     print(
-        f"load    : {settings.load_seconds} s per figure after a {settings.warmup_seconds} s "
-        f"warm-up, {settings.load_threads} threads, {settings.load_connections} connections"
+        f"load    : {settings.load_seconds} s per run after a {settings.warmup_seconds} s "
+        f"warm-up, {settings.load_threads} threads, {settings.load_connections} connections, "
+        f"median of {settings.repetitions} runs"
     )
     print(
         f"blobs   : {settings.blob_mib} MiB; median of {settings.download_runs} downloads and of "
@@ -1175,7 +1289,7 @@ def print_header(
     print(
         f"auth    : both: Bearer tokens from our /auth/token, signed in as {BENCH_USER}, "
         f"{reads}, push token for writes; theirs verifies them with "
-        "`ociregistry signing-cert` as its rootcertbundle"
+        "`ociregistry signing-cert` (rootcertbundle) and, for v3, `--jwks` (jwks)"
     )
     print(
         f"pushes  : {settings.pushes} images (1–4 KiB layer, config, OCI manifest), "
@@ -1285,6 +1399,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="our uvicorn workers (default 2)")
     parser.add_argument(
+        "--reference",
+        default="docker-registry",
+        metavar="BINARY",
+        help="the Distribution binary to compare with (default: Debian's docker-registry, "
+        "2.8.2); e.g. a v3.0.0 built by hand, which verifies our tokens through our JWK Set",
+    )
+    parser.add_argument(
+        "--repetitions", type=int, help="load and parallel-download runs per figure (median)"
+    )
+    parser.add_argument(
+        "--tags", type=int, default=1000, help="tags in the repository tags/list reads (1000)"
+    )
+    parser.add_argument(
         "--wait-idle",
         type=float,
         default=0,
@@ -1322,7 +1449,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "theirs":
         servers.append(ours)
     if args.only != "ours":
-        servers.append(Distribution(workdir, settings.theirs_cache, token_server=ours))
+        servers.append(
+            Distribution(workdir, settings.theirs_cache, token_server=ours, binary=args.reference)
+        )
     # Ours starts first, and also with `--only theirs`: it is Distribution's token server.
     running: list[Server] = [ours, *(server for server in servers if server is not ours)]
     try:

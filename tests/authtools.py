@@ -30,11 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
-from server import RunningServer
+from support import oci
+from support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
+from support.server import RunningServer
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 TOKEN_SERVICE = "ociregistry"
 
 
@@ -190,14 +189,6 @@ def describe(response: httpx.Response) -> str:
 # -- content --------------------------------------------------------------------------------
 
 
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def canonical_json(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
 @dataclass(frozen=True)
 class Pushed:
     """An image in a repository, as pushed: its manifest bytes and digests."""
@@ -236,21 +227,14 @@ def make_manifest(config: bytes, layer: bytes) -> bytes:
 
 
 def push_blob(client: httpx.Client, repo: str, data: bytes) -> None:
-    response = client.post(
-        f"/v2/{repo}/blobs/uploads/",
-        params={"digest": digest_of(data)},
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    """`support.oci.push_blob`, asserting that the blob was stored."""
+    response = oci.push_blob(client, repo, data)
     assert response.status_code == 201, describe(response)
 
 
 def put_manifest(client: httpx.Client, repo: str, reference: str, manifest: bytes) -> None:
-    response = client.put(
-        f"/v2/{repo}/manifests/{reference}",
-        content=manifest,
-        headers={"Content-Type": OCI_MANIFEST},
-    )
+    """`support.oci.put_manifest`, asserting that the manifest was stored."""
+    response = oci.put_manifest(client, repo, reference, manifest)
     assert response.status_code == 201, describe(response)
 
 

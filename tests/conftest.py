@@ -13,8 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pgcluster import URL_ENV, PostgresCluster
-from server import RunningServer
+from support import s3gateway
+from support.cluster import Cluster, require_nginx
+from support.pgcluster import URL_ENV, PostgresCluster
+from support.s3gateway import S3Gateway
+from support.server import RunningServer
 
 _counter = itertools.count()
 
@@ -65,3 +68,36 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
     """An HTTP client signed in as the platform admin (Basic credentials on every request)."""
     with httpx.Client(base_url=server.url, timeout=60.0, auth=server.admin) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def s3_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Gateway]:
+    """A real S3 server (Ceph's RADOS Gateway) for the whole session, started on first use
+    (about 6 s) and stopped, every daemon, at the end. Without Ceph the S3 tests skip, except in
+    the full run (OCIREGISTRY_REQUIRE_CLIENTS=1), where they fail."""
+    if not s3gateway.installed():
+        reason = f"Ceph is not installed (apt-get install {' '.join(s3gateway.PACKAGES)})"
+        if os.environ.get("OCIREGISTRY_REQUIRE_CLIENTS") == "1":
+            pytest.fail(f"{reason} (OCIREGISTRY_REQUIRE_CLIENTS=1)", pytrace=False)
+        pytest.skip(reason)
+    gateway = S3Gateway(tmp_path_factory.mktemp("s3gateway"))
+    try:
+        gateway.start()
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(s3_gateway: S3Gateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three instances on one PostgreSQL and one bucket behind nginx (tests/cluster.py), for
+    the `cluster` tests; a test that kills an instance gets it back before the next test."""
+    require_nginx()
+    postgres = PostgresCluster().start()
+    running = Cluster(tmp_path_factory.mktemp("cluster"), postgres, s3_gateway)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        postgres.stop()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from server import RunningServer
+from support.server import RunningServer
 
 
 def _token(client: httpx.Client, name: str, expires_at: datetime) -> str:

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 
 from authtools import add_user
-from inprocess import InProcessRegistry
-from oci import make_image, push_image
-from ociregistry.catalog.models import AuditEvent, utcnow
-from server import RunningServer
+from support.inprocess import InProcessRegistry
+from support.oci import make_image, push_image
+from ociregistry.db.models import AuditEvent, utcnow
+from support.server import RunningServer
 
 
 def _events(client: httpx.Client, **filters: str) -> list[dict]:

@@ -59,7 +59,7 @@ from authtools import (
     tags_of,
     token_for,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 PASSWORDS = {
     "atk-alice": "alice-secret-password",  # owns atk-team-a
@@ -75,6 +75,9 @@ OPEN = "atk-open/app"  # a public registry
 TAG = "1.0"
 _addresses = itertools.count(1)
 GENUINE_CLAIMS: dict[str, Any] = {}  # the claims of a token the registry issued
+
+# Every answer carries its request id; one id for all keeps alike answers byte for byte alike.
+SAME_REQUEST_ID = {"X-Request-Id": "same-for-every-request"}
 
 
 def fresh_address() -> dict[str, str]:
@@ -151,7 +154,7 @@ def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
             ("group", "member", "atk-bob", "atk-erin", "developer"),
         )
         with (
-            httpx.Client(base_url=server.url, timeout=30) as http,
+            httpx.Client(base_url=server.url, timeout=30, headers=SAME_REQUEST_ID) as http,
             httpx.Client(base_url=server.url, timeout=30, auth=server.admin) as admin,
         ):
             images = {

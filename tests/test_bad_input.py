@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from oci import (
+from support.oci import (
     DOCKER_MANIFEST,
     DOCKER_SCHEMA1,
     DOCKER_SCHEMA1_SIGNED,
@@ -48,7 +48,7 @@ from oci import (
     tag_list,
     upload_progress,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 MAX_MANIFEST_BYTES = 4 << 20
 _repo_numbers = itertools.count()
@@ -411,17 +411,27 @@ def test_monolithic_upload_with_wrong_digest(
 def test_chunked_upload_with_wrong_digest(
     server: RunningServer, client: httpx.Client, repo: str, final_chunk: bytes
 ) -> None:
-    """A mismatch takes back the closing chunk; the same PUT with the right digest then works."""
+    """A mismatch cancels the session, as Distribution does: no blob, nothing of the upload
+    left in storage, the session unknown; a new upload with the right digest then works."""
     location = start_upload(client, repo)
     assert patch_chunk(client, location, b"first chunk").status_code == 202
     before = snapshot(server, client, repo)
+    upload_id = location.rstrip("/").rpartition("/")[2]
     wrong = digest_of(b"something else")
     response = client.put(location, params={"digest": wrong}, content=final_chunk)
     assert_error(response, 400, "DIGEST_INVALID")
-    assert_unchanged(before, snapshot(server, client, repo))
-    assert upload_progress(client, location) == (204, "0-10")
+    after = snapshot(server, client, repo)
+    assert_unchanged(
+        State(
+            before.tags, before.catalog, frozenset(f for f in before.files if upload_id not in f)
+        ),
+        after,
+    )
+    assert not any(upload_id in name for name in after.files)
+    assert upload_progress(client, location)[0] == 404
     whole = b"first chunk" + final_chunk
-    response = client.put(location, params={"digest": digest_of(whole)}, content=final_chunk)
+    location = start_upload(client, repo)
+    response = client.put(location, params={"digest": digest_of(whole)}, content=whole)
     assert response.status_code == 201, response.text
     assert client.get(f"/v2/{repo}/blobs/{digest_of(whole)}").content == whole
 

@@ -14,7 +14,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from server import RunningServer
+from support.server import RunningServer
 
 REGISTRY = "conformance"
 NAMESPACE = f"{REGISTRY}/repo"

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent / "clients"))
 
 from clienttools import Docker, find_tool, push_image_http, pushed_digest, unavailable
 
-from images import build_image, build_index, rootfs_tar
-from server import RunningServer
+from support.images import build_image, build_index, rootfs_tar
+from support.server import RunningServer
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
@@ -1007,6 +1007,254 @@ def test_csp_forbids_inline_scripts(context: BrowserContext, server: RunningServ
     )
     assert ran is True
     console.assert_clean()
+
+
+# --- layout: widths and long text (issue 10, points 18-21) -----------------------------------
+
+LAYOUT_VIEWPORTS = [(1440, 900), (1280, 800), (1024, 768)]
+LONG_REMARK = ("A remark long enough to push any table wider than the window, " * 6)[:300]
+NESTED_IMAGE = "tools/build/linters/golang"
+LONG_IMAGE = "a-rather-long-image-name/with-a-longer-path-component-than-most/and-then-some-more"
+
+# Whether the page scrolls sideways, and where the right edge of every table's last column
+# lies compared with the window (an operations column out of view is a scroll away).
+LAYOUT_PROBE = """() => {
+  const root = document.scrollingElement;
+  const tables = [...document.querySelectorAll('.table-scroll')].map((box) => ({
+    testid: box.parentElement.dataset.testid,
+    overflow: box.scrollWidth - box.clientWidth,
+    opsRight: (() => {
+      const ops = box.querySelector('th.col-ops');
+      return ops ? ops.getBoundingClientRect().right : null;
+    })(),
+  }));
+  return { page: root.scrollWidth - root.clientWidth, width: window.innerWidth, tables };
+}"""
+
+
+def _lines(locator: Any) -> int:
+    """How many lines an inline element's text takes (a wrapped one has a box per line)."""
+    return locator.evaluate(
+        """(el) => {
+            const range = document.createRange();
+            range.selectNodeContents(el);
+            const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+            return new Set(rects.map((r) => Math.round(r.bottom))).size;
+        }"""
+    )
+
+
+def _assert_within_width(console: Console, locator: Any) -> None:
+    """The element lies within the window's width: in view without scrolling sideways."""
+    expect(locator).to_be_visible()
+    left, right, width = locator.evaluate(
+        "(el) => { const r = el.getBoundingClientRect(); return [r.left, r.right, innerWidth]; }"
+    )
+    assert left >= 0 and right <= width, f"{locator} spans {left}-{right} px of {width} px"
+
+
+def _assert_fits(console: Console, where: str) -> None:
+    probe = console.page.evaluate(LAYOUT_PROBE)
+    assert probe["page"] <= 0, f"{where}: the page scrolls sideways by {probe['page']} px"
+    for table in probe["tables"]:
+        assert table["overflow"] <= 0, (
+            f"{where}: table {table['testid']} scrolls sideways by {table['overflow']} px"
+        )
+        if table["opsRight"] is not None:
+            assert table["opsRight"] <= probe["width"], (
+                f"{where}: the operations column of {table['testid']} ends at "
+                f"{table['opsRight']} px, beyond the window's {probe['width']} px"
+            )
+
+
+@pytest.fixture(scope="module")
+def long_texts(server: RunningServer) -> dict[str, str]:
+    """A registry in a project group, with a 300-character remark, long labels, a nested and
+    a long image name: everything that made the console wider than the window."""
+    group = unique("platform-team")
+    registry = unique("layout")
+    labels = {f"team-{n}-owner-of-this-registry": f"value-{n}-" + "x" * 80 for n in range(4)}
+    with api_as(server, server.admin) as http:
+        assert http.post("/api/v1/project-groups", json={"name": group}).status_code == 201
+        created = http.post(
+            "/api/v1/registries",
+            json={
+                "name": registry,
+                "project_group": group,
+                "remark": LONG_REMARK,
+                "labels": labels,
+                "public": True,
+            },
+        )
+        assert created.status_code == 201, created.text
+        for image in (NESTED_IMAGE, LONG_IMAGE):
+            push_image_http(http, f"{registry}/{image}", build_image(f"{registry}-{image}"), "1.0")
+    return {"group": group, "registry": registry}
+
+
+@pytest.mark.parametrize(("width", "height"), LAYOUT_VIEWPORTS)
+def test_no_page_scrolls_sideways_with_long_texts(
+    browser: Browser,
+    server: RunningServer,
+    long_texts: dict[str, str],
+    width: int,
+    height: int,
+) -> None:
+    registry = long_texts["registry"]
+    context = browser.new_context(locale="zh-CN", viewport={"width": width, "height": height})
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        size = f"{width}x{height}"
+
+        console.open("registries")
+        console.search(registry)
+        row = console.row("registry-table", registry)
+        expect(row).to_be_visible()
+        console.shot(f"layout-{size}-registries")
+        remark = row.locator(".remark")
+        expect(remark).to_have_attribute("title", LONG_REMARK)
+        assert _lines(row.locator(".group-name")) == 1, "the project group's name wraps"
+        _assert_within_width(console, row.locator("[data-op=delete]"))
+        _assert_fits(console, f"registries at {size}")
+        console.shot(f"layout-{size}-registries")
+
+        console.open(f"registries/{registry}/images")
+        nested = console.row("image-table", NESTED_IMAGE)
+        expect(nested).to_be_visible()
+        assert _lines(nested.locator("td.col-name a")) <= 2, "a nested image name wraps"
+        long_row = console.row("image-table", LONG_IMAGE)
+        expect(long_row.locator("td.col-name a")).to_have_attribute("title", LONG_IMAGE)
+        _assert_within_width(console, nested.locator("[data-op=tags]"))
+        _assert_fits(console, f"images at {size}")
+        console.shot(f"layout-{size}-images")
+
+        console.open(f"registries/{registry}/images/{NESTED_IMAGE.replace('/', '%2F')}/tags")
+        expect(console.row("tag-table", "1.0")).to_be_visible()
+        _assert_fits(console, f"tags at {size}")
+        console.shot(f"layout-{size}-tags")
+
+        for route, testid in (
+            ("shared", "shared-table"),
+            ("platform", "image-table"),
+            ("tokens", "token-table"),
+            ("groups", "group-table"),
+            ("users", "user-table"),
+        ):
+            console.open(route)
+            expect(page.locator(f'[data-testid="{testid}"] .table-message')).not_to_have_text(
+                re.compile("加载")
+            )
+            if route == "shared":
+                console.search(registry)
+                expect(console.row(testid, registry)).to_be_visible()
+            _assert_fits(console, f"{route} at {size}")
+            console.shot(f"layout-{size}-{route}")
+        console.assert_clean()
+    finally:
+        context.close()
+
+
+def test_a_registry_the_user_may_not_open_shows_its_error_once(
+    browser: Browser, server: RunningServer, user: tuple[str, str]
+) -> None:
+    hidden = unique("private")
+    with api_as(server, server.admin) as http:
+        assert http.post("/api/v1/registries", json={"name": hidden}).status_code == 201
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*user)
+        page = console.page
+        console.open(f"registries/{hidden}/images")
+        errors = page.locator(".notice-error:visible, .table-error:visible")
+        expect(errors).to_have_count(1)
+        page.wait_for_timeout(500)  # the list's own answer has come by now, and must not show
+        expect(errors).to_have_count(1)
+        expect(page.locator(".pager button:visible:enabled")).to_have_count(0)
+        console.shot("layout-no-access")
+        console.open(f"registries/{hidden}/images/app/tags")
+        expect(page.locator("[data-testid=page-tags]")).to_be_visible()
+        page.wait_for_timeout(500)
+        expect(errors).to_have_count(1)
+        expect(page.locator(".pager button:visible:enabled")).to_have_count(0)
+        console.shot("layout-no-access-tags")
+    finally:
+        context.close()
+
+
+def test_an_empty_registry_opens_the_commands_its_empty_state_points_at(
+    context: BrowserContext, server: RunningServer
+) -> None:
+    empty = unique("empty")
+    with api_as(server, server.admin) as http:
+        assert http.post("/api/v1/registries", json={"name": empty}).status_code == 201
+    console = Console(context, server).sign_in(*server.admin)
+    console.open(f"registries/{empty}/images")
+    message = console.page.locator('[data-testid="image-table"] .table-message')
+    expect(message).to_contain_text("上传和拉取镜像")
+    box = console.page.locator("details.help-box")
+    expect(box.locator("summary")).to_have_text("上传和拉取镜像")
+    expect(box).to_have_attribute("open", "")
+    expect(box.locator(".help-line").first).to_be_visible()
+    console.shot("layout-empty-registry")
+
+
+@pytest.fixture(scope="module")
+def tuned_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with a two-minute registry pull-count refresh and a low sign-in limit."""
+    running = RunningServer(
+        tmp_path_factory.mktemp("tuned") / "data",
+        env={
+            "OCIREGISTRY_REGISTRY_COUNT_REFRESH_SECONDS": "120",
+            "OCIREGISTRY_LOGIN_MAX_FAILURES": "3",
+        },
+    ).start()
+    yield running
+    running.stop()
+
+
+def test_intro_token_pages_and_unlock(browser: Browser, tuned_server: RunningServer) -> None:
+    """The introduction quotes the configured refresh interval; the token list pages; an
+    admin lifts a sign-in block with the users page's button."""
+    server = tuned_server
+    with api_as(server, server.admin) as http:
+        created = http.post("/api/v1/users", json={"username": "locked", "password": "locked-pw-1"})
+        assert created.status_code == 201, created.text
+        for n in range(23):
+            made = http.post("/api/v1/users/me/tokens", json={"name": f"ci-{n:02}"})
+            assert made.status_code == 201, made.text
+    for attempt in range(3):
+        with api_as(server, ("locked", f"wrong-{attempt}")) as http:
+            assert http.get("/api/v1/users/me").status_code == 401
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        console.open("registries")
+        intro = page.locator("[data-testid=registries-intro]")
+        expect(intro).to_contain_text("每2分钟刷新一次")
+        expect(intro).not_to_contain_text("15")
+
+        console.open("tokens")
+        expect(console.table("token-table").locator("tr")).to_have_count(20)
+        expect(page.locator(".pager-total")).to_contain_text("23")
+        page.locator(".pager button", has_text="下一页").click()
+        expect(console.table("token-table").locator("tr")).to_have_count(3)
+        expect(console.table("token-table").locator("tr").first).to_contain_text("ci-02")
+        console.shot("tokens-paged")
+
+        console.open("users")
+        console.search("locked")
+        row = console.row("user-table", "locked")
+        expect(row.locator("[data-testid=blocked]")).to_be_visible()
+        row.locator("[data-op=unlock]").click()
+        expect(row.locator("[data-testid=blocked]")).to_have_count(0)
+        console.shot("users-unlocked")
+        console.assert_clean()
+    finally:
+        context.close()
+    with api_as(server, ("locked", "locked-pw-1")) as http:
+        assert http.get("/api/v1/users/me").status_code == 200
 
 
 def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer) -> None:

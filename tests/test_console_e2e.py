@@ -29,8 +29,16 @@ import httpx
 import pytest
 
 from apitools import without_scheduled_fields
-from images import OCI_INDEX, OCI_MANIFEST, Image, Index, build_image, build_index, write_oci_layout
-from server import RunningServer
+from support.images import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Image,
+    Index,
+    build_image,
+    build_index,
+    write_oci_layout,
+)
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

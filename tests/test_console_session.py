@@ -7,7 +7,7 @@ from contextlib import closing
 
 import httpx
 
-from server import RunningServer
+from support.server import RunningServer
 
 SESSION_COOKIE = "ociregistry_session"
 

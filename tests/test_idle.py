@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from inprocess import InProcessRegistry, push_image
-from oci import make_image
 from ociregistry.catalog.pulls import FLUSH_SECONDS, SETTLE_SECONDS
+from support.inprocess import InProcessRegistry, push_image
+from support.oci import make_image
 
 IDLE_FLUSH_PERIODS = 15
 

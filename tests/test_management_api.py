@@ -31,8 +31,8 @@ import httpx
 import pytest
 
 from apitools import without_scheduled_fields
-from images import OCI_MANIFEST, Image, build_image
-from server import RunningServer
+from support.images import OCI_MANIFEST, Image, build_image
+from support.server import RunningServer
 
 API = "/api/v1"
 RESOURCE_ID = re.compile(r"reg-[0-9a-z]{8,}")

@@ -8,7 +8,7 @@ the /api/v1 lists (my registries, shared registries, platform registries, platfo
 registry's images and an image's tags), `/v2/<name>/tags/list` and, for signed-in callers,
 `/v2/_catalog` (anonymous callers must sign in for the catalog).
 
-In-process (tests/inprocess.py): hundreds of requests an example, far too many for a server
+In-process (tests/support/inprocess.py): hundreds of requests an example, far too many for a server
 process per example. Each example gets names of its own; the users are made once (argon2 is
 slow by design) and what varies is everything around them.
 """
@@ -26,10 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inprocess import ADMIN_PASSWORD, InProcessRegistry, push_image
-from oci import make_image
 from ociregistry.auth.policy import ALL_RIGHTS, Principal, ordered
-from pgcluster import PostgresCluster
+from support.inprocess import ADMIN_PASSWORD, InProcessRegistry, push_image
+from support.oci import make_image
+from support.pgcluster import PostgresCluster
 
 DATABASE_ENV = "OCIREGISTRY_TEST_DATABASE"  # as in conftest.py: postgres runs this on PostgreSQL
 USERS = ("ann", "bob", "cid", "dee")  # plain users; `admin` is the platform admin

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from authtools import basic, bearer, jwt_header, request_token, token_for
-from oci import (
+from support.oci import (
     blob_status,
     catalog,
     digest_of,
@@ -36,8 +36,8 @@ from oci import (
     tag_list,
     upload_progress,
 )
-from pgcluster import URL_ENV, PostgresCluster
-from server import RunningServer
+from support.pgcluster import URL_ENV, PostgresCluster
+from support.server import RunningServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 

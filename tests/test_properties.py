@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inprocess import InProcessRegistry
+from support.inprocess import InProcessRegistry
 
 REGISTRY = "props"
 PROPERTY_SETTINGS = settings(

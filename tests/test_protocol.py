@@ -25,7 +25,7 @@ from authtools import (
     parse_challenge,
     token_for,
 )
-from oci import (
+from support.oci import (
     OCI_INDEX,
     OCI_MANIFEST,
     blob_status,
@@ -40,7 +40,7 @@ from oci import (
     start_upload,
     tag_list,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 PASSWORD = "protocol-test-password"
 

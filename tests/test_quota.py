@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from authtools import add_user
-from oci import (
+from support.oci import (
     OCI_CONFIG,
     OCI_LAYER,
     canonical_json,
@@ -22,8 +22,8 @@ from oci import (
     push_blob,
     put_manifest,
 )
-from pgcluster import URL_ENV, PostgresCluster
-from server import RunningServer
+from support.pgcluster import URL_ENV, PostgresCluster
+from support.server import RunningServer
 
 LAYER_BYTES = 20_000
 

@@ -17,8 +17,8 @@ from contextlib import closing
 
 import httpx
 
-from oci import make_image, push_image
-from server import RunningServer
+from support.oci import make_image, push_image
+from support.server import RunningServer
 
 API = "/api/v1"
 WAIT_SECONDS = 20.0  # a background deletion of one small image takes milliseconds

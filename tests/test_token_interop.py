@@ -1,20 +1,26 @@
 """Our server as the token server of another registry: CNCF Distribution 2.8 (Debian's
 `docker-registry`), configured per the Docker token authentication spec with our `/auth/token`
-as its realm and the certificates of `ociregistry signing-cert` as its `rootcertbundle`.
+as its realm and the certificates of `ociregistry signing-cert` as its `rootcertbundle`; and
+Distribution 3, which finds a token's key by its `kid` in a JWK Set (`auth.token.jwks`, the file
+`ociregistry signing-cert --jwks` prints). A generic JWT library (PyJWT's `PyJWKClient`) verifies
+our tokens against the JWK Set the server publishes at `/auth/jwks.json`.
 
-Distribution checks our tokens with its own code: the signature against the keys of the bundle,
+Distribution checks our tokens with its own code: the signature against the keys it was given,
 found by the token's `kid` (a libtrust key ID), then `iss`, `aud`, `exp`, `nbf` and the `access`
 claim. So a push to Distribution works exactly when our server granted it: the token of a user
 who may push is accepted, and pull-only tokens, tokens for another repository and the empty
 grant of a user without access are refused.
 
 Everything goes over HTTP, as a client that follows Distribution's challenge would; the clients
-the rest of the suite drives are not needed. Without /usr/bin/docker-registry the module is
-skipped, and in the full run (OCIREGISTRY_REQUIRE_CLIENTS=1, set by scripts/test) it fails.
+the rest of the suite drives are not needed. Without /usr/bin/docker-registry the 2.8 tests are
+skipped, and in the full run (OCIREGISTRY_REQUIRE_CLIENTS=1, set by scripts/test) they fail.
+Distribution 3 is not packaged: its tests run when OCIREGISTRY_DISTRIBUTION_V3 names a binary
+built from tag v3.0.0 (see bench/README.md), and are skipped otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,15 +53,17 @@ from authtools import (
     make_manifest,
     parse_challenge,
 )
-from server import RunningServer, free_port
+from support.server import RunningServer, free_port
 
 DISTRIBUTION = Path("/usr/bin/docker-registry")
+DISTRIBUTION_V3_ENV = "OCIREGISTRY_DISTRIBUTION_V3"  # path of a Distribution v3 binary
 REQUIRE_CLIENTS_ENV = "OCIREGISTRY_REQUIRE_CLIENTS"
 TOKEN_SERVICE = "ociregistry"  # our default token_service: the `aud` of our tokens
 ISSUER = "ociregistry"  # the `iss` of our tokens
 READY_TIMEOUT_SECONDS = 30.0
 IMAGE = "app"
 BUNDLE = "ociregistry-tokens.pem"  # what `ociregistry signing-cert` printed
+JWKS = "ociregistry-tokens.jwks"  # what `ociregistry signing-cert --jwks` printed
 
 
 def unavailable(reason: str) -> None:
@@ -65,9 +74,11 @@ def unavailable(reason: str) -> None:
 
 
 class Distribution:
-    """`docker-registry serve config.yml` on 127.0.0.1, trusting our server's tokens."""
+    """`docker-registry serve config.yml` on 127.0.0.1, trusting our server's tokens: through
+    the certificate bundle (2.8) or the JWK Set (3.x) it is given as `trust`."""
 
-    def __init__(self, workdir: Path, realm: str, bundle: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, realm: str, trust: str) -> None:
+        self.binary = binary
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,7 +96,7 @@ class Distribution:
             f"    realm: {realm}\n"
             f"    service: {TOKEN_SERVICE}\n"
             f"    issuer: {ISSUER}\n"
-            f"    rootcertbundle: {bundle}\n"
+            f"    {trust}\n"
             "health:\n  storagedriver:\n    enabled: false\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -93,11 +104,12 @@ class Distribution:
     def start(self) -> Distribution:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(DISTRIBUTION), "serve", str(self.config_path)],
+                [str(self.binary), "serve", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},  # v3 exports traces
             )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -142,10 +154,23 @@ class Setup:
         return f"{describe(response)}\nDistribution's log:\n{self.theirs.log()}"
 
 
-@pytest.fixture(scope="module")
-def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    if not DISTRIBUTION.exists():
-        unavailable(f"{DISTRIBUTION} is not installed (apt-get install docker-registry)")
+def distribution_binary(version: str) -> Path:
+    """The binary of that Distribution version; the test is skipped (or fails) without it."""
+    if version == "2.8":
+        if not DISTRIBUTION.exists():
+            unavailable(f"{DISTRIBUTION} is not installed (apt-get install docker-registry)")
+        return DISTRIBUTION
+    binary = Path(os.environ.get(DISTRIBUTION_V3_ENV, "") or "/nonexistent")
+    if not binary.is_file():
+        pytest.skip(f"set {DISTRIBUTION_V3_ENV} to a Distribution v3 binary to run this")
+    return binary
+
+
+@pytest.fixture(scope="module", params=["2.8", "3"], ids=["distribution-2.8", "distribution-3"])
+def setup(
+    request: pytest.FixtureRequest, server: RunningServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
+    binary = distribution_binary(request.param)
     suffix = uuid.uuid4().hex[:8]
     namespace, owner, stranger = f"interop{suffix}", f"io-owner{suffix}", f"io-other{suffix}"
     password = secrets.token_urlsafe(12)
@@ -153,9 +178,13 @@ def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> It
     add_user(server, stranger, password)
     cli(server, "registry", "create", namespace, "--owner", owner)
     workdir = tmp_path_factory.mktemp("distribution")
-    bundle = workdir / BUNDLE
+    bundle, jwks = workdir / BUNDLE, workdir / JWKS
     bundle.write_text(cli(server, "signing-cert"))
-    theirs = Distribution(workdir, f"{server.url}/auth/token", bundle).start()
+    jwks.write_text(cli(server, "signing-cert", "--jwks"))
+    # 2.8 knows no JWKS; 3.x is given only the JWK Set, so it is what makes our tokens pass.
+    trust = f"rootcertbundle: {bundle}" if request.param == "2.8" else f"jwks: {jwks}"
+    realm = f"{server.url}/auth/token"
+    theirs = Distribution(binary, workdir, realm, trust).start()
     try:
         yield Setup(server, theirs, f"{namespace}/{IMAGE}", (owner, password), (stranger, password))
     finally:
@@ -205,12 +234,16 @@ def upload(client: httpx.Client, repo: str, data: bytes) -> httpx.Response:
 
 
 def bundle_key_ids(setup: Setup) -> set[str]:
-    """The libtrust IDs of the keys of the certificates Distribution was given."""
+    """The libtrust IDs of the keys of the certificates, and the `kid`s of the JWK Set, that
+    Distribution could be given."""
     bundle = (setup.theirs.workdir / BUNDLE).read_bytes()
-    return {
+    jwks = json.loads((setup.theirs.workdir / JWKS).read_text())
+    certificates = {
         libtrust_key_id(certificate.public_key())  # type: ignore[arg-type]
         for certificate in x509.load_pem_x509_certificates(bundle)
     }
+    assert {key["kid"] for key in jwks["keys"]} == certificates, "one key, one ID, both forms"
+    return certificates
 
 
 def image(label: str) -> tuple[bytes, bytes, bytes]:
@@ -314,3 +347,33 @@ def test_a_token_signed_by_another_key_is_refused(setup: Setup) -> None:
     with theirs(setup, forged) as client:
         response = client.get(f"/v2/{setup.repo}/tags/list")
         assert response.status_code == 401, setup.explain(response)
+
+
+# -- any JWT verifier, through the published JWK Set ----------------------------------------
+
+
+def test_a_jwt_library_verifies_our_tokens_with_the_published_jwks(server: RunningServer) -> None:
+    """PyJWT's `PyJWKClient` fetches `/auth/jwks.json` (no credentials), finds the key by the
+    token's `kid`, and verifies signature, issuer and audience: no knowledge of our format."""
+    response = httpx.get(f"{server.url}/auth/jwks.json", timeout=30.0)
+    assert response.status_code == 200, describe(response)
+    assert response.headers["content-type"].startswith("application/jwk-set+json")
+    published = response.json()
+    assert json.loads(cli(server, "signing-cert", "--jwks")) == published
+    for key in published["keys"]:
+        assert key["kty"] == "EC" and key["crv"] == "P-256" and key["alg"] == "ES256"
+        assert "d" not in key, "the private half of a signing key is published"
+
+    token = httpx.get(f"{server.url}/auth/token", params={"service": TOKEN_SERVICE}).json()["token"]
+    client = jwt.PyJWKClient(f"{server.url}/auth/jwks.json")
+    signing_key = client.get_signing_key_from_jwt(token)
+    claims = jwt.decode(
+        token, signing_key.key, algorithms=["ES256"], audience=TOKEN_SERVICE, issuer=ISSUER
+    )
+    assert claims["sub"] == "" and claims["access"] == []
+
+    other = ec.generate_private_key(ec.SECP256R1())
+    header = {"alg": "ES256", "typ": "JWT", "kid": jwt_header(token)["kid"]}
+    forged = encode_jwt(header, jwt_claims(token), es256(other))
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, signing_key.key, algorithms=["ES256"], audience=TOKEN_SERVICE)

@@ -1,17 +1,23 @@
-"""Upload sessions live in storage, not in a process: a chunked upload may move between
-workers, and stale sessions expire."""
+"""Upload sessions are database rows, not process memory or files: a chunked upload moves
+between workers with its hash, two requests racing on one session cannot both write, a chunk
+that fails is not recorded, and stale sessions expire in one query."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from ociregistry.blobstore import BlobStore, Digest, FilesystemDriver, Uploads
-from ociregistry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid
+from ociregistry.blobstore import BlobStore, CheckedDriver, Digest, MemoryDriver, create_driver
+from ociregistry.blobstore.models import UploadRow
+from ociregistry.blobstore.uploads import Uploads
+from ociregistry.db.database import Database, migrate
+from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 
 async def _body(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -24,28 +30,70 @@ def _digest(data: bytes) -> Digest:
 
 
 @pytest.fixture
-def driver(tmp_path: Path) -> FilesystemDriver:
-    return FilesystemDriver(tmp_path / "storage")
+def database_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
+    migrate(url)
+    return url
 
 
-async def test_upload_continues_in_another_process(driver: FilesystemDriver) -> None:
-    """Two `Uploads` on one storage stand for two worker processes with separate memory."""
-    first, second = Uploads(driver), Uploads(driver)
+@pytest.fixture(params=["filesystem", "memory", "memory-min-part"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> CheckedDriver:
+    if request.param == "memory-min-part":  # an object store's rule: parts of 64 KiB or more
+        return CheckedDriver(MemoryDriver(min_part_size=64 << 10))
+    return create_driver(request.param, tmp_path / "storage")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+async def _row(db: Database, upload_id: str) -> UploadRow | None:
+    async with db.read() as conn:
+        return (await conn.execute(select(UploadRow).where(UploadRow.id == upload_id))).first()
+
+
+class _NoReads(CheckedDriver):
+    """The real driver, refusing to read anything back but a staged tail (smaller than the
+    driver's minimum part, which only an object store has)."""
+
+    def reader(self, path: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        raise AssertionError(f"read back {path}")
+
+    async def get_content(self, path: str) -> bytes:
+        if "/tail-" not in path:
+            raise AssertionError(f"read back {path}")
+        data = await super().get_content(path)
+        assert len(data) < self.min_part_size
+        return data
+
+
+async def test_upload_continues_in_another_process(db: Database, driver: CheckedDriver) -> None:
+    """Two `Uploads` stand for two worker processes; the hash travels in the row and no byte
+    is read back."""
+    quiet = _NoReads(driver.driver)  # the same storage, seen through a reader that refuses
+    first, second = Uploads(db, quiet), Uploads(db, quiet)
     parts = [b"a" * 5_000_000, b"b" * 3_000_000, b"c" * 1_000]
     session = await first.start("team-a/app")
     await first.append(session, _body(parts[0]), start=0, length=len(parts[0]))
+    row = await _row(db, session.id)
+    assert row.received == len(parts[0]) and row.hash_state
     moved = await second.get(session.id, "team-a/app")
+    assert moved.offset == len(parts[0])
     await second.append(moved, _body(parts[1]), start=len(parts[0]))
-    back = await first.get(session.id, "team-a/app")  # its cached hash is now behind
+    back = await first.get(session.id, "team-a/app")
     await first.append(back, _body(parts[2]))
+    back = await first.get(session.id, "team-a/app")
     size = await first.finish(back, _digest(b"".join(parts)))
     assert size == sum(map(len, parts))
-    stored = await BlobStore(driver).get(_digest(b"".join(parts)))
-    assert stored == b"".join(parts)
+    assert await BlobStore(driver).get(_digest(b"".join(parts))) == b"".join(parts)
+    assert await _row(db, session.id) is None
 
 
-async def test_sha512_uploads(driver: FilesystemDriver) -> None:
-    uploads = Uploads(driver)
+async def test_sha512_uploads(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver)
     data = b"some content"
     digest = Digest("sha512", hashlib.sha512(data).hexdigest())
     session = await uploads.start("team-a/app")
@@ -53,28 +101,90 @@ async def test_sha512_uploads(driver: FilesystemDriver) -> None:
     assert await BlobStore(driver).get(digest) == data
 
 
-async def test_wrong_digest_takes_back_the_last_chunk(driver: FilesystemDriver) -> None:
-    uploads = Uploads(driver)
+async def test_chunked_sha512_upload(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver)
+    data = b"x" * 100_000 + b"y" * 1000
+    digest = Digest("sha512", hashlib.sha512(data).hexdigest())
+    session = await uploads.start("team-a/app")
+    await uploads.append(session, _body(data[:100_000]))
+    session = await uploads.get(session.id, "team-a/app")
+    assert await uploads.finish(session, digest, _body(data[100_000:])) == len(data)
+    assert await BlobStore(driver).get(digest) == data
+    assert [info async for info in driver.walk("uploads")] == []
+
+
+async def test_wrong_digest_cancels_the_session(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver)
     session = await uploads.start("team-a/app")
     await uploads.append(session, _body(b"kept"))
+    session = await uploads.get(session.id, "team-a/app")
     with pytest.raises(DigestInvalid):
         await uploads.finish(session, _digest(b"keptwrong"), _body(b"junk"))
-    assert await uploads.size(session) == 4
-    assert await uploads.finish(session, _digest(b"kept!"), _body(b"!")) == 5
+    with pytest.raises(BlobUploadUnknown):
+        await uploads.get(session.id, "team-a/app")
+    assert await BlobStore(driver).size(_digest(b"keptjunk")) is None
+    assert [upload async for upload in driver.pending_uploads("uploads")] == []
 
 
-async def test_out_of_order_chunk_changes_nothing(driver: FilesystemDriver) -> None:
-    uploads = Uploads(driver)
+async def test_out_of_order_chunk_changes_nothing(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver)
     session = await uploads.start("team-a/app")
     await uploads.append(session, _body(b"0123"), start=0)
+    session = await uploads.get(session.id, "team-a/app")
     with pytest.raises(RangeInvalid) as caught:
         await uploads.append(session, _body(b"xx"), start=2)
-    assert caught.value.headers["Range"] == "0-3"
-    assert await uploads.size(session) == 4
+    assert caught.value.received == 4  # the client resumes from byte 4 (`Range: 0-3`)
+    assert (await uploads.get(session.id, "team-a/app")).offset == 4
 
 
-async def test_session_of_another_repository_is_unknown(driver: FilesystemDriver) -> None:
-    uploads = Uploads(driver)
+async def test_failed_chunk_is_not_recorded(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver)
+    session = await uploads.start("team-a/app")
+    await uploads.append(session, _body(b"first "))
+
+    async def cut_off() -> AsyncIterator[bytes]:
+        yield b"half of a chunk"
+        raise ConnectionResetError("client gone")
+
+    session = await uploads.get(session.id, "team-a/app")
+    with pytest.raises(ConnectionResetError):
+        await uploads.append(session, cut_off())
+    with pytest.raises(BlobUploadInvalid):  # the body is shorter than Content-Range says
+        await uploads.append(session, _body(b"short"), start=6, length=10)
+    session = await uploads.get(session.id, "team-a/app")
+    assert session.offset == 6
+    await uploads.append(session, _body(b"second"), start=6)
+    session = await uploads.get(session.id, "team-a/app")
+    assert await uploads.finish(session, _digest(b"first second")) == 12
+    assert await BlobStore(driver).get(_digest(b"first second")) == b"first second"
+
+
+async def test_racing_requests_one_wins(db: Database, driver: CheckedDriver) -> None:
+    """Two PATCHes at the same offset of one session: one is recorded, the other gets a clean
+    error and wrote nothing that counts."""
+    uploads = Uploads(db, driver)
+    session = await uploads.start("team-a/app")
+    gate = asyncio.Event()
+
+    async def slow(data: bytes) -> AsyncIterator[bytes]:
+        yield data[:10]
+        await gate.wait()
+        yield data[10:]
+
+    a = asyncio.ensure_future(uploads.append(session, slow(b"A" * 100_000), start=0))
+    await asyncio.sleep(0.2)  # let the first one claim the row
+    with pytest.raises(RangeInvalid, match="another request is writing"):
+        await uploads.append(session, _body(b"B" * 100_000), start=0)
+    gate.set()
+    assert await a == 100_000
+    session = await uploads.get(session.id, "team-a/app")
+    assert await uploads.finish(session, _digest(b"A" * 100_000)) == 100_000
+
+
+async def test_session_of_another_repository_is_unknown(
+    db: Database, driver: CheckedDriver
+) -> None:
+    uploads = Uploads(db, driver)
     session = await uploads.start("team-a/app")
     with pytest.raises(BlobUploadUnknown):
         await uploads.get(session.id, "team-b/app")
@@ -82,44 +192,77 @@ async def test_session_of_another_repository_is_unknown(driver: FilesystemDriver
         await uploads.get("../../etc/passwd", "team-a/app")
 
 
-async def test_stale_sessions_expire_and_are_purged(driver: FilesystemDriver) -> None:
-    uploads = Uploads(driver, expiry_seconds=3600)
+async def test_stale_sessions_expire_and_are_purged(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver, expiry_seconds=3600)
     sessions = [await uploads.start("team-a/app") for _ in range(2)]
+    await uploads.append(sessions[0], _body(b"some bytes"))
     assert await uploads.purge_expired() == 0
     assert await uploads.purge_expired(now=time.time() + 7200) == 2
     for session in sessions:
         with pytest.raises(BlobUploadUnknown):
             await uploads.get(session.id, "team-a/app")
-    assert await driver.list("uploads") == []
+    assert [upload async for upload in driver.pending_uploads("uploads")] == []
+    assert [info async for info in driver.walk("uploads")] == []
 
 
-async def test_monolithic_upload_leaves_no_session_behind(driver: FilesystemDriver) -> None:
-    uploads = Uploads(driver)
+async def test_purge_aborts_uploads_no_session_owns(db: Database, driver: CheckedDriver) -> None:
+    """A server killed between starting a multipart upload and saving its row leaves one
+    behind; the purge finds it by listing the driver's pending uploads."""
+    uploads = Uploads(db, driver, expiry_seconds=86400)
+    kept, live = await uploads.start("team-a/app"), b"live" * 30_000  # a part for any driver
+    await uploads.append(kept, _body(live))
+    state = await driver.begin_upload("uploads/3f2b8c1e-0d4e-4b7a-9c55-2f0a6d1e8b90")
+    await driver.write_part(state, 1, _body(b"orphan"))
+    assert await uploads.purge_expired() == 0
+    assert len([u async for u in driver.pending_uploads("uploads")]) == 2
+    assert await uploads.purge_expired(now=time.time() + 7200) == 0  # the orphan is old enough
+    pending = [upload.path async for upload in driver.pending_uploads("uploads")]
+    assert pending == [f"uploads/{kept.id}"]
+    kept = await uploads.get(kept.id, "team-a/app")
+    assert await uploads.finish(kept, _digest(live)) == len(live)
+
+
+async def test_monolithic_upload_needs_no_session(db: Database, driver: CheckedDriver) -> None:
+    uploads = Uploads(db, driver)
     data = b"one request"
     assert await uploads.put_whole(_digest(data), _body(data)) == len(data)
     assert await BlobStore(driver).get(_digest(data)) == data
     with pytest.raises(DigestInvalid):
         await uploads.put_whole(_digest(b"other"), _body(b"not other"))
     assert await BlobStore(driver).size(_digest(b"other")) is None
-    assert await driver.list("uploads") == []
+    assert [info async for info in driver.walk("uploads")] == []
+    async with db.read() as conn:
+        assert (await conn.scalars(select(UploadRow.id))).all() == []
 
 
-async def test_monolithic_upload_cut_off_is_purged_once_stale(driver: FilesystemDriver) -> None:
-    """A server killed mid-request leaves the data file alone, with no session state: it is
-    not a blob, and the purge removes it once it is as old as a stale session."""
-    uploads = Uploads(driver, expiry_seconds=3600)
+async def test_monolithic_upload_cut_off_leaves_nothing(
+    db: Database, driver: CheckedDriver
+) -> None:
+    uploads = Uploads(db, driver)
 
     async def cut_off() -> AsyncIterator[bytes]:
         yield b"first half"
         raise ConnectionResetError("client gone")
 
-    leftover = "uploads/3f2b8c1e-0d4e-4b7a-9c55-2f0a6d1e8b90/data"  # as a SIGKILL leaves it
-    writer = await driver.writer(leftover, append=False)
-    async with writer:
-        await writer.write(b"first half")
     with pytest.raises(ConnectionResetError):
         await uploads.put_whole(_digest(b"first half, second half"), cut_off())
-    assert await driver.list("uploads") == ["3f2b8c1e-0d4e-4b7a-9c55-2f0a6d1e8b90"]
-    assert await uploads.purge_expired() == 0
-    assert await uploads.purge_expired(now=time.time() + 7200) == 1
-    assert await driver.list("uploads") == []
+    assert [info async for info in driver.walk("blobs")] == []
+
+
+async def test_small_chunks_are_staged_until_they_make_a_part(db: Database) -> None:
+    """Below the driver's part size, chunks are staged and joined with the next: every part
+    but the last is at least the minimum (the driver refuses to compose otherwise)."""
+    driver = CheckedDriver(MemoryDriver(min_part_size=64 << 10))
+    uploads = Uploads(db, driver)
+    chunks = [b"%d" % n * 7000 for n in range(1, 30)]  # 7 to 14 KB each
+    session = await uploads.start("team-a/app")
+    for chunk in chunks:
+        session = await uploads.get(session.id, "team-a/app")
+        await uploads.append(session, _body(chunk), start=session.offset)
+    row = await _row(db, session.id)
+    assert row.parts >= 2 and row.staged < 64 << 10
+    assert uploads.min_chunk_length == 64 << 10
+    session = await uploads.get(session.id, "team-a/app")
+    data = b"".join(chunks)
+    assert await uploads.finish(session, _digest(data + b"!"), _body(b"!")) == len(data) + 1
+    assert await BlobStore(driver).get(_digest(data + b"!")) == data + b"!"

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from inprocess import InProcessRegistry
-from oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
-from ociregistry.catalog.gc import GarbageCollector
-from ociregistry.catalog.models import Image, Manifest, Registry
-from pgcluster import PostgresCluster
+from support.inprocess import InProcessRegistry
+from support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
+from ociregistry.content.gc import GarbageCollector
+from ociregistry.db.models import Image, Manifest, Registry
+from support.pgcluster import PostgresCluster
 
 LAYERS = [f"shared layer {n} ".encode() * (40 + 17 * n) for n in range(6)]
 REGISTRIES = 3
@@ -361,7 +361,7 @@ def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Pat
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
 
-    from ociregistry.catalog.database import MIGRATIONS
+    from ociregistry.db.database import MIGRATIONS
 
     registry = InProcessRegistry(tmp_path / "data")
     scenario = Scenario(registry)

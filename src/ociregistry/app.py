@@ -2,60 +2,99 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ociregistry import api, v2
+from ociregistry import api, errors, v2
 from ociregistry.api.common import api_error
-from ociregistry.audit import AuditLogMiddleware
 from ociregistry.authapi import token
-from ociregistry.catalog.gc import GarbageCollector
+from ociregistry.blobstore.driver import StorageError, StorageFull, StorageUnavailable
+from ociregistry.catalog.leases import LeasedJobs
 from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
+from ociregistry.content.gc import GarbageCollector
 from ociregistry.errors import RegistryError
+from ociregistry.ops import access, audit, health, metrics, shutdown
 from ociregistry.services import Services
-from ociregistry.v2.common import ApiVersionHeader, http_error_handler, registry_error_handler
-
-UPLOAD_PURGE_INTERVAL_SECONDS = 3600
+from ociregistry.v2.common import (
+    ApiVersionHeader,
+    error_response,
+    http_error_handler,
+    registry_error_handler,
+    route_error,
+)
 
 log = logging.getLogger("ociregistry")
 
 
-async def _purge_stale_uploads(services: Services) -> None:
-    """Remove abandoned upload sessions now and then. Every worker runs this; purging is
-    idempotent, and the jitter keeps them from all scanning at once."""
-    while True:
-        await asyncio.sleep(UPLOAD_PURGE_INTERVAL_SECONDS * random.uniform(0.5, 1.5))
-        try:
-            purged = await services.uploads.purge_expired()
-            if purged:
-                log.info("purged %d expired upload sessions", purged)
-        except Exception:
-            log.exception("purging expired uploads failed")
+def _start_jobs(services: Services) -> LeasedJobs:
+    """The background jobs, each under its lease (catalog/leases.py): every worker of every
+    instance runs the loops, one at a time runs each job; the jitter spreads the attempts."""
+    settings = services.settings
+    jobs = LeasedJobs(services.db, settings.job_lease_seconds)
 
+    async def purge_uploads() -> None:
+        purged = await services.uploads.purge_expired()
+        if purged:
+            log.info("purged %d expired upload sessions", purged)
 
-async def _refresh_registry_counts(services: Services) -> None:
-    """Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3)."""
-    interval = services.settings.registry_count_refresh_seconds
-    while True:
-        try:
-            await refresh_registry_counts(services.db, older_than_seconds=interval)
-            await services.registries.finish_deletions()  # also after a crash mid-deletion
-        except Exception:
-            log.exception("refreshing registry pull counts failed")
-        await asyncio.sleep(min(interval, 60) * random.uniform(0.5, 1.0))
+    purge_every = settings.upload_purge_interval_seconds
+    jobs.start(
+        "upload-purge",
+        purge_uploads,
+        first_delay=lambda: purge_every * random.uniform(0.5, 1.5),
+        interval=lambda: purge_every * random.uniform(0.5, 1.5),
+    )
+    # Registry pull counts are sums over their images, refreshed on a schedule (SPEC §3).
+    refresh_every = settings.registry_count_refresh_seconds
+    jobs.start(
+        "pull-count-refresh",
+        lambda: refresh_registry_counts(services.db, older_than_seconds=refresh_every),
+        interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
+    )
+    # Finishes deletions left `deleting`, also after a crash mid-deletion.
+    jobs.start(
+        "registry-deletions",
+        services.registries.finish_deletions,
+        interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
+    )
+    gc_every = settings.gc_interval_seconds
+    if gc_every > 0:  # reclaim the blob space deletions leave behind, off the request path
+        collector = GarbageCollector(
+            services.db, services.blobs.driver, grace_seconds=settings.gc_grace_seconds
+        )
+
+        async def collect_garbage() -> None:
+            started = time.monotonic()
+            try:
+                report = await collector.collect()
+            except Exception:
+                metrics.GC_RUNS.labels("failed").inc()
+                raise
+            finally:
+                metrics.GC_DURATION.observe(time.monotonic() - started)
+            metrics.GC_RUNS.labels("done").inc()
+            metrics.GC_RECLAIMED_BYTES.inc(report.bytes_freed)
+
+        jobs.start(
+            "garbage-collection",
+            collect_garbage,
+            first_delay=lambda: gc_every * random.uniform(0.5, 1.5),
+            interval=lambda: gc_every * random.uniform(0.5, 1.5),
+        )
+    return jobs
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:
@@ -64,20 +103,52 @@ async def _client_gone(request: Request, error: Exception) -> Response:
     return Response(status_code=400)
 
 
-async def _collect_garbage(services: Services) -> None:
-    """Reclaim the blob space deletions leave behind, now and then, off the request path."""
-    interval = services.settings.gc_interval_seconds
-    if interval <= 0:
-        return
-    collector = GarbageCollector(
-        services.db, services.blobs.driver, grace_seconds=services.settings.gc_grace_seconds
+def storage_failure(request: Request, error: Exception) -> RegistryError:
+    """A storage failure as the OCI error the client gets: 507 when full, 503 when the store
+    is unavailable, 500 otherwise; each says what failed, and is logged once here."""
+    log.error("storage failed during %s %s: %s", request.method, request.url.path, error)
+    if isinstance(error, StorageFull):
+        return errors.StorageFull(
+            f"the registry's storage is full ({error}): nothing was stored; retry once space "
+            "is freed"
+        )
+    if isinstance(error, StorageUnavailable):
+        return errors.StorageUnavailable(
+            f"the registry's storage is unavailable ({error}); retry later",
+            retry_after=error.retry_after,
+        )
+    return errors.StorageFailed(f"the registry's storage failed ({error}): nothing was stored")
+
+
+def _request_detail() -> dict[str, str]:
+    request_id = access.current_request_id()
+    return {"request_id": request_id} if request_id else {}
+
+
+def _with_request_id(error: RegistryError) -> None:
+    """Put the request id in the error's detail, so a user's report can be found in the logs.
+    A detail that is not an object (a spec-defined shape) is left as it is."""
+    if error.detail is None:
+        error.detail = _request_detail() or None
+    elif isinstance(error.detail, dict):
+        error.detail = {**error.detail, **_request_detail()}
+
+
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_failure(request: Request, error: Exception) -> RegistryError:
+    """A database failure as the OCI error the client gets: 503 `UNAVAILABLE` when the
+    database is away (restarting, failing over, refusing connections), which clients retry;
+    500 for a statement it refused. Either way the transaction rolled back; logged once here."""
+    log.error("database failed during %s %s: %s", request.method, request.url.path, error)
+    refused = isinstance(error, IntegrityError | ProgrammingError | DataError)
+    if refused and not getattr(error, "connection_invalidated", False):
+        return errors.DatabaseFailed("the registry's database refused the request: nothing changed")
+    return errors.DatabaseUnavailable(
+        "the registry's database is unavailable: nothing changed; retry later",
+        retry_after=DATABASE_RETRY_AFTER_SECONDS,
     )
-    while True:
-        await asyncio.sleep(interval * random.uniform(0.5, 1.5))
-        try:
-            await collector.collect()
-        except Exception:
-            log.exception("garbage collection failed; will retry")
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -85,56 +156,74 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
-        background = [
-            asyncio.create_task(_purge_stale_uploads(services)),
-            asyncio.create_task(_refresh_registry_counts(services)),
-            asyncio.create_task(_collect_garbage(services)),
-        ]
+        readiness = app.state.readiness = health.Readiness(services.db, services.blobs.driver)
+        shutdown.on_terminate(
+            lambda: setattr(readiness, "draining", True), settings.shutdown_delay_seconds
+        )
+        metrics.worker_started()
+        services.db.watch_pools(metrics.watch_pool)
+        jobs = _start_jobs(services)
         services.pulls.start()
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
+            await jobs.stop(settings.shutdown_timeout_seconds)
             await services.pulls.stop()
             await services.close()
+            metrics.worker_stopped()
 
     async def on_registry_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RegistryError)
+        _with_request_id(error)
         if request.url.path.startswith(("/api/", "/console/")):
             return api_error(error)
         return await registry_error_handler(request, error)
 
+    async def on_storage_error(request: Request, error: Exception) -> Response:
+        return await on_registry_error(request, storage_failure(request, error))
+
+    async def on_database_error(request: Request, error: Exception) -> Response:
+        return await on_registry_error(request, database_failure(request, error))
+
     async def on_http_error(request: Request, error: Exception) -> Response:
-        response = await http_error_handler(request, error)
+        assert isinstance(error, HTTPException)
+        known = route_error(request, error)
+        if known is None:
+            return await http_error_handler(request, error)
+        _with_request_id(known)
         if request.url.path.startswith(("/api/", "/console/")):
-            assert isinstance(error, HTTPException)
-            message = json.loads(response.body)["errors"][0]["message"]
-            code = "NOT_FOUND" if error.status_code == 404 else "METHOD_NOT_ALLOWED"
-            return JSONResponse(
-                {"error": {"code": code, "message": message}},
-                status_code=error.status_code,
-                headers=error.headers,
-            )
+            response: Response = api_error(known)
+        else:
+            response = error_response(request, known)
+        response.headers.update(error.headers or {})  # `Allow` on a 405
         return response
 
     return Starlette(
         routes=[
+            *health.routes,
+            *metrics.routes,
             *v2.routes,
             *api.routes,
             *console.routes,
             Route("/auth/token", token.get_token, methods=["GET"]),
             Route("/auth/token", token.post_token, methods=["POST"]),
+            Route("/auth/jwks.json", token.get_jwks, methods=["GET"]),
         ],
         middleware=[
+            Middleware(access.AccessMiddleware, log_requests=settings.access_log),
             Middleware(ApiVersionHeader),
             Middleware(console.ConsoleHeaders),
-            Middleware(AuditLogMiddleware),
+            Middleware(audit.AuditLogMiddleware),
         ],
         exception_handlers={
             RegistryError: on_registry_error,
             HTTPException: on_http_error,
             ClientDisconnect: _client_gone,
+            StorageError: on_storage_error,
+            # A connection to PostgreSQL dropped or refused (asyncpg raises the OS error of a
+            # refused connect as it is): the database is away, not the request wrong.
+            DBAPIError: on_database_error,
+            ConnectionError: on_database_error,
         },
         lifespan=lifespan,
     )

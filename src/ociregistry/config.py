@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -35,6 +36,7 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = dataclasses.field(default_factory=_default_workers)
     data_dir: str = DEFAULT_DATA_DIR
+    storage: str = "filesystem"  # where blobs live: filesystem (under data_dir), memory, s3://…
     database_url: str = ""  # empty: SQLite in the data folder
     public_address: str = ""  # host[:port] shown in pull commands; empty: the request's Host
     upload_expiry_seconds: int = DEFAULT_UPLOAD_EXPIRY_SECONDS
@@ -51,9 +53,43 @@ class Settings:
     registry_count_refresh_seconds: int = 900  # how often registry pull counts are summed
     gc_interval_seconds: int = 6 * 3600  # garbage collection of unreferenced blobs; 0: never
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
+    upload_purge_interval_seconds: int = 3600  # how often abandoned uploads are purged
+    job_lease_seconds: int = 120  # a background job's lease; a killed holder's lapses after it
+    # Operations: logs, metrics, stopping.
+    log_format: str = "text"  # text, or json: one JSON object per line, the access log included
+    metrics_token: str = ""  # when set, /metrics wants `Authorization: Bearer <token>`
+    shutdown_timeout_seconds: int = 30  # how long requests in flight may take after SIGTERM
+    shutdown_delay_seconds: int = 0  # after SIGTERM, /readyz says 503 this long before closing
+    # Blobs in S3 (`storage = s3://BUCKET[/PREFIX]`, README "Blobs in object storage").
+    # Credentials come from the standard AWS chain only, never from here.
+    s3_endpoint_url: str = ""  # empty: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS
+    s3_region: str = ""  # empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    s3_redirect: bool = True  # blob GET answers 307 to a presigned URL
+    s3_redirect_ttl_seconds: int = 1200  # how long a presigned blob URL stays valid
     # Storage governance (issue 14)
     default_registry_quota_bytes: int = 0  # the quota of each new registry; 0: none
     audit_log_retention_days: int = 90  # audit events older than this go; 0: kept forever
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"setting log_format must be text or json, not {self.log_format!r}")
+        if self.shutdown_timeout_seconds < 0 or self.shutdown_delay_seconds < 0:
+            raise ConfigError("the shutdown_* settings cannot be negative")
+
+    @classmethod
+    def load_with_sources(
+        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+    ) -> tuple[Settings, dict[str, str]]:
+        """The settings as `load` makes them, and where each one came from: `default`, `file`,
+        `environment` or `flag` (what `ociregistry config show` prints)."""
+        settings = cls.load(config_file, **overrides)
+        sources = {field.name: "default" for field in fields(cls)}
+        if config_file:
+            with open(config_file, "rb") as file:
+                sources.update(dict.fromkeys(tomllib.load(file), "file"))
+        sources.update(dict.fromkeys(_from_environment(), "environment"))
+        sources.update({k: "flag" for k, v in overrides.items() if v is not None})
+        return settings, sources
 
     @property
     def data_path(self) -> Path:
@@ -69,10 +105,35 @@ class Settings:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_path / 'registry.db'}"
 
+    @property
+    def s3_bucket_and_prefix(self) -> tuple[str, str] | None:
+        """`storage = s3://BUCKET[/PREFIX]` taken apart; None for any other storage."""
+        if not self.storage.startswith("s3://"):
+            return None
+        bucket, _, prefix = self.storage.removeprefix("s3://").partition("/")
+        return bucket, prefix.strip("/")
+
+    @property
+    def resolved_s3_endpoint_url(self) -> str | None:
+        """The S3 endpoint: the setting, else the standard AWS variables; None means AWS."""
+        return (
+            self.s3_endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+
+    @property
+    def resolved_s3_region(self) -> str:
+        return (
+            self.s3_region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+
     @classmethod
-    def load(
-        cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         if config_file:
             try:
@@ -94,7 +155,9 @@ class Settings:
         for name, value in values.items():
             kind = known[name].type
             converted[name] = _convert(name, value, kind)
-        return cls(**converted)
+        settings = cls(**converted)
+        _check_storage(settings)
+        return settings
 
     def to_environment(self) -> dict[str, str]:
         """The settings as environment variables, for the worker processes."""
@@ -109,10 +172,31 @@ def _from_environment() -> dict[str, str]:
     found = {}
     for key, value in os.environ.items():
         if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
+            name = key[len(ENV_PREFIX) :].lower()
             if name in names:
                 found[name] = value
     return found
+
+
+# S3's bucket naming rules (3 to 63 lower-case letters, digits, dots and hyphens).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
+
+
+def _check_storage(settings: Settings) -> None:
+    location = settings.s3_bucket_and_prefix
+    if location is None:
+        return
+    bucket, prefix = location
+    if _BUCKET.fullmatch(bucket) is None:
+        raise ConfigError(
+            f"setting storage has an invalid bucket name {bucket!r}: "
+            "use s3://BUCKET[/PREFIX], BUCKET 3 to 63 of a-z 0-9 . -"
+        )
+    if _S3_PREFIX.fullmatch(prefix) is None or "//" in prefix:
+        raise ConfigError(f"setting storage has an invalid prefix {prefix!r}")
+    if settings.s3_redirect_ttl_seconds < 1 or settings.s3_redirect_ttl_seconds > 7 * 86400:
+        raise ConfigError("setting s3_redirect_ttl_seconds must be 1 to 604800 (7 days)")
 
 
 def _convert(name: str, value: Any, kind: Any) -> Any:

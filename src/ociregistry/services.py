@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ociregistry.audit import AuditLog
+from ociregistry.catalog.audit import AuditLog
 from ociregistry.auth.accounts import Accounts
 from ociregistry.auth.groups import Groups
 from ociregistry.auth.policy import AccessPolicy
 from ociregistry.auth.throttle import LoginThrottle
 from ociregistry.auth.tokens import TokenSigner
-from ociregistry.blobstore import BlobStore, FilesystemDriver, Uploads
-from ociregistry.catalog.console import Console
-from ociregistry.catalog.database import Database
+from ociregistry.blobstore import BlobStore, create_driver
+from ociregistry.blobstore.factory import close_driver, observer_from_environment
+from ociregistry.blobstore.uploads import Uploads
 from ociregistry.catalog.images import Images
-from ociregistry.catalog.mounts import Mounts
+from ociregistry.catalog.listings import Listings
 from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
 from ociregistry.config import Settings
-from ociregistry.manifests.service import Manifests
+from ociregistry.content.blobpushes import BlobPushes
+from ociregistry.content.manifests import Manifests
+from ociregistry.content.mounts import Mounts
+from ociregistry.db.database import Database
+from ociregistry.ops.metrics import storage_observer
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Services:
     db: Database
     blobs: BlobStore
     uploads: Uploads
+    blob_pushes: BlobPushes
     images: Images
     registries: Registries
     manifests: Manifests
@@ -36,7 +41,7 @@ class Services:
     signer: TokenSigner
     policy: AccessPolicy
     pulls: PullCounter
-    console: Console
+    listings: Listings
     mounts: Mounts
     audit: AuditLog
 
@@ -45,15 +50,22 @@ class Services:
         """Everything a worker needs; the schema and the signing key exist already (`serve`
         prepares them before starting workers)."""
         db = Database(settings.resolved_database_url)
-        driver = FilesystemDriver(settings.storage_path)
+        driver = create_driver(
+            settings.storage,
+            settings.storage_path,
+            observer=storage_observer(settings.storage, then=observer_from_environment()),
+            settings=settings,
+        )
         blobs = BlobStore(driver)
         images = Images(db)
         policy = AccessPolicy(db, anonymous_access=settings.anonymous_access)
+        uploads = Uploads(db, driver, expiry_seconds=settings.upload_expiry_seconds)
         return cls(
             settings=settings,
             db=db,
             blobs=blobs,
-            uploads=Uploads(driver, expiry_seconds=settings.upload_expiry_seconds),
+            uploads=uploads,
+            blob_pushes=BlobPushes(uploads, images),
             images=images,
             registries=Registries(db, default_quota_bytes=settings.default_registry_quota_bytes),
             manifests=Manifests(images, blobs),
@@ -69,7 +81,7 @@ class Services:
             ),
             policy=policy,
             pulls=PullCounter(db, enabled=settings.pull_counting),
-            console=Console(db),
+            listings=Listings(db),
             mounts=Mounts(images, blobs, policy),
             audit=AuditLog(db, retention_days=settings.audit_log_retention_days),
         )
@@ -77,3 +89,4 @@ class Services:
     async def close(self) -> None:
         await self.registries.close()
         await self.db.dispose()
+        await close_driver(self.blobs.driver)

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from images import Blob, Image, Index
+from support.images import Blob, Image, Index
 
 COMMAND_TIMEOUT_SECONDS = 300
 DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")

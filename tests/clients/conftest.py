@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from clienttools import Docker, Podman, Skopeo, find_tool, unavailable
 
-from server import RunningServer
+from support.server import RunningServer
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,8 @@ import httpx
 import pytest
 from clienttools import NAME_UNKNOWN_PATTERN, Docker, Result, Skopeo, pushed_digest
 
-from images import OCI_MANIFEST, Image, build_image, rootfs_tar, write_oci_layout
-from server import RunningServer
+from support.images import OCI_MANIFEST, Image, build_image, rootfs_tar, write_oci_layout
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

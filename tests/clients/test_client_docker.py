@@ -8,8 +8,8 @@ import httpx
 import pytest
 from clienttools import Docker, pushed_digest
 
-from images import DOCKER_MANIFEST, rootfs_tar
-from server import RunningServer
+from support.images import DOCKER_MANIFEST, rootfs_tar
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

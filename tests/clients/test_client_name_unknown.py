@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from clienttools import NAME_UNKNOWN_PATTERN, Docker, Podman, Result, Skopeo
 
-from images import build_image, rootfs_tar, write_oci_layout
-from server import RunningServer
+from support.images import build_image, rootfs_tar, write_oci_layout
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

@@ -18,8 +18,8 @@ import oras.oci
 import pytest
 from clienttools import push_image_http
 
-from images import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Blob, Image, build_image
-from server import RunningServer
+from support.images import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Blob, Image, build_image
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from clienttools import DIGEST_PATTERN, Podman
 
-from images import rootfs_tar
-from server import RunningServer
+from support.images import rootfs_tar
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

@@ -11,8 +11,8 @@ import pytest
 from clienttools import Docker
 
 from authtools import add_user
-from images import rootfs_tar
-from server import RunningServer
+from support.images import rootfs_tar
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

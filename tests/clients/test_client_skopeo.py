@@ -17,7 +17,7 @@ import httpx
 import pytest
 from clienttools import Skopeo
 
-from images import (
+from support.images import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -29,7 +29,7 @@ from images import (
     write_dir_layout,
     write_oci_layout,
 )
-from server import RunningServer
+from support.server import RunningServer
 
 pytestmark = pytest.mark.clients
 

@@ -41,6 +41,7 @@ routes = [
     ),
     Route("/api/v1/users", users.list_users, methods=["GET"]),
     Route("/api/v1/users", users.create_user, methods=["POST"]),
+    Route("/api/v1/users/{username}:unlock", users.unlock_user, methods=["POST"]),
     Route("/api/v1/users/{username}", users.get_user, methods=["GET"]),
     Route("/api/v1/users/{username}", users.update_user, methods=["PATCH"]),
     Route("/api/v1/users/{username}/tokens", users.list_tokens, methods=["GET"]),

@@ -18,40 +18,53 @@ from ociregistry.auth.policy import (
     ordered,
 )
 from ociregistry.authapi.credentials import authenticate
-from ociregistry.catalog.console import (
+from ociregistry.catalog.listings import (
     MAX_PAGE_SIZE,
     ImageView,
-    InvalidArgument,
-    NotFound,
     Page,
     RegistryView,
     TagView,
+    Total,
 )
-from ociregistry.errors import RegistryError
+from ociregistry.errors import (
+    Denied,
+    EndpointUnknown,
+    InvalidArgument,
+    MethodNotAllowed,
+    NameInvalid,
+    NameUnknown,
+    NotFound,
+    PermissionDenied,
+    RegistryError,
+    SizeInvalid,
+    TagInvalid,
+    TooLarge,
+    TooManyAttempts,
+    Unauthenticated,
+    Unauthorized,
+    Unsupported,
+)
 from ociregistry.services import Services
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH_ITEMS = 100
 MAX_QUERY_LENGTH = 255
 
-# The /v2 codes, as the management API names them.
-_API_CODES = {
-    "NAME_UNKNOWN": ("NOT_FOUND", 404),
-    "NAME_INVALID": ("INVALID_ARGUMENT", 400),
-    "TAG_INVALID": ("INVALID_ARGUMENT", 400),
-    "UNAUTHORIZED": ("UNAUTHENTICATED", 401),
-    "DENIED": ("PERMISSION_DENIED", 403),
-    "SIZE_INVALID": ("INVALID_ARGUMENT", 413),
-    "UNSUPPORTED": ("INVALID_ARGUMENT", 400),
+# The distribution errors the management API shares with /v2, under its own codes (SPEC §5);
+# the most specific class of an error's ancestry decides.
+_API_CODES: dict[type[RegistryError], tuple[str, int]] = {
+    NameUnknown: ("NOT_FOUND", 404),
+    NameInvalid: ("INVALID_ARGUMENT", 400),
+    TagInvalid: ("INVALID_ARGUMENT", 400),
+    Unauthorized: ("UNAUTHENTICATED", 401),
+    Denied: ("PERMISSION_DENIED", 403),
+    SizeInvalid: ("INVALID_ARGUMENT", 400),
+    TooLarge: ("INVALID_ARGUMENT", 413),
+    Unsupported: ("INVALID_ARGUMENT", 400),
+    TooManyAttempts: ("TOO_MANY_REQUESTS", 429),
+    EndpointUnknown: ("NOT_FOUND", 404),
+    MethodNotAllowed: ("METHOD_NOT_ALLOWED", 405),
 }
-
-
-class Unauthenticated(RegistryError):
-    code, status = "UNAUTHENTICATED", 401
-
-
-class PermissionDenied(RegistryError):
-    code, status = "PERMISSION_DENIED", 403
 
 
 def services(request: Request) -> Services:
@@ -59,13 +72,16 @@ def services(request: Request) -> Services:
 
 
 def api_error(error: RegistryError) -> JSONResponse:
-    code, status = _API_CODES.get(error.code, (error.code, error.status))
-    if error.status in (413, 429):
-        status = error.status
+    """An error in the management API's envelope, `{"error": {"code", "message", "detail"}}`."""
+    code, status = next(
+        (_API_CODES[kind] for kind in type(error).__mro__ if kind in _API_CODES),
+        (error.code, error.status),
+    )
     body: dict[str, Any] = {"code": code, "message": error.message}
     if error.detail is not None:
         body["detail"] = error.detail
-    return JSONResponse({"error": body}, status_code=status, headers=error.headers)
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 async def caller(request: Request, *, required: bool = True) -> Principal:
@@ -110,7 +126,7 @@ def platform_admin(principal: Principal, action: str) -> Principal:
 
 async def registry_view(request: Request, principal: Principal, name: str) -> dict[str, Any]:
     """One registry as JSON, with the caller's rights on it."""
-    view = await services(request).console.get_registry(name, role=caller_role(principal))
+    view = await services(request).listings.get_registry(name, role=caller_role(principal))
     return registry_json(view, public_host(request), request, principal)
 
 
@@ -207,10 +223,16 @@ def list_params(request: Request) -> tuple[Page, str | None, str | None]:
     return page, q or None, params.get("sort")
 
 
-def listing(items: list[dict[str, Any]], total: int, page: Page) -> JSONResponse:
-    return JSONResponse(
-        {"items": items, "total": total, "page": page.number, "page_size": page.size}
-    )
+def listing(items: list[dict[str, Any]], total: int | Total, page: Page) -> JSONResponse:
+    """A page of a list (SPEC §5). A search that stopped counting says so: `total_exact`
+    false, and `total` is then a lower bound (see catalog/console.py)."""
+    body: dict[str, Any] = {"items": items, "total": total, "page": page.number}
+    body["page_size"] = page.size
+    if isinstance(total, Total):
+        body["total"] = total.count
+        if not total.exact:
+            body["total_exact"] = False
+    return JSONResponse(body)
 
 
 def rfc3339(moment: datetime | None) -> str | None:

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     caller,
     json_body,
     list_params,
@@ -21,15 +20,16 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.groups import GROUP_SORTS, GroupView
 from ociregistry.auth.policy import Principal, is_platform_admin
-from ociregistry.catalog.console import NotFound, parse_sort
+from ociregistry.catalog.listings import parse_sort
+from ociregistry.errors import NotFound, PermissionDenied
 
 
 async def _group_id(request: Request, principal: Principal) -> int:
     """The group in the path, if the caller belongs to it (or is an admin)."""
     name = request.path_params["group"]
-    registry = services(request)
-    group_id = await registry.groups.group_id(name)
-    if group_id is None or not await registry.policy.may_view_group(principal, group_id):
+    parts = services(request)
+    group_id = await parts.groups.group_id(name)
+    if group_id is None or not await parts.policy.may_view_group(principal, group_id):
         raise NotFound(f"project group {name!r} does not exist", detail={"name": name})
     return group_id
 

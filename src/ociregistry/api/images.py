@@ -33,7 +33,7 @@ async def list_images(request: Request) -> JSONResponse:
     registry = request.path_params["registry"]
     await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_images(registry, q=q, sort=sort, page=page)
+    views, total = await services(request).listings.list_images(registry, q=q, sort=sort, page=page)
     host = public_host(request)
     return listing([image_json(view, host) for view in views], total, page)
 
@@ -42,7 +42,7 @@ async def get_image(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, VIEW)
-    view = await services(request).console.get_image(registry, image)
+    view = await services(request).listings.get_image(registry, image)
     return JSONResponse(image_json(view, public_host(request)))
 
 
@@ -51,7 +51,7 @@ async def delete_image(request: Request) -> Response:
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, DELETE)
     immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
-    await services(request).console.delete_image(registry, image, immutable_too=immutable_too)
+    await services(request).listings.delete_image(registry, image, immutable_too=immutable_too)
     return no_content()
 
 
@@ -64,7 +64,7 @@ async def batch_delete_images(request: Request) -> JSONResponse:
         try:
             await require_right(request, principal, registry, DELETE)
             immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
-            await services(request).console.delete_image(
+            await services(request).listings.delete_image(
                 registry, image, immutable_too=immutable_too
             )
         except RegistryError as error:
@@ -79,7 +79,7 @@ async def list_tags(request: Request) -> JSONResponse:
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, VIEW)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_tags(
+    views, total = await services(request).listings.list_tags(
         registry, image, q=q, sort=sort, page=page
     )
     host = public_host(request)
@@ -91,7 +91,7 @@ async def delete_tag(request: Request) -> JSONResponse:
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, DELETE)
     immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
-    last = await services(request).console.delete_tag(
+    last = await services(request).listings.delete_tag(
         registry, image, request.path_params["tag"], immutable_too=immutable_too
     )
     return JSONResponse({"name": request.path_params["tag"], "image_deleted": last})
@@ -106,7 +106,7 @@ async def batch_delete_tags(request: Request) -> JSONResponse:
         try:
             await require_right(request, principal, registry, DELETE)
             immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
-            last = await services(request).console.delete_tag(
+            last = await services(request).listings.delete_tag(
                 registry, image, tag, immutable_too=immutable_too
             )
         except RegistryError as error:

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
-    PermissionDenied,
     batch_results,
     caller,
     item_error,
@@ -26,13 +25,18 @@ from ociregistry.api.common import (
     string_list,
     writer,
 )
-from ociregistry.audit import note
+from ociregistry.ops.audit import note
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
-from ociregistry.catalog.console import InvalidArgument, NotFound
 from ociregistry.catalog.immutable import check_patterns
-from ociregistry.catalog.registries import RegistryDeleting
 from ociregistry.catalog.usage import check_quota
-from ociregistry.errors import NameInvalid, RegistryError
+from ociregistry.errors import (
+    InvalidArgument,
+    NameInvalid,
+    NotFound,
+    PermissionDenied,
+    RegistryDeleting,
+    RegistryError,
+)
 from ociregistry.names import check_labels, check_registry_name, check_remark
 
 
@@ -49,7 +53,7 @@ async def list_registries(request: Request) -> JSONResponse:
     principal = await caller(request)
     page, q, sort = list_params(request)
     policy = services(request).policy
-    views, total = await services(request).console.list_registries(
+    views, total = await services(request).listings.list_registries(
         scope="user",
         where=policy.member_of(principal),
         role=caller_role(principal),
@@ -81,30 +85,30 @@ async def create_registry(request: Request) -> JSONResponse:
         check_registry_name(body["name"])
     except NameInvalid as error:  # name the field, as every other 400 here does
         raise InvalidArgument(error.message, detail={"field": "name"}) from None
-    registry = services(request)
+    parts = services(request)
     kind = body.get("kind", "user")
     if kind not in ("user", "platform"):
         raise InvalidArgument("kind must be user or platform", detail={"field": "kind"})
     group = body.get("project_group")
     if kind == "platform":
-        if not registry.policy.may_create_platform_registry(principal):
+        if not parts.policy.may_create_platform_registry(principal):
             raise PermissionDenied("only platform admins create platform registries")
         if group is not None:
             raise InvalidArgument(
                 "platform registries belong to no project group", detail={"field": "project_group"}
             )
     elif group is not None:
-        group_id = await registry.groups.group_id(group)
+        group_id = await parts.groups.group_id(group)
         if group_id is None:
             raise NotFound(
                 f"project group {group!r} does not exist", detail={"field": "project_group"}
             )
-        if not await registry.policy.may_create_in_group(principal, group_id):
+        if not await parts.policy.may_create_in_group(principal, group_id):
             raise PermissionDenied(
                 f"creating registries in {group!r} takes the owner or developer role there"
             )
     note(request, registry=body["name"])
-    created = await registry.registries.create(
+    created = await parts.registries.create(
         body["name"],
         public=body.get("public", False),
         kind=kind,
@@ -138,7 +142,7 @@ async def update_registry(request: Request) -> JSONResponse:
     if "immutable_tags" in body:
         body["immutable_tags"] = check_patterns(body["immutable_tags"])
     note(request, detail=body)  # what changed, for the audit log
-    await services(request).console.update_registry(name, **body)
+    await services(request).listings.update_registry(name, **body)
     return JSONResponse(await registry_view(request, principal, name))
 
 
@@ -147,7 +151,7 @@ async def replace_labels(request: Request) -> JSONResponse:
     name = request.path_params["registry"]
     await require_right(request, principal, name, ADMIN)
     body = await json_body(request, {"labels": dict}, required=("labels",))
-    await services(request).console.update_registry(name, labels=check_labels(body["labels"]))
+    await services(request).listings.update_registry(name, labels=check_labels(body["labels"]))
     return JSONResponse(await registry_view(request, principal, name))
 
 
@@ -163,12 +167,12 @@ async def _delete_one(
     request: Request, principal: Principal, name: str, delete_images: bool
 ) -> bool:
     """Delete a registry; True when it is gone, False while its images are being deleted."""
-    registry = services(request)
-    rights = await registry.policy.registry_rights(principal, name)
+    parts = services(request)
+    rights = await parts.policy.registry_rights(principal, name)
     if not rights:
         raise NotFound(f"registry {name!r} does not exist", detail={"name": name})
     if ADMIN not in rights:
-        if (await registry.console.get_registry(name)).status == "deleting":
+        if (await parts.listings.get_registry(name)).status == "deleting":
             raise RegistryDeleting(
                 f"registry {name!r} is already being deleted", detail={"name": name}
             )
@@ -176,7 +180,7 @@ async def _delete_one(
             f"{principal.username or 'anonymous'} may not administer registry {name!r}",
             detail={"name": name},
         )
-    return await registry.registries.delete(name, delete_images=delete_images)
+    return await parts.registries.delete(name, delete_images=delete_images)
 
 
 async def delete_registry(request: Request) -> Response:

@@ -20,18 +20,26 @@ from ociregistry.api.common import (
     services,
     writer,
 )
-from ociregistry.auth.accounts import USER_SORTS, TokenInfo, UserInfo
+from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS, TokenInfo, UserInfo
 from ociregistry.auth.policy import Principal, is_platform_admin
-from ociregistry.catalog.console import InvalidArgument, NotFound, Page, parse_sort
+from ociregistry.auth.throttle import account_key
+from ociregistry.catalog.listings import parse_sort
+from ociregistry.errors import InvalidArgument, NotFound
 
 
-def _user_json(user: UserInfo) -> dict[str, Any]:
+def _user_json(user: UserInfo, blocked: dict[str, datetime]) -> dict[str, Any]:
     return {
         "username": user.username,
         "is_admin": user.is_admin,
         "disabled": user.disabled,
         "created_at": rfc3339(user.created_at),
+        "blocked_until": rfc3339(blocked.get(account_key(user.username))),
     }
+
+
+async def _blocked(request: Request, users: list[UserInfo]) -> dict[str, datetime]:
+    """Which of these accounts failed sign-ins have blocked, and until when."""
+    return await services(request).throttle.blocked_until([account_key(u.username) for u in users])
 
 
 def _token_json(token: TokenInfo) -> dict[str, Any]:
@@ -69,7 +77,8 @@ async def list_users(request: Request) -> JSONResponse:
         offset=page.offset,
         limit=page.size,
     )
-    return listing([_user_json(u) for u in users], total, page)
+    blocked = await _blocked(request, users)
+    return listing([_user_json(u, blocked) for u in users], total, page)
 
 
 async def create_user(request: Request) -> JSONResponse:
@@ -83,7 +92,7 @@ async def create_user(request: Request) -> JSONResponse:
     user = await services(request).accounts.create_user(
         body["username"], body["password"], is_admin=body.get("is_admin", False)
     )
-    return JSONResponse(_user_json(user), status_code=201)
+    return JSONResponse(_user_json(user, {}), status_code=201)
 
 
 async def get_user(request: Request) -> JSONResponse:
@@ -92,7 +101,7 @@ async def get_user(request: Request) -> JSONResponse:
     user = await services(request).accounts.get_user(username)
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
-    return JSONResponse(_user_json(user))
+    return JSONResponse(_user_json(user, await _blocked(request, [user])))
 
 
 async def update_user(request: Request) -> JSONResponse:
@@ -108,14 +117,34 @@ async def update_user(request: Request) -> JSONResponse:
     user = await accounts.get_user(username)
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
-    return JSONResponse(_user_json(user))
+    return JSONResponse(_user_json(user, await _blocked(request, [user])))
+
+
+async def unlock_user(request: Request) -> JSONResponse:
+    """Lift the block that failed sign-ins put on an account (admins)."""
+    principal = writer(await caller(request))
+    _admin(principal)
+    username = request.path_params["username"]
+    accounts = services(request).accounts
+    user = await accounts.get_user(username)
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    await services(request).throttle.unlock(account_key(username))
+    return JSONResponse(_user_json(user, {}))
 
 
 async def list_tokens(request: Request) -> JSONResponse:
     principal = await caller(request)
     username = _self_or_admin(request, principal)
-    tokens = await services(request).accounts.list_tokens(username)
-    return listing([_token_json(t) for t in tokens], len(tokens), Page(1, max(len(tokens), 1)))
+    page, q, sort = list_params(request)
+    tokens, total = await services(request).accounts.list_tokens(
+        username,
+        q=q,
+        order=parse_sort(sort, TOKEN_SORTS, "created_at"),
+        offset=page.offset,
+        limit=page.size,
+    )
+    return listing([_token_json(t) for t in tokens], total, page)
 
 
 async def create_token(request: Request) -> JSONResponse:

@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ociregistry.api.common import (
-    Unauthenticated,
     caller,
     image_json,
     list_params,
@@ -18,7 +17,8 @@ from ociregistry.api.common import (
     services,
 )
 from ociregistry.auth.policy import PULL, Principal, caller_role
-from ociregistry.catalog.models import Registry
+from ociregistry.db.models import Registry
+from ociregistry.errors import Unauthenticated
 
 
 async def _browser(request: Request) -> Principal:
@@ -32,7 +32,7 @@ async def _browser(request: Request) -> Principal:
 async def shared_registries(request: Request) -> JSONResponse:
     principal = await _browser(request)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_registries(
+    views, total = await services(request).listings.list_registries(
         scope="shared",
         where=services(request).policy.visible(principal),
         role=caller_role(principal),
@@ -49,7 +49,7 @@ async def shared_registries(request: Request) -> JSONResponse:
 async def platform_registries(request: Request) -> JSONResponse:
     principal = await _browser(request)
     page, q, sort = list_params(request)
-    views, total = await services(request).console.list_registries(
+    views, total = await services(request).listings.list_registries(
         scope="platform",
         where=services(request).policy.visible(principal),
         role=caller_role(principal),
@@ -65,7 +65,7 @@ async def platform_images(request: Request) -> JSONResponse:
     principal = await _browser(request)
     page, q, sort = list_params(request)
     pullable = and_(Registry.kind == "platform", services(request).policy.visible(principal, PULL))
-    views, total = await services(request).console.list_images(
+    views, total = await services(request).listings.list_images(
         pullable, q=q, sort=sort, page=page, match_full_name=True
     )
     host = public_host(request)

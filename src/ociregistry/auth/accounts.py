@@ -31,10 +31,10 @@ from ociregistry.auth.secrets import (
     secret_matches,
     verify_password,
 )
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import as_utc, new_resource_id, utcnow
-from ociregistry.catalog.sql import insert_ignore
-from ociregistry.errors import RegistryError
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, new_resource_id, utcnow
+from ociregistry.db.sql import insert_ignore
+from ociregistry.errors import AccountError, AccountExists, AccountUnknown
 
 ROLES = ("owner", "developer", "guest")
 PAT_PREFIX = "ocir_"
@@ -45,23 +45,18 @@ LAST_USED_PRECISION = timedelta(minutes=1)  # how often a token's last use is wr
 _USERNAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 
-class AccountError(RegistryError):
-    code, status = "INVALID_ARGUMENT", 400
-
-
-class AccountExists(RegistryError):
-    code, status = "ALREADY_EXISTS", 409
-
-
-class AccountUnknown(RegistryError):
-    code, status = "NOT_FOUND", 404
-
-
 # The user list's sort fields (`?sort=`), an allow-list like every list's.
 USER_SORTS: dict[str, Any] = {
     "name": User.username,
     "username": User.username,
     "created_at": User.created_at,
+}
+# The personal access token list's sort fields.
+TOKEN_SORTS: dict[str, Any] = {
+    "name": PersonalAccessToken.name,
+    "created_at": PersonalAccessToken.created_at,
+    "last_used_at": PersonalAccessToken.last_used_at,
+    "expires_at": PersonalAccessToken.expires_at,
 }
 
 
@@ -413,25 +408,39 @@ class Accounts:
         info = TokenInfo(public_id, name, read_only, expires_at, None, None, utcnow())
         return info, f"{PAT_PREFIX}{public_id}_{secret}"
 
-    async def list_tokens(self, username: str) -> list[TokenInfo]:
+    async def list_tokens(
+        self,
+        username: str,
+        *,
+        q: str | None = None,
+        order: list[Any] | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[TokenInfo], int]:
+        """One page of a user's tokens whose name contains `q`, and how many there are
+        (oldest first unless `order` says otherwise)."""
+        query = (
+            select(
+                PersonalAccessToken.public_id,
+                PersonalAccessToken.name,
+                PersonalAccessToken.read_only,
+                PersonalAccessToken.expires_at,
+                PersonalAccessToken.revoked_at,
+                PersonalAccessToken.last_used_at,
+                PersonalAccessToken.created_at,
+            )
+            .join(User, User.id == PersonalAccessToken.user_id)
+            .where(User.username == username)
+        )
+        if q:
+            query = query.where(PersonalAccessToken.name.contains(q, autoescape=True))
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        PersonalAccessToken.public_id,
-                        PersonalAccessToken.name,
-                        PersonalAccessToken.read_only,
-                        PersonalAccessToken.expires_at,
-                        PersonalAccessToken.revoked_at,
-                        PersonalAccessToken.last_used_at,
-                        PersonalAccessToken.created_at,
-                    )
-                    .join(User, User.id == PersonalAccessToken.user_id)
-                    .where(User.username == username)
-                    .order_by(PersonalAccessToken.created_at)
-                )
-            ).all()
-        return [TokenInfo(*row) for row in rows]
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            page = query.order_by(
+                *(order or [PersonalAccessToken.created_at.asc()]), PersonalAccessToken.id
+            )
+            rows = (await conn.execute(page.offset(offset).limit(limit))).all()
+        return [TokenInfo(*row) for row in rows], total or 0
 
     async def revoke_token(self, username: str, public_id: str) -> None:
         async with self.db.write() as conn:

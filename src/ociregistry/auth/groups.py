@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from ociregistry.auth.accounts import ROLES, AccountError, AccountExists, AccountUnknown
+from ociregistry.auth.accounts import ROLES
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import new_resource_id, utcnow
-from ociregistry.catalog.sql import dialect_insert
+from ociregistry.db.database import Database
+from ociregistry.db.models import new_resource_id, utcnow
+from ociregistry.db.sql import dialect_insert
+from ociregistry.errors import AccountError, AccountExists, AccountUnknown
 
 _GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 

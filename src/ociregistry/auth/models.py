@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ociregistry.catalog.models import Base, utcnow
+from ociregistry.db.models import Base, utcnow
 
 
 class User(Base):

@@ -34,9 +34,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from ociregistry.auth.models import GroupMember
 from ociregistry.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope
 from ociregistry.auth.tokens import TokenClaims
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import Registry
-from ociregistry.errors import Denied, NameInvalid, NameUnknown, Unauthorized
+from ociregistry.db.database import Database
+from ociregistry.db.models import Registry
+from ociregistry.errors import AuthenticationRequired, Denied, NameInvalid, NameUnknown
 from ociregistry.names import RepositoryName
 
 
@@ -80,15 +80,6 @@ class Principal:
 
 
 ANONYMOUS = Principal()
-
-
-class AuthenticationRequired(Unauthorized):
-    """401: the caller must (re-)authenticate for `scope`; the HTTP layer adds the challenge."""
-
-    def __init__(self, message: str, scope: str, *, error: str | None = None) -> None:
-        super().__init__(message)
-        self.scope = scope
-        self.error = error
 
 
 def _role_in_group(user: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ociregistry.errors import RegistryError
+from ociregistry.errors import ScopeInvalid
 
 REPOSITORY = "repository"
 REGISTRY = "registry"
@@ -17,10 +17,6 @@ CATALOG = "catalog"
 REPOSITORY_ACTIONS = frozenset({"pull", "push", "delete"})
 
 _SCOPE = re.compile(r"([a-z0-9]+)(?:\([a-z0-9]+\))?:([^:\s]+):([a-z*]+(?:,[a-z*]+)*)")
-
-
-class ScopeInvalid(RegistryError):
-    code, status = "SCOPE_INVALID", 400
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Registry tokens: short-lived JWTs signed with a key pair every instance shares.
 
 They follow the Docker token authentication spec (`kid` in libtrust format), so another
-registry, such as CNCF Distribution, can use this one as its token server: it trusts the
-certificates `signing_certificates` makes (`ociregistry signing-cert`).
+registry, such as CNCF Distribution, can use this one as its token server: 2.x trusts the
+certificates `signing_certificates` makes (`ociregistry signing-cert`); 3.x, and any other JWT
+verifier, looks the token's `kid` up in the JWKS `signing_jwks` makes (`ociregistry
+signing-cert --jwks`, or `GET /auth/jwks.json`).
 
 Verification pins our own keys and ES256 only: `alg: none`, HMAC tricks with the public key,
 keys carried in the header (`jwk`, `x5c`, `jku`) and foreign `kid`s are all refused, and
@@ -25,11 +27,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
 from ociregistry.auth.models import SigningKey
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.sql import insert_ignore
+from ociregistry.db.database import Database
+from ociregistry.db.sql import insert_ignore
 
 ALGORITHM = "ES256"
 ISSUER = "ociregistry"
@@ -166,6 +169,24 @@ async def signing_certificates(db: Database) -> str:
     return "".join(pems)
 
 
+def _jwk(kid: str, public_key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+    """One public key as an RFC 7517 JWK, under the `kid` our tokens carry."""
+    jwk = dict(ECAlgorithm.to_jwk(public_key, as_dict=True))
+    jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
+    return jwk
+
+
+def jwk_set(public_keys: list[ec.EllipticCurvePublicKey]) -> dict[str, Any]:
+    """An RFC 7517 JWK Set of `public_keys`, each under its libtrust ID: the `kid` of our
+    tokens, which is how Distribution 3 (`auth.token.jwks`) and JWT libraries find the key."""
+    return {"keys": [_jwk(_kid(key), key) for key in public_keys]}
+
+
+async def signing_jwks(db: Database) -> dict[str, Any]:
+    """The token-signing keys as a JWK Set, the current key first (see `jwk_set`)."""
+    return jwk_set([_load_private_key(pem).public_key() for _, pem in await _stored_keys(db)])
+
+
 class TokenSigner:
     """Issues and verifies tokens for one service name (the JWT audience)."""
 
@@ -188,6 +209,10 @@ class TokenSigner:
             self._public.setdefault(stored_kid, key.public_key())
         self._current_kid = next(iter(self._private))  # keys come newest first
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
+
+    def jwks(self) -> dict[str, Any]:
+        """The public half of every signing key this signer holds, as a JWK Set."""
+        return jwk_set([key.public_key() for key in self._private.values()])
 
     @classmethod
     async def load(cls, db: Database, *, service: str, ttl_seconds: int) -> TokenSigner:

@@ -14,9 +14,10 @@ import logging
 from starlette.requests import Request
 
 from ociregistry.auth.accounts import PAT_PREFIX, Authenticated
-from ociregistry.auth.policy import ANONYMOUS, AuthenticationRequired, Principal
+from ociregistry.auth.policy import ANONYMOUS, Principal
+from ociregistry.auth.throttle import account_key, address_key
 from ociregistry.auth.tokens import SESSION_TOKEN, InvalidToken
-from ociregistry.errors import RegistryError, Unauthorized
+from ociregistry.errors import AuthenticationRequired, CsrfFailed, TooManyAttempts, Unauthorized
 from ociregistry.services import Services
 
 log = logging.getLogger("ociregistry.auth")
@@ -27,12 +28,13 @@ SESSION_PATHS = ("/api/", "/console/")  # the cookie means nothing to /v2 or /au
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class CsrfFailed(RegistryError):
-    code, status = "PERMISSION_DENIED", 403
-
-
-class TooManyAttempts(RegistryError):
-    code, status = "TOO_MANY_REQUESTS", 429
+def wait_words(seconds: int) -> str:
+    """`45 seconds`, `5 minutes`, `2 hours`: how long to wait, rounded up, for a message."""
+    if seconds < 120:
+        return f"{seconds} seconds"
+    if seconds < 7200:
+        return f"{-(-seconds // 60)} minutes"
+    return f"{-(-seconds // 3600)} hours"
 
 
 def client_address(request: Request) -> str:
@@ -56,22 +58,23 @@ async def check_password(
 ) -> Authenticated:
     """Verify a username and password (or personal access token), throttling failures per
     account and per address. Failures for existing and missing accounts look alike."""
-    keys = [f"user:{username.lower()[:100]}", f"addr:{client_address(request)}"]
-    verdict = await services.throttle.check(keys)
+    account, address = account_key(username), address_key(client_address(request))
+    verdict = await services.throttle.check(account, address)
     if verdict.retry_after is not None:
-        log.warning("sign-in refused (throttled) user=%r addr=%s", username[:100], keys[1])
+        log.warning("sign-in refused (throttled) user=%r %s", username[:100], address)
         raise TooManyAttempts(
-            "too many failed sign-ins; try again later",
-            headers={"Retry-After": str(verdict.retry_after)},
+            f"too many failed sign-ins; try again in {wait_words(verdict.retry_after)} "
+            "(an admin can lift the block with `ociregistry user unlock NAME`)",
+            retry_after=verdict.retry_after,
         )
     await services.throttle.wait(verdict)
     found = await services.accounts.authenticate(username, secret)
     if found is None:
-        await services.throttle.failed(keys)
-        log.warning("sign-in failed user=%r addr=%s", username[:100], keys[1])
+        await services.throttle.failed(account, address)
+        log.warning("sign-in failed user=%r %s", username[:100], address)
         raise Unauthorized("invalid username or password")
     if verdict.failures:  # a success clears the account's record (never the address's)
-        await services.throttle.succeeded(keys[:1])
+        await services.throttle.succeeded(account)
     return found
 
 

@@ -4,6 +4,9 @@
 speaks OAuth2 with the `password` and `refresh_token` grants, which is how `docker login`
 obtains an identity token. Either answers a registry token whose `access` claim is what was
 asked for, narrowed to what the access policy allows.
+
+`/auth/jwks.json` publishes the public keys that sign those tokens (a JWK Set, public, no
+authentication), so another registry or any JWT library can verify them by their `kid`.
 """
 
 from __future__ import annotations
@@ -20,23 +23,11 @@ from ociregistry.auth.accounts import Authenticated
 from ociregistry.auth.policy import ANONYMOUS
 from ociregistry.auth.scopes import parse_scopes
 from ociregistry.authapi.credentials import check_password, parse_basic, principal_of
-from ociregistry.errors import RegistryError, Unauthorized
+from ociregistry.errors import GrantInvalid, GrantRefused, TokenRequestTooLarge, Unauthorized
 from ociregistry.services import Services
 
 MAX_FORM_BYTES = 64 * 1024
-
-
-class GrantInvalid(RegistryError):
-    """An OAuth2 request that cannot be served; `oauth_error` is RFC 6749's error name. A 401
-    (a grant that no longer works) is coded UNAUTHORIZED: docker prints the code's name."""
-
-    code, status = "UNSUPPORTED", 400
-
-    def __init__(self, message: str, oauth_error: str, status: int = 400) -> None:
-        super().__init__(message, detail={"error": oauth_error})
-        self.status = status  # type: ignore[misc]
-        if status == 401:
-            self.code = Unauthorized.code  # type: ignore[misc]
+JWKS_MAX_AGE_SECONDS = 300  # verifiers may cache the key set this long; keys rarely change
 
 
 def _issue(
@@ -87,7 +78,7 @@ async def _read_form(request: Request) -> FormData:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise GrantInvalid("the token request is too large", "invalid_request", status=413)
+            raise TokenRequestTooLarge("the token request is too large", "invalid_request")
     try:
         text = body.decode("utf-8")
         return FormData(parse_qsl(text, keep_blank_values=True, max_num_fields=100))
@@ -99,7 +90,7 @@ async def post_token(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise GrantInvalid("the token request is too large", "invalid_request", status=413)
+        raise TokenRequestTooLarge("the token request is too large", "invalid_request")
     form = await _read_form(request)
     grant_type = form.get("grant_type")
     refresh_token = None
@@ -115,9 +106,7 @@ async def post_token(request: Request) -> JSONResponse:
             await services.accounts.redeem_refresh_token(value) if isinstance(value, str) else None
         )
         if found is None:
-            raise GrantInvalid(
-                "the refresh token is invalid, expired or revoked", "invalid_grant", status=401
-            )
+            raise GrantRefused("the refresh token is invalid, expired or revoked", "invalid_grant")
         refresh_token = value
     else:
         raise GrantInvalid("grant_type must be password or refresh_token", "unsupported_grant_type")
@@ -137,4 +126,14 @@ async def post_token(request: Request) -> JSONResponse:
             "refresh_token": refresh_token,
         },
         headers={"Cache-Control": "no-store"},
+    )
+
+
+async def get_jwks(request: Request) -> JSONResponse:
+    """The token-signing keys as a JWK Set (RFC 7517): public keys only, for anyone."""
+    services: Services = request.app.state.services
+    return JSONResponse(
+        services.signer.jwks(),
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"},
     )

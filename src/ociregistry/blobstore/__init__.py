@@ -1,20 +1,31 @@
 """Content-addressed blob storage and uploads, over a swappable storage driver."""
 
+from ociregistry.blobstore.base import CheckedDriver
 from ociregistry.blobstore.digest import Digest
-from ociregistry.blobstore.driver import FileInfo, FileWriter, PathNotFound, StorageDriver
+from ociregistry.blobstore.driver import (
+    FileInfo,
+    PathNotFound,
+    StorageDriver,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
+from ociregistry.blobstore.factory import create_driver
 from ociregistry.blobstore.filesystem import FilesystemDriver
+from ociregistry.blobstore.memory import MemoryDriver
 from ociregistry.blobstore.store import BlobStore
-from ociregistry.blobstore.uploads import Uploads, UploadSession, upload_range
 
 __all__ = [
     "BlobStore",
+    "CheckedDriver",
     "Digest",
     "FileInfo",
-    "FileWriter",
     "FilesystemDriver",
+    "MemoryDriver",
     "PathNotFound",
     "StorageDriver",
-    "UploadSession",
-    "Uploads",
-    "upload_range",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
+    "create_driver",
 ]

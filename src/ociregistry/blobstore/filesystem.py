@@ -1,34 +1,46 @@
 """The local-filesystem storage driver: the embedded default.
 
 Durability rules, because a 201 is a promise that must survive a SIGKILL or a power cut:
-small objects are written to a temporary file, fsynced, renamed into place and the directory
-fsynced; streams are fsynced on `commit()`; `move()` fsyncs both directories. All blocking
-calls run in a worker thread, several system calls per hop, so the event loop never waits on
-the disk.
+every object is written to a temporary file in `.incoming/`, fsynced, renamed into place and
+its directory fsynced, so a reader (and a crash) sees the whole object or nothing. What a
+killed server leaves in `.incoming/` is swept by the purge of stale uploads.
+
+A multipart upload is one file (`<upload folder>/data`) whose parts are written at their
+offsets and synced part by part; the state records the size of each part. Composing is a sync
+and a rename: finishing a chunked upload copies no byte again. The bytes of a part that failed
+half-way are cut off at once (or, after a crash, lie past the recorded size, where the next
+part overwrites them or compose cuts them off); they are never read.
+
+All blocking calls run in a worker thread, several system calls per hop, so the event loop
+never waits on the disk. Temporary files start with a dot, a name no registry path has, so
+`walk` never yields them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import os
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from ociregistry.blobstore.driver import (
     FileInfo,
-    FileWriter,
     PathNotFound,
+    PendingUpload,
     StorageDriver,
-    check_path,
+    StorageError,
+    UploadState,
 )
 
 READ_CHUNK_BYTES = 1 << 20  # large enough that one thread hop per chunk costs nothing
+UPLOAD_DATA = "data"
+INCOMING = ".incoming"  # objects being written; a name no registry path has
+INCOMING_EXPIRY_SECONDS = 24 * 3600  # what a killed server left there goes after this
 
 T = TypeVar("T")
 
@@ -45,32 +57,23 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(target: Path, data: bytes, durable: bool) -> None:
+def _publish(temporary: Path, target: Path) -> None:
+    """Rename a synced file into place and make the new name durable."""
+    os.replace(temporary, target)
+    _fsync_directory(target.parent)
+
+
+def _write_atomically(target: Path, temporary: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".tmp-{uuid.uuid4().hex}"
     try:
         with open(temporary, "wb") as file:
             file.write(data)
-            if durable:
-                file.flush()
-                os.fsync(file.fileno())
-        os.replace(temporary, target)
+            file.flush()
+            os.fsync(file.fileno())
+        _publish(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    if durable:
-        _fsync_directory(target.parent)
-
-
-def _move(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(source, destination)
-    except FileNotFoundError:
-        raise PathNotFound(str(source)) from None
-    # The new name is what must survive a crash; a stale old name (an upload's leftover) is
-    # harmless and purged with its session.
-    _fsync_directory(destination.parent)
 
 
 def _delete(target: Path) -> None:
@@ -95,65 +98,39 @@ def _delete(target: Path) -> None:
 
 def _stat(target: Path) -> os.stat_result | None:
     try:
-        return target.stat()
+        result = target.stat()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    return None if os.path.isdir(target) else result
 
 
-def _read_chunk(fd: int, offset: int, size: int) -> bytes:
-    return os.pread(fd, size, offset)
-
-
-def _open_locked(target: Path, append: bool) -> tuple[int, int]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        # One writer per upload at a time, across every worker process and instance.
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not append:
-            os.ftruncate(fd, 0)
-        size = os.lseek(fd, 0, os.SEEK_END)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, size
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
-class _FilesystemWriter(FileWriter):
-    def __init__(self, fd: int, size: int) -> None:
-        self._fd = fd
-        self._size = size
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        await _in_thread(_write_all, self._fd, data)
-        self._size += len(data)
-
-    async def truncate(self, size: int) -> None:
-        def cut() -> None:
-            os.ftruncate(self._fd, size)
-            os.lseek(self._fd, size, os.SEEK_SET)
-
-        await _in_thread(cut)
-        self._size = size
-
-    async def commit(self) -> None:
-        await _in_thread(os.fsync, self._fd)
-
-    async def close(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)  # closing releases the lock
+def _scan(directory: Path, hidden: bool = False) -> list[tuple[str, bool, int, float]]:
+    """(name, is a folder, size, mtime) of each visible entry of one folder."""
+    entries = []
+    try:
+        with os.scandir(directory) as scan:
+            for entry in scan:
+                if entry.name.startswith(".") and not hidden:
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        entries.append((entry.name, True, 0, 0.0))
+                    else:
+                        info = entry.stat(follow_symlinks=False)
+                        entries.append((entry.name, False, info.st_size, info.st_mtime))
+                except FileNotFoundError:
+                    continue  # deleted while we looked
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return entries
 
 
 class FilesystemDriver(StorageDriver):
@@ -161,35 +138,36 @@ class FilesystemDriver(StorageDriver):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / INCOMING).mkdir(parents=True, exist_ok=True)
 
     def _full(self, path: str) -> Path:
-        return self.root / check_path(path)
+        return self.root / path
+
+    def _incoming(self) -> Path:
+        return self.root / INCOMING / uuid.uuid4().hex
 
     async def get_content(self, path: str) -> bytes:
         try:
             return await _in_thread(self._full(path).read_bytes)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(path) from None
 
-    async def put_content(self, path: str, data: bytes, *, durable: bool = True) -> None:
-        await _in_thread(_write_atomically, self._full(path), data, durable)
+    async def put_content(self, path: str, data: bytes) -> None:
+        await _in_thread(_write_atomically, self._full(path), self._incoming(), data)
 
     async def reader(
         self, path: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         try:
             fd = await _in_thread(os.open, self._full(path), os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
         try:
             if length is None:
                 length = os.fstat(fd).st_size - offset
             remaining = length
             while remaining > 0:
-                chunk = await _in_thread(
-                    _read_chunk, fd, offset, min(READ_CHUNK_BYTES, remaining)
-                )
+                chunk = await _in_thread(os.pread, fd, min(READ_CHUNK_BYTES, remaining), offset)
                 if not chunk:
                     break
                 offset += len(chunk)
@@ -198,31 +176,142 @@ class FilesystemDriver(StorageDriver):
         finally:
             os.close(fd)
 
-    async def writer(self, path: str, *, append: bool) -> FileWriter:
-        fd, size = await _in_thread(_open_locked, self._full(path), append)
-        return _FilesystemWriter(fd, size)
-
     async def stat(self, path: str) -> FileInfo | None:
         result = await _in_thread(_stat, self._full(path))
         if result is None:
             return None
         return FileInfo(path=path, size=result.st_size, modified=result.st_mtime)
 
-    async def list(self, path: str) -> list[str]:
-        def names() -> list[str]:
-            try:
-                return sorted(os.listdir(self._full(path)))
-            except (FileNotFoundError, NotADirectoryError):
-                return []
-            except OSError as error:
-                if error.errno == errno.ENOTDIR:
-                    return []
-                raise
-
-        return await _in_thread(names)
-
-    async def move(self, source: str, destination: str) -> None:
-        await _in_thread(_move, self._full(source), self._full(destination))
+    async def walk(self, prefix: str) -> AsyncIterator[FileInfo]:
+        top = self._full(prefix)
+        single = await _in_thread(_stat, top)
+        if single is not None:
+            yield FileInfo(prefix, single.st_size, single.st_mtime)
+            return
+        folders = [prefix]
+        while folders:
+            folder = folders.pop()
+            for name, is_folder, size, modified in await _in_thread(_scan, self._full(folder)):
+                if is_folder:
+                    folders.append(f"{folder}/{name}")
+                else:
+                    yield FileInfo(f"{folder}/{name}", size, modified)
 
     async def delete(self, path: str) -> None:
         await _in_thread(_delete, self._full(path))
+
+    async def put_stream(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        target = self._full(path)
+        await _in_thread(target.parent.mkdir, 0o755, True, True)
+        temporary = self._incoming()
+        fd = await _in_thread(os.open, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            size = await self._write_from(fd, 0, chunks)
+            await _in_thread(os.fsync, fd)
+            await _in_thread(_publish, temporary, target)
+            return size
+        except BaseException:
+            await asyncio.shield(_in_thread(temporary.unlink, True))
+            raise
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    async def _write_from(fd: int, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        """Write a stream at `offset`; the next chunk arrives while the last one is written."""
+        start = offset
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for chunk in chunks:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(_in_thread(_write_all, fd, chunk, offset))
+                offset += len(chunk)
+            if pending is not None:
+                await pending
+        except BaseException:
+            if pending is not None and not pending.done():
+                await asyncio.gather(pending, return_exceptions=True)  # before the fd closes
+            raise
+        return offset - start
+
+    # Multipart uploads: one file, parts at their offsets.
+
+    async def begin_upload(self, path: str) -> UploadState:
+        data = self._full(path) / UPLOAD_DATA
+
+        def create() -> None:
+            data.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(data, os.O_WRONLY | os.O_CREAT, 0o644))
+
+        await _in_thread(create)
+        return {"path": path, "parts": []}
+
+    def _data(self, state: UploadState) -> Path:
+        return self._full(state["path"]) / UPLOAD_DATA
+
+    async def write_part(
+        self, state: UploadState, part_number: int, chunks: AsyncIterable[bytes]
+    ) -> UploadState:
+        parts: list[int] = list(state["parts"])
+        if part_number > len(parts) + 1:
+            raise StorageError(f"part {part_number} follows part {len(parts)}")
+        parts = parts[: part_number - 1]
+        try:
+            fd = await _in_thread(os.open, self._data(state), os.O_WRONLY)
+        except FileNotFoundError:
+            raise PathNotFound(state["path"]) from None
+        try:
+            size = await self._write_from(fd, sum(parts), chunks)
+            await _in_thread(os.fdatasync, fd)  # a recorded part survives a power cut
+        except BaseException:
+            # Give the space of the failed part back at once (a full disk must not stay full).
+            await asyncio.shield(_in_thread(os.ftruncate, fd, sum(parts)))
+            raise
+        finally:
+            os.close(fd)
+        return {**state, "parts": [*parts, size]}
+
+    async def compose(self, state: UploadState, destination: str) -> None:
+        data, target, size = self._data(state), self._full(destination), sum(state["parts"])
+
+        def finish() -> None:
+            try:
+                fd = os.open(data, os.O_WRONLY)
+            except FileNotFoundError:
+                raise PathNotFound(state["path"]) from None
+            try:
+                held = os.fstat(fd).st_size
+                if held < size:
+                    raise StorageError(f"upload {state['path']} holds {held} of {size} bytes")
+                if held > size:  # the remains of a part that failed
+                    os.ftruncate(fd, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _publish(data, target)
+            _delete(data.parent)
+
+        await _in_thread(finish)
+
+    async def abort(self, state: UploadState) -> None:
+        await _in_thread(_delete, self._full(state["path"]))
+
+    async def pending_uploads(self, prefix: str) -> AsyncIterator[PendingUpload]:
+        await _in_thread(self._sweep_incoming)
+        for name, is_folder, _, _ in await _in_thread(_scan, self._full(prefix)):
+            if not is_folder:
+                continue
+            path = f"{prefix}/{name}"
+            try:
+                started = (await _in_thread(os.stat, self._full(path))).st_mtime
+            except FileNotFoundError:
+                continue
+            yield PendingUpload(path=path, started=started, state={"path": path, "parts": []})
+
+    def _sweep_incoming(self) -> None:
+        cutoff = time.time() - INCOMING_EXPIRY_SECONDS
+        for name, is_folder, _, modified in _scan(self.root / INCOMING, hidden=True):
+            if not is_folder and modified < cutoff:
+                (self.root / INCOMING / name).unlink(missing_ok=True)

@@ -3,8 +3,7 @@
 Layout (relative to the driver's root)::
 
     blobs/<algorithm>/<first two hex digits>/<hex>    one file per digest, whoever uses it
-    uploads/<uuid>/info                               the session: repository, start time
-    uploads/<uuid>/data                               the bytes received so far
+    uploads/<uuid>/...                                an upload's staged bytes (the driver's)
 
 A blob path is built only from a parsed `Digest`, an upload path only from a parsed UUID.
 One copy of each digest exists however many repositories link to it; which repositories may
@@ -15,12 +14,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ociregistry.blobstore.digest import Digest
+from ociregistry.blobstore.digest import HEX_LENGTHS, Digest
 from ociregistry.blobstore.driver import StorageDriver
+from ociregistry.errors import RegistryError
 
 
 def blob_path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def digest_of_path(path: str) -> Digest | None:
+    """The digest whose blob lives at `path`, or None when `path` is not a blob's path (a
+    walk of `blobs` meeting something we never wrote)."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != "blobs" or parts[1] not in HEX_LENGTHS:
+        return None
+    _, algorithm, prefix, name = parts
+    if len(name) != HEX_LENGTHS[algorithm] or not name.startswith(prefix):
+        return None
+    try:
+        digest = Digest.parse(f"{algorithm}:{name}")
+    except RegistryError:
+        return None
+    return digest if blob_path(digest) == path else None
 
 
 class BlobStore:
@@ -47,8 +63,5 @@ class BlobStore:
         """Store a small blob whose digest the caller has checked; durable when this returns."""
         await self.driver.put_content(blob_path(digest), data)
 
-    async def delete(self, digest: Digest) -> None:
-        await self.driver.delete(blob_path(digest))
-
-    def redirect_url(self, digest: Digest) -> str | None:
-        return self.driver.redirect_url(blob_path(digest))
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return await self.driver.redirect_url(blob_path(digest))

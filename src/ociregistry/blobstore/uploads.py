@@ -1,45 +1,63 @@
 """Blob uploads: sessions that receive bytes in one or many requests, then become a blob.
 
-A session is a folder in storage, not process memory, so each request of a chunked upload may
-land on any worker or instance. Bytes are hashed while they are written; the running hash is
-kept per process as a speed-up, and whenever it is missing or behind (another worker took a
-chunk), the missing bytes are read back from storage and hashed. A blob becomes visible only
-by an atomic move of a complete, fsynced and verified file.
+Shaped for object storage, as Quay's uploads are. A session is a database row
+(`blobstore/models.py`) holding the offset, the driver's opaque multipart state and the
+serialised sha256 state, so each request of a chunked upload may land on any worker or
+instance and continues both the data and the hash without reading a byte back. The row is the
+lock: a request claims it by compare-and-set, and only the claimant advances it.
+
+Each chunk becomes a part (`write_part`); a chunk that fails or is cut off is simply not
+recorded. A driver with a minimum part size (S3) gets parts of at least that size: a smaller
+chunk is staged as an object of its own (`uploads/<id>/tail-<offset>`) and joined with the
+next one. Finishing checks the digest and composes the parts into the blob, server-side; a
+digest mismatch cancels the session, as Distribution does. A monolithic upload (the whole blob
+in the request that names its digest) streams straight to its place with `put_stream`,
+verified before it becomes visible.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import os
+import secrets
+import socket
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, Digest
-from ociregistry.blobstore.driver import FileWriter, PathNotFound, StorageDriver
+from ociregistry.blobstore.driver import StorageDriver, UploadState
+from ociregistry.blobstore.hashing import Hasher, OneShotHash, ResumableSha256
+from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.store import blob_path
+from ociregistry.db.database import Database
+from ociregistry.db.models import as_utc, utcnow
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 DEFAULT_EXPIRY_SECONDS = 24 * 3600
 FLUSH_BYTES = 4 << 20  # write and hash in 4 MiB steps: few thread hops, bounded memory
-INLINE_HASH_BYTES = 64 << 10  # smaller steps are hashed on the event loop (tens of microseconds)
-MAX_CACHED_HASHES = 1024
+INLINE_HASH_BYTES = 64 << 10  # smaller steps are hashed on the event loop (microseconds)
+ORPHAN_GRACE_SECONDS = 3600  # a multipart upload no row owns is aborted once this old
+CLAIM_LEASE_SECONDS = 60.0  # a claim not renewed for this long is taken over
+CLAIM_RENEW_SECONDS = 20.0
+UPLOADS_PREFIX = "uploads"
 
 
 @dataclass(frozen=True, slots=True)
 class UploadSession:
     id: str
     repository: str
+    offset: int  # bytes received, when the session was read
     started_at: float
-
-
-def upload_range(size: int) -> str:
-    """The `Range` header value for `size` bytes received (`0-0` when none, as Distribution)."""
-    return f"0-{max(size - 1, 0)}"
 
 
 def _parse_upload_id(text: str) -> str:
@@ -54,244 +72,496 @@ def _parse_upload_id(text: str) -> str:
     return text
 
 
-async def _in_thread(function, *args):  # type: ignore[no-untyped-def]
+async def _in_thread(function: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, partial(function, *args))
+
+
+def _process_start() -> str:
+    """This process's start time in clock ticks since boot: with the pid, a name no later
+    process on this machine has."""
+    try:
+        return Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return "0"
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_PROCESS = f"{_HOST}.{os.getpid()}.{_process_start()}"
+
+
+def _holder_is_dead(writer: str) -> bool:
+    """Whether a claim belongs to a process of this machine that no longer runs (a SIGKILL),
+    so it can be taken over at once instead of after the lease."""
+    host, _, rest = writer.partition(".")
+    pid, _, rest = rest.partition(".")
+    started, _, _ = rest.partition(".")
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] in ("Z", "X") or fields[19] != started
+
+
+async def _chunked(body: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Re-cut a request body into pieces of about `size` bytes (the last may be smaller)."""
+    buffer = bytearray()
+    async for chunk in body:
+        if not buffer and len(chunk) >= size:
+            yield chunk
+            continue
+        buffer += chunk
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer = bytearray()
+    if buffer:
+        yield bytes(buffer)
+
+
+class _Receiver:
+    """Streams a body through a hash (in a worker thread, side by side with the write of the
+    previous piece) and counts it; renews the claim on long requests."""
+
+    def __init__(self, hasher: Hasher, renew: Any = None) -> None:
+        self.hasher = hasher
+        self.received = 0
+        self._renew = renew
+        self._renewed = time.monotonic()
+
+    async def stream(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        pending: asyncio.Future[Any] | None = None
+        try:
+            async for piece in _chunked(body, FLUSH_BYTES):
+                if pending is not None:
+                    await pending
+                if len(piece) <= INLINE_HASH_BYTES:
+                    self.hasher.update(piece)
+                    pending = None
+                else:
+                    pending = asyncio.ensure_future(_in_thread(self.hasher.update, piece))
+                self.received += len(piece)
+                yield piece
+                if (
+                    self._renew is not None
+                    and time.monotonic() - self._renewed > CLAIM_RENEW_SECONDS
+                ):
+                    self._renewed = time.monotonic()
+                    await self._renew()
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _verified(
+    receiver: _Receiver, body: AsyncIterable[bytes], digest: Digest
+) -> AsyncIterator[bytes]:
+    """The body, raising DIGEST_INVALID at its very end when it is not `digest`: the driver
+    then makes nothing visible."""
+    async for piece in receiver.stream(body):
+        yield piece
+    _check(receiver.hasher.digest(), digest)
+
+
+async def _joined(*sources: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    for source in sources:
+        async for piece in source:
+            yield piece
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+@dataclass(slots=True)
+class _Claimed:
+    """A session row as its claimant sees it, and what the claimant will write back."""
+
+    session: UploadSession
+    token: str
+    offset: int
+    parts: int
+    staged: int
+    storage_state: UploadState | None
+    hash_state: bytes | None
 
 
 class Uploads:
     """Start, extend, finish, cancel and expire upload sessions."""
 
     def __init__(
-        self, driver: StorageDriver, *, expiry_seconds: float = DEFAULT_EXPIRY_SECONDS
+        self,
+        db: Database,
+        driver: StorageDriver,
+        *,
+        expiry_seconds: float = DEFAULT_EXPIRY_SECONDS,
     ) -> None:
+        self.db = db
         self.driver = driver
         self.expiry_seconds = expiry_seconds
-        # upload id -> (bytes hashed, sha256 state); a cache, never the truth.
-        self._hashes: OrderedDict[str, tuple[int, hashlib._Hash]] = OrderedDict()
 
-    @staticmethod
-    def _info_path(upload_id: str) -> str:
-        return f"uploads/{upload_id}/info"
-
-    @staticmethod
-    def _data_path(upload_id: str) -> str:
-        return f"uploads/{upload_id}/data"
+    # -- sessions ------------------------------------------------------------------------------
 
     async def start(self, repository: str) -> UploadSession:
-        session = UploadSession(str(uuid.uuid4()), repository, time.time())
-        info = {"repository": repository, "started_at": session.started_at}
-        # Not synced: a session lost in a crash is simply started again; a 202 promises nothing.
-        await self.driver.put_content(
-            self._info_path(session.id), json.dumps(info).encode(), durable=False
-        )
-        return session
+        now = utcnow()
+        row = {
+            "id": str(uuid.uuid4()),
+            "repository": repository,
+            "received": 0,
+            "parts": 0,
+            "staged": 0,
+            "started_at": now,
+            "active_at": now,
+        }
+        await self.db.transaction(lambda conn: conn.execute(insert(UploadRow).values(**row)))
+        return UploadSession(row["id"], repository, 0, now.timestamp())
 
     async def get(self, upload_id: str, repository: str) -> UploadSession:
         """The live session `upload_id` of `repository`; BLOB_UPLOAD_UNKNOWN otherwise."""
         upload_id = _parse_upload_id(upload_id)
-        try:
-            info = json.loads(await self.driver.get_content(self._info_path(upload_id)))
-        except PathNotFound:
-            info = None
-        if info is None or info.get("repository") != repository:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        UploadRow.repository,
+                        UploadRow.received,
+                        UploadRow.started_at,
+                        UploadRow.active_at,
+                    ).where(UploadRow.id == upload_id)
+                )
+            ).first()
+        if row is None or row.repository != repository:
             # A session of another repository is as unknown here as a missing one.
             raise BlobUploadUnknown(f"upload {upload_id} is unknown in {repository}")
-        session = UploadSession(upload_id, repository, float(info["started_at"]))
-        if await self._last_activity(session) < time.time() - self.expiry_seconds:
+        session = UploadSession(
+            upload_id, repository, row.received, as_utc(row.started_at).timestamp()
+        )
+        if as_utc(row.active_at).timestamp() < time.time() - self.expiry_seconds:
             await self.cancel(session)
             raise BlobUploadUnknown(f"upload {upload_id} expired; start a new upload")
         return session
 
     async def size(self, session: UploadSession) -> int:
-        info = await self.driver.stat(self._data_path(session.id))
-        return 0 if info is None else info.size
+        return session.offset
 
-    async def _last_activity(self, session: UploadSession) -> float:
-        info = await self.driver.stat(self._data_path(session.id))
-        return max(session.started_at, info.modified if info else 0.0)
+    @property
+    def min_chunk_length(self) -> int | None:
+        """The smallest chunk the store takes as one part (`OCI-Chunk-Min-Length`); smaller
+        chunks work, but are staged and copied once. None when any size is as good."""
+        return self.driver.min_part_size or None
+
+    # -- receiving ------------------------------------------------------------------------------
 
     async def append(
         self,
         session: UploadSession,
-        body: AsyncIterator[bytes],
+        body: AsyncIterable[bytes],
         *,
         start: int | None = None,
         length: int | None = None,
     ) -> int:
         """Add a chunk; return the new size. `start`/`length` come from `Content-Range`."""
-        writer = await self.driver.writer(self._data_path(session.id), append=True)
-        async with writer:
-            before = writer.size
-            if start is not None and start != before:
-                raise RangeInvalid(
-                    f"chunk starts at byte {start} but the upload holds {before} bytes; "
-                    f"send the next chunk from byte {before}",
-                    detail={"expected_start": before, "received_start": start},
-                    headers=self._progress_headers(session, before),
-                )
-            try:
-                await self._receive(session, writer, body)
-            except BaseException:  # a dropped connection leaves the upload as it was
-                await self._undo(session, writer, before)
-                raise
-            received = writer.size - before
-            if length is not None and received != length:
-                await self._undo(session, writer, before)
+        claimed = await self._claim(session, session.offset if start is None else start)
+        try:
+            receiver = await self._receive(claimed, body, final=False)
+            if length is not None and receiver.received != length:
                 raise BlobUploadInvalid(
-                    f"Content-Range announced {length} bytes but the body held {received}",
-                    detail={"announced": length, "received": received},
+                    f"Content-Range announced {length} bytes but the body held {receiver.received}",
+                    detail={"announced": length, "received": receiver.received},
                 )
-            return writer.size
+        except BaseException:
+            await asyncio.shield(self._release(claimed))
+            raise
+        claimed.hash_state = (
+            receiver.hasher.state() if isinstance(receiver.hasher, ResumableSha256) else None
+        )
+        await self._advance(claimed)
+        return claimed.offset
 
     async def finish(
-        self, session: UploadSession, digest: Digest, body: AsyncIterator[bytes] | None = None
+        self, session: UploadSession, digest: Digest, body: AsyncIterable[bytes] | None = None
     ) -> int:
         """Take a last chunk, check the digest and make the blob visible; return its size.
 
-        On a digest mismatch the last chunk is taken back and the session stays as it was.
-        """
-        writer = await self.driver.writer(self._data_path(session.id), append=True)
-        async with writer:
-            before = writer.size
-            if body is not None:
-                try:
-                    await self._receive(session, writer, body)
-                except BaseException:
-                    await self._undo(session, writer, before)
-                    raise
-            actual = await self._digest(session, digest.algorithm, writer.size)
-            if actual != digest:
-                await self._undo(session, writer, before)
-                raise DigestInvalid(
-                    f"the uploaded content has digest {actual}, not {digest}",
-                    detail={"expected": str(digest), "actual": str(actual)},
-                )
-            size = writer.size
-            await writer.commit()
-        await self.driver.move(self._data_path(session.id), blob_path(digest))
-        await self.cancel(session)
+        A digest mismatch cancels the session (the client starts again), as Distribution."""
+        claimed = await self._claim(session, session.offset)
+        try:
+            if claimed.offset == 0 and claimed.storage_state is None:
+                # Nothing came before: the body is the whole blob, straight to its place.
+                size = await self._put_verified(digest, body if body is not None else _once(b""))
+            else:
+                size = await self._finish_parts(claimed, digest, body)
+        except DigestInvalid:
+            await asyncio.shield(self._drop(claimed.session.id, claimed.storage_state))
+            raise
+        except BaseException:
+            await asyncio.shield(self._release(claimed))
+            raise
+        await self._drop(session.id, None)
         return size
 
-    async def put_whole(self, digest: Digest, body: AsyncIterator[bytes]) -> int:
+    async def put_whole(self, digest: Digest, body: AsyncIterable[bytes]) -> int:
         """A monolithic upload (`POST ?digest=`): the whole blob in one request, made visible
         only once complete, durable and of the digest the client named; return its size.
-
-        It needs no session state, since no later request continues it: only its data file is
-        written, which the purge of stale sessions removes if the server dies mid-request."""
-        session = UploadSession(str(uuid.uuid4()), "", time.time())
-        try:
-            return await self.finish(session, digest, body)
-        except BaseException:
-            await self.cancel(session)
-            raise
+        It needs no session: nothing continues it."""
+        return await self._put_verified(digest, body)
 
     async def cancel(self, session: UploadSession) -> None:
-        self._hashes.pop(session.id, None)
-        await self.driver.delete(f"uploads/{session.id}")
+        async with self.db.read() as conn:
+            state = await conn.scalar(
+                select(UploadRow.storage_state).where(UploadRow.id == session.id)
+            )
+        await self._drop(session.id, state)
 
     async def purge_expired(self, now: float | None = None) -> int:
-        """Remove sessions idle for longer than the expiry; return how many went."""
-        cutoff = (now if now is not None else time.time()) - self.expiry_seconds
-        purged = 0
-        for name in await self.driver.list("uploads"):
-            try:
-                upload_id = _parse_upload_id(name)
-            except BlobUploadUnknown:
-                continue
-            info = await self.driver.stat(self._info_path(upload_id))
-            data = await self.driver.stat(self._data_path(upload_id))
-            newest = max(info.modified if info else 0.0, data.modified if data else 0.0)
-            if newest < cutoff:
-                self._hashes.pop(upload_id, None)
-                await self.driver.delete(f"uploads/{upload_id}")
-                purged += 1
-        return purged
+        """Remove sessions idle for longer than the expiry, and abort multipart uploads that no
+        session owns (a server killed between starting one and saving its row); return how
+        many sessions went."""
+        now = now if now is not None else time.time()
+        cutoff = datetime.fromtimestamp(now - self.expiry_seconds, UTC)
+
+        def expire(conn: Connection) -> list[tuple[str, UploadState | None]]:
+            rows = conn.execute(
+                delete(UploadRow)
+                .where(UploadRow.active_at < cutoff)
+                .returning(UploadRow.id, UploadRow.storage_state)
+            ).all()
+            return [(row.id, row.storage_state) for row in rows]
+
+        expired = await self.db.transaction(expire)
+        for upload_id, state in expired:
+            await self._discard_storage(upload_id, state)
+        async with self.db.read() as conn:
+            live = set((await conn.scalars(select(UploadRow.id))).all())
+        async for pending in self.driver.pending_uploads(UPLOADS_PREFIX):
+            upload_id = pending.path.rpartition("/")[2]
+            # Young ones may belong to a session saved after `live` was read.
+            if upload_id not in live and pending.started < now - ORPHAN_GRACE_SECONDS:
+                await self.driver.abort(pending.state)
+                await self.driver.delete(pending.path)
+        return len(expired)
 
     async def usage(self) -> tuple[int, int]:
         """How many upload sessions are unfinished, and the bytes they hold (the platform's
-        storage figures show them apart from every registry's)."""
-        sessions = held = 0
-        for name in await self.driver.list("uploads"):
-            try:
-                upload_id = _parse_upload_id(name)
-            except BlobUploadUnknown:
-                continue
-            data = await self.driver.stat(self._data_path(upload_id))
-            sessions += 1
-            held += data.size if data else 0
-        return sessions, held
+        storage figures show them apart from every registry's): a sum over the session rows."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.coalesce(func.sum(UploadRow.received), 0))
+                )
+            ).one()
+        return int(row[0]), int(row[1])
 
-    def _progress_headers(self, session: UploadSession, size: int) -> dict[str, str]:
-        return {
-            "Location": f"/v2/{session.repository}/blobs/uploads/{session.id}",
-            "Range": upload_range(size),
-            "Docker-Upload-UUID": session.id,
+    # -- the row as a lock -------------------------------------------------------------------
+
+    async def _claim(self, session: UploadSession, expected: int) -> _Claimed:
+        token = f"{_PROCESS}.{secrets.token_hex(3)}"
+        now = utcnow()
+        stale = now - timedelta(seconds=CLAIM_LEASE_SECONDS)
+
+        def claim(conn: Connection, dead: str | None) -> tuple[bool, Any]:
+            free = or_(UploadRow.writer.is_(None), UploadRow.writer_since < stale)
+            if dead is not None:
+                free = or_(free, UploadRow.writer == dead)
+            result = conn.execute(
+                update(UploadRow)
+                .where(UploadRow.id == session.id, UploadRow.received == expected, free)
+                .values(writer=token, writer_since=now, active_at=now)
+            )
+            row = conn.execute(
+                select(
+                    UploadRow.received,
+                    UploadRow.parts,
+                    UploadRow.staged,
+                    UploadRow.storage_state,
+                    UploadRow.hash_state,
+                    UploadRow.writer,
+                ).where(UploadRow.id == session.id)
+            ).first()
+            return result.rowcount == 1, row
+
+        won, row = await self.db.transaction(lambda conn: claim(conn, None))
+        if not won and row is not None and row.writer and _holder_is_dead(row.writer):
+            dead = row.writer
+            won, row = await self.db.transaction(lambda conn: claim(conn, dead))
+        if row is None:
+            raise BlobUploadUnknown(f"upload {session.id} is unknown in {session.repository}")
+        if not won:
+            if row.received != expected:
+                raise RangeInvalid(
+                    f"chunk starts at byte {expected} but the upload holds {row.received} "
+                    f"bytes; send the next chunk from byte {row.received}",
+                    detail={"expected_start": row.received, "received_start": expected},
+                    repository=session.repository,
+                    upload_id=session.id,
+                    received=row.received,
+                )
+            raise RangeInvalid(
+                f"another request is writing to upload {session.id} now; "
+                f"send the next chunk once it is answered",
+                detail={"upload": session.id},
+                repository=session.repository,
+                upload_id=session.id,
+                received=row.received,
+            )
+        return _Claimed(
+            session, token, row.received, row.parts, row.staged, row.storage_state, row.hash_state
+        )
+
+    async def _renew(self, claimed: _Claimed) -> None:
+        await self.db.transaction(
+            lambda conn: conn.execute(
+                update(UploadRow)
+                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
+                .values(writer_since=utcnow())
+            )
+        )
+
+    async def _release(self, claimed: _Claimed) -> None:
+        """Give the claim back; the row stays as it was, so the failed chunk is unrecorded."""
+        await self.db.transaction(
+            lambda conn: conn.execute(
+                update(UploadRow)
+                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
+                .values(writer=None, writer_since=None)
+            )
+        )
+
+    async def _advance(self, claimed: _Claimed) -> None:
+        values = {
+            "received": claimed.offset,
+            "parts": claimed.parts,
+            "staged": claimed.staged,
+            "storage_state": claimed.storage_state,
+            "hash_state": claimed.hash_state,
+            "writer": None,
+            "writer_since": None,
+            "active_at": utcnow(),
         }
 
-    def progress_headers(self, session: UploadSession, size: int) -> dict[str, str]:
-        return self._progress_headers(session, size)
+        def advance(conn: Connection) -> int:
+            return conn.execute(
+                update(UploadRow)
+                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
+                .values(**values)
+            ).rowcount
 
-    async def _receive(
-        self, session: UploadSession, writer: FileWriter, body: AsyncIterator[bytes]
-    ) -> None:
-        """Stream `body` to the end of the file, hashing as it goes when the hash is current."""
-        offset = writer.size
-        cached = self._hashes.pop(session.id, None)
-        if cached and cached[0] == offset:
-            hasher: hashlib._Hash | None = cached[1]
-        else:  # a new upload starts a hash; one that is behind is caught up at the end
-            hasher = hashlib.new(DEFAULT_ALGORITHM) if offset == 0 else None
-        try:
-            pending: asyncio.Future[object] | None = None
+        if await self.db.transaction(advance) != 1:
+            raise RangeInvalid(
+                f"upload {claimed.session.id} was taken over while this chunk was written; "
+                "ask for its status and continue from there",
+                detail={"upload": claimed.session.id},
+                repository=claimed.session.repository,
+                upload_id=claimed.session.id,
+            )
+
+    async def _drop(self, upload_id: str, state: UploadState | None) -> None:
+        await self.db.transaction(
+            lambda conn: conn.execute(delete(UploadRow).where(UploadRow.id == upload_id))
+        )
+        await self._discard_storage(upload_id, state)
+
+    async def _discard_storage(self, upload_id: str, state: UploadState | None) -> None:
+        if state is not None:
+            await self.driver.abort(state)
+        await self.driver.delete(f"{UPLOADS_PREFIX}/{upload_id}")  # a staged tail
+
+    # -- bytes -----------------------------------------------------------------------------------
+
+    def _tail_path(self, upload_id: str, offset: int) -> str:
+        return f"{UPLOADS_PREFIX}/{upload_id}/tail-{offset}"
+
+    async def _receive(self, claimed: _Claimed, body: AsyncIterable[bytes], *, final: bool) -> Any:
+        """Write `body` after what the session holds, as a part (with a staged tail before it)
+        or, below the driver's part size, as a new staged tail; update `claimed`."""
+        receiver = _Receiver(ResumableSha256(claimed.hash_state), lambda: self._renew(claimed))
+        minimum = self.driver.min_part_size
+        upload_id = claimed.session.id
+        source = receiver.stream(body)
+        head = b""
+        if minimum > 0 and not final:
+            # Peek until the tail and the body make a part, or the body ends first.
             buffer = bytearray()
-            async for chunk in body:
-                buffer += chunk
-                if len(buffer) >= FLUSH_BYTES:
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.ensure_future(self._flush(writer, hasher, buffer))
-                    buffer = bytearray()
-            if pending is not None:
-                await pending
-            if buffer:
-                await self._flush(writer, hasher, buffer)
-        except BaseException:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
-            raise  # the hash state is dropped; it is recomputed from storage when needed
-        if hasher is not None:
-            self._remember(session.id, writer.size, hasher)
+            async for piece in source:
+                buffer += piece
+                if claimed.staged + len(buffer) >= minimum:
+                    break
+            head = bytes(buffer)
+            if claimed.staged + len(head) < minimum:  # the body ended: stage a bigger tail
+                if head:
+                    staged = await self._read_tail(claimed)
+                    end = claimed.offset + len(head)
+                    await self.driver.put_content(self._tail_path(upload_id, end), staged + head)
+                    claimed.staged += len(head)
+                    claimed.offset = end
+                return receiver
+        if claimed.storage_state is None:
+            claimed.storage_state = await self.driver.begin_upload(f"{UPLOADS_PREFIX}/{upload_id}")
+        tail = await self._read_tail(claimed) if claimed.staged else b""
+        counted = _Counter(_joined(_once(tail), _once(head), source))
+        state = await self.driver.write_part(
+            claimed.storage_state, claimed.parts + 1, counted.stream()
+        )
+        if counted.size == 0:  # an empty chunk: no part
+            return receiver
+        claimed.storage_state = state
+        claimed.parts += 1
+        claimed.offset += counted.size - len(tail)
+        claimed.staged = 0
+        return receiver
 
-    @staticmethod
-    async def _flush(writer: FileWriter, hasher: hashlib._Hash | None, data: bytearray) -> None:
-        if hasher is None:
-            await writer.write(data)
-        elif len(data) <= INLINE_HASH_BYTES:  # microseconds: cheaper than a thread hop
-            hasher.update(data)
-            await writer.write(data)
-        else:  # hashing and writing release the GIL: run them side by side
-            await asyncio.gather(writer.write(data), _in_thread(hasher.update, data))
+    async def _read_tail(self, claimed: _Claimed) -> bytes:
+        if not claimed.staged:
+            return b""
+        return await self.driver.get_content(self._tail_path(claimed.session.id, claimed.offset))
 
-    def _remember(self, upload_id: str, offset: int, hasher: hashlib._Hash) -> None:
-        self._hashes[upload_id] = (offset, hasher)
-        self._hashes.move_to_end(upload_id)
-        while len(self._hashes) > MAX_CACHED_HASHES:
-            self._hashes.popitem(last=False)
+    async def _put_verified(self, digest: Digest, body: AsyncIterable[bytes]) -> int:
+        hasher: Hasher = OneShotHash(digest.algorithm)
+        receiver = _Receiver(hasher)
+        return await self.driver.put_stream(blob_path(digest), _verified(receiver, body, digest))
 
-    async def _digest(self, session: UploadSession, algorithm: str, size: int) -> Digest:
-        """The digest of the first `size` bytes, reusing the running hash where it fits."""
-        cached = self._hashes.get(session.id)
-        if algorithm == DEFAULT_ALGORITHM and cached and cached[0] <= size:
-            offset, hasher = cached[0], cached[1].copy()
-        else:
-            offset, hasher = 0, hashlib.new(algorithm)
-        if offset < size:
-            data = self.driver.reader(self._data_path(session.id), offset, size - offset)
-            async for chunk in data:
-                await _in_thread(hasher.update, chunk)
-        return Digest(algorithm, hasher.hexdigest())
+    async def _finish_parts(
+        self, claimed: _Claimed, digest: Digest, body: AsyncIterable[bytes] | None
+    ) -> int:
+        receiver = await self._receive(
+            claimed, body if body is not None else _once(b""), final=True
+        )
+        if claimed.storage_state is None:  # no part at all: an empty blob
+            return await self._put_verified(digest, _once(b""))
+        if digest.algorithm == DEFAULT_ALGORITHM:
+            _check(receiver.hasher.digest(), digest)
+            await self.driver.compose(claimed.storage_state, blob_path(digest))
+            return claimed.offset
+        # Only sha256 is hashed as chunks arrive: compose aside, hash from storage, copy.
+        aside = f"{UPLOADS_PREFIX}/{claimed.session.id}.composed"  # outside what compose ends
+        await self.driver.compose(claimed.storage_state, aside)
+        claimed.storage_state = None
+        try:
+            return await self._put_verified(digest, self.driver.reader(aside))
+        finally:
+            await asyncio.shield(self.driver.delete(aside))
 
-    async def _undo(self, session: UploadSession, writer: FileWriter, size: int) -> None:
-        self._hashes.pop(session.id, None)
-        await writer.truncate(size)
+
+def _check(actual: Digest, expected: Digest) -> None:
+    if actual != expected:
+        raise DigestInvalid(
+            f"the uploaded content has digest {actual}, not {expected}",
+            detail={"expected": str(expected), "actual": str(actual)},
+        )
+
+
+class _Counter:
+    def __init__(self, source: AsyncIterable[bytes]) -> None:
+        self.source = source
+        self.size = 0
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        async for piece in self.source:
+            self.size += len(piece)
+            yield piece

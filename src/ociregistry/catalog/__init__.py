@@ -1,2 +1,2 @@
-"""Registries, images, tags and the metadata database (`database`, `models`, `registries`,
-`images`). Import from the modules: this package's models are shared with `auth`."""
+"""Registries, images, tags, pull counts and the lists the console and the API show
+(`registries`, `images`, `pulls`, `listings`). The database they live in is `ociregistry.db`."""

@@ -12,19 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal_column, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.blobstore.digest import Digest
-from ociregistry.catalog.database import Database
+from ociregistry.catalog import candidates
 from ociregistry.catalog.immutable import (
     refuse_deleting,
     registry_patterns,
     rule_for,
     write_tag,
 )
-from ociregistry.catalog.models import (
+from ociregistry.catalog.usage import add_manifest, manifest_entries, note_stored, remove_manifests
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     ImageBlob,
     Manifest,
@@ -33,8 +35,7 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import insert_ignore_statement, upsert_statement
-from ociregistry.catalog.usage import add_manifest, manifest_entries, note_stored, remove_manifests
+from ociregistry.db.sql import insert_ignore_statement, upsert_statement
 from ociregistry.errors import (
     ManifestBlobUnknown,
     ManifestInvalid,
@@ -114,19 +115,31 @@ _REFERRERS = (
     .where(_IMAGE_ROW, Manifest.subject == bindparam("subject"))
     .order_by(Manifest.created_at, Manifest.id)
 )
-_FULL_NAME = (Registry.name + "/" + Image.name).label("full_name")
-_REPOSITORIES = (
-    select(_FULL_NAME)
-    .select_from(Image)
-    .join(Registry, Registry.id == Image.registry_id)
-    .where(
-        Registry.status == "available",
-        select(Manifest.id).where(Manifest.image_id == Image.id).exists(),
-        bindparam("last") < _FULL_NAME,
-    )
-    .order_by(_FULL_NAME)
+# The catalog, in the lexical order of full names `{registry}/{image}`, one registry at a time:
+# since no registry name holds '/', that order is registries by `name || '/'` (the expression
+# of the unique index ix_registries_catalog, migration 0009), then images by name, within each
+# registry an index range (registry_id, name). So a page costs the same at 100,000 repositories
+# as at 1,000, where sorting every full name did not.
+_CATALOG_KEY = Registry.name.concat(literal_column("'/'"))
+_CATALOG_REGISTRIES = (
+    select(Registry.id, Registry.name)
+    .where(Registry.status == "available")
+    .order_by(_CATALOG_KEY)
     .limit(bindparam("limit"))
 )
+_FROM_KEY = bindparam("key") <= _CATALOG_KEY  # the registry of `last`, and those after it
+_AFTER_KEY = bindparam("key") < _CATALOG_KEY  # the registries after the last one read
+_CATALOG_IMAGES = (
+    select(Image.name)
+    .where(
+        Image.registry_id == bindparam("registry_id"),
+        Image.name > bindparam("after"),
+        select(Manifest.id).where(Manifest.image_id == Image.id).exists(),
+    )
+    .order_by(Image.name)
+    .limit(bindparam("limit"))
+)
+_CATALOG_BATCH = 100  # registries read at a time while filling a page
 
 
 def _params(repo: RepositoryName, **more: Any) -> dict[str, Any]:
@@ -177,6 +190,13 @@ class Images:
             rows = (await conn.execute(query)).all()
         return [RepositoryName(registry, image) for registry, image in rows]
 
+    async def note_blob_written(self, digest: Digest) -> None:
+        """Before a blob's bytes are written: record it as a garbage candidate, so that a
+        blob written but never linked (the process died in between) is found without a walk
+        of the store; once linked, the collector drops the candidate."""
+        async with self.db.write() as conn:
+            await candidates.record(conn, [(str(digest), None)])
+
     async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
         await self.db.transaction(lambda conn: _link_blob(conn, repo, str(digest), size))
 
@@ -185,11 +205,9 @@ class Images:
             image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
-            result = await conn.execute(
-                delete(ImageBlob).where(
-                    ImageBlob.image_id == image_id, ImageBlob.digest == str(digest)
-                )
-            )
+            linked = (ImageBlob.image_id == image_id, ImageBlob.digest == str(digest))
+            await conn.execute(candidates.of_image_blobs(conn.dialect.name, *linked))
+            result = await conn.execute(delete(ImageBlob).where(*linked))
         return bool(result.rowcount)
 
     # -- manifests ---------------------------------------------------------------------------
@@ -263,10 +281,30 @@ class Images:
     ) -> list[str]:
         """Full names of images holding at least one manifest, in lexical order, in the
         registries matching `registries` (the access policy's condition for the caller)."""
-        query = _REPOSITORIES.where(registries)
-        async with self.db.read(offload=True) as conn:
-            names = await conn.scalars(query, {"last": last or "", "limit": limit})
-            return list(names.all())
+        last_registry, _, last_image = (last or "").partition("/")
+        key, position = (last_registry + "/" if last else ""), _FROM_KEY
+        names: list[str] = []
+        async with self.db.read() as conn:
+            while len(names) < limit:
+                batch = (
+                    await conn.execute(
+                        _CATALOG_REGISTRIES.where(registries, position),
+                        {"key": key, "limit": _CATALOG_BATCH},
+                    )
+                ).all()
+                for registry_id, registry in batch:
+                    after = last_image if last and registry == last_registry else ""
+                    images = await conn.scalars(
+                        _CATALOG_IMAGES,
+                        {"registry_id": registry_id, "after": after, "limit": limit - len(names)},
+                    )
+                    names += [f"{registry}/{image}" for image in images.all()]
+                    if len(names) >= limit:
+                        return names
+                if len(batch) < _CATALOG_BATCH:
+                    break
+                key, position = batch[-1][1] + "/", _AFTER_KEY
+        return names
 
     async def referrers(
         self, repo: RepositoryName, subject: Digest, artifact_type: str | None
@@ -432,11 +470,13 @@ def _delete_manifest(
         return False
     if not immutable_too:
         refuse_deleting(conn, [image_id], None, manifest_id)
+    dialect = conn.dialect.name
+    linked = (ImageBlob.image_id == image_id, ImageBlob.digest == digest)
+    conn.execute(candidates.of_manifests(dialect, [manifest_id]))
+    conn.execute(candidates.of_image_blobs(dialect, *linked))
     remove_manifests(conn, [manifest_id])
     conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
-    conn.execute(
-        delete(ImageBlob).where(ImageBlob.image_id == image_id, ImageBlob.digest == digest)
-    )
+    conn.execute(delete(ImageBlob).where(*linked))
     return True
 
 

@@ -22,16 +22,12 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ociregistry.catalog.models import Image, Manifest, Registry, Tag
-from ociregistry.errors import Denied, NameInvalid
+from ociregistry.db.models import Image, Manifest, Registry, Tag
+from ociregistry.errors import ImmutableTag, NameInvalid
 
 MAX_PATTERNS = 20
 # What a tag may hold, plus the wildcards `*`, `?` and classes `[...]`.
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,128}")
-
-
-class ImmutableTag(Denied):
-    """A push that would move an immutable tag, or a deletion by someone who may not."""
 
 
 def check_patterns(value: object) -> list[str]:

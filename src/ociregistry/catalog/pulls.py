@@ -33,8 +33,8 @@ from datetime import timedelta
 from sqlalchemy import BigInteger, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import (
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     Manifest,
     ManifestReference,

@@ -13,28 +13,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import Image, Registry, Tag, new_resource_id, utcnow
+from ociregistry.catalog import candidates
 from ociregistry.catalog.usage import remove_images, remove_registry
-from ociregistry.errors import NameInvalid, NameUnknown, RegistryError
+from ociregistry.db.database import Database
+from ociregistry.db.models import Image, Registry, Tag, new_resource_id, utcnow
+from ociregistry.errors import (
+    NameInvalid,
+    NameUnknown,
+    RegistryDeleting,
+    RegistryExists,
+    RegistryNotEmpty,
+    RegistryNotFound,
+)
 from ociregistry.names import check_labels, check_registry_name, check_remark
-
-
-class RegistryExists(RegistryError):
-    code, status = "REGISTRY_EXISTS", 409
-
-
-class RegistryNotEmpty(RegistryError):
-    code, status = "REGISTRY_NOT_EMPTY", 409
-
-
-class RegistryDeleting(RegistryError):
-    code, status = "REGISTRY_DELETING", 409
-
-
-class RegistryNotFound(RegistryError):
-    code, status = "NOT_FOUND", 404
-
 
 DELETE_BATCH = 100  # images removed per transaction while a registry is being deleted
 log = logging.getLogger("ociregistry.registries")
@@ -228,6 +219,7 @@ class Registries:
                     )
                     return
                 await conn.run_sync(lambda sync, ids=batch: remove_images(sync, ids))
+                await conn.execute(candidates.of_images(conn.dialect.name, batch))
                 await conn.execute(delete(Image).where(Image.id.in_(batch)))
             await asyncio.sleep(0)  # let requests in between batches
 

@@ -34,7 +34,7 @@ from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, or_, se
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ociregistry.catalog.models import (
+from ociregistry.db.models import (
     BlobUsage,
     Image,
     ImageUsage,
@@ -43,7 +43,7 @@ from ociregistry.catalog.models import (
     Registry,
     RegistryUsage,
 )
-from ociregistry.errors import Denied, NameInvalid
+from ociregistry.errors import QuotaExceeded, NameInvalid
 from ociregistry.manifests.parse import ParsedManifest
 
 Entries = Mapping[str, int]  # digest -> size
@@ -51,11 +51,6 @@ Entries = Mapping[str, int]  # digest -> size
 _IMAGE = ImageUsage.__table__
 _REGISTRY = RegistryUsage.__table__
 _BLOB = BlobUsage.__table__
-
-
-class QuotaExceeded(Denied):
-    """A manifest PUT that would take a registry above its quota (403 DENIED, as docker shows
-    DENIED messages to the user word for word)."""
 
 
 MAX_QUOTA_BYTES = 2**63 - 1

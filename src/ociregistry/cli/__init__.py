@@ -7,10 +7,13 @@ scripts."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from sqlalchemy.exc import OperationalError
+
 from ociregistry import __version__
-from ociregistry.cli import accounts, keys, registries, serve
+from ociregistry.cli import accounts, configuration, keys, registries, serve, storage
 from ociregistry.cli.base import prepare
 from ociregistry.config import ConfigError
 from ociregistry.errors import RegistryError
@@ -27,15 +30,29 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ociregistry", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, registries, accounts, keys):
+    for module in (serve, registries, accounts, keys, configuration, storage):
         module.add_commands(commands, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Expected failures end in one line on stderr and exit status 2 (1 for
+    an interruption), never in a traceback."""
     args = _parser().parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
     except (ConfigError, RegistryError) as error:
         print(f"ociregistry: {error}", file=sys.stderr)
         return 2
+    except OperationalError as error:
+        print(f"ociregistry: the database refused: {error.orig}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print("ociregistry: interrupted", file=sys.stderr)
+        return 130

@@ -11,17 +11,44 @@ from typing import Any
 
 from ociregistry.auth.accounts import Accounts
 from ociregistry.auth.tokens import ensure_signing_key
-from ociregistry.catalog.database import Database, migrate
-from ociregistry.config import Settings
+from ociregistry.config import ConfigError, Settings
+from ociregistry.db.database import Database, migrate
 from ociregistry.services import Services
+
+
+class DataFolderMissing(ConfigError):
+    """An administration command found no registry where it looked: it must not create an
+    empty one (its empty answers would look as if the data were gone)."""
 
 
 def settings_of(args: argparse.Namespace, **overrides: Any) -> Settings:
     return Settings.load(args.config, data_dir=args.data_dir, **overrides)
 
 
-def run(settings: Settings, work: Callable[[Database], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `work` against the database, its schema brought up to date first."""
+def check_data_folder(settings: Settings) -> None:
+    """Refuse to work on a data folder that holds no registry; only `serve` creates one."""
+    if settings.database_url:
+        return  # the database is elsewhere (PostgreSQL); it says itself whether it exists
+    database = settings.data_path / "registry.db"
+    if not database.is_file():
+        raise DataFolderMissing(
+            f"no registry in {settings.data_path} (there is no {database.name} there). "
+            "Run this command from the folder `scripts/serve` was started in, or point at the "
+            "data folder with --data-dir DIR, OCIREGISTRY_DATA_DIR=DIR or --config FILE "
+            '(data_dir = "DIR"); only `ociregistry serve` creates a new one.'
+        )
+
+
+def run(
+    settings: Settings,
+    work: Callable[[Database], Coroutine[Any, Any, Any]],
+    *,
+    create: bool = False,
+) -> Any:
+    """Run `work` against the database, its schema brought up to date first. Unless `create`
+    (the server's own start), the data folder must already hold a registry."""
+    if not create:
+        check_data_folder(settings)
     migrate(settings.resolved_database_url)
 
     async def main() -> Any:
@@ -36,7 +63,9 @@ def run(settings: Settings, work: Callable[[Database], Coroutine[Any, Any, Any]]
 
 def run_services(settings: Settings, work: Callable[[Services], Coroutine[Any, Any, Any]]) -> Any:
     """Run `work` with the registry's parts, built by the same composition root as each
-    server worker (`Services.start`), so a command and a request run the same workflows."""
+    server worker (`Services.start`), so a command and a request run the same workflows. The
+    data folder must already hold a registry."""
+    check_data_folder(settings)
     migrate(settings.resolved_database_url)
 
     async def main() -> Any:
@@ -64,7 +93,7 @@ def prepare(settings: Settings) -> str | None:
             await ensure_signing_key(db)
             return await Accounts(db).ensure_admin(settings.admin_password or None)
 
-    return run(settings, bootstrap)
+    return run(settings, bootstrap, create=True)
 
 
 def _cell(value: Any) -> str:

@@ -6,10 +6,10 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from ociregistry.catalog.console import Page, RegistryView
-from ociregistry.catalog.gc import CollectionReport, GarbageCollector
+from ociregistry.catalog.listings import Page, RegistryView
 from ociregistry.catalog.usage import check_quota
 from ociregistry.cli.base import output, run_services, say, settings_of
+from ociregistry.content.gc import CollectionReport, GarbageCollector
 from ociregistry.names import check_labels, check_remark
 from ociregistry.services import Services
 
@@ -57,7 +57,7 @@ def registry_create(args: argparse.Namespace) -> int:
             group=args.group,
             labels=_labels(args.label),
         )
-        return await parts.console.get_registry(args.name)
+        return await parts.listings.get_registry(args.name)
 
     view = run_services(settings_of(args), work)
     visibility = "public" if view.public else "private"
@@ -73,7 +73,7 @@ def registry_list(args: argparse.Namespace) -> int:
     async def work(parts: Services) -> list[RegistryView]:
         views: list[RegistryView] = []
         for scope in ("user", "platform"):
-            found, _ = await parts.console.list_registries(scope=scope, page=ALL)
+            found, _ = await parts.listings.list_registries(scope=scope, page=ALL)
             views += found
         return sorted(views, key=lambda view: view.name)
 
@@ -93,7 +93,7 @@ def registry_update(args: argparse.Namespace) -> int:
     if args.quota_bytes is not None:
         values["quota_bytes"] = check_quota(args.quota_bytes)
     view = run_services(
-        settings_of(args), lambda parts: parts.console.update_registry(args.name, **values)
+        settings_of(args), lambda parts: parts.listings.update_registry(args.name, **values)
     )
     say(args, f"updated registry {view.name}", **_registry_row(view))
     return 0
@@ -111,9 +111,13 @@ def registry_delete(args: argparse.Namespace) -> int:
 
 
 def image_list(args: argparse.Namespace) -> int:
-    views, _ = run_services(
-        settings_of(args), lambda parts: parts.console.list_images(args.registry, page=ALL)
-    )
+    async def work(parts: Services) -> list[Any]:
+        # A missing registry is an error, not an empty list.
+        await parts.listings.get_registry(args.registry)
+        found, _ = await parts.listings.list_images(args.registry, page=ALL)
+        return found
+
+    views = run_services(settings_of(args), work)
     rows = [
         {
             "name": v.name,
@@ -135,7 +139,7 @@ def image_list(args: argparse.Namespace) -> int:
 
 def image_delete(args: argparse.Namespace) -> int:
     run_services(
-        settings_of(args), lambda parts: parts.console.delete_image(args.registry, args.image)
+        settings_of(args), lambda parts: parts.listings.delete_image(args.registry, args.image)
     )
     say(args, f"deleted image {args.registry}/{args.image}", deleted=True)
     return 0
@@ -144,7 +148,7 @@ def image_delete(args: argparse.Namespace) -> int:
 def tag_list(args: argparse.Namespace) -> int:
     views, _ = run_services(
         settings_of(args),
-        lambda parts: parts.console.list_tags(args.registry, args.image, page=ALL),
+        lambda parts: parts.listings.list_tags(args.registry, args.image, page=ALL),
     )
     rows = [
         {
@@ -165,7 +169,7 @@ def tag_list(args: argparse.Namespace) -> int:
 def tag_delete(args: argparse.Namespace) -> int:
     last = run_services(
         settings_of(args),
-        lambda parts: parts.console.delete_tag(args.registry, args.image, args.tag),
+        lambda parts: parts.listings.delete_tag(args.registry, args.image, args.tag),
     )
     note = "; it was the image's last tag, so the image went too" if last else ""
     say(args, f"deleted tag {args.tag}{note}", deleted=True, image_deleted=last)
@@ -181,21 +185,44 @@ def collect_garbage(args: argparse.Namespace) -> int:
         return await collector.collect(delete_untagged=args.delete_untagged, dry_run=args.dry_run)
 
     report = run_services(settings, work)
-    verb = "would free" if args.dry_run else "freed"
-    say(
-        args,
-        f"{verb} {report.bytes_freed} bytes in {report.blobs_deleted} blobs; deleted "
-        f"{report.manifests_deleted} untagged manifests and {report.images_deleted} empty images",
-        **asdict(report),
-    )
+    say(args, gc_summary(report, dry_run=args.dry_run, grace=grace), **asdict(report))
     return 0
+
+
+def gc_summary(report: CollectionReport, *, dry_run: bool, grace: int) -> str:
+    """What a collection did, or would do, in words; and what the grace period held back."""
+    if dry_run:
+        text = f"dry run: would free {report.bytes_freed} bytes in {report.blobs_deleted} blobs"
+        if report.manifests_deleted:
+            text += f" and would delete {report.manifests_deleted} untagged manifests"
+    else:
+        text = (
+            f"freed {report.bytes_freed} bytes in {report.blobs_deleted} blobs; deleted "
+            f"{report.manifests_deleted} untagged manifests and {report.images_deleted} "
+            "empty images"
+        )
+    if report.blobs_held:
+        text += (
+            f"\nthe grace period ({grace} s) holds back {report.blobs_held} unreferenced blobs "
+            f"({report.bytes_held} bytes) younger than that, e.g. from a delete just now; "
+            "--grace-seconds 0 includes them (only when no push is in flight)"
+        )
+    return text
+
+
+def _seconds(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds (0 or more)")
+    return int(value)
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     gc = commands.add_parser(
         "gc", parents=[common], help="reclaim blob space (also runs in the server on a schedule)"
     )
-    gc.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    gc.add_argument(
+        "--dry-run", action="store_true", help="report what would be freed, delete nothing"
+    )
     gc.add_argument(
         "--delete-untagged",
         action="store_true",
@@ -203,7 +230,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     gc.add_argument(
         "--grace-seconds",
-        type=int,
+        type=_seconds,
         help="leave blobs younger than this (default: the gc_grace_seconds setting)",
     )
     gc.set_defaults(handler=collect_garbage)
@@ -212,21 +239,28 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         dest="registry_command", required=True
     )
     create = registry.add_parser("create", parents=[common], help="create a registry")
-    create.add_argument("name")
+    create.add_argument("name", help="2-63 characters of a-z 0-9 . _ -")
     create.add_argument("--public", action="store_true", help="anyone may view and pull")
     create.add_argument("--platform", action="store_true", help="a platform registry")
-    create.add_argument("--remark", default="")
+    create.add_argument("--remark", default="", help="free text shown with the registry")
     create.add_argument("--owner", default="admin", help="owning user (default admin)")
     create.add_argument("--group", help="project group (default: the owner's own group)")
-    create.add_argument("--label", action="append", metavar="KEY=VALUE")
+    create.add_argument(
+        "--label", action="append", metavar="KEY=VALUE", help="a label (repeat for several)"
+    )
     create.set_defaults(handler=registry_create)
     registry.add_parser("list", parents=[common], help="list registries").set_defaults(
         handler=registry_list
     )
     update = registry.add_parser("update", parents=[common], help="change a registry")
-    update.add_argument("name")
-    update.add_argument("--public", action=argparse.BooleanOptionalAction, default=None)
-    update.add_argument("--remark")
+    update.add_argument("name", help="the registry")
+    update.add_argument(
+        "--public",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make it public (--no-public: private)",
+    )
+    update.add_argument("--remark", help="new remark")
     update.add_argument("--quota-bytes", type=int, help="storage quota in bytes; 0: none")
     update.add_argument(
         "--label",
@@ -236,7 +270,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     update.set_defaults(handler=registry_update)
     remove = registry.add_parser("delete", parents=[common], help="delete a registry")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the registry")
     remove.add_argument(
         "--delete-images", action="store_true", help="also delete every image it holds"
     )
@@ -246,22 +280,22 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         dest="image_command", required=True
     )
     images = image.add_parser("list", parents=[common], help="list the images of a registry")
-    images.add_argument("registry")
+    images.add_argument("registry", help="the registry")
     images.set_defaults(handler=image_list)
     image_remove = image.add_parser("delete", parents=[common], help="delete an image")
-    image_remove.add_argument("registry")
-    image_remove.add_argument("image")
+    image_remove.add_argument("registry", help="the registry")
+    image_remove.add_argument("image", help="the image's name inside the registry")
     image_remove.set_defaults(handler=image_delete)
 
     tag = commands.add_parser("tag", help="tags of an image").add_subparsers(
         dest="tag_command", required=True
     )
     tags = tag.add_parser("list", parents=[common], help="list the tags of an image")
-    tags.add_argument("registry")
-    tags.add_argument("image")
+    tags.add_argument("registry", help="the registry")
+    tags.add_argument("image", help="the image's name inside the registry")
     tags.set_defaults(handler=tag_list)
     tag_remove = tag.add_parser("delete", parents=[common], help="delete a tag")
-    tag_remove.add_argument("registry")
-    tag_remove.add_argument("image")
-    tag_remove.add_argument("tag")
+    tag_remove.add_argument("registry", help="the registry")
+    tag_remove.add_argument("image", help="the image's name inside the registry")
+    tag_remove.add_argument("tag", help="the tag to delete")
     tag_remove.set_defaults(handler=tag_delete)

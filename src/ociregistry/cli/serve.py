@@ -3,12 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from ociregistry import __version__
+from ociregistry.blobstore.factory import create_driver
 from ociregistry.cli.base import prepare, settings_of
-from ociregistry.config import Settings
+from ociregistry.config import ConfigError, Settings
+from ociregistry.ops import metrics
+from ociregistry.ops.logs import log_config
+from ociregistry.ops.shutdown import Supervisor
+
+
+def command_path() -> str:
+    """The exact `ociregistry` to type for administration: the one next to this Python (in
+    `.venv/bin` after `scripts/serve`), which is rarely on PATH."""
+    beside = Path(sys.executable).parent / "ociregistry"
+    if beside.is_file():
+        on_path = shutil.which("ociregistry")
+        return "ociregistry" if on_path and Path(on_path) == beside else str(beside)
+    return "ociregistry"
+
+
+def data_message(settings: Settings) -> str:
+    """The first log line: which data folder, database and storage this server uses, so that
+    a server started from the wrong folder is noticed at once."""
+    if settings.database_url:
+        try:
+            database = make_url(settings.database_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            database = "(database_url is not a valid URL)"
+    else:
+        database = str(settings.data_path / "registry.db")
+    return (
+        f"ociregistry: data folder {settings.data_path}; database {database}; "
+        f"storage {settings.storage_path}"
+    )
 
 
 def start_message(settings: Settings) -> str:
@@ -16,17 +53,33 @@ def start_message(settings: Settings) -> str:
     if settings.host in ("0.0.0.0", "::") and not settings.public_address:
         address = f"localhost:{settings.port}"
     database = settings.database_url or str(settings.data_path / "registry.db")
+    storage = settings.storage if settings.s3_bucket_and_prefix else settings.storage_path
     return (
         f"ociregistry {__version__} listening on http://{settings.host}:{settings.port} "
         f"with {settings.workers} workers\n"
-        f"  data:     {settings.storage_path}\n"
+        f"  data:     {storage}\n"
         f"  database: {database}\n"
-        "Push a first image:\n"
-        f"  ociregistry registry create team-a --data-dir {settings.data_path}\n"
+        "Push a first image (a one-file image built here, no internet needed):\n"
+        f"  {command_path()} registry create team-a --data-dir {settings.data_path}\n"
+        "  printf 'hello from ociregistry\\n' >hello.txt && tar -cf hello.tar hello.txt\n"
+        f"  docker import hello.tar {address}/team-a/hello:1.0\n"
         f"  docker login {address} -u admin\n"
-        f"  docker tag busybox {address}/team-a/busybox:1.0\n"
-        f"  docker push {address}/team-a/busybox:1.0\n"
+        f"  docker push {address}/team-a/hello:1.0\n"
     )
+
+
+def check_storage(settings: Settings) -> None:
+    """Object storage that cannot be reached stops `serve` here, with one line, rather than
+    failing every request later."""
+    if settings.s3_bucket_and_prefix is None:
+        return
+    from ociregistry.blobstore.driver import StorageError
+    from ociregistry.blobstore.s3 import check_s3_storage
+
+    try:
+        check_s3_storage(settings)
+    except StorageError as error:
+        raise ConfigError(str(error)) from None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -35,17 +88,25 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_of(
         args, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
+    logging_config = log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(logging_config)
+    # In JSON, every line is a JSON object: the start message too.
+    say = print if settings.log_format == "text" else logging.getLogger("ociregistry").info
+    say(data_message(settings))
     settings.storage_path.mkdir(parents=True, exist_ok=True)
+    create_driver(settings.storage, settings.storage_path)  # a wrong `storage` stops us here
+    check_storage(settings)  # and so does a bucket we cannot use
     generated = prepare(settings)
     os.environ.update(settings.to_environment())
-    print(start_message(settings), flush=True)
+    metrics_dir = metrics.prepare_multiprocess_dir()  # before any worker starts
+    say(start_message(settings))
     if generated:
-        print(
+        say(
             f"Created the admin account. Its password, shown this once: {generated}\n"
-            "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n",
-            flush=True,
+            "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n"
         )
-    uvicorn.run(
+    sys.stdout.flush()
+    config = uvicorn.Config(
         "ociregistry.app:create_app_from_environment",
         factory=True,
         host=settings.host,
@@ -53,12 +114,21 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        access_log=settings.access_log,
+        access_log=False,  # ours: one line per request, see ops/access.py
+        log_config=logging_config,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+    try:
+        Supervisor(
+            config,
+            sockets=[config.bind_socket()],
+            delay_seconds=settings.shutdown_delay_seconds,
+        ).run()
+    finally:
+        metrics.remove_multiprocess_dir(metrics_dir)
     return 0
 
 

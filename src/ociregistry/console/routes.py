@@ -20,10 +20,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ociregistry.api.common import Unauthenticated, caller, json_body, services
-from ociregistry.audit import note
+from ociregistry.api.common import caller, json_body, services
+from ociregistry.ops.audit import note
 from ociregistry.auth.tokens import SESSION_TOKEN
 from ociregistry.authapi.credentials import SESSION_COOKIE, check_password
+from ociregistry.errors import Unauthenticated
 
 STATIC = Path(__file__).parent / "static"
 SESSION_SECONDS = 12 * 3600
@@ -34,28 +35,36 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def _session_json(username: str, is_admin: bool, csrf: str) -> dict[str, Any]:
-    return {"username": username, "is_admin": is_admin, "csrf_token": csrf}
+def _session_json(request: Request, username: str, is_admin: bool, csrf: str) -> dict[str, Any]:
+    """The signed-in user, and the settings the console's texts quote (the interval of the
+    registry pull-count refresh), so that they say what this registry does."""
+    settings = services(request).settings
+    return {
+        "username": username,
+        "is_admin": is_admin,
+        "csrf_token": csrf,
+        "registry_count_refresh_seconds": settings.registry_count_refresh_seconds,
+    }
 
 
 async def sign_in(request: Request) -> JSONResponse:
     body = await json_body(
         request, {"username": str, "password": str}, required=("username", "password")
     )
-    registry = services(request)
+    parts = services(request)
     note(request, actor=body["username"][:128])
-    found = await check_password(registry, request, body["username"], body["password"])
+    found = await check_password(parts, request, body["username"], body["password"])
     if found.token_id is not None:
         raise Unauthenticated("sign in to the console with a password, not an access token")
     csrf = secrets.token_urlsafe(24)
-    token, ttl = registry.signer.issue(
+    token, ttl = parts.signer.issue(
         found.user.username,
         [],
         ttl_seconds=SESSION_SECONDS,
         kind=SESSION_TOKEN,
         extra={"csrf": csrf},
     )
-    response = JSONResponse(_session_json(found.user.username, found.user.is_admin, csrf))
+    response = JSONResponse(_session_json(request, found.user.username, found.user.is_admin, csrf))
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -73,7 +82,7 @@ async def current_session(request: Request) -> JSONResponse:
     if principal.csrf_token is None:
         raise Unauthenticated("not signed in to the console")
     return JSONResponse(
-        _session_json(principal.username or "", principal.is_admin, principal.csrf_token)
+        _session_json(request, principal.username or "", principal.is_admin, principal.csrf_token)
     )
 
 
@@ -81,9 +90,9 @@ async def sign_out(request: Request) -> Response:
     principal = await caller(request, required=False)  # checks the CSRF token of a session
     token = request.cookies.get(SESSION_COOKIE)
     if principal.csrf_token is not None and token:
-        registry = services(request)
-        claims = registry.signer.verify(token, SESSION_TOKEN)
-        await registry.accounts.revoke_session(
+        parts = services(request)
+        claims = parts.signer.verify(token, SESSION_TOKEN)
+        await parts.accounts.revoke_session(
             str(claims.claims["jti"]), datetime.fromtimestamp(claims.expires_at, UTC)
         )
     response = Response(status_code=204)

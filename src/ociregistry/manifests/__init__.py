@@ -1,1 +1,2 @@
-"""Manifests: media types, parsing and validation, storage, tags and referrers."""
+"""Manifests as data: media types, parsing and validation. Pure: no storage, no catalog (pushing
+and fetching them is `ociregistry.content.manifests`)."""

@@ -1,9 +1,11 @@
-"""Alembic environment: migrations run on the connection `catalog.database.migrate` passes in."""
+"""Alembic environment: migrations run on the connection `db.database.migrate` passes in."""
 
 from alembic import context
 
 from ociregistry.auth import models as _auth_models  # noqa: F401 - registers the tables
-from ociregistry.catalog.models import Base
+from ociregistry.blobstore import models as _upload_models  # noqa: F401 - registers the table
+from ociregistry.catalog import candidates as _candidates  # noqa: F401 - registers the table
+from ociregistry.db.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

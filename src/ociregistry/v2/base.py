@@ -3,7 +3,7 @@
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ociregistry.auth.policy import AuthenticationRequired
+from ociregistry.errors import AuthenticationRequired
 from ociregistry.v2.common import principal
 
 

@@ -9,15 +9,11 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from ociregistry.auth.policy import Action
 from ociregistry.blobstore.digest import Digest
-from ociregistry.errors import BlobUnknown, RegistryError
+from ociregistry.errors import BlobUnknown, RangeNotSatisfiable
 from ociregistry.names import RepositoryName
 from ociregistry.v2.common import Access, requires, services
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-class RangeNotSatisfiable(RegistryError):
-    code, status = "BLOB_UNKNOWN", 416
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -43,17 +39,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or length <= 0:
         raise RangeNotSatisfiable(
             f"range {header} is outside the blob's {size} bytes",
-            headers={"Content-Range": f"bytes */{size}"},
+            size=size,
         )
     return start, length
 
 
 async def _locate(request: Request, repo: RepositoryName) -> tuple[Digest, int]:
     digest = Digest.parse(request.path_params["digest"])
-    registry = services(request)
-    size = await registry.images.blob_size(repo, digest)
+    parts = services(request)
+    size = await parts.images.blob_size(repo, digest)
     if size is None:
-        await registry.images.require_image(repo)
+        await parts.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})
     return digest, size
 
@@ -76,9 +72,12 @@ async def head_blob(request: Request, access: Access) -> Response:
 async def get_blob(request: Request, access: Access) -> Response:
     digest, size = await _locate(request, access.repo)
     blobs = services(request).blobs
-    redirect = blobs.redirect_url(digest)
+    redirect = await blobs.redirect_url(digest)
     if redirect:
-        return RedirectResponse(redirect, status_code=307)
+        # The digest rides on the redirect: the object store's answer cannot carry it.
+        return RedirectResponse(
+            redirect, status_code=307, headers={"Docker-Content-Digest": str(digest)}
+        )
     if await blobs.size(digest) is None:
         raise BlobUnknown(f"blob {digest} is missing from storage", detail={"digest": str(digest)})
     headers = {
@@ -101,8 +100,8 @@ async def get_blob(request: Request, access: Access) -> Response:
 async def delete_blob(request: Request, access: Access) -> Response:
     repo = access.repo
     digest = Digest.parse(request.path_params["digest"])
-    registry = services(request)
-    if not await registry.images.unlink_blob(repo, digest):
-        await registry.images.require_image(repo)
+    parts = services(request)
+    if not await parts.images.unlink_blob(repo, digest):
+        await parts.images.require_image(repo)
         raise BlobUnknown(f"blob {digest} is not in {repo.full}", detail={"digest": str(digest)})
     return Response(status_code=202, headers={"Docker-Content-Digest": str(digest)})

@@ -12,12 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ociregistry.auth.policy import Action, AuthenticationRequired, Principal
+from ociregistry.auth.policy import Action, Principal
 from ociregistry.authapi.credentials import authenticate
 from ociregistry.errors import (
+    AuthenticationRequired,
     Denied,
+    EndpointUnknown,
+    MethodNotAllowed,
     NameInvalid,
     NameUnknown,
+    RangeInvalid,
+    RangeNotSatisfiable,
     RegistryError,
     TooLarge,
     Unauthorized,
@@ -142,42 +147,74 @@ def challenge(request: Request, error: Unauthorized) -> str:
     return value
 
 
-def error_response(error: RegistryError) -> Response:
+def upload_range(size: int) -> str:
+    """The `Range` header value for `size` bytes received (`0-0` when none, as Distribution)."""
+    return f"0-{max(size - 1, 0)}"
+
+
+def upload_headers(request: Request, repository: str, upload_id: str, size: int) -> dict[str, str]:
+    """Where an upload is and how much it holds: the headers of every upload answer."""
+    headers = {
+        "Location": f"/v2/{repository}/blobs/uploads/{upload_id}",
+        "Range": upload_range(size),
+        "Docker-Upload-UUID": upload_id,
+    }
+    min_length = services(request).uploads.min_chunk_length
+    if min_length:
+        headers["OCI-Chunk-Min-Length"] = str(min_length)
+    return headers
+
+
+def error_headers(request: Request, error: RegistryError) -> dict[str, str]:
+    """The headers an error's fields call for; the errors themselves know nothing of HTTP."""
+    headers: dict[str, str] = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, RangeInvalid) and error.received is not None:
+        headers.update(upload_headers(request, error.repository, error.upload_id, error.received))
+    if isinstance(error, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{error.size}"
+    if isinstance(error, Unauthorized) and request.url.path.startswith("/v2"):
+        headers["WWW-Authenticate"] = challenge(request, error)
+    return headers
+
+
+def error_response(request: Request, error: RegistryError) -> Response:
+    """An error as the distribution spec renders it: `{"errors": [...]}` and its headers."""
     return Response(
         json.dumps(error.to_json()),
         status_code=error.status,
         media_type="application/json",
-        headers=error.headers,
+        headers=error_headers(request, error),
     )
 
 
 async def registry_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, RegistryError)
-    response = error_response(error)
-    if isinstance(error, Unauthorized) and request.url.path.startswith("/v2"):
-        response.headers["WWW-Authenticate"] = challenge(request, error)
-    return response
+    return error_response(request, error)
 
 
-class _RouteError(RegistryError):
-    code = "UNSUPPORTED"
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status  # type: ignore[misc]
+def route_error(request: Request, error: HTTPException) -> RegistryError | None:
+    """404 and 405 from routing as the errors they are; None for any other HTTP error."""
+    if error.status_code == 405:
+        return MethodNotAllowed(f"{request.method} is not supported on {request.url.path}")
+    if error.status_code == 404:
+        return EndpointUnknown(f"no such endpoint: {request.method} {request.url.path}")
+    return None
 
 
 async def http_error_handler(request: Request, error: Exception) -> Response:
-    """404 and 405 from routing, in the OCI error format."""
+    """Starlette's HTTP errors (routing's 404 and 405), in the OCI error format."""
     assert isinstance(error, HTTPException)
-    if error.status_code == 405:
-        message = f"{request.method} is not supported on {request.url.path}"
-    elif error.status_code == 404:
-        message = f"no such endpoint: {request.method} {request.url.path}"
+    known = route_error(request, error)
+    if known is not None:
+        response = error_response(request, known)
     else:
-        message = str(error.detail)
-    response = error_response(_RouteError(error.status_code, message))
-    response.headers.update(error.headers or {})
+        body = {"errors": [{"code": "UNSUPPORTED", "message": str(error.detail)}]}
+        response = Response(
+            json.dumps(body), status_code=error.status_code, media_type="application/json"
+        )
+    response.headers.update(error.headers or {})  # `Allow` on a 405
     return response
 
 

@@ -41,23 +41,23 @@ def _paginated(
 @requires(Action.PULL)
 async def list_tags(request: Request, access: Access) -> JSONResponse:
     repo = access.repo
-    registry = services(request)
+    parts = services(request)
     limit = _page_size(request)
     last = request.query_params.get("last") or None
-    await registry.images.require_image(repo)
-    tags = [] if limit == 0 else await registry.images.tags(repo, limit=limit + 1, last=last)
+    await parts.images.require_image(repo)
+    tags = [] if limit == 0 else await parts.images.tags(repo, limit=limit + 1, last=last)
     return _paginated(request, "tags", tags, limit, {"name": repo.full})
 
 
 async def list_repositories(request: Request) -> JSONResponse:
-    registry = services(request)
+    parts = services(request)
     limit = _page_size(request)
     last = request.query_params.get("last") or None
     caller = await principal(request)
-    registry.policy.require_catalog(caller)
+    parts.policy.require_catalog(caller)
     names: list[str] = []
-    if limit and await registry.policy.may_list_catalog(caller):
-        names = await registry.images.repositories(
-            limit=limit + 1, last=last, registries=registry.policy.visible(caller, Action.PULL)
+    if limit and await parts.policy.may_list_catalog(caller):
+        names = await parts.images.repositories(
+            limit=limit + 1, last=last, registries=parts.policy.visible(caller, Action.PULL)
         )
     return _paginated(request, "repositories", names, limit, {})

@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ociregistry.auth.policy import Action, Principal
-from ociregistry.errors import ManifestUnknown
+from ociregistry.content.manifests import Reference
+from ociregistry.errors import ManifestUnknown, TagInvalid
 from ociregistry.manifests.mediatypes import MAX_MANIFEST_BYTES
-from ociregistry.manifests.service import Reference, TagInvalid
 from ociregistry.v2.common import Access, read_body, requires, services
 
 
@@ -30,9 +30,9 @@ def _existing_reference(request: Request) -> Reference:
 async def _fetch(request: Request, access: Access, *, with_body: bool) -> Response:
     repo, caller = access.repo, access.caller
     reference = _existing_reference(request)
-    registry = services(request)
-    record, body = await registry.manifests.get(repo, reference)
-    registry.pulls.on_get_manifest(
+    parts = services(request)
+    record, body = await parts.manifests.get(repo, reference)
+    parts.pulls.on_get_manifest(
         pull_client(request, caller),
         repo.registry,
         repo.image,
@@ -66,9 +66,9 @@ async def put_manifest(request: Request, access: Access) -> Response:
     tag is set with the manifest, or, when one is invalid, nothing is (TAG_INVALID)."""
     repo = access.repo
     reference = Reference.parse(request.path_params["reference"])
-    registry = services(request)
+    parts = services(request)
     body = await read_body(request, MAX_MANIFEST_BYTES)
-    pushed = await registry.manifests.put(
+    pushed = await parts.manifests.put(
         repo,
         reference,
         body,
@@ -92,7 +92,7 @@ async def put_manifest(request: Request, access: Access) -> Response:
 async def delete_manifest(request: Request, access: Access) -> Response:
     repo = access.repo
     reference = _existing_reference(request)
-    registry = services(request)
-    immutable_too = await registry.policy.may_delete_immutable(access.caller, repo.registry)
-    await registry.manifests.delete(repo, reference, immutable_too=immutable_too)
+    parts = services(request)
+    immutable_too = await parts.policy.may_delete_immutable(access.caller, repo.registry)
+    await parts.manifests.delete(repo, reference, immutable_too=immutable_too)
     return Response(status_code=202)

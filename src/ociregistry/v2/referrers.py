@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from ociregistry.auth.policy import Action
 from ociregistry.blobstore.digest import Digest
+from ociregistry.content.referrers import referrers_index
 from ociregistry.manifests.mediatypes import OCI_INDEX
-from ociregistry.manifests.referrers import referrers_index
 from ociregistry.v2.common import Access, requires, services
 
 
@@ -20,8 +20,8 @@ async def list_referrers(request: Request, access: Access) -> Response:
     image at all) has no referrers: an empty index, as the spec asks, not NAME_UNKNOWN."""
     repo = access.repo
     subject = Digest.parse(request.path_params["digest"])
-    registry = services(request)
+    parts = services(request)
     artifact_type = request.query_params.get("artifactType") or None
-    referrers = await registry.images.referrers(repo, subject, artifact_type)
+    referrers = await parts.images.referrers(repo, subject, artifact_type)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
     return Response(json.dumps(referrers_index(referrers)), media_type=OCI_INDEX, headers=headers)

@@ -13,7 +13,7 @@ from ociregistry.blobstore.digest import Digest
 from ociregistry.blobstore.uploads import UploadSession
 from ociregistry.errors import BlobUploadInvalid, DigestInvalid, NameInvalid, RangeInvalid
 from ociregistry.names import RepositoryName
-from ociregistry.v2.common import Access, has_body, requires, services
+from ociregistry.v2.common import Access, has_body, requires, services, upload_headers
 
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?")
 
@@ -30,7 +30,7 @@ def _created(repo: RepositoryName, digest: Digest) -> Response:
 
 
 def _accepted(request: Request, session: UploadSession, size: int, status: int = 202) -> Response:
-    headers = services(request).uploads.progress_headers(session, size)
+    headers = upload_headers(request, session.repository, session.id, size)
     headers["Content-Length"] = "0"
     return Response(status_code=status, headers=headers)
 
@@ -87,23 +87,22 @@ def _content_range(request: Request) -> tuple[int, int] | None:
 @requires(Action.PUSH, extra_scopes=_mount_scopes)
 async def start_upload(request: Request, access: Access) -> Response:
     repo = access.repo
-    registry = services(request)
+    parts = services(request)
     mount = request.query_params.get("mount")
     if mount:
         digest = Digest.parse(mount)
         source = _mount_source(request)  # None: automatic, unless `from` is not a name
         unusable_source = source is None and bool(request.query_params.get("from"))
-        if not unusable_source and await registry.mounts.mount(access.caller, repo, digest, source):
+        if not unusable_source and await parts.mounts.mount(access.caller, repo, digest, source):
             return _created(repo, digest)
 
     digest_param = request.query_params.get("digest")
     if digest_param:  # monolithic: the whole blob in this one request
         digest = Digest.parse(digest_param)
-        size = await registry.uploads.put_whole(digest, request.stream())
-        await registry.images.link_blob(repo, digest, size)
+        await parts.blob_pushes.push_whole(repo, digest, request.stream())
         return _created(repo, digest)
 
-    session = await registry.uploads.start(repo.full)
+    session = await parts.uploads.start(repo.full)
     return _accepted(request, session, 0)
 
 
@@ -114,8 +113,7 @@ async def _session(request: Request, access: Access) -> UploadSession:
 @requires(Action.PUSH)
 async def upload_status(request: Request, access: Access) -> Response:
     session = await _session(request, access)
-    size = await services(request).uploads.size(session)
-    return _accepted(request, session, size, status=204)
+    return _accepted(request, session, session.offset, status=204)
 
 
 @requires(Action.PUSH)
@@ -132,20 +130,21 @@ async def upload_chunk(request: Request, access: Access) -> Response:
 async def finish_upload(request: Request, access: Access) -> Response:
     session = await _session(request, access)
     digest = _required_digest(request)
-    registry = services(request)
+    parts = services(request)
     content_range = _content_range(request)
     if content_range is not None:  # a last chunk must start where the upload ends, as a PATCH
-        held = await registry.uploads.size(session)
+        held = session.offset
         if content_range[0] != held:
             raise RangeInvalid(
                 f"the last chunk starts at byte {content_range[0]} but the upload holds {held} "
                 f"bytes; send it from byte {held}",
                 detail={"expected_start": held, "received_start": content_range[0]},
-                headers=registry.uploads.progress_headers(session, held),
+                repository=session.repository,
+                upload_id=session.id,
+                received=held,
             )
     body = request.stream() if has_body(request) else None
-    size = await registry.uploads.finish(session, digest, body)
-    await registry.images.link_blob(access.repo, digest, size)
+    await parts.blob_pushes.finish(access.repo, session, digest, body)
     return _created(access.repo, digest)
 
 

@@ -173,6 +173,7 @@ function sidebar(current) {
               href: item.href,
               class: ["nav-link", item.href === current ? "active" : null],
               "aria-current": item.href === current ? "page" : undefined,
+              title: t(item.key), // the name, when a narrow window shows the icon only
               dataset: { nav: item.href.slice(2) },
             },
             h("span", { class: ["icon", `icon-${item.icon}`], "aria-hidden": "true" }),

@@ -196,8 +196,8 @@ export const CATALOGUE = {
 
   // --- user registries
   "registries.intro": {
-    "zh-CN": "镜像库的名称全局唯一（平台级别）。镜像拉取次数每15分钟刷新一次。",
-    en: "Registry names are unique across the platform. Registry pull counts refresh every 15 minutes.",
+    "zh-CN": "镜像库的名称全局唯一（平台级别）。镜像库的拉取次数每{interval}刷新一次。",
+    en: "Registry names are unique across the platform. Registry pull counts refresh every {interval}.",
   },
   "registries.create": { "zh-CN": "创建镜像库", en: "Create registry" },
   "registries.create.title": { "zh-CN": "创建用户镜像库", en: "Create a user registry" },
@@ -212,9 +212,13 @@ export const CATALOGUE = {
   },
   "registries.form.defaultGroup": { "zh-CN": "我的默认项目组", en: "My default group" },
   "registries.pullRefreshHint": {
-    "zh-CN": "镜像库内镜像拉取的次数，每15分钟刷新一次",
-    en: "Pulls of the registry's images, refreshed every 15 minutes",
+    "zh-CN": "镜像库内镜像拉取的次数，每{interval}刷新一次",
+    en: "Pulls of the registry's images, refreshed every {interval}",
   },
+  "interval.seconds": { "zh-CN": "{n}秒", en: { one: "second", other: "{n} seconds" } },
+  "interval.minutes": { "zh-CN": "{n}分钟", en: { one: "minute", other: "{n} minutes" } },
+  "interval.hours": { "zh-CN": "{n}小时", en: { one: "hour", other: "{n} hours" } },
+  "registries.pullRefreshPeriodic": { "zh-CN": "镜像库内镜像拉取的次数，定期刷新", en: "Pulls of the registry's images, refreshed periodically" },
   "registries.refreshedAt": { "zh-CN": "刷新于 {time}", en: "as of {time}" },
   "registries.notRefreshed": { "zh-CN": "尚未刷新", en: "not counted yet" },
   "registries.modify.title": { "zh-CN": "修改用户镜像库 {name}", en: "Edit registry {name}" },
@@ -260,8 +264,8 @@ export const CATALOGUE = {
   // --- images
   "images.title": { "zh-CN": "镜像列表", en: "Images" },
   "images.emptyUser": {
-    "zh-CN": "镜像库中还没有镜像，按上方“上传镜像”的命令推送第一个镜像。",
-    en: "No images yet: push one with the commands under 'Push an image' above.",
+    "zh-CN": "镜像库中还没有镜像，按上方“上传和拉取镜像”中的命令推送第一个镜像。",
+    en: "No images yet: push one with the commands under 'Push and pull images' above.",
   },
   "images.push.title": { "zh-CN": "上传和拉取镜像", en: "Push and pull images" },
   "images.pull.title": { "zh-CN": "拉取镜像", en: "Pull images" },
@@ -321,6 +325,9 @@ export const CATALOGUE = {
     en: "Personal access tokens stand in for your password in docker login (e.g. in CI). A token is shown only once.",
   },
   "tokens.create": { "zh-CN": "创建访问令牌", en: "Create access token" },
+  "users.blocked": { "zh-CN": "已锁定至 {time}", en: "Blocked until {time}" },
+  "users.unlockDone": { "zh-CN": "已解除 {name} 的登录锁定", en: "{name} may sign in again" },
+  "action.unlock": { "zh-CN": "解除锁定", en: "Unlock" },
   "tokens.empty": { "zh-CN": "还没有访问令牌", en: "No access tokens yet" },
   "tokens.readOnly": { "zh-CN": "只读", en: "Read only" },
   "tokens.readWrite": { "zh-CN": "读写", en: "Read and write" },

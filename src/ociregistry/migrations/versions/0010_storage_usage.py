@@ -2,12 +2,18 @@
 the audit log
 
 Revision ID: 0010
-Revises: 0004
+Revises: 0012
 Create Date: 2026-12-05 23:55:00
 
 The counts are filled from the manifests already stored, so figures are exact from the first
 start after the upgrade. Blobs that were uploaded and linked but are referenced by no manifest
 are the bytes awaiting garbage collection.
+
+`images.size_bytes` comes from 0009 (list counts), where triggers on `image_blobs` kept it as
+the sum of the blobs linked to the image. From here on it has one writer, catalog/usage.py:
+the distinct bytes the image's manifests reference, the same exact figure as the registry's.
+The upgrade drops 0009's size triggers (its tag and image count triggers stay) and refills the
+column; the downgrade puts them back and refills it as 0009 did.
 """
 
 from collections.abc import Sequence
@@ -16,9 +22,54 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0004"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# 0009's writers of images.size_bytes, which catalog/usage.py replaces.
+_SQLITE_SIZE_DROP = (
+    "DROP TRIGGER IF EXISTS image_blobs_sized_in",
+    "DROP TRIGGER IF EXISTS image_blobs_sized_out",
+)
+_POSTGRESQL_SIZE_DROP = (
+    "DROP TRIGGER IF EXISTS image_blobs_sized ON image_blobs",
+    "DROP FUNCTION IF EXISTS ociregistry_size_image()",
+)
+# …and as 0009 made them, for the downgrade.
+_SQLITE_SIZE_TRIGGERS = (
+    """
+    CREATE TRIGGER image_blobs_sized_in AFTER INSERT ON image_blobs BEGIN
+        UPDATE images SET size_bytes = size_bytes + NEW.size WHERE id = NEW.image_id;
+    END
+    """,
+    """
+    CREATE TRIGGER image_blobs_sized_out AFTER DELETE ON image_blobs BEGIN
+        UPDATE images SET size_bytes = size_bytes - OLD.size WHERE id = OLD.image_id;
+    END
+    """,
+)
+_POSTGRESQL_SIZE_TRIGGERS = (
+    """
+    CREATE FUNCTION ociregistry_size_image() RETURNS trigger AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            UPDATE images SET size_bytes = size_bytes + NEW.size WHERE id = NEW.image_id;
+            RETURN NEW;
+        END IF;
+        UPDATE images SET size_bytes = size_bytes - OLD.size WHERE id = OLD.image_id;
+        RETURN OLD;
+    END
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER image_blobs_sized AFTER INSERT OR DELETE ON image_blobs
+        FOR EACH ROW EXECUTE FUNCTION ociregistry_size_image()
+    """,
+)
+
+
+def _postgresql() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
 
 
 def _usage_table(name: str, key: str | None, parent: str | None) -> None:
@@ -47,10 +98,9 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("immutable_tags", sa.JSON(), nullable=False, server_default="[]")
         )
-    with op.batch_alter_table("images") as batch:
-        batch.add_column(
-            sa.Column("size_bytes", sa.BigInteger(), nullable=False, server_default="0")
-        )
+    # images.size_bytes exists (0009); its writer changes from triggers to catalog/usage.py.
+    for statement in _POSTGRESQL_SIZE_DROP if _postgresql() else _SQLITE_SIZE_DROP:
+        op.execute(statement)
     _usage_table("image_usage", "image_id", "images")
     _usage_table("registry_usage", "registry_id", "registries")
     _usage_table("blob_usage", None, None)
@@ -126,9 +176,16 @@ def downgrade() -> None:
     # Plain ALTER TABLE … DROP COLUMN (SQLite 3.35+, PostgreSQL): a batch "move and copy" of
     # `registries` would cascade-delete every image under foreign_keys=ON.
     for table, column in (
-        ("images", "size_bytes"),
         ("registries", "immutable_tags"),
         ("registries", "quota_bytes"),
         ("registries", "size_bytes"),
     ):
         op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    # images.size_bytes stays (0009's column), kept by 0009's triggers again, refilled as 0009
+    # filled it.
+    for statement in _POSTGRESQL_SIZE_TRIGGERS if _postgresql() else _SQLITE_SIZE_TRIGGERS:
+        op.execute(statement)
+    op.execute(
+        "UPDATE images SET size_bytes = (SELECT coalesce(sum(size), 0) FROM image_blobs"
+        " WHERE image_blobs.image_id = images.id)"
+    )

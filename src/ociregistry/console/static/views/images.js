@@ -73,7 +73,7 @@ function registrySummary(r) {
       ),
     ],
     ["col.group", r.project_group || "-"],
-    ["form.remark", h("span", { class: "remark" }, r.remark || "-")],
+    ["form.remark", h("span", { class: "remark-full" }, r.remark || "-"), true],
   ]);
 }
 
@@ -119,10 +119,10 @@ export function imagesView(ctx, { mode, registry }) {
     {
       label: "col.name",
       class: "col-name",
-      cell: (i) =>
-        link(tagsHref(mode, i.registry, i.name), mode === "platform" ? i.full_name : i.name, {
-          class: "strong",
-        }),
+      cell: (i) => {
+        const name = mode === "platform" ? i.full_name : i.name;
+        return link(tagsHref(mode, i.registry, i.name), name, { class: "strong image-name", title: name });
+      },
     },
     { label: "col.latestTag", cell: (i) => h("span", { class: "tag-name" }, i.latest_tag || "-") },
     { label: "col.imagePulls", class: "num", cell: (i) => h("span", { class: "count", dataset: { testid: "pulls" } }, fmtCount(i.pull_count)) },
@@ -183,12 +183,25 @@ export function imagesView(ctx, { mode, registry }) {
               ["images.push.pull", `docker pull ${r.address}/{${t("images.push.image")}}:{tag}`],
             ]
           : [["images.push.pull", `docker pull ${r.address}/{${t("images.push.image")}}:{tag}`]];
-      replace(head, registrySummary(r), commandsBox(pushes ? "images.push.title" : "images.pull.title", lines));
+      // An empty registry's list points at the push commands: show them open.
+      const box = commandsBox(pushes ? "images.push.title" : "images.pull.title", lines);
+      box.open = r.image_count === 0;
+      replace(head, registrySummary(r), box);
+      listPart.hidden = false;
     } catch (error) {
-      replace(head, h("div", { class: "notice notice-error" }, describeError(error)));
+      // The error shows once, here; the list below (its own error, a pager) would repeat it.
+      replace(head, h("div", { class: "notice notice-error", dataset: { testid: "page-error" } }, describeError(error)));
+      listPart.hidden = true;
     }
   }
 
+  const listPart = h(
+    "div",
+    { class: "list-part" },
+    h("h2", { class: "section-title" }, t("images.title")),
+    listToolbar({ left: [batchButton], searchKey: "toolbar.searchImage", sorts: IMAGE_SORTS, filters, table }),
+    table.el,
+  );
   const title = mode === "platform" ? t("nav.platform") : registry;
   const crumbs =
     mode === "platform"
@@ -203,9 +216,7 @@ export function imagesView(ctx, { mode, registry }) {
     pageHeader(title, crumbs),
     mode === "platform" ? h("p", { class: "page-intro" }, t("platform.intro")) : null,
     head,
-    h("h2", { class: "section-title" }, t("images.title")),
-    listToolbar({ left: [batchButton], searchKey: "toolbar.searchImage", sorts: IMAGE_SORTS, filters, table }),
-    table.el,
+    listPart,
   );
   loadHead();
   table.reload();
@@ -295,7 +306,7 @@ export function tagsView(ctx, { mode, registry, image }) {
   const { batchButton, rights, ready } = deleteControls(ctx, mode, registry, () => openBatchDelete(), () => table);
 
   const columns = [
-    { label: "col.name", cell: (tag) => h("span", { class: "tag-name strong" }, tag.name) },
+    { label: "col.name", class: "col-name", cell: (tag) => h("span", { class: "tag-name strong", title: tag.name }, tag.name) },
     {
       label: "col.digest",
       cell: (tag) =>
@@ -360,8 +371,10 @@ export function tagsView(ctx, { mode, registry, image }) {
           ["col.pullCommand", commandCell(i.pull_command), true],
         ]),
       );
+      tagListPart.hidden = false;
     } catch (error) {
       if (error.status === 404) gone = true;
+      tagListPart.hidden = true; // the error shows once, here
       replace(
         head,
         h(
@@ -375,6 +388,13 @@ export function tagsView(ctx, { mode, registry, image }) {
     }
   }
 
+  const tagListPart = h(
+    "div",
+    { class: "list-part" },
+    h("h2", { class: "section-title" }, t("action.tagList")),
+    listToolbar({ left: [batchButton], searchKey: "toolbar.searchTag", sorts: TAG_SORTS, filters, table }),
+    table.el,
+  );
   const crumbs =
     mode === "platform"
       ? [
@@ -391,9 +411,7 @@ export function tagsView(ctx, { mode, registry, image }) {
     { class: "page", dataset: { testid: "page-tags" } },
     pageHeader(t("tags.title", { name: image }), crumbs),
     head,
-    h("h2", { class: "section-title" }, t("action.tagList")),
-    listToolbar({ left: [batchButton], searchKey: "toolbar.searchTag", sorts: TAG_SORTS, filters, table }),
-    table.el,
+    tagListPart,
   );
   loadHead();
   table.reload();

@@ -110,8 +110,23 @@ export function listToolbar({ left = [], searchKey, sorts, filters, table }) {
   );
 }
 
+/** `15 minutes`: the registry pull-count refresh interval the server is configured with
+ * (the session carries it), as the introduction and the column's hint quote it. */
+export function refreshInterval(session) {
+  const seconds = session && session.registry_count_refresh_seconds;
+  if (!seconds) return null;
+  if (seconds % 3600 === 0) return t("interval.hours", { n: seconds / 3600 });
+  if (seconds % 60 === 0) return t("interval.minutes", { n: seconds / 60 });
+  return t("interval.seconds", { n: seconds });
+}
+
+function refreshHint(session) {
+  const interval = refreshInterval(session);
+  return interval ? t("registries.pullRefreshHint", { interval }) : t("registries.pullRefreshPeriodic");
+}
+
 /** Columns shared by the user and the shared registry lists. */
-function registryColumns(base, operations) {
+function registryColumns(base, operations, session) {
   const columns = [
     {
       label: "col.nameId",
@@ -135,7 +150,7 @@ function registryColumns(base, operations) {
       cell: (r) =>
         h(
           "div",
-          { title: t("registries.pullRefreshHint") },
+          { title: refreshHint(session) },
           h("div", { class: "count" }, fmtCount(r.pull_count)),
           h(
             "div",
@@ -148,7 +163,11 @@ function registryColumns(base, operations) {
     },
     { label: "col.imageCount", class: "num", cell: (r) => h("span", { class: "count" }, fmtCount(r.image_count)) },
     { label: "col.storage", class: "col-usage", cell: usageCell },
-    { label: "col.group", cell: (r) => r.project_group || "-" },
+    {
+      label: "col.group",
+      class: "col-group",
+      cell: (r) => h("span", { class: "group-name", title: r.project_group || null }, r.project_group || "-"),
+    },
     { label: "col.labels", cell: (r) => labelChips(r.labels) },
     {
       label: "col.createdUpdated",
@@ -237,7 +256,7 @@ export function registriesView(ctx) {
   };
 
   const table = createTable({
-    columns: registryColumns("registries", operations),
+    columns: registryColumns("registries", operations, ctx.session),
     rowKey: (r) => r.name,
     selectable: true,
     canSelect: manages,
@@ -338,7 +357,7 @@ export function registriesView(ctx) {
     "section",
     { class: "page", dataset: { testid: "page-registries" } },
     pageHeader(t("nav.registries"), [], []),
-    h("p", { class: "page-intro" }, t("registries.intro")),
+    h("p", { class: "page-intro", dataset: { testid: "registries-intro" } }, t("registries.intro", { interval: refreshInterval(ctx.session) })),
     toolbar,
     table.el,
   );
@@ -626,10 +645,10 @@ function visibilityRadios(isPublic) {
 
 // --- shared registries (guide 37.4) ------------------------------------------------------------
 
-export function sharedView() {
+export function sharedView(ctx) {
   const filters = { q: "", sort: "name" };
   const table = createTable({
-    columns: registryColumns("shared", null),
+    columns: registryColumns("shared", null, ctx && ctx.session),
     rowKey: (r) => r.name,
     testid: "shared-table",
     load: ({ page, pageSize }) =>

@@ -154,6 +154,7 @@ export function createTable({
         replace(tbody);
         replace(message, describeError(error));
         message.className = "table-message table-error";
+        pager.hidden = true; // nothing to page through
       }
       return;
     }
@@ -173,6 +174,7 @@ export function createTable({
     for (const key of [...state.selected]) if (!present.has(key)) state.selected.delete(key);
     renderRows();
     renderPager();
+    pager.hidden = false;
     replace(message, state.items.length ? "" : t(emptyKey));
     message.className = state.items.length ? "table-message" : "table-message table-empty";
     onSelection(selectedItems());

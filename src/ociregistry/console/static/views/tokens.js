@@ -42,7 +42,7 @@ export function tokensView(ctx) {
             : button("action.revoke", () => openRevoke(tok), { kind: "link-danger", dataset: { op: "revoke" } }),
       },
     ],
-    load: () => api.get("/api/v1/users/me/tokens"),
+    load: ({ page, pageSize }) => api.get("/api/v1/users/me/tokens", { page, page_size: pageSize, sort: "-created_at" }),
   });
 
   const el = h(

@@ -27,19 +27,32 @@ export function usersView(ctx) {
       },
       {
         label: "col.status",
-        cell: (u) => h("span", { class: ["badge", u.disabled ? "badge-warn" : "badge-ok"] }, t(u.disabled ? "users.disabled" : "users.active")),
+        cell: (u) =>
+          h(
+            "div",
+            { class: "status-cell" },
+            h("span", { class: ["badge", u.disabled ? "badge-warn" : "badge-ok"] }, t(u.disabled ? "users.disabled" : "users.active")),
+            u.blocked_until
+              ? h("span", { class: "badge badge-warn", dataset: { testid: "blocked" } }, t("users.blocked", { time: fmtTime(u.blocked_until) }))
+              : null,
+          ),
       },
       { label: "col.created", class: "col-time", cell: (u) => fmtTime(u.created_at) },
       {
         label: "col.operations",
         class: "col-ops",
         cell: (u) =>
-          u.username === ctx.session.username
-            ? h("span", { class: "muted" }, t("users.you"))
-            : button(u.disabled ? "action.enable" : "action.disable", () => toggle(u), {
-                kind: u.disabled ? "link" : "link-danger",
-                dataset: { op: "toggle" },
-              }),
+          h(
+            "div",
+            { class: "ops" },
+            u.username === ctx.session.username
+              ? h("span", { class: "muted" }, t("users.you"))
+              : button(u.disabled ? "action.enable" : "action.disable", () => toggle(u), {
+                  kind: u.disabled ? "link" : "link-danger",
+                  dataset: { op: "toggle" },
+                }),
+            u.blocked_until ? button("action.unlock", () => unlock(u), { kind: "link", dataset: { op: "unlock" } }) : null,
+          ),
       },
     ],
     load: ({ page, pageSize }) => api.get("/api/v1/users", { page, page_size: pageSize, q: filters.q, sort: filters.sort }),
@@ -60,6 +73,16 @@ export function usersView(ctx) {
     try {
       await api.patch(`/api/v1/users/${enc(u.username)}`, { disabled: !u.disabled });
       toast(t(u.disabled ? "users.enabledDone" : "users.disabledDone", { name: u.username }));
+    } catch (error) {
+      showError(error, {}, (m) => toast(m, "error"));
+    }
+    table.reload();
+  }
+
+  async function unlock(u) {
+    try {
+      await api.post(`/api/v1/users/${enc(u.username)}:unlock`, {});
+      toast(t("users.unlockDone", { name: u.username }));
     } catch (error) {
       showError(error, {}, (m) => toast(m, "error"));
     }

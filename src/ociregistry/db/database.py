@@ -234,6 +234,12 @@ class Database:
             await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             yield
 
+    def watch_pools(self, watch: Callable[[Engine], None]) -> None:
+        """Hand each pool-backed engine to `watch` (the metrics count connections in use)."""
+        watch(self._writer.sync_engine)
+        if self._sync_writer is not None:
+            watch(self._sync_writer)
+
     async def dispose(self) -> None:
         if self._inline is not None:
             self._inline.dispose()

@@ -12,6 +12,8 @@ The three usage tables are reference counts kept in the transaction that adds or
 manifest (catalog/usage.py): they make every storage figure exact and current at all times.
 
 Bytes (blobs and manifests alike) live in the blob store under their digest, never here.
+`images.tag_count`, `images.size_bytes` and `registries.image_count` are kept by database
+triggers (migration 0009), never written by the application.
 """
 
 from __future__ import annotations
@@ -83,19 +85,25 @@ class Registry(Base):
     immutable_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Images holding at least one tag; kept by triggers (migration 0009).
+    image_count: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Image(Base):
     """An OCI repository inside a registry: `{registry}/{name}`."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("registry_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("registry_id", "name"),
+        Index("ix_images_name", "name", "registry_id"),  # platform images, by name
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
-    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # kept by catalog/usage.py
+    tag_count: Mapped[int] = mapped_column(Integer, server_default="0")  # kept by triggers
+    size_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")  # by catalog/usage.py
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -167,7 +175,10 @@ class PullEvent(Base):
 
 class Tag(Base):
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("image_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "name"),
+        Index("ix_tags_image_created", "image_id", "created_at"),  # newest first, the default
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
@@ -237,3 +248,27 @@ class BlobUsage(Base):
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     refs: Mapped[int] = mapped_column(Integer)
+class JobLease(Base):
+    """Who runs a background job (garbage collection, upload purge, …) until when: one
+    instance at a time, taken and renewed by compare-and-set (see catalog/leases.py)."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires: Mapped[datetime] = mapped_column()
+
+
+class JobRun(Base):
+    """One run of a background job under its lease: what ran where and when, for operators
+    (and for the test that no two instances ever run the same job at once)."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_name_started", "name", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # | ok | failed | lost

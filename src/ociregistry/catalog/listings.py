@@ -1,9 +1,15 @@
-"""The console's view of the catalog: registries, images and tags as the management API
-shows them (SPEC §5), with filters, sorting and pages, and the operations on them.
+"""The catalog as lists: registries, images and tags as the management API and the console
+show them (SPEC §5), with filters, sorting and pages, and the operations on them.
 
 An image, to the console, is a repository holding at least one tag: deleting its last tag
 (here or through /v2) makes it go, and its untagged manifests are left to garbage collection,
 so both paths leave the same state.
+
+Lists cost the same at 100,000 rows as at 1,000 (issue 15): they read `images.tag_count` and
+`registries.image_count`, which database triggers keep (migration 0009), instead of counting
+rows per request, and their default sorts walk indexes. A search (`q`) counts its matches only
+up to `SEARCH_COUNT_LIMIT`; past it the list says so with `total_exact: false`, and `total`
+is that limit, a lower bound.
 """
 
 from __future__ import annotations
@@ -13,13 +19,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    and_,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
-from ociregistry.catalog.database import Database
+from ociregistry.catalog import candidates
 from ociregistry.catalog.immutable import refuse_deleting
-from ociregistry.catalog.models import (
+from ociregistry.catalog.usage import UNIQUE_BYTES, remove_images, tree_sizes
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
     Image,
     Manifest,
     ManifestReference,
@@ -27,21 +45,13 @@ from ociregistry.catalog.models import (
     Tag,
     utcnow,
 )
-from ociregistry.catalog.sql import escape_like
-from ociregistry.catalog.usage import UNIQUE_BYTES, remove_images, tree_sizes
-from ociregistry.errors import RegistryError
+from ociregistry.db.sql import escape_like
+from ociregistry.errors import InvalidArgument, NotFound
 
 MAX_PAGE_SIZE = 100
+SEARCH_COUNT_LIMIT = 1000  # a search counts this many matches at most (`total_exact: false`)
 
 log = logging.getLogger("ociregistry.console")
-
-
-class InvalidArgument(RegistryError):
-    code, status = "INVALID_ARGUMENT", 400
-
-
-class NotFound(RegistryError):
-    code, status = "NOT_FOUND", 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,15 @@ class Page:
     @property
     def offset(self) -> int:
         return (self.number - 1) * self.size
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    """How many items a list holds over all its pages; `exact` is False when a search stopped
+    counting at SEARCH_COUNT_LIMIT matches, and `count` is then a lower bound."""
+
+    count: int
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +119,8 @@ class TagView:
     platforms: list[str]
 
 
-_TAGGED = exists(select(Tag.id).where(Tag.image_id == Image.id))
-_IMAGE_COUNT = (
-    select(func.count(Image.id))
-    .where(Image.registry_id == Registry.id, _TAGGED)
-    .correlate(Registry)
-    .scalar_subquery()
-)
+_TAGGED = Image.tag_count > 0  # kept by triggers, like the counts below (migration 0009)
+_IMAGE_COUNT = Registry.image_count
 _REGISTRY_COLUMNS = (
     Registry.resource_id,
     Registry.name,
@@ -136,9 +150,7 @@ REGISTRY_SORTS: dict[str, Any] = {
     "size_bytes": Registry.size_bytes,
 }
 
-_TAG_COUNT = (
-    select(func.count(Tag.id)).where(Tag.image_id == Image.id).correlate(Image).scalar_subquery()
-)
+_TAG_COUNT = Image.tag_count
 _LATEST_TAG = (
     select(Tag.name)
     .where(Tag.image_id == Image.id)
@@ -147,6 +159,7 @@ _LATEST_TAG = (
     .correlate(Image)
     .scalar_subquery()
 )
+_IMAGE_SIZE = Image.size_bytes  # exact, kept by catalog/usage.py (migration 0010)
 IMAGE_SORTS: dict[str, Any] = {
     "name": Image.name,
     "created_at": Image.created_at,
@@ -181,7 +194,35 @@ def _contains(column: Any, text: str) -> ColumnElement[bool]:
     return column.like(f"%{escape_like(text)}%", escape="\\")
 
 
-class Console:
+TRIGRAM = 3  # the trigram index answers searches of at least this many characters
+
+
+def _tag_search(text_: str) -> Any:
+    """The ids of tags whose name contains `text_`, from the trigram index of SQLite
+    (`tags_search`, migration 0009): the same matches as `_contains`, found without reading
+    every tag. The caller drives the query from these ids (`image_id + 0` keeps SQLite from
+    walking the image's tags instead)."""
+    phrase = '"' + text_.replace('"', '""') + '"'
+    return (
+        select(literal_column("rowid"))
+        .select_from(text("tags_search"))
+        .where(text("tags_search MATCH :phrase").bindparams(phrase=phrase))
+    )
+
+
+async def _count_matches(conn: Any, query: Select[Any]) -> Total:
+    """The number of rows of a search, counted up to SEARCH_COUNT_LIMIT and no further."""
+    capped = query.limit(SEARCH_COUNT_LIMIT + 1).subquery()
+    found = await conn.scalar(select(func.count()).select_from(capped)) or 0
+    if found > SEARCH_COUNT_LIMIT:
+        return Total(SEARCH_COUNT_LIMIT, exact=False)
+    return Total(found)
+
+
+class Listings:
+    """Registries, images and tags as lists and single views, and the changes made to them
+    there (not `console/`, the web UI, though the console is their main reader)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -231,8 +272,14 @@ class Console:
             conditions.append(Registry.labels[label[0]].as_string() == label[1])
         order = parse_sort(sort, REGISTRY_SORTS, "name")
         query = self._registry_query(role).where(*conditions)
+        counted = (
+            select(func.count(Registry.id))
+            .select_from(Registry)
+            .outerjoin(ProjectGroup, ProjectGroup.id == Registry.project_group_id)
+            .where(*conditions)
+        )
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            total = await conn.scalar(counted)
             rows = (
                 await conn.execute(
                     query.order_by(*order, Registry.id).offset(page.offset).limit(page.size)
@@ -261,19 +308,24 @@ class Console:
     # -- images and tags ---------------------------------------------------------------------
 
     @staticmethod
-    def _image_query(registries: ColumnElement[bool]) -> Select[Any]:
+    def _image_columns() -> Select[Any]:
+        """The columns of an ImageView."""
+        return select(
+            Registry.name,
+            Image.name,
+            _LATEST_TAG,
+            _TAG_COUNT,
+            Image.pull_count,
+            _IMAGE_SIZE,
+            Image.created_at,
+            Image.updated_at,
+        )
+
+    @classmethod
+    def _image_query(cls, registries: ColumnElement[bool]) -> Select[Any]:
         """Images holding at least one tag, in the registries matching `registries`."""
         return (
-            select(
-                Registry.name,
-                Image.name,
-                _LATEST_TAG,
-                _TAG_COUNT,
-                Image.pull_count,
-                Image.size_bytes,
-                Image.created_at,
-                Image.updated_at,
-            )
+            cls._image_columns()
             .join(Registry, Registry.id == Image.registry_id)
             .where(registries, _TAGGED)
         )
@@ -286,27 +338,43 @@ class Console:
         sort: str | None = None,
         page: Page = Page(),
         match_full_name: bool = False,
-    ) -> tuple[list[ImageView], int]:
+    ) -> tuple[list[ImageView], Total]:
         """Images of the registry named `registries`, or of those matching that condition
         (the platform image list spans many); `q` matches the name in its registry, or with
-        `match_full_name` the whole `{registry}/{image}`."""
+        `match_full_name` the whole `{registry}/{image}`. Without `q` the total is the sum of
+        the registries' maintained image counts."""
         order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
+        # The page is chosen on images alone, and only its rows get the per-image columns (the
+        # latest tag): a join would compute them for, and sort, every image of the registries.
+        # One registry is an index range of (registry_id, name); several are an IN list, so
+        # the default sort walks ix_images_name and stops after the page.
         if isinstance(registries, str):
             registries = Registry.name == registries
-        query = self._image_query(registries)
-        if q:
-            name = Registry.name.concat("/").concat(Image.name) if match_full_name else Image.name
-            query = query.where(_contains(name, q))
+            registry_ids: Any = (
+                Image.registry_id == select(Registry.id).where(registries).scalar_subquery()
+            )
+        else:
+            registry_ids = Image.registry_id.in_(select(Registry.id).where(registries))
+        chosen = select(Image.id).where(registry_ids, _TAGGED)
+        if q and match_full_name:
+            full_name = Registry.name.concat("/").concat(Image.name)
+            chosen = chosen.join(Registry, Registry.id == Image.registry_id)
+            chosen = chosen.where(_contains(full_name, q))
+        elif q:
+            chosen = chosen.where(_contains(Image.name, q))
+        terms = (*order, Image.registry_id, Image.id)
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, Registry.name, Image.id)
-                    .offset(page.offset)
-                    .limit(page.size)
-                )
-            ).all()
-        return [ImageView(*row) for row in rows], total or 0
+            if q:
+                total = await _count_matches(conn, chosen)
+            else:
+                counted = select(func.coalesce(func.sum(Registry.image_count), 0))
+                total = Total(int(await conn.scalar(counted.where(registries)) or 0))
+            page_ids = chosen.order_by(*terms).offset(page.offset).limit(page.size).subquery()
+            query = self._image_columns().select_from(page_ids)
+            query = query.join(Image, Image.id == page_ids.c.id)
+            query = query.join(Registry, Registry.id == Image.registry_id)
+            rows = (await conn.execute(query.order_by(*terms))).all()
+        return [ImageView(*row) for row in rows], total
 
     async def get_image(self, registry: str, image: str) -> ImageView:
         async with self.db.read() as conn:
@@ -327,17 +395,11 @@ class Console:
         await self.get_image(registry, image)
         async with self.db.write() as conn:
             registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
-            image_ids = list(
-                (
-                    await conn.scalars(
-                        select(Image.id).where(
-                            Image.registry_id == registry_id, Image.name == image
-                        )
-                    )
-                ).all()
-            )
+            doomed = select(Image.id).where(Image.registry_id == registry_id, Image.name == image)
+            image_ids = list((await conn.scalars(doomed)).all())
             if not immutable_too:
                 await conn.run_sync(lambda sync: refuse_deleting(sync, image_ids, None))
+            await conn.execute(candidates.of_images(conn.dialect.name, image_ids))
             await conn.run_sync(lambda sync: remove_images(sync, image_ids))
             await conn.execute(delete(Image).where(Image.id.in_(image_ids)))
 
@@ -349,33 +411,52 @@ class Console:
         q: str | None = None,
         sort: str | None = None,
         page: Page = Page(),
-    ) -> tuple[list[TagView], int]:
-        await self.get_image(registry, image)
-        query = (
-            select(
-                Tag.name,
-                Manifest.digest,
-                Manifest.media_type,
-                Manifest.size,  # replaced by the size of its tree below
-                Tag.pull_count,
-                Tag.created_at,
-                Manifest.id,
-            )
-            .join(Manifest, Manifest.id == Tag.manifest_id)
-            .join(Image, Image.id == Tag.image_id)
+    ) -> tuple[list[TagView], Total]:
+        """Without `q` the total is the image's maintained tag count."""
+        found = await self.get_image(registry, image)
+        reference_size = (
+            select(func.coalesce(func.sum(ManifestReference.size), 0).cast(BigInteger))
+            .where(ManifestReference.manifest_id == Manifest.id)
+            .correlate(Manifest)
+            .scalar_subquery()
+        )
+        image_id = (
+            select(Image.id)
             .join(Registry, Registry.id == Image.registry_id)
             .where(Registry.name == registry, Image.name == image)
+            .scalar_subquery()
         )
-        if q:
-            query = query.where(_contains(Tag.name, q))
+        # The page is chosen on the image's tags alone (the default sort walks
+        # ix_tags_image_created), and only its rows get the manifest's columns and size.
+        chosen = select(Tag.id).where(Tag.image_id == image_id)
+        if q and self.db.url.startswith("sqlite") and len(q) >= TRIGRAM:
+            chosen = select(Tag.id).where(Tag.id.in_(_tag_search(q)), Tag.image_id + 0 == image_id)
+        elif q:
+            chosen = chosen.where(_contains(Tag.name, q))
         order = parse_sort(sort, TAG_SORTS, "-created_at")
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, Tag.id).offset(page.offset).limit(page.size)
+            if q:
+                total = await _count_matches(conn, chosen)
+            else:
+                total = Total(found.tag_count)
+            page_ids = (
+                chosen.order_by(*order, Tag.id).offset(page.offset).limit(page.size).subquery()
+            )
+            query = (
+                select(
+                    Tag.name,
+                    Manifest.digest,
+                    Manifest.media_type,
+                    Manifest.size + reference_size,
+                    Tag.pull_count,
+                    Tag.created_at,
+                    Manifest.id,
                 )
-            ).all()
+                .select_from(page_ids)
+                .join(Tag, Tag.id == page_ids.c.id)
+                .join(Manifest, Manifest.id == Tag.manifest_id)
+            )
+            rows = (await conn.execute(query.order_by(*order, Tag.id))).all()
             manifest_ids = {row[6] for row in rows}
             platforms: dict[int, list[str]] = {}
             if manifest_ids:
@@ -397,7 +478,7 @@ class Console:
                 *row[:3], sizes.get(row[6], row[3]), *row[4:6], platforms=platforms.get(row[6], [])
             )
             for row in rows
-        ], total or 0
+        ], total
 
     async def delete_tag(
         self, registry: str, image: str, tag: str, *, immutable_too: bool = False

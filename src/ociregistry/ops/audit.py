@@ -21,25 +21,17 @@ import base64
 import binascii
 import logging
 import re
-import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.sql.elements import ColumnElement
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ociregistry.catalog.console import Page
-from ociregistry.catalog.database import Database
-from ociregistry.catalog.models import AuditEvent, utcnow
-from ociregistry.catalog.sql import escape_like
+from ociregistry.catalog.audit import AUDIT_SORTS, AuditLog, AuditRecord
+from ociregistry.ops import access
 
 log = logging.getLogger("ociregistry.audit")
 NOTE_KEY = "ociregistry.audit"
-PRUNE_EVERY_SECONDS = 3600
 _REG = r"/api/v1/registries/(?P<registry>[^/:]+)"
 _IMAGE = _REG + r"/images/(?P<image>.+?)"
 _V2 = r"/v2/(?P<registry>[^/]+)/(?P<image>.+)"
@@ -162,7 +154,9 @@ class AuditLogMiddleware:
             AuditRecord(
                 actor=actor,
                 client=client[0] if client else "",
-                request_id=request_id or _header(headers, b"x-request-id"),
+                request_id=request_id
+                or access.current_request_id()
+                or _header(headers, b"x-request-id"),
                 action=action,
                 method=scope["method"],
                 target=unquote(scope["path"])[:512],
@@ -174,78 +168,4 @@ class AuditLogMiddleware:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    actor: str | None
-    client: str
-    request_id: str | None
-    action: str
-    method: str
-    target: str
-    registry: str | None
-    status: int
-    outcome: str
-    detail: dict[str, Any] | None = None
-    at: datetime | None = None
-    id: int | None = None
-
-
-AUDIT_SORTS = {"at": AuditEvent.at}
-
-
-class AuditLog:
-    def __init__(self, db: Database, *, retention_days: int) -> None:
-        self.db = db
-        self.retention_days = retention_days
-        self._pruned_at = 0.0
-
-    async def record(self, event: AuditRecord) -> None:
-        values = {k: v for k, v in asdict(event).items() if k not in ("id", "at")}
-        async with self.db.write() as conn:
-            await conn.execute(AuditEvent.__table__.insert().values(at=utcnow(), **values))
-            if self.retention_days > 0 and time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
-                self._pruned_at = time.monotonic()
-                cutoff = utcnow() - timedelta(days=self.retention_days)
-                await conn.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
-
-    async def list(
-        self,
-        *,
-        where: ColumnElement[bool],
-        filters: dict[str, str],
-        q: str | None,
-        order: list[Any],
-        page: Page,
-    ) -> tuple[list[AuditRecord], int]:
-        """Events matching `where` (the policy's condition for the caller), `filters` (exact
-        actor, action, registry, outcome) and `q` (in the target), in `order`."""
-        conditions = [where]
-        if q:
-            conditions.append(AuditEvent.target.like(f"%{escape_like(q)}%", escape="\\"))
-        for name, value in filters.items():
-            column = AuditEvent.registry_name if name == "registry" else getattr(AuditEvent, name)
-            conditions.append(column == value)
-        query = select(
-            AuditEvent.actor,
-            AuditEvent.client,
-            AuditEvent.request_id,
-            AuditEvent.action,
-            AuditEvent.method,
-            AuditEvent.target,
-            AuditEvent.registry_name,
-            AuditEvent.status,
-            AuditEvent.outcome,
-            AuditEvent.detail,
-            AuditEvent.at,
-            AuditEvent.id,
-        ).where(*conditions)
-        async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, AuditEvent.id.desc())
-                    .offset(page.offset)
-                    .limit(page.size)
-                )
-            ).all()
-        return [AuditRecord(*row) for row in rows], total or 0
+__all__ = ["AUDIT_SORTS", "AuditLog", "AuditLogMiddleware", "AuditRecord", "note", "outcome_of"]

@@ -14,17 +14,11 @@ client simply uploads (202). Who may read what is the access policy's answer alo
 
 from __future__ import annotations
 
-from ociregistry.auth.policy import (
-    AccessPolicy,
-    Action,
-    AuthenticationRequired,
-    Principal,
-    scope_for,
-)
+from ociregistry.auth.policy import AccessPolicy, Action, Principal, scope_for
 from ociregistry.blobstore.digest import Digest
 from ociregistry.blobstore.store import BlobStore
 from ociregistry.catalog.images import Images
-from ociregistry.errors import RegistryError
+from ociregistry.errors import AuthenticationRequired, RegistryError
 from ociregistry.names import RepositoryName
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server import free_port
+from support.server import free_port
 
 URL_ENV = "OCIREGISTRY_DATABASE_URL"
 
@@ -73,7 +73,13 @@ class PostgresCluster:
         """Run a client tool (`createdb`, `psql`) against the cluster; its stdout."""
         tool, *rest = args
         done = _as_postgres(
-            str(self.binaries / tool), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+            str(self.binaries / tool),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
             *rest,
         )
         assert done.returncode == 0, done.stderr
@@ -83,3 +89,12 @@ class PostgresCluster:
         """A new, empty database; its URL for OCIREGISTRY_DATABASE_URL."""
         self.tool("createdb", name)
         return f"{self.url}/{name}"
+
+    def restart(self) -> None:
+        """Stop the server at once (`-m immediate`: every connection drops, as in a crash or a
+        failover) and start it again with the same options; committed data survives."""
+        done = _as_postgres(
+            str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+            "-l", str(self.data / "log"), "restart",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr + done.stdout

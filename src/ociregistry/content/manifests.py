@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, HEX_LENGTHS, Digest, is_digest
 from ociregistry.blobstore.store import BlobStore
 from ociregistry.catalog.images import Images, ManifestRecord
-from ociregistry.errors import DigestInvalid, ManifestUnknown, NameUnknown, RegistryError
+from ociregistry.errors import (
+    DigestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    TagInvalid,
+)
 from ociregistry.manifests.parse import ParsedManifest, parse_manifest
 from ociregistry.names import RepositoryName, is_tag
 
 CACHE_BYTES = 64 << 20
-
-
-class TagInvalid(RegistryError):
-    code, status = "TAG_INVALID", 400
 
 
 @dataclass(frozen=True, slots=True)

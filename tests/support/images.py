@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.oci import canonical_json, digest_of
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -42,12 +44,7 @@ FIXED_MTIME = 1704067200  # FIXED_CREATED as a Unix time
 
 def sha256_digest(data: bytes) -> str:
     """The `sha256:<hex>` content address that registries and layouts use."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def canonical_json(value: object) -> bytes:
-    """Compact JSON with sorted keys: stable bytes, hence stable digests."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return digest_of(data, "sha256")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""How our lists cost as a registry grows: the same requests at 1k, 10k and 100k items.
+
+Issue 15 asks every list (/v2 catalog and tags, the /api/v1 registries, shared, platform, image
+and tag lists, and their searches) to cost at most 2x at 100,000 items what it costs at 1,000.
+This benchmark seeds a registry to each size, measures each request with `wrk`, and prints
+requests/s, the server's CPU per request and the ratio of the largest size to the smallest.
+
+Seeding goes straight into the database through our models' tables, with the rows a push
+makes (an image, its manifest with two references, two image blobs and a tag), because pushing
+100,000 images through HTTP would take the better part of an hour; the server is stopped while
+rows go in and started again to measure. At size N there are:
+
+- N images spread over 10 registries: `g000`-`g004` user registries of the bench user (`g000`
+  and `g001` public, so the shared view has them), `p000`-`p004` platform registries; each image
+  has one tag `v1`;
+- one image `g000/ci` with N tags (`t000000`, ...), each on its own manifest: a CI that tags
+  every commit.
+
+Run `python bench/growth_bench.py` (about a minute at --sizes 1000,10000,100000 with 2 s per
+request; needs `wrk`). Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, insert, select, text
+
+from ociregistry.db.models import (
+    Image,
+    ImageBlob,
+    Manifest,
+    ManifestReference,
+    Registry,
+    Tag,
+)
+
+USER = "growthuser"
+USER_REGISTRIES = [f"g{i:03d}" for i in range(5)]
+PUBLIC_REGISTRIES = USER_REGISTRIES[:2]
+PLATFORM_REGISTRIES = [f"p{i:03d}" for i in range(5)]
+CI_REGISTRY, CI_IMAGE = "g000", "ci"
+SEARCH_REGISTRY = "g001"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+READY_TIMEOUT_SECONDS = 60.0
+BATCH = 5_000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[growth] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def digest(label: str) -> str:
+    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class Server:
+    """`ociregistry serve` with one worker, on a free port, in its own process group."""
+
+    def __init__(self, data_dir: Path, workers: int, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.workers = workers
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        argv = [sys.executable, "-m", "ociregistry", *args, "--data-dir", str(self.data_dir)]
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env)
+        if done.returncode != 0:
+            raise RuntimeError(f"ociregistry {' '.join(args)}: {done.stderr}")
+        return done.stdout
+
+    def start(self) -> None:
+        log_file = (self.data_dir.parent / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ociregistry", "serve", "--no-access-log"),
+                *("--port", str(self.port), "--workers", str(self.workers)),
+                *("--data-dir", str(self.data_dir)),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the server exited early; see server.log (--keep)")
+            with_retry = httpx.get(f"{self.url}/v2/", timeout=1.0) if self._listening() else None
+            if with_retry is not None and with_retry.status_code < 500:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the server did not become ready")
+
+    def _listening(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of every process in the server's process group."""
+        assert self.process is not None
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.process.pid:  # pgrp
+                total += int(fields[11]) + int(fields[12])
+        return total / CLOCK_TICKS
+
+
+# -- seeding ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Seeded:
+    images: int = 0
+    ci_tags: int = 0
+
+
+def seed(database_url: str, seeded: Seeded, size: int) -> None:
+    """Add images and `ci` tags until there are `size` of each, as pushes would leave them."""
+    engine = create_engine(database_url)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        registry_ids = dict(conn.execute(select(Registry.name, Registry.id)).all())
+        holders = [registry_ids[name] for name in USER_REGISTRIES + PLATFORM_REGISTRIES]
+        ci_image = conn.scalar(
+            select(Image.id).where(
+                Image.registry_id == registry_ids[CI_REGISTRY], Image.name == CI_IMAGE
+            )
+        )
+        if ci_image is None:
+            ci_image = conn.execute(
+                insert(Image).values(
+                    registry_id=registry_ids[CI_REGISTRY], name=CI_IMAGE, created_at=base
+                )
+            ).inserted_primary_key[0]
+        for start in range(seeded.images, size, BATCH):
+            numbers = range(start, min(size, start + BATCH))
+            moment = [base + timedelta(seconds=n) for n in numbers]
+            conn.execute(
+                insert(Image),
+                [
+                    {
+                        "registry_id": holders[n % len(holders)],
+                        "name": f"img{n:06d}",
+                        "created_at": moment[i],
+                        "updated_at": moment[i],
+                    }
+                    for i, n in enumerate(numbers)
+                ],
+            )
+            ids = dict(
+                conn.execute(
+                    select(Image.name, Image.id).where(
+                        Image.name.in_([f"img{n:06d}" for n in numbers])
+                    )
+                ).all()
+            )
+            image_ids = [ids[f"img{n:06d}"] for n in numbers]
+            _seed_pushes(conn, image_ids, [f"img{n}" for n in numbers], ["v1"] * len(numbers))
+        for start in range(seeded.ci_tags, size, BATCH):
+            numbers = range(start, min(size, start + BATCH))
+            _seed_pushes(
+                conn,
+                [ci_image] * len(numbers),
+                [f"ci{n}" for n in numbers],
+                [f"t{n:06d}" for n in numbers],
+            )
+    engine.dispose()
+    seeded.images = seeded.ci_tags = size
+
+
+def _seed_pushes(conn: object, image_ids: list[int], labels: list[str], tags: list[str]) -> None:
+    """For each (image, label, tag): the rows `PUT /v2/<image>/manifests/<tag>` makes."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    now = [base + timedelta(seconds=i) for i in range(len(labels))]
+    manifests = [digest(f"manifest {label}") for label in labels]
+    conn.execute(  # type: ignore[attr-defined]
+        insert(Manifest),
+        [
+            {
+                "image_id": image_id,
+                "digest": manifests[i],
+                "media_type": OCI_MANIFEST,
+                "size": 400,
+                "created_at": now[i],
+            }
+            for i, image_id in enumerate(image_ids)
+        ],
+    )
+    found = dict(
+        conn.execute(  # type: ignore[attr-defined]
+            select(Manifest.digest, Manifest.id).where(Manifest.digest.in_(manifests))
+        ).all()
+    )
+    blobs, references, tag_rows = [], [], []
+    for i, image_id in enumerate(image_ids):
+        manifest_id = found[manifests[i]]
+        config, layer = digest(f"config {labels[i]}"), digest(f"layer {labels[i]}")
+        blobs += [
+            {"image_id": image_id, "digest": config, "size": 300, "created_at": now[i]},
+            {"image_id": image_id, "digest": layer, "size": 2_000_000, "created_at": now[i]},
+            {"image_id": image_id, "digest": manifests[i], "size": 400, "created_at": now[i]},
+        ]
+        references += [
+            {"manifest_id": manifest_id, "position": 0, "digest": config, "kind": "blob",
+             "size": 300},
+            {"manifest_id": manifest_id, "position": 1, "digest": layer, "kind": "blob",
+             "size": 2_000_000},
+        ]  # fmt: skip
+        tag_rows.append(
+            {"image_id": image_id, "name": tags[i], "manifest_id": manifest_id}
+            | {"created_at": now[i]}
+        )
+    conn.execute(insert(ImageBlob), blobs)  # type: ignore[attr-defined]
+    conn.execute(insert(ManifestReference), references)  # type: ignore[attr-defined]
+    conn.execute(insert(Tag), tag_rows)  # type: ignore[attr-defined]
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def cases() -> list[tuple[str, str]]:
+    tags = f"/api/v1/registries/{CI_REGISTRY}/images/{CI_IMAGE}/-/tags"
+    return [
+        ("/v2/_catalog?n=100", "/v2/_catalog?n=100"),
+        ("/v2/<ci>/tags/list?n=100", f"/v2/{CI_REGISTRY}/{CI_IMAGE}/tags/list?n=100"),
+        ("api registries", "/api/v1/registries"),
+        ("api shared registries", "/api/v1/shared/registries"),
+        ("api platform images", "/api/v1/platform/images"),
+        ("api images, page 1", f"/api/v1/registries/{SEARCH_REGISTRY}/images?page=1"),
+        ("api images, search", f"/api/v1/registries/{SEARCH_REGISTRY}/images?q=img0001"),
+        ("api tags, page 1", f"{tags}?page=1"),
+        ("api tags, search", f"{tags}?q=t00012"),
+    ]
+
+
+@dataclass
+class Figure:
+    rate: float  # requests/s
+    cpu_ms: float  # server CPU per request
+
+
+def measure(server: Server, path: str, authorization: str, seconds: int) -> Figure:
+    url = server.url + path
+    check = httpx.get(url, headers={"Authorization": authorization}, timeout=60.0)
+    if check.status_code != 200:
+        raise RuntimeError(f"GET {path}: {check.status_code} {check.text[:300]}")
+    argv = [
+        "wrk",
+        "-t1",
+        "-c4",
+        f"-d{seconds}s",
+        "--timeout",
+        "60s",
+        "-H",
+        f"Authorization: {authorization}",
+        url,
+    ]
+    subprocess.run([*argv[:3], "-d1s", *argv[4:]], capture_output=True, check=True)  # warm-up
+    cpu_before = server.cpu_seconds()
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    cpu = server.cpu_seconds() - cpu_before
+    if "Non-2xx" in output:
+        raise RuntimeError(f"GET {path}: non-2xx answers under load\n{output}")
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return Figure(rate, 1000 * cpu / max(requests, 1))
+
+
+def bearer_token(server: Server, basic: str) -> str:
+    """A token from our realm for the catalog and the `ci` image, as docker would send it:
+    Basic credentials would measure the password hash on every request instead of the list."""
+    scopes = ["registry:catalog:*", f"repository:{CI_REGISTRY}/{CI_IMAGE}:pull"]
+    response = httpx.get(
+        f"{server.url}/auth/token",
+        params=[("service", "ociregistry"), *(("scope", scope) for scope in scopes)],
+        headers={"Authorization": basic},
+    )
+    response.raise_for_status()
+    return "Bearer " + response.json()["token"]
+
+
+@contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="growth-bench-"))
+    try:
+        yield folder
+    finally:
+        if keep:
+            log(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--seconds", type=int, default=2, help="wrk duration per request")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the data folder")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    if shutil.which("wrk") is None:
+        parser.error("wrk is needed (apt-get install wrk)")
+
+    with workspace(args.keep) as folder:
+        data_dir = folder / "data"
+        password = secrets.token_urlsafe(12)
+        env = {**os.environ, "OCIREGISTRY_ADMIN_PASSWORD": secrets.token_urlsafe(12)}
+        env["OCIREGISTRY_PULL_COUNTING"] = "0"  # list costs only
+        env["OCIREGISTRY_TOKEN_TTL_SECONDS"] = "3600"
+        server = Server(data_dir, args.workers, env)
+        server.start()  # migrates the schema and makes the signing key
+        server.stop()
+        server.cli("user", "add", USER, "--password-stdin", stdin=password + "\n")
+        for name in USER_REGISTRIES:
+            public = ["--public"] if name in PUBLIC_REGISTRIES else []
+            server.cli("registry", "create", name, "--owner", USER, *public)
+        for name in PLATFORM_REGISTRIES:
+            server.cli("registry", "create", name, "--platform")
+        database_url = f"sqlite:///{data_dir / 'registry.db'}"
+        basic = "Basic " + base64.b64encode(f"{USER}:{password}".encode()).decode()
+        seeded = Seeded()
+        table: dict[str, dict[int, Figure]] = {}
+        try:
+            for size in sizes:
+                log(f"seeding to {size:,} images and {size:,} tags of {CI_REGISTRY}/{CI_IMAGE}")
+                started = time.monotonic()
+                seed(database_url, seeded, size)
+                with create_engine(database_url).connect() as conn:
+                    conn.execute(text("ANALYZE"))
+                log(f"seeded in {time.monotonic() - started:.1f} s; measuring")
+                server.start()
+                try:
+                    authorization = bearer_token(server, basic)
+                    for label, path in cases():
+                        table.setdefault(label, {})[size] = measure(
+                            server, path, authorization, args.seconds
+                        )
+                finally:
+                    server.stop()
+        finally:
+            server.stop()
+        print_table(table, sizes)
+    return 0
+
+
+def print_table(table: dict[str, dict[int, Figure]], sizes: list[int]) -> None:
+    first, last = sizes[0], sizes[-1]
+    head = " | ".join(f"{size:,}" for size in sizes)
+    print(f"| request: req/s (server CPU per request) | {head} | cost {last:,}/{first:,} |")
+    print("|---" * (len(sizes) + 2) + "|")
+    for label, figures in table.items():
+        cells = " | ".join(
+            f"{figures[size].rate:,.0f} ({figures[size].cpu_ms:.2f} ms)" for size in sizes
+        )
+        ratio = figures[last].cpu_ms / figures[first].cpu_ms if figures[first].cpu_ms else 0.0
+        print(f"| {label} | {cells} | {ratio:.1f}x |")
+    print(
+        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, SQLite, 1 worker, wrk -t1 -c4, Bearer token;"
+        " cost = server CPU per request at the largest size / at the smallest (1.0: flat; the"
+        " goal is <= 2). CPU per request holds on a busy machine; requests/s do not."
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

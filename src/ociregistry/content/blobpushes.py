@@ -1,0 +1,44 @@
+"""Finishing a blob upload and linking the blob into the repository: one home for both steps.
+
+The blob becomes visible in storage first (durable), then the repository's link is written, so
+a 201 never names a blob the store lacks. Before either, the blob is recorded as a garbage
+candidate (`catalog/candidates.py`), so a blob written but never linked is still collected.
+The `/v2` handlers call this; it knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+from ociregistry.blobstore.digest import Digest
+from ociregistry.blobstore.uploads import Uploads, UploadSession
+from ociregistry.catalog.images import Images
+from ociregistry.names import RepositoryName
+
+
+class BlobPushes:
+    def __init__(self, uploads: Uploads, images: Images) -> None:
+        self.uploads = uploads
+        self.images = images
+
+    async def finish(
+        self,
+        repo: RepositoryName,
+        session: UploadSession,
+        digest: Digest,
+        body: AsyncIterable[bytes] | None,
+    ) -> int:
+        """Take the last chunk of a session, check the digest, store and link the blob."""
+        await self.images.note_blob_written(digest)
+        size = await self.uploads.finish(session, digest, body)
+        await self.images.link_blob(repo, digest, size)
+        return size
+
+    async def push_whole(
+        self, repo: RepositoryName, digest: Digest, body: AsyncIterable[bytes]
+    ) -> int:
+        """A monolithic upload (`POST ?digest=`): store and link the blob."""
+        await self.images.note_blob_written(digest)
+        size = await self.uploads.put_whole(digest, body)
+        await self.images.link_blob(repo, digest, size)
+        return size
