@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 
 from authtools import add_user
+from ociregistry.db.models import AuditEvent, utcnow
 from support.inprocess import InProcessRegistry
 from support.oci import make_image, push_image
-from ociregistry.db.models import AuditEvent, utcnow
 from support.server import RunningServer
 
 

@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from authtools import add_user
-from support.oci import OCI_INDEX, digest_of, error_of, make_image, make_index, push_image, put_manifest
+from support.oci import (
+    OCI_INDEX,
+    digest_of,
+    error_of,
+    make_image,
+    make_index,
+    push_image,
+    put_manifest,
+)
 from support.server import RunningServer
 
 DEVELOPER_PASSWORD = "developer-password-1"

@@ -28,8 +28,8 @@ from referencing.jsonschema import DRAFT202012
 
 from ociregistry import api
 from ociregistry.api.groups import GROUP_SORTS
-from ociregistry.catalog.audit import AUDIT_SORTS
 from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS
+from ociregistry.catalog.audit import AUDIT_SORTS
 from ociregistry.catalog.listings import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
 from support.server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
 

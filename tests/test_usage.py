@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from support.inprocess import InProcessRegistry
-from support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
 from ociregistry.content.gc import GarbageCollector
 from ociregistry.db.models import Image, Manifest, Registry
+from support.inprocess import InProcessRegistry
+from support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
 from support.pgcluster import PostgresCluster
 
 LAYERS = [f"shared layer {n} ".encode() * (40 + 17 * n) for n in range(6)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ociregistry.catalog.audit import AuditLog
 from ociregistry.auth.accounts import Accounts
 from ociregistry.auth.groups import Groups
 from ociregistry.auth.policy import AccessPolicy
@@ -13,6 +12,7 @@ from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobstore import BlobStore, create_driver
 from ociregistry.blobstore.factory import close_driver, observer_from_environment
 from ociregistry.blobstore.uploads import Uploads
+from ociregistry.catalog.audit import AuditLog
 from ociregistry.catalog.images import Images
 from ociregistry.catalog.listings import Listings
 from ociregistry.catalog.pulls import PullCounter

@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ociregistry.api.common import caller, list_params, listing, rfc3339, services
-from ociregistry.catalog.audit import AUDIT_SORTS, AuditRecord
 from ociregistry.auth.policy import is_platform_admin
+from ociregistry.catalog.audit import AUDIT_SORTS, AuditRecord
 from ociregistry.catalog.listings import parse_sort
-from ociregistry.errors import InvalidArgument
 from ociregistry.db.models import AuditEvent, Registry
+from ociregistry.errors import InvalidArgument
 
 FILTERS = ("actor", "action", "registry", "outcome")
 MAX_FILTER_LENGTH = 255

@@ -25,7 +25,6 @@ from ociregistry.api.common import (
     string_list,
     writer,
 )
-from ociregistry.ops.audit import note
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
 from ociregistry.catalog.immutable import check_patterns
 from ociregistry.catalog.usage import check_quota
@@ -38,6 +37,7 @@ from ociregistry.errors import (
     RegistryError,
 )
 from ociregistry.names import check_labels, check_registry_name, check_remark
+from ociregistry.ops.audit import note
 
 
 def _label_filter(value: str | None) -> tuple[str, str] | None:

@@ -43,7 +43,7 @@ from ociregistry.db.models import (
     Registry,
     RegistryUsage,
 )
-from ociregistry.errors import QuotaExceeded, NameInvalid
+from ociregistry.errors import NameInvalid, QuotaExceeded
 from ociregistry.manifests.parse import ParsedManifest
 
 Entries = Mapping[str, int]  # digest -> size

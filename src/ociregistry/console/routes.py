@@ -21,10 +21,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ociregistry.api.common import caller, json_body, services
-from ociregistry.ops.audit import note
 from ociregistry.auth.tokens import SESSION_TOKEN
 from ociregistry.authapi.credentials import SESSION_COOKIE, check_password
 from ociregistry.errors import Unauthenticated
+from ociregistry.ops.audit import note
 
 STATIC = Path(__file__).parent / "static"
 SESSION_SECONDS = 12 * 3600

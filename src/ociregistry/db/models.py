@@ -248,6 +248,8 @@ class BlobUsage(Base):
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     refs: Mapped[int] = mapped_column(Integer)
+
+
 class JobLease(Base):
     """Who runs a background job (garbage collection, upload purge, …) until when: one
     instance at a time, taken and renewed by compare-and-set (see catalog/leases.py)."""
