@@ -189,7 +189,7 @@ class Tag(Base):
 
 
 class AuditEvent(Base):
-    """One change, sign-in or failed sign-in, as the audit log shows it (ociregistry/audit.py)."""
+    """One change, sign-in or failed sign-in, as the audit log shows it (ops/audit.py)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (

@@ -8,8 +8,8 @@ service. Denied and failed attempts are recorded too: their outcome says so. Bei
 no route can forget it; being after the response, it adds nothing to the client's wait.
 
 Each event holds the actor (the authenticated user, else the user name tried), the time, the
-client address (as uvicorn resolved it behind trusted proxies), the request id (the
-`X-Request-Id` of the response, else of the request), the action and target, the registry it
+client address (as uvicorn resolved it behind trusted proxies), the request id (the one the
+access middleware gave the request, ops/access.py), the action and target, the registry it
 concerns (registry owners see their registries' events), the HTTP status and outcome, and a
 little detail a handler may add (`note`). Rows older than `audit_log_retention_days` go, at
 most once an hour per worker, when an event is recorded.
