@@ -1032,8 +1032,7 @@ LAYOUT_PROBE = """() => {
 }"""
 
 
-def _lines(locator: Any) -> int:
-    """How many lines an inline element's text takes (a wrapped one has a box per line)."""
+def _measure_lines(locator: Any) -> int:
     return locator.evaluate(
         """(el) => {
             const range = document.createRange();
@@ -1042,6 +1041,19 @@ def _lines(locator: Any) -> int:
             return new Set(rects.map((r) => Math.round(r.bottom))).size;
         }"""
     )
+
+
+def _lines(locator: Any, settle_rounds: int = 10) -> int:
+    """How many lines an inline element's text takes (a wrapped one has a box per line). The
+    console redraws its lists every few seconds (pull counts): a row measured mid-redraw shows
+    no box at all, so the measure is taken again until the row is drawn."""
+    lines = _measure_lines(locator)
+    for _ in range(settle_rounds):
+        if lines > 0:
+            break
+        locator.page.wait_for_timeout(200)
+        lines = _measure_lines(locator)
+    return lines
 
 
 def _assert_within_width(console: Console, locator: Any) -> None:
