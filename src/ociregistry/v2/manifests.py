@@ -93,6 +93,5 @@ async def delete_manifest(request: Request, access: Access) -> Response:
     repo = access.repo
     reference = _existing_reference(request)
     parts = services(request)
-    immutable_too = await parts.policy.may_delete_immutable(access.caller, repo.registry)
-    await parts.manifests.delete(repo, reference, immutable_too=immutable_too)
+    await parts.manifests.delete(repo, reference)
     return Response(status_code=202)
