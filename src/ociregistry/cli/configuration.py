@@ -16,6 +16,7 @@ import json
 import re
 from typing import Any
 
+from ociregistry.cli.serve import add_server_flags
 from ociregistry.config import ENV_PREFIX, Settings
 
 MASK = "********"
@@ -164,16 +165,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="every effective setting and where it came from, secrets masked",
     )
-    # the flags of `serve`, so the same command line shows what `serve` would run with
-    shown.add_argument("--host", help="as `serve --host`: the address to listen on")
-    shown.add_argument("--port", type=int, help="as `serve --port`: the port to listen on")
-    shown.add_argument("--workers", type=int, help="as `serve --workers`: worker processes")
-    shown.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="as `serve --access-log`: log every request",
-    )
+    add_server_flags(shown)
     shown.set_defaults(handler=show)
     ref = actions.add_parser("reference", help="print docs/configuration.md")
     ref.set_defaults(handler=print_reference)

@@ -134,6 +134,13 @@ def serve(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("serve", parents=[common], help="run the registry")
+    add_server_flags(parser)
+    parser.set_defaults(handler=serve)
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of `serve` (also taken by `config show`, which shows what `serve` would run
+    with on the same command line)."""
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: cores)")
@@ -143,4 +150,3 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="log every request (default on)",
     )
-    parser.set_defaults(handler=serve)
