@@ -172,6 +172,30 @@ async def test_put_stream_large(driver: CheckedDriver) -> None:
     assert info is not None and info.size == len(data)
 
 
+async def _uneven(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
+    """`data` in pieces of the given sizes, over and over, with empty ones among them: how a
+    body arrives from a socket."""
+    offset, turn = 0, 0
+    while offset < len(data):
+        size = sizes[turn % len(sizes)]
+        yield data[offset : offset + size]
+        offset += size
+        turn += 1
+
+
+async def test_streams_of_uneven_pieces_are_written_in_order(driver: CheckedDriver) -> None:
+    """Thousands of tiny pieces (more than one vectored write takes), empty ones, and pieces
+    larger than a write batch, in one stream and in one part: every byte in its place."""
+    data = os.urandom(9 * MIB + 7)
+    sizes = [1, 0, 3000, 17, 0, 100, 2] * 200 + [65536, 5 * MIB]
+    assert await driver.put_stream("uneven", _uneven(data, sizes)) == len(data)
+    assert await _read(driver.reader("uneven")) == data
+    state = await driver.begin_upload("uploads/uneven")
+    state = await driver.write_part(state, 1, _uneven(data, sizes[::-1]))
+    await driver.compose(state, "composed")
+    assert await _read(driver.reader("composed")) == data
+
+
 async def test_put_stream_empty(driver: CheckedDriver) -> None:
     assert await driver.put_stream("empty", _stream(b"")) == 0
     assert await driver.get_content("empty") == b""

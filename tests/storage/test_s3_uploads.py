@@ -111,3 +111,27 @@ async def test_a_large_stream_goes_to_s3_in_bounded_memory(
     info = await s3_driver.stat("blobs/big")
     assert info is not None and info.size == size
     assert peak < 64 * MIB, f"peak {peak / MIB:.1f} MiB"
+
+
+async def test_finishing_a_fresh_session_asks_s3_for_nothing_but_the_blob(
+    s3_driver: CheckedDriver, db: Database
+) -> None:
+    """A small push (POST, then PUT with the whole blob, as docker sends a config) staged
+    nothing under the session's folder: finishing it must not list that folder, delete in it
+    or list its multipart uploads (three requests per blob, for nothing), only write the blob.
+    A session that did stage something still has its folder cleaned up."""
+    uploads = Uploads(db, s3_driver)
+    s3 = s3_driver.driver
+    data = os.urandom(3000)
+    digest = Digest("sha256", hashlib.sha256(data).hexdigest())
+    session = await uploads.start("team/app")
+    s3.operations.clear()  # type: ignore[attr-defined]
+    assert await uploads.finish(session, digest, _body(data)) == len(data)
+    assert dict(s3.operations) == {"PutObject": 1}  # type: ignore[attr-defined]
+    assert await s3_driver.get_content(f"blobs/sha256/{digest.hex[:2]}/{digest.hex}") == data
+
+    staged = await uploads.start("team/app")
+    await uploads.append(staged, _body(data[:1000]))  # below 5 MiB: a staged tail
+    staged = await uploads.get(staged.id, "team/app")
+    await uploads.finish(staged, digest, _body(data[1000:]))
+    assert [info.path async for info in s3_driver.walk(f"uploads/{staged.id}")] == []

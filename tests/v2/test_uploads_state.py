@@ -11,13 +11,20 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from ociregistry.blobstore import BlobStore, CheckedDriver, Digest, MemoryDriver, create_driver
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.uploads import Uploads
+from ociregistry.catalog.candidates import BlobCandidate
+from ociregistry.catalog.images import Images
+from ociregistry.catalog.registries import Registries
+from ociregistry.content.blobpushes import BlobPushes
 from ociregistry.db.database import Database, migrate
+from ociregistry.db.models import ImageBlob
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
+from ociregistry.names import RepositoryName
 
 
 async def _body(*chunks: bytes) -> AsyncIterator[bytes]:
@@ -266,3 +273,34 @@ async def test_small_chunks_are_staged_until_they_make_a_part(db: Database) -> N
     data = b"".join(chunks)
     assert await uploads.finish(session, _digest(data + b"!"), _body(b"!")) == len(data) + 1
     assert await BlobStore(driver).get(_digest(data + b"!")) == data + b"!"
+
+
+async def test_a_small_push_commits_twice(db: Database, tmp_path: Path) -> None:
+    """POST then PUT with the whole blob (how docker sends a config or a small layer): the
+    garbage candidate is recorded in the claim and the link written with the drop, so the PUT
+    costs two commits (each an fsync on SQLite), not four; and both rows are there."""
+    await Registries(db).create("team", kind="platform")
+    uploads = Uploads(db, create_driver("filesystem", tmp_path / "storage"))
+    pushes = BlobPushes(uploads, Images(db))
+    repo = RepositoryName.parse("team/app")
+    data = b"a small config"
+    session = await uploads.start(repo.full)
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(Engine, "commit", count)
+    try:
+        assert await pushes.finish(repo, session, _digest(data), _body(data)) == len(data)
+    finally:
+        event.remove(Engine, "commit", count)
+    assert len(commits) == 2
+    async with db.read() as conn:
+        digest = str(_digest(data))
+        linked = await conn.scalar(select(ImageBlob.size).where(ImageBlob.digest == digest))
+        noted = await conn.scalar(
+            select(BlobCandidate.digest).where(BlobCandidate.digest == digest)
+        )
+    assert (linked, noted) == (len(data), digest)
+    assert await _row(db, session.id) is None

@@ -38,6 +38,8 @@ from ociregistry.blobstore.driver import (
 )
 
 READ_CHUNK_BYTES = 1 << 20  # large enough that one thread hop per chunk costs nothing
+WRITE_BATCH_BYTES = 4 << 20  # incoming chunks are written together, one `pwritev` per batch
+WRITE_BATCH_PIECES = 512  # and at most this many in one (the system's IOV_MAX is 1,024)
 UPLOAD_DATA = "data"
 INCOMING = ".incoming"  # objects being written; a name no registry path has
 INCOMING_EXPIRY_SECONDS = 24 * 3600  # what a killed server left there goes after this
@@ -110,6 +112,29 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def _write_batch(fd: int, pieces: list[bytes], offset: int) -> None:
+    """Write `pieces` one after the other from `offset` with one system call (a short write
+    finishes piece by piece): the bytes are never joined into one buffer."""
+    written = os.pwritev(fd, pieces, offset) if len(pieces) > 1 else 0
+    for piece in pieces:
+        if written >= len(piece):
+            written -= len(piece)
+        else:
+            _write_all(fd, memoryview(piece)[written:], offset + written)
+            written = 0
+        offset += len(piece)
+
+
+def _create_incoming(target: Path, temporary: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _sync_and_publish(fd: int, temporary: Path, target: Path) -> None:
+    os.fsync(fd)
+    _publish(temporary, target)
 
 
 def _scan(directory: Path, hidden: bool = False) -> list[tuple[str, bool, int, float]]:
@@ -202,13 +227,11 @@ class FilesystemDriver(StorageDriver):
 
     async def put_stream(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         target = self._full(path)
-        await _in_thread(target.parent.mkdir, 0o755, True, True)
         temporary = self._incoming()
-        fd = await _in_thread(os.open, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = await _in_thread(_create_incoming, target, temporary)
         try:
             size = await self._write_from(fd, 0, chunks)
-            await _in_thread(os.fsync, fd)
-            await _in_thread(_publish, temporary, target)
+            await _in_thread(_sync_and_publish, fd, temporary, target)
             return size
         except BaseException:
             await asyncio.shield(_in_thread(temporary.unlink, True))
@@ -218,16 +241,30 @@ class FilesystemDriver(StorageDriver):
 
     @staticmethod
     async def _write_from(fd: int, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        """Write a stream at `offset`; the next chunk arrives while the last one is written."""
+        """Write a stream at `offset`, in batches of about `WRITE_BATCH_BYTES` (one thread
+        hop and one system call each); the next batch arrives while the last one is written."""
         start = offset
         pending: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
         try:
             async for chunk in chunks:
+                if not chunk:
+                    continue
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched < WRITE_BATCH_BYTES and len(batch) < WRITE_BATCH_PIECES:
+                    continue
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(_in_thread(_write_all, fd, chunk, offset))
-                offset += len(chunk)
+                pending = asyncio.ensure_future(_in_thread(_write_batch, fd, batch, offset))
+                offset += batched
+                batch, batched = [], 0
             if pending is not None:
+                await pending
+            if batch:
+                pending = asyncio.ensure_future(_in_thread(_write_batch, fd, batch, offset))
+                offset += batched
                 await pending
         except BaseException:
             if pending is not None and not pending.done():

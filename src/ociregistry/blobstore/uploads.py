@@ -24,7 +24,7 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -44,12 +44,16 @@ from ociregistry.db.models import as_utc, utcnow
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
 DEFAULT_EXPIRY_SECONDS = 24 * 3600
-FLUSH_BYTES = 4 << 20  # write and hash in 4 MiB steps: few thread hops, bounded memory
-INLINE_HASH_BYTES = 64 << 10  # smaller steps are hashed on the event loop (microseconds)
+FLUSH_BYTES = 4 << 20  # hash in batches of 4 MiB: few thread hops, bounded memory
+INLINE_HASH_BYTES = 64 << 10  # smaller batches are hashed on the event loop (microseconds)
 ORPHAN_GRACE_SECONDS = 3600  # a multipart upload no row owns is aborted once this old
 CLAIM_LEASE_SECONDS = 60.0  # a claim not renewed for this long is taken over
 CLAIM_RENEW_SECONDS = 20.0
 UPLOADS_PREFIX = "uploads"
+
+Hook = Callable[[Connection], None]
+"""Work of the caller's (the catalog's) run inside one of the session's own transactions, so a
+push pays for fewer commits: before the bytes (in the claim), after them (with the drop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,24 +111,13 @@ def _holder_is_dead(writer: str) -> bool:
     return fields[0] in ("Z", "X") or fields[19] != started
 
 
-async def _chunked(body: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """Re-cut a request body into pieces of about `size` bytes (the last may be smaller)."""
-    buffer = bytearray()
-    async for chunk in body:
-        if not buffer and len(chunk) >= size:
-            yield chunk
-            continue
-        buffer += chunk
-        if len(buffer) >= size:
-            yield bytes(buffer)
-            buffer = bytearray()
-    if buffer:
-        yield bytes(buffer)
-
-
 class _Receiver:
-    """Streams a body through a hash (in a worker thread, side by side with the write of the
-    previous piece) and counts it; renews the claim on long requests."""
+    """Passes a body through as it came (no copy, no re-cutting) while hashing it and
+    counting it; renews the claim on long requests.
+
+    The hash runs on a worker thread one batch of about `FLUSH_BYTES` behind, so the event
+    loop receives the next batch meanwhile; hashlib releases the GIL while it hashes. Small
+    bodies (a config, a small layer) are hashed inline: a thread hop would cost more."""
 
     def __init__(self, hasher: Hasher, renew: Any = None) -> None:
         self.hasher = hasher
@@ -132,27 +125,40 @@ class _Receiver:
         self._renew = renew
         self._renewed = time.monotonic()
 
+    def _hash_all(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.hasher.update(piece)
+
     async def stream(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         pending: asyncio.Future[Any] | None = None
+        batch: list[bytes] = []
+        batched = 0
         try:
-            async for piece in _chunked(body, FLUSH_BYTES):
-                if pending is not None:
-                    await pending
-                if len(piece) <= INLINE_HASH_BYTES:
-                    self.hasher.update(piece)
-                    pending = None
-                else:
-                    pending = asyncio.ensure_future(_in_thread(self.hasher.update, piece))
+            async for piece in body:
+                if not piece:
+                    continue
+                batch.append(piece)
+                batched += len(piece)
                 self.received += len(piece)
                 yield piece
-                if (
-                    self._renew is not None
-                    and time.monotonic() - self._renewed > CLAIM_RENEW_SECONDS
-                ):
-                    self._renewed = time.monotonic()
-                    await self._renew()
+                if batched >= FLUSH_BYTES:
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(_in_thread(self._hash_all, batch))
+                    batch, batched = [], 0
+                    if (
+                        self._renew is not None
+                        and time.monotonic() - self._renewed > CLAIM_RENEW_SECONDS
+                    ):
+                        self._renewed = time.monotonic()
+                        await self._renew()
             if pending is not None:
                 await pending
+                pending = None
+            if batched > INLINE_HASH_BYTES:
+                await _in_thread(self._hash_all, batch)
+            else:
+                self._hash_all(batch)
         finally:
             if pending is not None and not pending.done():
                 await asyncio.gather(pending, return_exceptions=True)
@@ -177,6 +183,11 @@ async def _joined(*sources: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     if data:
         yield data
+
+
+async def _each(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 @dataclass(slots=True)
@@ -285,12 +296,24 @@ class Uploads:
         return claimed.offset
 
     async def finish(
-        self, session: UploadSession, digest: Digest, body: AsyncIterable[bytes] | None = None
+        self,
+        session: UploadSession,
+        digest: Digest,
+        body: AsyncIterable[bytes] | None = None,
+        *,
+        before: Hook | None = None,
+        after: Callable[[Connection, int], None] | None = None,
     ) -> int:
         """Take a last chunk, check the digest and make the blob visible; return its size.
 
+        `before` runs in the transaction that claims the session (before any byte is
+        written), `after(connection, size)` in the one that drops it, once the blob is
+        visible and durable: if it fails, the session stays, and the client may finish again.
         A digest mismatch cancels the session (the client starts again), as Distribution."""
-        claimed = await self._claim(session, session.offset)
+        claimed = await self._claim(session, session.offset, before)
+        # A session that received nothing before this request has nothing in storage to
+        # clean up (on S3 that saves a listing, a delete and a listing of uploads per push).
+        fresh = claimed.offset == 0 and claimed.storage_state is None and not claimed.staged
         try:
             if claimed.offset == 0 and claimed.storage_state is None:
                 # Nothing came before: the body is the whole blob, straight to its place.
@@ -303,7 +326,12 @@ class Uploads:
         except BaseException:
             await asyncio.shield(self._release(claimed))
             raise
-        await self._drop(session.id, None)
+        also = None if after is None else (lambda conn: after(conn, size))
+        try:
+            await self._drop(session.id, None, also=also, storage=not fresh)
+        except BaseException:
+            await asyncio.shield(self._release(claimed))
+            raise
         return size
 
     async def put_whole(self, digest: Digest, body: AsyncIterable[bytes]) -> int:
@@ -349,7 +377,9 @@ class Uploads:
 
     # -- the row as a lock -------------------------------------------------------------------
 
-    async def _claim(self, session: UploadSession, expected: int) -> _Claimed:
+    async def _claim(
+        self, session: UploadSession, expected: int, also: Hook | None = None
+    ) -> _Claimed:
         token = f"{_PROCESS}.{secrets.token_hex(3)}"
         now = utcnow()
         stale = now - timedelta(seconds=CLAIM_LEASE_SECONDS)
@@ -373,7 +403,10 @@ class Uploads:
                     UploadRow.writer,
                 ).where(UploadRow.id == session.id)
             ).first()
-            return result.rowcount == 1, row
+            won = result.rowcount == 1
+            if won and also is not None:
+                also(conn)
+            return won, row
 
         won, row = await self.db.transaction(lambda conn: claim(conn, None))
         if not won and row is not None and row.writer and _holder_is_dead(row.writer):
@@ -450,11 +483,22 @@ class Uploads:
                 upload_id=claimed.session.id,
             )
 
-    async def _drop(self, upload_id: str, state: UploadState | None) -> None:
-        await self.db.transaction(
-            lambda conn: conn.execute(delete(UploadRow).where(UploadRow.id == upload_id))
-        )
-        await self._discard_storage(upload_id, state)
+    async def _drop(
+        self,
+        upload_id: str,
+        state: UploadState | None,
+        *,
+        also: Hook | None = None,
+        storage: bool = True,
+    ) -> None:
+        def drop(conn: Connection) -> None:
+            conn.execute(delete(UploadRow).where(UploadRow.id == upload_id))
+            if also is not None:
+                also(conn)
+
+        await self.db.transaction(drop)
+        if storage:
+            await self._discard_storage(upload_id, state)
 
     async def _discard_storage(self, upload_id: str, state: UploadState | None) -> None:
         if state is not None:
@@ -473,27 +517,28 @@ class Uploads:
         minimum = self.driver.min_part_size
         upload_id = claimed.session.id
         source = receiver.stream(body)
-        head = b""
+        head: list[bytes] = []  # what was peeked, as it came: joined only to be staged
         if minimum > 0 and not final:
             # Peek until the tail and the body make a part, or the body ends first.
-            buffer = bytearray()
+            peeked = 0
             async for piece in source:
-                buffer += piece
-                if claimed.staged + len(buffer) >= minimum:
+                head.append(piece)
+                peeked += len(piece)
+                if claimed.staged + peeked >= minimum:
                     break
-            head = bytes(buffer)
-            if claimed.staged + len(head) < minimum:  # the body ended: stage a bigger tail
-                if head:
+            if claimed.staged + peeked < minimum:  # the body ended: stage a bigger tail
+                if peeked:
                     staged = await self._read_tail(claimed)
-                    end = claimed.offset + len(head)
-                    await self.driver.put_content(self._tail_path(upload_id, end), staged + head)
-                    claimed.staged += len(head)
+                    end = claimed.offset + peeked
+                    data = b"".join([staged, *head])
+                    await self.driver.put_content(self._tail_path(upload_id, end), data)
+                    claimed.staged += peeked
                     claimed.offset = end
                 return receiver
         if claimed.storage_state is None:
             claimed.storage_state = await self.driver.begin_upload(f"{UPLOADS_PREFIX}/{upload_id}")
         tail = await self._read_tail(claimed) if claimed.staged else b""
-        counted = _Counter(_joined(_once(tail), _once(head), source))
+        counted = _Counter(_joined(_once(tail), _each(head), source))
         state = await self.driver.write_part(
             claimed.storage_state, claimed.parts + 1, counted.stream()
         )

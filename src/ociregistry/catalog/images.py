@@ -187,11 +187,10 @@ class Images:
         """Before a blob's bytes are written: record it as a garbage candidate, so that a
         blob written but never linked (the process died in between) is found without a walk
         of the store; once linked, the collector drops the candidate."""
-        async with self.db.write() as conn:
-            await candidates.record(conn, [(str(digest), None)])
+        await self.db.transaction(lambda conn: note_blob_written_in(conn, digest))
 
     async def link_blob(self, repo: RepositoryName, digest: Digest, size: int) -> None:
-        await self.db.transaction(lambda conn: _link_blob(conn, repo, str(digest), size))
+        await self.db.transaction(lambda conn: link_blob_in(conn, repo, digest, size))
 
     async def unlink_blob(self, repo: RepositoryName, digest: Digest) -> bool:
         async with self.db.write() as conn:
@@ -374,6 +373,17 @@ def _link(conn: Connection, image_id: int, digest: str, size: int) -> None:
 
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
     _link(conn, _ensure_image(conn, repo), digest, size)
+
+
+def note_blob_written_in(conn: Connection, digest: Digest) -> None:
+    """`Images.note_blob_written` inside a transaction the caller holds (an upload's claim),
+    so a small push pays for one commit, not two."""
+    candidates.record_sync(conn, [(str(digest), None)])
+
+
+def link_blob_in(conn: Connection, repo: RepositoryName, digest: Digest, size: int) -> None:
+    """`Images.link_blob` inside a transaction the caller holds (the end of an upload)."""
+    _link_blob(conn, repo, str(digest), size)
 
 
 def _check_references(conn: Connection, repo: RepositoryName, parsed: ParsedManifest) -> None:

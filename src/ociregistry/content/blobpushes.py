@@ -3,6 +3,7 @@
 The blob becomes visible in storage first (durable), then the repository's link is written, so
 a 201 never names a blob the store lacks. Before either, the blob is recorded as a garbage
 candidate (`catalog/candidates.py`), so a blob written but never linked is still collected.
+Finishing a session does both in the session's own transactions (its claim, its drop).
 The `/v2` handlers call this; it knows nothing of HTTP.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterable
 
 from ociregistry.blobstore.digest import Digest
 from ociregistry.blobstore.uploads import Uploads, UploadSession
-from ociregistry.catalog.images import Images
+from ociregistry.catalog.images import Images, link_blob_in, note_blob_written_in
 from ociregistry.names import RepositoryName
 
 
@@ -28,11 +29,17 @@ class BlobPushes:
         digest: Digest,
         body: AsyncIterable[bytes] | None,
     ) -> int:
-        """Take the last chunk of a session, check the digest, store and link the blob."""
-        await self.images.note_blob_written(digest)
-        size = await self.uploads.finish(session, digest, body)
-        await self.images.link_blob(repo, digest, size)
-        return size
+        """Take the last chunk of a session, check the digest, store and link the blob.
+
+        The garbage candidate is recorded in the session's claim and the link written with its
+        drop: two commits in all, each in the order the durability rules want."""
+        return await self.uploads.finish(
+            session,
+            digest,
+            body,
+            before=lambda conn: note_blob_written_in(conn, digest),
+            after=lambda conn, size: link_blob_in(conn, repo, digest, size),
+        )
 
     async def push_whole(
         self, repo: RepositoryName, digest: Digest, body: AsyncIterable[bytes]
