@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -102,3 +104,49 @@ def test_sighup_replaces_every_worker_and_sigint_stops_cleanly(fresh_server: Run
     os.killpg(server.process.pid, signal.SIGINT)  # Ctrl-C in a terminal
     assert server.process.wait(timeout=DEADLINE_SECONDS) == 0
     assert not metrics_dir.exists()
+
+
+# Never needed by a worker serving the registry: Alembic (serve migrates), the S3 client (only
+# with s3:// storage) and the test and OpenAPI tooling.
+NOT_IN_A_WORKER = (
+    "alembic", "mako", "pygments", "aiobotocore", "botocore", "schemathesis", "hypothesis",
+    "jsonschema", "openapi_spec_validator", "pytest",
+)  # fmt: skip
+
+WORKER_PROBE = """
+import asyncio, sys
+from ociregistry.app import create_app_from_environment
+
+async def main():
+    app = create_app_from_environment()
+    async with app.router.lifespan_context(app):
+        pass
+
+asyncio.run(main())
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_a_worker_imports_only_what_it_serves_with(server: RunningServer) -> None:
+    """What a worker does (import the app, run its startup and shutdown), in a fresh
+    interpreter on the server's data folder: nothing it never uses is loaded."""
+    env = {**server.env, "OCIREGISTRY_DATA_DIR": str(server.data_dir)}
+    probe = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert probe.returncode == 0, probe.stderr
+    loaded = {name.split(".")[0] for name in probe.stdout.split()}
+    assert "starlette" in loaded and "sqlalchemy" in loaded  # the probe did load the app
+    assert sorted(loaded & set(NOT_IN_A_WORKER)) == []
+
+
+def test_the_worker_finds_the_same_migration_head_as_alembic() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from ociregistry.db.database import MIGRATIONS
+    from ociregistry.ops.health import migration_head
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert migration_head() == ScriptDirectory.from_config(config).get_current_head()
