@@ -68,7 +68,7 @@ EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('OCIREGISTRY_PORT', '5000'), timeout=4)"]
 
-# uvicorn's supervisor stops the workers gracefully on SIGTERM and exits 0.
+# The supervisor (ops/supervisor.py) stops the workers gracefully on SIGTERM and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ociregistry"]
 CMD ["serve"]

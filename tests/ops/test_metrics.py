@@ -188,7 +188,7 @@ def test_a_killed_worker_leaves_no_live_gauge_behind_and_counters_keep_counting(
     assert total(busy, "ociregistry_uploads_in_progress") == 1
     requests_before = total(busy, "ociregistry_http_requests_total")
     assert metered.process is not None
-    workers = [pid for pid in metered.pids() if b"spawn_main" in _cmdline(pid)]
+    workers = [pid for pid in metered.pids() if b"ociregistry.ops.worker" in _cmdline(pid)]
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGKILL)

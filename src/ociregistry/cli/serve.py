@@ -19,7 +19,7 @@ from ociregistry.cli.base import prepare, settings_of
 from ociregistry.config import ConfigError, Settings
 from ociregistry.ops import metrics
 from ociregistry.ops.logs import log_config
-from ociregistry.ops.shutdown import Supervisor
+from ociregistry.ops.worker import uvicorn_config
 
 
 def command_path() -> str:
@@ -83,8 +83,6 @@ def check_storage(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     settings = settings_of(
         args, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
@@ -106,30 +104,25 @@ def serve(args: argparse.Namespace) -> int:
             "  (set OCIREGISTRY_ADMIN_PASSWORD before the first start to choose it)\n"
         )
     sys.stdout.flush()
-    config = uvicorn.Config(
-        "ociregistry.app:create_app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,  # ours: one line per request, see ops/access.py
-        log_config=logging_config,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-    )
+    listener = uvicorn_config(settings).bind_socket()  # a port in use stops us here
+    os.set_inheritable(listener.fileno(), True)
+    supervisor = [
+        sys.executable, "-m", "ociregistry.ops.supervisor",
+        "--listener-fd", str(listener.fileno()),
+        "--workers", str(settings.workers),
+        "--shutdown-delay", str(settings.shutdown_delay_seconds),
+        "--log-format", settings.log_format,
+        "--log-level", settings.log_level,
+    ]  # fmt: skip
+    if metrics_dir is not None:
+        supervisor += ["--metrics-dir", str(metrics_dir)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the supervisor: same process, none of the application's memory (it needs none).
     try:
-        Supervisor(
-            config,
-            sockets=[config.bind_socket()],
-            delay_seconds=settings.shutdown_delay_seconds,
-        ).run()
-    finally:
+        os.execv(sys.executable, supervisor)
+    finally:  # reached only if the exec failed
         metrics.remove_multiprocess_dir(metrics_dir)
-    return 0
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -19,7 +19,9 @@ from ociregistry.errors import (
 from ociregistry.manifests.parse import ParsedManifest, parse_manifest
 from ociregistry.names import RepositoryName, is_tag
 
-CACHE_BYTES = 64 << 20
+# Per worker process: thousands of manifests (a few KiB each), within the worker's memory
+# budget (issue 15: under 150 MiB, with eight workers on a large machine).
+CACHE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)

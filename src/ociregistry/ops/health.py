@@ -10,6 +10,7 @@ anything private (no error text, no path, no address): failures are logged for t
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import os
@@ -32,15 +33,28 @@ log = logging.getLogger("ociregistry.health")
 
 
 def migration_head() -> str:
-    """The Alembic head revision this code expects the schema at."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    """The head revision this code expects the schema at: the one revision of
+    `migrations/versions/` that no other names as its `down_revision`.
 
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
+    Read from the files' literal assignments rather than through Alembic's ScriptDirectory,
+    which would import Alembic, Mako and Pygments into every worker (8 MiB each) for one
+    string; `serve` has run the migrations with Alembic already, and a test checks that both
+    find the same head."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.AnnAssign | ast.Assign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = {t.id for t in targets if isinstance(t, ast.Name)}
+                if "revision" in names:
+                    revisions.add(ast.literal_eval(node.value))
+                elif "down_revision" in names:
+                    down = ast.literal_eval(node.value)
+                    downs.update([down] if isinstance(down, str) else down or ())
+    heads = revisions - downs
+    assert len(heads) == 1, f"migrations must have one head, not {sorted(heads)}"
+    return heads.pop()
 
 
 class Readiness:

@@ -1,0 +1,47 @@
+"""One worker process of `ociregistry serve`: a fresh interpreter started by the supervisor
+(`ops/supervisor.py`) that serves the registry app with uvicorn (uvloop, httptools) on the
+listening socket it inherited. The settings come from the environment `serve` exported."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+import uvicorn
+
+from ociregistry.config import Settings
+from ociregistry.ops.logs import log_config
+
+APP_FACTORY = "ociregistry.app:create_app_from_environment"
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    """How every worker runs the app; `serve` binds the listening socket with it too."""
+    return uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # ours: one line per request, see ops/access.py
+        log_config=log_config(settings.log_format, settings.log_level),
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ociregistry serve (worker)")
+    parser.add_argument("--listener-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    config = uvicorn_config(Settings.load())
+    listener = socket.socket(fileno=args.listener_fd)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+if __name__ == "__main__":
+    main()
