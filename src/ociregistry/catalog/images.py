@@ -146,8 +146,8 @@ class Images:
     # -- existence ---------------------------------------------------------------------------
 
     async def image_id(self, repo: RepositoryName) -> int | None:
-        async with self.db.read() as conn:
-            return await conn.scalar(_IMAGE_ID, _params(repo))
+        row = await self.db.first(_IMAGE_ID, _params(repo))
+        return None if row is None else row[0]
 
     async def require_image(self, repo: RepositoryName) -> int:
         image_id = await self.image_id(repo)
@@ -213,8 +213,7 @@ class Images:
             query, params = _MANIFEST_BY_TAG, _params(repo, tag=tag)
         else:
             query, params = _MANIFEST_BY_DIGEST, _params(repo, digest=str(digest))
-        async with self.db.read() as conn:
-            row = (await conn.execute(query, params)).first()
+        row = await self.db.first(query, params)
         return None if row is None else ManifestRecord(*row)
 
     async def missing_references(self, repo: RepositoryName, parsed: ParsedManifest) -> None:
