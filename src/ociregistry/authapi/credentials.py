@@ -98,10 +98,11 @@ async def authenticate(request: Request) -> Principal:
     services: Services = request.app.state.services
     header = request.headers.get("authorization")
     principal = ANONYMOUS
-    session = request.cookies.get(SESSION_COOKIE)
-    if not header and session and request.url.path.startswith(SESSION_PATHS):
-        principal = await _session(services, request, session)
-    elif header:
+    if not header:  # the cookie is read only when it can matter
+        session = request.cookies.get(SESSION_COOKIE)
+        if session and request.url.path.startswith(SESSION_PATHS):
+            principal = await _session(services, request, session)
+    else:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
