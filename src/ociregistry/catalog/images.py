@@ -272,9 +272,8 @@ class Images:
     # -- listings ----------------------------------------------------------------------------
 
     async def tags(self, repo: RepositoryName, *, limit: int, last: str | None) -> list[str]:
-        async with self.db.read() as conn:
-            names = await conn.scalars(_TAGS, _params(repo, last=last or "", limit=limit))
-            return list(names.all())
+        rows = await self.db.rows(_TAGS, _params(repo, last=last or "", limit=limit))
+        return [name for (name,) in rows]
 
     async def repositories(
         self, *, limit: int, last: str | None, registries: ColumnElement[bool]
