@@ -439,3 +439,43 @@ def test_a_token_revoked_on_one_instance_stops_working_on_the_other(
         assert revoked.status_code == 204, revoked.text
         assert statuses() == [401, 401, 401, 401]
         assert request_token(on_b, (username, pat), []).status_code == 401
+
+
+def test_access_changed_on_one_instance_acts_at_once_on_the_other(
+    instances: tuple[RunningServer, RunningServer], admin_clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    """B caches what a token's user may do in a registry (auth/generation.py); a registry
+    made private on A, and a user disabled on A, are refused by B on the next request, on
+    every worker of B (each pull on a new connection)."""
+    _, b = instances
+    on_a, _ = admin_clients
+    user, registry = "lb-cached", "lb-cached-reg"
+    created = on_a.post("/api/v1/users", json={"username": user, "password": "lb-password"})
+    assert created.status_code == 201, created.text
+    made = on_a.post("/api/v1/registries", json={"name": registry, "public": True})
+    assert made.status_code == 201, made.text
+    repo = f"{registry}/app"
+    push_image(on_a, repo, make_image("lb-cached"), tag="1.0")
+    with httpx.Client(base_url=b.url, timeout=60) as on_b:
+        token = token_for(on_b, (user, "lb-password"), [f"repository:{repo}:pull"])
+
+    def pulls_on_b() -> set[int]:
+        return {
+            httpx.get(
+                f"{b.url}/v2/{repo}/manifests/1.0",
+                headers={"Authorization": bearer(token)},
+                timeout=60,
+            ).status_code
+            for _ in range(10)
+        }
+
+    assert pulls_on_b() == {200}
+    changed = on_a.patch(f"/api/v1/registries/{registry}", json={"public": False})
+    assert changed.status_code == 200, changed.text
+    assert pulls_on_b() == {404}
+    changed = on_a.patch(f"/api/v1/registries/{registry}", json={"public": True})
+    assert changed.status_code == 200, changed.text
+    assert pulls_on_b() == {200}
+    disabled = on_a.patch(f"/api/v1/users/{user}", json={"disabled": True})
+    assert disabled.status_code == 200, disabled.text
+    assert pulls_on_b() == {401}

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ociregistry.auth.generation import GenerationCache, current_generation
 from ociregistry.auth.models import (
     GroupMember,
     PersonalAccessToken,
@@ -142,6 +143,9 @@ class Accounts:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._recent: OrderedDict[str, None] = OrderedDict()  # recently matched passwords
+        self._token_users: GenerationCache[tuple[UserInfo | None, tuple[Any, ...] | None]] = (
+            GenerationCache()
+        )
 
     # -- users -------------------------------------------------------------------------------
 
@@ -339,21 +343,42 @@ class Accounts:
                 )
         return Authenticated(user, token_id=row[0], read_only=bool(row[3]))
 
-    async def active_user(self, username: str, token_id: int | None) -> Authenticated | None:
+    async def active_user(
+        self, username: str, token_id: int | None, generation: int | None = None
+    ) -> Authenticated | None:
         """The user behind a registry token, if they (and the personal access token the
-        registry token came from) are still valid: disabling and revoking act at once."""
-        user = await self.get_user(username)
+        registry token came from) are still valid: disabling and revoking act at once.
+
+        The rows are cached under the access generation (auth/generation.py), read here
+        unless the caller read it already for this request."""
+        if generation is None:
+            generation = await current_generation(self.db)
+        key = (username, token_id)
+        hit, state = self._token_users.get(key, generation)
+        if not hit:
+            state = await self._token_user(username, token_id)
+            self._token_users.put(key, generation, state)
+        user, token = state if state is not None else (None, None)
         if user is None or user.disabled:
             return None
         if token_id is None:
             return Authenticated(user)
+        if token is None or not _live(revoked_at=token[2], expires_at=token[1]):
+            return None
+        return Authenticated(user, token_id=token_id, read_only=bool(token[0]))
+
+    async def _token_user(
+        self, username: str, token_id: int | None
+    ) -> tuple[UserInfo | None, tuple[Any, ...] | None]:
+        """The user's row, and the state of the personal access token if one is named."""
+        user = await self.get_user(username)
+        if user is None or token_id is None:
+            return user, None
         async with self.db.read() as conn:
             row = (
                 await conn.execute(_TOKEN_STATE, {"token_id": token_id, "user_id": user.id})
             ).first()
-        if row is None or not _live(revoked_at=row[2], expires_at=row[1]):
-            return None
-        return Authenticated(user, token_id=token_id, read_only=bool(row[0]))
+        return user, None if row is None else tuple(row)
 
     # -- console sessions --------------------------------------------------------------------
 

@@ -24,13 +24,14 @@ it answers NAME_UNKNOWN / NOT_FOUND, exactly as a registry that does not exist.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, bindparam, false, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
+from ociregistry.auth.generation import GenerationCache, current_generation
 from ociregistry.auth.models import GroupMember
 from ociregistry.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope
 from ociregistry.auth.tokens import TokenClaims
@@ -73,6 +74,9 @@ class Principal:
     read_only: bool = False  # a read-only personal access token
     presented_credentials: bool = False  # anonymous, but with a (token service) token
     csrf_token: str | None = None  # signed in through a console session cookie
+    # The access generation read when these credentials were checked, this request: what the
+    # policy's cache may trust without reading it again (auth/generation.py).
+    generation: int | None = field(default=None, compare=False)
 
     @property
     def anonymous(self) -> bool:
@@ -128,6 +132,7 @@ class AccessPolicy:
     def __init__(self, db: Database, *, anonymous_access: bool = True) -> None:
         self.db = db
         self.anonymous_access = anonymous_access
+        self._access_rows: GenerationCache[tuple[Any, ...] | None] = GenerationCache()
 
     # -- the rule, for one registry --------------------------------------------------------
 
@@ -168,12 +173,18 @@ class AccessPolicy:
 
     async def _registry_access(self, principal: Principal, registry: str) -> Any:
         """The registry's kind, visibility and status, and the principal's role in its group;
-        None when there is no such registry."""
-        async with self.db.read() as conn:
-            result = await conn.execute(
-                _REGISTRY_ACCESS, {"registry": registry, "caller_id": principal.user_id or -1}
-            )
-            return result.first()
+        None when there is no such registry. Cached under the access generation
+        (auth/generation.py), which every change to a registry or a membership raises."""
+        generation = principal.generation
+        if generation is None:
+            generation = await current_generation(self.db)
+        caller_id = principal.user_id or -1
+        hit, row = self._access_rows.get((registry, caller_id), generation)
+        if hit:
+            return row
+        row = await self.db.first(_REGISTRY_ACCESS, {"registry": registry, "caller_id": caller_id})
+        self._access_rows.put((registry, caller_id), generation, row)
+        return row
 
     async def registry_rights(self, principal: Principal, registry: str) -> frozenset[str]:
         """The caller's rights on `registry` (see `rights_of`); empty when there is none."""

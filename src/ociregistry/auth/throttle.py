@@ -21,7 +21,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from ociregistry.auth.models import LoginFailure
 from ociregistry.db.database import Database
@@ -53,6 +53,15 @@ class Verdict:
     failures: int  # recent failures on record for the account
 
 
+# Built once: every sign-in (each `GET /auth/token` with Basic credentials) reads it.
+_FAILURES_OF = select(
+    LoginFailure.key,
+    LoginFailure.failures,
+    LoginFailure.window_start,
+    LoginFailure.blocked_until,
+).where(LoginFailure.key.in_([bindparam("account"), bindparam("address")]))
+
+
 class LoginThrottle:
     def __init__(
         self,
@@ -74,16 +83,8 @@ class LoginThrottle:
         """May a sign-in of `account` from `address` go ahead, and after how long a pause."""
         now = utcnow()
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        LoginFailure.key,
-                        LoginFailure.failures,
-                        LoginFailure.window_start,
-                        LoginFailure.blocked_until,
-                    ).where(LoginFailure.key.in_([account, address]))
-                )
-            ).all()
+            params = {"account": account, "address": address}
+            rows = (await conn.execute(_FAILURES_OF, params)).all()
         retry_after: int | None = None
         delay = 0.0
         account_failures = 0

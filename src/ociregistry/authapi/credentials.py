@@ -14,6 +14,7 @@ import logging
 from starlette.requests import Request
 
 from ociregistry.auth.accounts import PAT_PREFIX, Authenticated
+from ociregistry.auth.generation import current_generation
 from ociregistry.auth.policy import ANONYMOUS, Principal
 from ociregistry.auth.throttle import account_key, address_key
 from ociregistry.auth.tokens import SESSION_TOKEN, InvalidToken
@@ -97,10 +98,11 @@ async def authenticate(request: Request) -> Principal:
     services: Services = request.app.state.services
     header = request.headers.get("authorization")
     principal = ANONYMOUS
-    session = request.cookies.get(SESSION_COOKIE)
-    if not header and session and request.url.path.startswith(SESSION_PATHS):
-        principal = await _session(services, request, session)
-    elif header:
+    if not header:  # the cookie is read only when it can matter
+        session = request.cookies.get(SESSION_COOKIE)
+        if session and request.url.path.startswith(SESSION_PATHS):
+            principal = await _session(services, request, session)
+    else:
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
@@ -145,9 +147,10 @@ async def _bearer(services: Services, token: str) -> Principal:
     except InvalidToken as error:
         log.warning("registry token refused: %s", error)
         raise AuthenticationRequired(f"invalid token: {error}", "", error="invalid_token") from None
+    generation = await current_generation(services.db)  # first: see auth/generation.py
     if not claims.subject:
-        return Principal(token=claims, presented_credentials=True)
-    found = await services.accounts.active_user(claims.subject, claims.token_id)
+        return Principal(token=claims, presented_credentials=True, generation=generation)
+    found = await services.accounts.active_user(claims.subject, claims.token_id, generation)
     if found is None:
         log.warning("registry token of a disabled user or revoked token refused")
         raise AuthenticationRequired(
@@ -155,4 +158,4 @@ async def _bearer(services: Services, token: str) -> Principal:
             "",
             error="invalid_token",
         )
-    return principal_of(found, token=claims)
+    return principal_of(found, token=claims, generation=generation)

@@ -146,8 +146,8 @@ class Images:
     # -- existence ---------------------------------------------------------------------------
 
     async def image_id(self, repo: RepositoryName) -> int | None:
-        async with self.db.read() as conn:
-            return await conn.scalar(_IMAGE_ID, _params(repo))
+        row = await self.db.first(_IMAGE_ID, _params(repo))
+        return None if row is None else row[0]
 
     async def require_image(self, repo: RepositoryName) -> int:
         image_id = await self.image_id(repo)
@@ -212,8 +212,7 @@ class Images:
             query, params = _MANIFEST_BY_TAG, _params(repo, tag=tag)
         else:
             query, params = _MANIFEST_BY_DIGEST, _params(repo, digest=str(digest))
-        async with self.db.read() as conn:
-            row = (await conn.execute(query, params)).first()
+        row = await self.db.first(query, params)
         return None if row is None else ManifestRecord(*row)
 
     async def missing_references(self, repo: RepositoryName, parsed: ParsedManifest) -> None:
@@ -272,9 +271,8 @@ class Images:
     # -- listings ----------------------------------------------------------------------------
 
     async def tags(self, repo: RepositoryName, *, limit: int, last: str | None) -> list[str]:
-        async with self.db.read() as conn:
-            names = await conn.scalars(_TAGS, _params(repo, last=last or "", limit=limit))
-            return list(names.all())
+        rows = await self.db.rows(_TAGS, _params(repo, last=last or "", limit=limit))
+        return [name for (name,) in rows]
 
     async def repositories(
         self, *, limit: int, last: str | None, registries: ColumnElement[bool]
