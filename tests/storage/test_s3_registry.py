@@ -10,8 +10,9 @@ What is proven here, each against the wire:
   and once S3 is back, retrying the same chunk finishes the push;
 - S3's throttling (`503 SlowDown`) is retried, and past the bound of attempts the client gets
   503 `UNAVAILABLE` with `Retry-After` and nothing of the blob is visible;
-- manifests are cached by digest: GETs and HEADs after the first read nothing from S3, and
-  uploads advertise S3's 5 MiB part minimum as `OCI-Chunk-Min-Length`.
+- manifests are cached by digest: GETs and HEADs after the first read nothing from S3, nor do
+  blob HEAD and GET (the database knows the size); uploads advertise S3's 5 MiB part minimum
+  as `OCI-Chunk-Min-Length`.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def test_throttling_is_retried_and_past_the_bound_answers_503_unavailable(
         proxy.close()
 
 
-def test_manifests_are_served_from_the_cache_and_uploads_advertise_the_part_minimum(
+def test_manifest_and_blob_reads_send_nothing_to_s3_and_uploads_advertise_the_part_minimum(
     s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path, registry_name: str
 ) -> None:
     proxy = CountingProxy(s3_gateway.port)
@@ -286,7 +287,14 @@ def test_manifests_are_served_from_the_cache_and_uploads_advertise_the_part_mini
                 assert again.status_code == 200 and again.content == image.manifest
                 head = client.head(f"/v2/{repo}/manifests/{reference}", headers=accept)
                 assert head.status_code == 200
-            # Not one request to S3: the bytes came from the process's cache by digest.
+            # Blob HEAD and GET (a 307 to a presigned URL) answer from the database's metadata.
+            layer = f"/v2/{repo}/blobs/{_sha256(image.layers[0])}"
+            head = client.head(layer)
+            assert head.status_code == 200
+            assert head.headers["Content-Length"] == str(len(image.layers[0]))
+            assert client.get(layer).status_code == 307
+            # Not one request to S3: manifest bytes came from the process's cache by digest,
+            # blob sizes from the database, and a presigned URL is signed locally.
             assert proxy.counts() == (sent, received)
     finally:
         server.stop()
