@@ -25,14 +25,27 @@ _counter = itertools.count()
 # `OCIREGISTRY_TEST_DATABASE=postgres` runs the shared server on a PostgreSQL cluster of its own
 # instead of the embedded SQLite: scripts/test runs the API and access tests a second time so.
 DATABASE_ENV = "OCIREGISTRY_TEST_DATABASE"
+# `OCIREGISTRY_TEST_SERVER=cluster` makes the shared server three instances on PostgreSQL and S3
+# behind nginx (tests/support/cluster.py): scripts/test runs the client, API and console tests a
+# third time so, to prove that any instance may answer any request.
+SERVER_ENV = "OCIREGISTRY_TEST_SERVER"
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     """One registry for the whole session; tests keep apart by using their own registries."""
     database = os.environ.get(DATABASE_ENV, "sqlite")
     if database not in ("sqlite", "postgres"):
         pytest.exit(f"{DATABASE_ENV} must be sqlite or postgres, not {database!r}", returncode=4)
+    kind = os.environ.get(SERVER_ENV, "single")
+    if kind not in ("single", "cluster"):
+        pytest.exit(f"{SERVER_ENV} must be single or cluster, not {kind!r}", returncode=4)
+    if kind == "cluster":
+        # The cluster duck-types as a RunningServer: address, url, admin, cli, env, data_dir, log.
+        yield request.getfixturevalue("cluster")
+        return
     cluster = PostgresCluster().start() if database == "postgres" else None
     env = {URL_ENV: cluster.create_database("shared")} if cluster else None
     running = RunningServer(tmp_path_factory.mktemp("shared") / "data", env=env).start()

@@ -90,3 +90,20 @@ def test_bad_operations_settings_are_named(name: str, value: str, message: str) 
     )
     assert refused.returncode == 2
     assert message in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_readme_documents_object_storage_and_several_instances() -> None:
+    """Issue 12's acceptance: the README's settings table has every S3 setting with its
+    variable, and the README names the nginx example for three instances (a file that
+    exists), the bucket lifecycle rule operators should still add, and how to move a
+    filesystem data folder to a bucket."""
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    for field in dataclasses.fields(Settings):
+        if field.name == "storage" or field.name.startswith("s3_"):
+            row = f"| `{field.name}` | `OCIREGISTRY_{field.name.upper()}` |"
+            assert row in readme, f"README's settings table lacks {field.name}"
+    assert "`deploy/nginx-ociregistry.conf`" in readme
+    assert (DOCS.parents[1] / "deploy" / "nginx-ociregistry.conf").is_file()
+    assert "AbortIncompleteMultipartUpload" in readme
+    assert "ociregistry storage copy --to s3://BUCKET/PREFIX" in readme
+    assert "Moving to object storage" in readme

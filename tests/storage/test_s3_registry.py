@@ -7,7 +7,12 @@ What is proven here, each against the wire:
   signature is tampered with;
 - with `s3_redirect=false` the registry streams the blob itself, `Range` included;
 - S3 going away mid-push gives the client 503 `UNAVAILABLE` (OCI error JSON, `Retry-After`),
-  and once S3 is back, retrying the same chunk finishes the push.
+  and once S3 is back, retrying the same chunk finishes the push;
+- S3's throttling (`503 SlowDown`) is retried, and past the bound of attempts the client gets
+  503 `UNAVAILABLE` with `Retry-After` and nothing of the blob is visible;
+- manifests are cached by digest: GETs and HEADs after the first read nothing from S3, nor do
+  blob HEAD and GET (the database knows the size); uploads advertise S3's 5 MiB part minimum
+  as `OCI-Chunk-Min-Length`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from support.oci import error_of, patch_chunk, push_blob, start_upload
-from support.s3gateway import CountingProxy, S3Gateway
+from ociregistry.blobstore.s3 import MAX_ATTEMPTS, MIN_PART_SIZE
+from support.oci import error_of, make_image, patch_chunk, push_blob, push_image, start_upload
+from support.s3gateway import CountingProxy, S3Gateway, ThrottlingProxy
 from support.server import RunningServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v2"))
@@ -196,6 +202,103 @@ def test_s3_gone_mid_push_gives_503_unavailable_and_a_retry_succeeds(
     assert finished.status_code == 201, finished.text
     fetched = s3_client.get(f"/v2/{registry_name}/app/blobs/{digest}", follow_redirects=True)
     assert _sha256(fetched.content) == digest
+
+
+def test_throttling_is_retried_and_past_the_bound_answers_503_unavailable(
+    s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path, registry_name: str
+) -> None:
+    proxy = ThrottlingProxy(s3_gateway.port)
+    server = _s3_server(
+        s3_gateway,
+        tmp_path / "data",
+        s3_bucket,
+        "throttled",
+        OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url,
+        OCIREGISTRY_S3_REDIRECT="false",
+    )
+    repo = f"{registry_name}/app"
+    try:
+        server.create_registry(registry_name)
+        with httpx.Client(base_url=server.url, timeout=120.0, auth=server.admin) as client:
+            # A few SlowDowns are absorbed by the retries: the client never sees them.
+            absorbed = os.urandom(MIB + 1)
+            proxy.throttle(2)
+            pushed = push_blob(client, repo, absorbed)
+            assert pushed.status_code == 201, pushed.text
+            assert proxy.refused == 2
+            got = client.get(f"/v2/{repo}/blobs/{_sha256(absorbed)}")
+            assert got.status_code == 200 and got.content == absorbed
+
+            # S3 throttling without end: a bounded number of attempts, then 503 UNAVAILABLE.
+            refused_data = os.urandom(MIB + 2)
+            digest = _sha256(refused_data)
+            proxy.throttle(ThrottlingProxy.ALWAYS)
+            before = proxy.refused
+            try:
+                refused = push_blob(client, repo, refused_data)
+            finally:
+                proxy.throttle(0)
+            assert refused.status_code == 503, refused.text
+            code, message = error_of(refused)
+            assert code == "UNAVAILABLE" and "SlowDown" in message, message
+            assert int(refused.headers["Retry-After"]) > 0
+            attempts = proxy.refused - before
+            # Retried (not given up at the first answer), and within a bound: the failed
+            # write and at most the clean-up after it, MAX_ATTEMPTS tries each.
+            assert MAX_ATTEMPTS <= attempts <= 4 * MAX_ATTEMPTS, attempts
+            print(f"SlowDown answers before the client got 503: {attempts}")
+
+            # Nothing of it is visible, and the same push succeeds once S3 takes requests.
+            assert client.head(f"/v2/{repo}/blobs/{digest}").status_code == 404
+            again = push_blob(client, repo, refused_data)
+            assert again.status_code == 201, again.text
+            assert client.get(f"/v2/{repo}/blobs/{digest}").content == refused_data
+    finally:
+        server.stop()
+        proxy.close()
+
+
+def test_manifest_and_blob_reads_send_nothing_to_s3_and_uploads_advertise_the_part_minimum(
+    s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path, registry_name: str
+) -> None:
+    proxy = CountingProxy(s3_gateway.port)
+    server = _s3_server(
+        s3_gateway,
+        tmp_path / "data",
+        s3_bucket,
+        "cached",
+        OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url,
+    )
+    repo = f"{registry_name}/app"
+    try:
+        server.create_registry(registry_name)
+        with httpx.Client(base_url=server.url, timeout=120.0, auth=server.admin) as client:
+            opened = client.post(f"/v2/{repo}/blobs/uploads/")
+            assert opened.status_code == 202, opened.text
+            assert opened.headers["OCI-Chunk-Min-Length"] == str(MIN_PART_SIZE)
+            image = make_image(f"{registry_name}-cached")
+            digest = push_image(client, repo, image, tag="1.0")
+            accept = {"Accept": image.media_type}
+            first = client.get(f"/v2/{repo}/manifests/{digest}", headers=accept)
+            assert first.status_code == 200 and first.content == image.manifest
+            sent, received = proxy.counts()
+            for reference in (digest, "1.0", digest, "1.0"):
+                again = client.get(f"/v2/{repo}/manifests/{reference}", headers=accept)
+                assert again.status_code == 200 and again.content == image.manifest
+                head = client.head(f"/v2/{repo}/manifests/{reference}", headers=accept)
+                assert head.status_code == 200
+            # Blob HEAD and GET (a 307 to a presigned URL) answer from the database's metadata.
+            layer = f"/v2/{repo}/blobs/{_sha256(image.layers[0])}"
+            head = client.head(layer)
+            assert head.status_code == 200
+            assert head.headers["Content-Length"] == str(len(image.layers[0]))
+            assert client.get(layer).status_code == 307
+            # Not one request to S3: manifest bytes came from the process's cache by digest,
+            # blob sizes from the database, and a presigned URL is signed locally.
+            assert proxy.counts() == (sent, received)
+    finally:
+        server.stop()
+        proxy.close()
 
 
 def test_conformance_suite_passes_on_s3(

@@ -19,6 +19,7 @@ import pytest
 from ociregistry.blobstore import CheckedDriver, Digest, create_driver
 from ociregistry.blobstore.uploads import Uploads
 from ociregistry.db.database import Database, migrate
+from ociregistry.errors import DigestInvalid
 from support.s3gateway import S3Gateway
 
 pytestmark = pytest.mark.s3
@@ -135,3 +136,32 @@ async def test_finishing_a_fresh_session_asks_s3_for_nothing_but_the_blob(
     staged = await uploads.get(staged.id, "team/app")
     await uploads.finish(staged, digest, _body(data[1000:]))
     assert [info.path async for info in s3_driver.walk(f"uploads/{staged.id}")] == []
+
+
+def _gateway_uploads(s3_gateway: S3Gateway, driver: CheckedDriver, upload_id: str) -> list[str]:
+    """The multipart uploads the gateway itself lists for one session (not what we remember)."""
+    bucket = driver.driver.location.bucket  # type: ignore[attr-defined]
+    listed = s3_gateway.client().list_multipart_uploads(Bucket=bucket)
+    return [u["Key"] for u in listed.get("Uploads", []) if upload_id in u["Key"]]
+
+
+@pytest.mark.parametrize("how", ["cancelled", "wrong digest", "expired"])
+async def test_an_upload_that_ends_without_a_blob_aborts_its_multipart_upload(
+    s3_driver: CheckedDriver, db: Database, s3_gateway: S3Gateway, how: str
+) -> None:
+    """Cancelled (DELETE), failing its digest, or purged once expired: the session's multipart
+    upload is aborted on the gateway, so no part of it stays billed."""
+    uploads = Uploads(db, s3_driver, expiry_seconds=3600)
+    session = await uploads.start("team-a/app")
+    await uploads.append(session, _body(os.urandom(6 * MIB)))  # one real part
+    assert len(_gateway_uploads(s3_gateway, s3_driver, session.id)) == 1
+    session = await uploads.get(session.id, "team-a/app")
+    if how == "cancelled":
+        await uploads.cancel(session)
+    elif how == "wrong digest":
+        with pytest.raises(DigestInvalid):
+            await uploads.finish(session, Digest("sha256", "0" * 64), _body(b"tail"))
+    else:
+        assert await uploads.purge_expired(now=time.time() + 7200) == 1
+    assert _gateway_uploads(s3_gateway, s3_driver, session.id) == []
+    assert [u async for u in s3_driver.pending_uploads(f"uploads/{session.id}")] == []

@@ -140,13 +140,13 @@ class Cluster:
         self.postgres = postgres
         self.gateway = gateway
         bucket = gateway.create_bucket(f"cluster-{os.getpid()}-{int(time.time())}")
-        self.env = {
+        shared = {
             URL_ENV: postgres.create_database(f"cluster{os.getpid()}"),
             "OCIREGISTRY_STORAGE": f"s3://{bucket}/registry",
             **gateway.environment(),
         }
         self.instances = [
-            RunningServer(root / f"instance-{n}" / "data", workers=workers, env=self.env)
+            RunningServer(root / f"instance-{n}" / "data", workers=workers, env=shared)
             for n in range(INSTANCES)
         ]
         self.nginx = Nginx(root / "nginx", [instance.port for instance in self.instances])
@@ -170,6 +170,33 @@ class Cluster:
     def url(self) -> str:
         return self.nginx.url
 
+    # What the tests of the shared server use of a RunningServer, so the cluster can be that
+    # server (OCIREGISTRY_TEST_SERVER=cluster) and those tests run through nginx unchanged.
+
+    @property
+    def port(self) -> int:
+        return self.nginx.port
+
+    @property
+    def data_dir(self) -> Path:
+        """The first instance's data folder: with PostgreSQL and S3 it holds no registry data,
+        only what the command line needs to find the shared database and bucket."""
+        return self.instances[0].data_dir
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every instance runs with: the test run's, the shared database URL,
+        the bucket and the S3 credentials."""
+        return self.instances[0].env
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`ociregistry <args>` on the shared database and bucket (any instance's would do)."""
+        return self.instances[0].cli(*args, check=check)
+
+    def log(self) -> str:
+        """Every instance's log, one after the other: a request may have landed on any."""
+        return "\n".join(instance.log() for instance in self.instances)
+
     @property
     def admin(self) -> tuple[str, str]:
         return self.instances[0].admin
@@ -177,8 +204,8 @@ class Cluster:
     def client(self, base_url: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=base_url or self.url, auth=self.admin, timeout=120.0)
 
-    def create_registry(self, name: str) -> None:
-        self.instances[0].create_registry(name)
+    def create_registry(self, name: str, *, public: bool = True) -> None:
+        self.instances[0].create_registry(name, public=public)
 
     def running(self) -> list[RunningServer]:
         return [i for i in self.instances if i.process is not None and i.process.poll() is None]

@@ -19,6 +19,8 @@ file (memstore loses data on `kill -9`), no ceph-mgr (S3 does not need one).
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.server
 import json
 import os
 import shutil
@@ -444,6 +446,109 @@ class CountingProxy:
             for end in (source, sink):
                 with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class ThrottlingProxy:
+    """An HTTP relay in front of the gateway that answers `503 SlowDown` (S3's throttling) to
+    the next `throttle(n)` requests, or to every request until `throttle(0)`, and passes the
+    rest on byte for byte (the Host header too, so SigV4 signatures stay valid). `refused`
+    counts the SlowDown answers, so a test can see the registry's retries."""
+
+    ALWAYS = -1
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.refused = 0
+        self._refuse = 0
+        self._lock = threading.Lock()
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self._body()
+                if relay._take_refusal():
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(SLOW_DOWN)
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", relay.target_port, timeout=120)
+                try:
+                    upstream.putrequest(
+                        self.command, self.path, skip_host=True, skip_accept_encoding=True
+                    )
+                    for name, value in self.headers.items():
+                        if name.lower() != "transfer-encoding":
+                            upstream.putheader(name, value)
+                    if "content-length" not in self.headers and body:
+                        upstream.putheader("Content-Length", str(len(body)))
+                    upstream.endheaders(body or None)
+                    answer = upstream.getresponse()
+                    payload = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status, answer.reason)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    parts = []
+                    while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def throttle(self, requests: int) -> None:
+        """Answer SlowDown to the next `requests` requests (`ALWAYS`: to all; 0: to none)."""
+        with self._lock:
+            self._refuse = requests
+
+    def _take_refusal(self) -> bool:
+        with self._lock:
+            if self._refuse == 0:
+                return False
+            if self._refuse > 0:
+                self._refuse -= 1
+            self.refused += 1
+            return True
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def main(argv: list[str]) -> int:
