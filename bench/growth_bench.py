@@ -198,7 +198,31 @@ def seed(database_url: str, seeded: Seeded, size: int) -> None:
     seeded.images = seeded.ci_tags = size
 
 
+# On PostgreSQL the rows go in with triggers off (a superuser's `session_replication_role`),
+# and the counts the triggers keep are then set once, as migration 0009 computes them: a
+# trigger updating the `ci` image's row for each of 100,000 tags in one transaction leaves a
+# chain of dead row versions that each next update walks (100k did not finish in 15 minutes).
+_RECOUNT = (
+    "UPDATE images SET tag_count = (SELECT count(*) FROM tags WHERE tags.image_id = images.id)",
+    "UPDATE images SET size_bytes = (SELECT coalesce(sum(size), 0) FROM image_blobs"
+    " WHERE image_blobs.image_id = images.id)",
+    "UPDATE registries SET image_count = (SELECT count(*) FROM images"
+    " WHERE images.registry_id = registries.id AND images.tag_count > 0)",
+)
+
+
 def _seed(conn: Connection, seeded: Seeded, size: int) -> None:
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    _seed_rows(conn, seeded, size)
+    if postgresql:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
+        for statement in _RECOUNT:
+            conn.exec_driver_sql(statement)
+
+
+def _seed_rows(conn: Connection, seeded: Seeded, size: int) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     registry_ids = dict(conn.execute(select(Registry.name, Registry.id)).all())
     holders = [registry_ids[name] for name in USER_REGISTRIES + PLATFORM_REGISTRIES]
