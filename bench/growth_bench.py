@@ -169,6 +169,8 @@ class Server:
             )
             if ours or database:
                 total += int(fields[11]) + int(fields[12])
+            if int(entry) == self.postmaster:  # and its backends that have exited since
+                total += int(fields[13]) + int(fields[14])
         return total / CLOCK_TICKS
 
 

@@ -107,7 +107,9 @@ def _recorded(registry: InProcessRegistry, path: str) -> list[tuple[str, Any]]:
     lock = threading.Lock()
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and MENTIONS_LARGE.search(statement):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and MENTIONS_LARGE.search(
+            statement
+        ):
             with lock:
                 statements.append((statement, parameters))
 

@@ -223,6 +223,16 @@ def full_name_matches(
     return whole, prefixes
 
 
+def _found_first(chosen: Select[Any], id_column: Any) -> Select[Any]:
+    """The rows of a search, found before they are sorted (PostgreSQL). Left to itself, the
+    planner walks the list's sort index and tests every row against `LIKE '%q%'`, betting
+    that matches are spread evenly; when they sit at the far end of that order (old tags
+    under the newest-first sort) a page read every row. A materialized CTE makes it find
+    the matches first, through the trigram index, and sort only those."""
+    found = chosen.cte("found").prefix_with("MATERIALIZED")
+    return select(id_column).where(id_column.in_(select(found.c.id)))
+
+
 MERGE_LIMIT = 64  # registries whose best images are merged for a page (more: one query)
 
 
@@ -452,7 +462,10 @@ class Listings:
                 and_(Image.registry_id == registry_id, Image.name.startswith(rest, autoescape=True))
                 for registry_id, rest in prefixes
             ]
-        return select(Image.id).where(in_registries, _TAGGED, or_(*matches))
+        chosen = select(Image.id).where(in_registries, _TAGGED, or_(*matches))
+        if self.db.url.startswith("postgresql"):
+            return _found_first(chosen, Image.id)
+        return chosen
 
     async def get_image(self, registry: str, image: str) -> ImageView:
         async with self.db.read() as conn:
@@ -510,6 +523,8 @@ class Listings:
             )
         elif q:
             chosen = chosen.where(_contains(Tag.name, q))
+            if self.db.url.startswith("postgresql"):
+                chosen = _found_first(chosen, Tag.id)
         order = parse_sort(sort, TAG_SORTS, "-created_at", then=(Tag.id,))
         async with self.db.read(offload=True) as conn:
             if q:
