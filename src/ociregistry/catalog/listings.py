@@ -448,11 +448,12 @@ class Listings:
         ids = [registry_id for registry_id, _ in held]
         in_registries: ColumnElement[bool] = Image.registry_id.in_(ids)
         named: ColumnElement[bool] = _contains(Image.name, q)
-        if self.db.url.startswith("sqlite") and len(q) >= TRIGRAM:
-            # Driven from the FTS5 table: `registry_id + 0` keeps SQLite from walking the
-            # registries' images instead.
+        if len(q) >= TRIGRAM:
+            # Driven from the trigram index: `registry_id + 0` keeps the planner from walking
+            # the registries' images instead, testing each.
             in_registries = (Image.registry_id + 0).in_(ids)
-            named = and_(Image.id.in_(_name_search("images_search", q)), named)
+            if self.db.url.startswith("sqlite"):
+                named = and_(Image.id.in_(_name_search("images_search", q)), named)
         matches = [named]
         if match_full_name:
             whole, prefixes = full_name_matches(held, q)
@@ -522,6 +523,8 @@ class Listings:
                 Tag.id.in_(_name_search("tags_search", q)), Tag.image_id + 0 == image_id
             )
         elif q:
+            if len(q) >= TRIGRAM:  # through pg_trgm, not a walk of the image's tags
+                chosen = select(Tag.id).where(Tag.image_id + 0 == image_id)
             chosen = chosen.where(_contains(Tag.name, q))
             if self.db.url.startswith("postgresql"):
                 chosen = _found_first(chosen, Tag.id)
