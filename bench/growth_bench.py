@@ -506,9 +506,10 @@ def print_table(table: dict[str, dict[int, Figure]], sizes: list[int], kind: str
         print(f"| {label} | {cells} | {ratio:.1f}x |")
     print(
         f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {NAMES[kind]}, 1 worker, wrk -t1 -c4,"
-        " Bearer token; cost = server CPU per request (PostgreSQL's included) at the largest"
-        " size / at the smallest (1.0: flat; the goal is <= 2). CPU per request holds on a busy"
-        " machine; requests/s do not."
+        " Bearer token; cost = server CPU per request"
+        + (" (PostgreSQL's backends included)" if kind == "postgresql" else "")
+        + " at the largest size / at the smallest (1.0: flat; the goal is <= 2). CPU per"
+        " request holds on a busy machine; requests/s do not."
     )
 
 

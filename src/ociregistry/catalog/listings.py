@@ -7,7 +7,9 @@ so both paths leave the same state.
 
 Lists cost the same at 100,000 rows as at 1,000 (issue 15): they read `images.tag_count` and
 `registries.image_count`, which database triggers keep (migration 0009), instead of counting
-rows per request, and their default sorts walk indexes. A search (`q`) counts its matches only
+rows per request, and every sort they offer reads an index range in order (migration 0015; the
+platform image list merges each registry's range); searches go through trigram indexes of tag
+and image names (FTS5 on SQLite, `pg_trgm` on PostgreSQL). A search (`q`) counts its matches only
 up to `SEARCH_COUNT_LIMIT`; past it the list says so with `total_exact: false`, and `total`
 is that limit, a lower bound.
 """
