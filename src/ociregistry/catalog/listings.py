@@ -16,6 +16,7 @@ is that limit, a lower bound.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,10 +24,11 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
     Select,
     and_,
+    bindparam,
     delete,
-    false,
     func,
     literal_column,
     or_,
@@ -238,48 +240,54 @@ def _found_first(chosen: Select[Any], id_column: Any) -> Select[Any]:
 MERGE_LIMIT = 64  # registries whose best images are merged for a page (more: one query)
 
 
-def _image_page(registry_ids: list[int], sort: str | None, page: Page) -> Select[Any]:
-    """The ids of the images of one page of `registry_ids`, in the order of `sort`.
+def _image_page(
+    registry_ids: list[int], sort: str | None, page: Page
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The ids of the images of one page of `registry_ids`, in the order of `sort`, and the
+    statement's parameters.
 
     One registry's images in any sort are a range of one index (registry, sort column, id):
     the page is read in order and nothing is sorted. Several registries' images (the platform
     image list) interleave, and no index holds them in order: the page is the best
     `offset + size` of each registry, each an index range, merged, so it costs the same at
     100,000 images as at 1,000."""
+    if 1 < len(registry_ids) <= MERGE_LIMIT:
+        params = {f"registry_{i}": registry_id for i, registry_id in enumerate(registry_ids)}
+        params |= {"best": page.offset + page.size, "skip": page.offset, "size": page.size}
+        return _merged_page(len(registry_ids), sort), params
+    order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
+    condition = (
+        Image.registry_id == registry_ids[0]
+        if len(registry_ids) == 1
+        else Image.registry_id.in_(registry_ids)
+    )
+    chosen = select(Image.id).where(condition, _TAGGED).order_by(*order)
+    return chosen.offset(page.offset).limit(page.size), {}
+
+
+@functools.lru_cache(maxsize=256)
+def _merged_page(count: int, sort: str | None) -> Select[Any]:
+    """The merge of `count` registries' best images, built once per count and sort: building
+    a union of subqueries costs SQLAlchemy more than SQLite takes to run it."""
     field = (sort or "name").removeprefix("-")
     descending = (sort or "").startswith("-")
     order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
-    if len(registry_ids) == 1 or len(registry_ids) > MERGE_LIMIT:
-        condition = (
-            Image.registry_id == registry_ids[0]
-            if len(registry_ids) == 1
-            else Image.registry_id.in_(registry_ids)
-        )
-        return (
-            select(Image.id)
-            .where(condition, _TAGGED)
-            .order_by(*order)
-            .offset(page.offset)
-            .limit(page.size)
-        )
     best = [
         select(Image.id, IMAGE_SORTS[field].label("key"), Image.registry_id)
-        .where(Image.registry_id == registry_id, _TAGGED)
+        .where(Image.registry_id == bindparam(f"registry_{i}"), _TAGGED)
         .order_by(*order)
-        .limit(page.offset + page.size)
+        .limit(bindparam("best", type_=Integer))
         .subquery()
-        for registry_id in registry_ids
+        for i in range(count)
     ]
-    if not best:
-        return select(Image.id).where(false())
-    parts = [select(part.c.id, part.c.key, part.c.registry_id) for part in best]
-    merged = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
-    terms = (merged.c.key, merged.c.registry_id, merged.c.id)
+    merged = union_all(*(select(part.c.id, part.c.key, part.c.registry_id) for part in best))
+    rows = merged.subquery()
+    terms = (rows.c.key, rows.c.registry_id, rows.c.id)
     return (
-        select(merged.c.id)
+        select(rows.c.id)
         .order_by(*(term.desc() if descending else term.asc() for term in terms))
-        .offset(page.offset)
-        .limit(page.size)
+        .offset(bindparam("skip", type_=Integer))
+        .limit(bindparam("size", type_=Integer))
     )
 
 
@@ -430,15 +438,16 @@ class Listings:
                 chosen = self._image_search(held, q, match_full_name)
                 total = await _count_matches(conn, chosen)
                 page_ids = chosen.order_by(*order).offset(page.offset).limit(page.size)
+                params = {}
             else:
                 counted = select(func.coalesce(func.sum(Registry.image_count), 0))
                 total = Total(int(await conn.scalar(counted.where(registries)) or 0))
-                page_ids = _image_page([registry_id for registry_id, _ in held], sort, page)
+                page_ids, params = _image_page([registry_id for registry_id, _ in held], sort, page)
             chosen_page = page_ids.subquery()
             query = self._image_columns().select_from(chosen_page)
             query = query.join(Image, Image.id == chosen_page.c.id)
             query = query.join(Registry, Registry.id == Image.registry_id)
-            rows = (await conn.execute(query.order_by(*order))).all()
+            rows = (await conn.execute(query.order_by(*order), params)).all()
         return [ImageView(*row) for row in rows], total
 
     def _image_search(
