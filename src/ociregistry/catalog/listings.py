@@ -7,13 +7,16 @@ so both paths leave the same state.
 
 Lists cost the same at 100,000 rows as at 1,000 (issue 15): they read `images.tag_count` and
 `registries.image_count`, which database triggers keep (migration 0009), instead of counting
-rows per request, and their default sorts walk indexes. A search (`q`) counts its matches only
+rows per request, and every sort they offer reads an index range in order (migration 0015; the
+platform image list merges each registry's range); searches go through trigram indexes of tag
+and image names (FTS5 on SQLite, `pg_trgm` on PostgreSQL). A search (`q`) counts its matches only
 up to `SEARCH_COUNT_LIMIT`; past it the list says so with `total_exact: false`, and `total`
 is that limit, a lower bound.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +24,17 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
     Select,
     and_,
+    bindparam,
     delete,
     func,
     literal_column,
+    or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -163,8 +170,12 @@ TAG_SORTS: dict[str, Any] = {
 }
 
 
-def parse_sort(value: str | None, allowed: dict[str, Any], default: str) -> list[Any]:
-    """ORDER BY terms for `name`, `-created_at`, …; only fields of the allow-list."""
+def parse_sort(
+    value: str | None, allowed: dict[str, Any], default: str, *, then: tuple[Any, ...] = ()
+) -> list[Any]:
+    """ORDER BY terms for `name`, `-created_at`, …; only fields of the allow-list. `then`
+    are the tie-breaks, in the same direction as the sort, so that one index (the sort's
+    column, then the row id) gives the whole order read forwards or backwards."""
     text = value or default
     descending = text.startswith("-")
     field = text.removeprefix("-")
@@ -174,8 +185,7 @@ def parse_sort(value: str | None, allowed: dict[str, Any], default: str) -> list
             "(prefix '-' for descending)",
             detail={"field": "sort"},
         )
-    column = allowed[field]
-    return [column.desc() if descending else column.asc()]
+    return [column.desc() if descending else column.asc() for column in (allowed[field], *then)]
 
 
 def _contains(column: Any, text: str) -> ColumnElement[bool]:
@@ -185,16 +195,99 @@ def _contains(column: Any, text: str) -> ColumnElement[bool]:
 TRIGRAM = 3  # the trigram index answers searches of at least this many characters
 
 
-def _tag_search(text_: str) -> Any:
-    """The ids of tags whose name contains `text_`, from the trigram index of SQLite
-    (`tags_search`, migration 0009): the same matches as `_contains`, found without reading
-    every tag. The caller drives the query from these ids (`image_id + 0` keeps SQLite from
-    walking the image's tags instead)."""
+def _name_search(table: str, text_: str) -> Any:
+    """The ids of rows whose name contains `text_`, from a trigram index of SQLite (the FTS5
+    table `tags_search` of migration 0009, `images_search` of 0015): the same matches as
+    `_contains`, found without reading every row. The caller drives the query from these ids
+    (`image_id + 0`, `registry_id + 0` keep SQLite from walking a range of the table instead)."""
     phrase = '"' + text_.replace('"', '""') + '"'
     return (
         select(literal_column("rowid"))
-        .select_from(text("tags_search"))
-        .where(text("tags_search MATCH :phrase").bindparams(phrase=phrase))
+        .select_from(text(table))
+        .where(text(f"{table} MATCH :phrase").bindparams(phrase=phrase))
+    )
+
+
+def full_name_matches(
+    registries: list[tuple[int, str]], q: str
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """How `q` can occur in `{registry}/{image}` other than inside the image's name: for
+    each (id, name) of `registries`, either it occurs in `{registry}/` (every image of that
+    registry matches: `whole`), or it begins there and runs on into the image's name, which
+    must then start with the rest (`prefixes`: (registry id, rest)). With the images whose
+    name contains `q`, that is exactly the full-name search, and each part has an index."""
+    whole: list[int] = []
+    prefixes: list[tuple[int, str]] = []
+    for registry_id, name in registries:
+        head = name + "/"
+        if q in head:
+            whole.append(registry_id)
+            continue
+        prefixes += [(registry_id, q[k:]) for k in range(1, len(q)) if head.endswith(q[:k])]
+    return whole, prefixes
+
+
+def _found_first(chosen: Select[Any], id_column: Any) -> Select[Any]:
+    """The rows of a search, found before they are sorted (PostgreSQL). Left to itself, the
+    planner walks the list's sort index and tests every row against `LIKE '%q%'`, betting
+    that matches are spread evenly; when they sit at the far end of that order (old tags
+    under the newest-first sort) a page read every row. A materialized CTE makes it find
+    the matches first, through the trigram index, and sort only those."""
+    found = chosen.cte("found").prefix_with("MATERIALIZED")
+    return select(id_column).where(id_column.in_(select(found.c.id)))
+
+
+MERGE_LIMIT = 64  # registries whose best images are merged for a page (more: one query)
+
+
+def _image_page(
+    registry_ids: list[int], sort: str | None, page: Page
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The ids of the images of one page of `registry_ids`, in the order of `sort`, and the
+    statement's parameters.
+
+    One registry's images in any sort are a range of one index (registry, sort column, id):
+    the page is read in order and nothing is sorted. Several registries' images (the platform
+    image list) interleave, and no index holds them in order: the page is the best
+    `offset + size` of each registry, each an index range, merged, so it costs the same at
+    100,000 images as at 1,000."""
+    if 1 < len(registry_ids) <= MERGE_LIMIT:
+        params = {f"registry_{i}": registry_id for i, registry_id in enumerate(registry_ids)}
+        params |= {"best": page.offset + page.size, "skip": page.offset, "size": page.size}
+        return _merged_page(len(registry_ids), sort), params
+    order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
+    condition = (
+        Image.registry_id == registry_ids[0]
+        if len(registry_ids) == 1
+        else Image.registry_id.in_(registry_ids)
+    )
+    chosen = select(Image.id).where(condition, _TAGGED).order_by(*order)
+    return chosen.offset(page.offset).limit(page.size), {}
+
+
+@functools.lru_cache(maxsize=256)
+def _merged_page(count: int, sort: str | None) -> Select[Any]:
+    """The merge of `count` registries' best images, built once per count and sort: building
+    a union of subqueries costs SQLAlchemy more than SQLite takes to run it."""
+    field = (sort or "name").removeprefix("-")
+    descending = (sort or "").startswith("-")
+    order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
+    best = [
+        select(Image.id, IMAGE_SORTS[field].label("key"), Image.registry_id)
+        .where(Image.registry_id == bindparam(f"registry_{i}"), _TAGGED)
+        .order_by(*order)
+        .limit(bindparam("best", type_=Integer))
+        .subquery()
+        for i in range(count)
+    ]
+    merged = union_all(*(select(part.c.id, part.c.key, part.c.registry_id) for part in best))
+    rows = merged.subquery()
+    terms = (rows.c.key, rows.c.registry_id, rows.c.id)
+    return (
+        select(rows.c.id)
+        .order_by(*(term.desc() if descending else term.asc() for term in terms))
+        .offset(bindparam("skip", type_=Integer))
+        .limit(bindparam("size", type_=Integer))
     )
 
 
@@ -258,7 +351,7 @@ class Listings:
             conditions.append(ProjectGroup.name == project_group)
         if label:
             conditions.append(Registry.labels[label[0]].as_string() == label[1])
-        order = parse_sort(sort, REGISTRY_SORTS, "name")
+        order = parse_sort(sort, REGISTRY_SORTS, "name", then=(Registry.id,))
         query = self._registry_query(role).where(*conditions)
         counted = (
             select(func.count(Registry.id))
@@ -269,9 +362,7 @@ class Listings:
         async with self.db.read(offload=True) as conn:
             total = await conn.scalar(counted)
             rows = (
-                await conn.execute(
-                    query.order_by(*order, Registry.id).offset(page.offset).limit(page.size)
-                )
+                await conn.execute(query.order_by(*order).offset(page.offset).limit(page.size))
             ).all()
         return [RegistryView(*row) for row in rows], total or 0
 
@@ -331,38 +422,62 @@ class Listings:
         (the platform image list spans many); `q` matches the name in its registry, or with
         `match_full_name` the whole `{registry}/{image}`. Without `q` the total is the sum of
         the registries' maintained image counts."""
-        order = parse_sort(sort, IMAGE_SORTS, "name")  # a bad sort is refused even with none
-        # The page is chosen on images alone, and only its rows get the per-image columns (the
-        # latest tag): a join would compute them for, and sort, every image of the registries.
-        # One registry is an index range of (registry_id, name); several are an IN list, so
-        # the default sort walks ix_images_name and stops after the page.
+        order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
         if isinstance(registries, str):
             registries = Registry.name == registries
-            registry_ids: Any = (
-                Image.registry_id == select(Registry.id).where(registries).scalar_subquery()
-            )
-        else:
-            registry_ids = Image.registry_id.in_(select(Registry.id).where(registries))
-        chosen = select(Image.id).where(registry_ids, _TAGGED)
-        if q and match_full_name:
-            full_name = Registry.name.concat("/").concat(Image.name)
-            chosen = chosen.join(Registry, Registry.id == Image.registry_id)
-            chosen = chosen.where(_contains(full_name, q))
-        elif q:
-            chosen = chosen.where(_contains(Image.name, q))
-        terms = (*order, Image.registry_id, Image.id)
         async with self.db.read(offload=True) as conn:
+            held = [
+                (int(row[0]), str(row[1]))
+                for row in (
+                    await conn.execute(
+                        select(Registry.id, Registry.name).where(registries).order_by(Registry.id)
+                    )
+                ).all()
+            ]
             if q:
+                chosen = self._image_search(held, q, match_full_name)
                 total = await _count_matches(conn, chosen)
+                page_ids = chosen.order_by(*order).offset(page.offset).limit(page.size)
+                params = {}
             else:
                 counted = select(func.coalesce(func.sum(Registry.image_count), 0))
                 total = Total(int(await conn.scalar(counted.where(registries)) or 0))
-            page_ids = chosen.order_by(*terms).offset(page.offset).limit(page.size).subquery()
-            query = self._image_columns().select_from(page_ids)
-            query = query.join(Image, Image.id == page_ids.c.id)
+                page_ids, params = _image_page([registry_id for registry_id, _ in held], sort, page)
+            chosen_page = page_ids.subquery()
+            query = self._image_columns().select_from(chosen_page)
+            query = query.join(Image, Image.id == chosen_page.c.id)
             query = query.join(Registry, Registry.id == Image.registry_id)
-            rows = (await conn.execute(query.order_by(*terms))).all()
+            rows = (await conn.execute(query.order_by(*order), params)).all()
         return [ImageView(*row) for row in rows], total
+
+    def _image_search(
+        self, held: list[tuple[int, str]], q: str, match_full_name: bool
+    ) -> Select[Any]:
+        """The ids of the tagged images of the registries `held` whose name contains `q`
+        (or, with `match_full_name`, whose `{registry}/{image}` does), found through the
+        trigram index of image names (migration 0015) rather than by reading every image."""
+        ids = [registry_id for registry_id, _ in held]
+        in_registries: ColumnElement[bool] = Image.registry_id.in_(ids)
+        named: ColumnElement[bool] = _contains(Image.name, q)
+        if len(q) >= TRIGRAM:
+            # Driven from the trigram index: `registry_id + 0` keeps the planner from walking
+            # the registries' images instead, testing each.
+            in_registries = (Image.registry_id + 0).in_(ids)
+            if self.db.url.startswith("sqlite"):
+                named = and_(Image.id.in_(_name_search("images_search", q)), named)
+        matches = [named]
+        if match_full_name:
+            whole, prefixes = full_name_matches(held, q)
+            if whole:
+                matches.append(Image.registry_id.in_(whole))
+            matches += [
+                and_(Image.registry_id == registry_id, Image.name.startswith(rest, autoescape=True))
+                for registry_id, rest in prefixes
+            ]
+        chosen = select(Image.id).where(in_registries, _TAGGED, or_(*matches))
+        if self.db.url.startswith("postgresql"):
+            return _found_first(chosen, Image.id)
+        return chosen
 
     async def get_image(self, registry: str, image: str) -> ImageView:
         async with self.db.read() as conn:
@@ -415,18 +530,22 @@ class Listings:
         # ix_tags_image_created), and only its rows get the manifest's columns and size.
         chosen = select(Tag.id).where(Tag.image_id == image_id)
         if q and self.db.url.startswith("sqlite") and len(q) >= TRIGRAM:
-            chosen = select(Tag.id).where(Tag.id.in_(_tag_search(q)), Tag.image_id + 0 == image_id)
+            chosen = select(Tag.id).where(
+                Tag.id.in_(_name_search("tags_search", q)), Tag.image_id + 0 == image_id
+            )
         elif q:
+            if len(q) >= TRIGRAM:  # through pg_trgm, not a walk of the image's tags
+                chosen = select(Tag.id).where(Tag.image_id + 0 == image_id)
             chosen = chosen.where(_contains(Tag.name, q))
-        order = parse_sort(sort, TAG_SORTS, "-created_at")
+            if self.db.url.startswith("postgresql"):
+                chosen = _found_first(chosen, Tag.id)
+        order = parse_sort(sort, TAG_SORTS, "-created_at", then=(Tag.id,))
         async with self.db.read(offload=True) as conn:
             if q:
                 total = await _count_matches(conn, chosen)
             else:
                 total = Total(found.tag_count)
-            page_ids = (
-                chosen.order_by(*order, Tag.id).offset(page.offset).limit(page.size).subquery()
-            )
+            page_ids = chosen.order_by(*order).offset(page.offset).limit(page.size).subquery()
             query = (
                 select(
                     Tag.name,
@@ -441,7 +560,7 @@ class Listings:
                 .join(Tag, Tag.id == page_ids.c.id)
                 .join(Manifest, Manifest.id == Tag.manifest_id)
             )
-            rows = (await conn.execute(query.order_by(*order, Tag.id))).all()
+            rows = (await conn.execute(query.order_by(*order))).all()
             manifest_ids = {row[6] for row in rows}
             platforms: dict[int, list[str]] = {}
             if manifest_ids:

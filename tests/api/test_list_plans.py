@@ -1,0 +1,232 @@
+"""Every list reads an index range, never every image or tag (issue 15, flat growth).
+
+A list that costs the same at 100,000 items as at 1,000 is one whose queries read a range of
+an index in the list's order and stop after the page: no full scan of a large table, and no
+sort of a registry's images or an image's tags to find a page. That is a property of the
+query plans, which the database shows without any timing, on tables of any size. So each list
+the API and the console offer (their sorts, searches, later pages, the /v2 pages after
+`last`) is requested from an in-process registry while every statement it runs is recorded,
+and each statement's plan is read back: `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN (FORMAT
+JSON)` on PostgreSQL with sequential scans and sorts disabled, so that the plan shows whether
+an index can serve the query and its order at all, as it would on a large table. A search
+must go through the trigram index of the names it searches (SQLite: its FTS5 table;
+PostgreSQL: the `pg_trgm` index must exist, which its planner takes once a table is large).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from support.inprocess import InProcessRegistry, push_image
+from support.oci import make_image
+from support.pgcluster import PostgresCluster
+
+LARGE = ("images", "tags", "manifests", "manifest_references", "image_blobs")
+MENTIONS_LARGE = re.compile(r"\b(" + "|".join(LARGE) + r")\b")
+USER_REGISTRY, PLATFORM_REGISTRIES = "plans-team", ("plans-p1", "plans-p2")
+TAGS = 5
+
+IMAGES = f"/api/v1/registries/{USER_REGISTRY}/images"
+TAG_LIST = f"{IMAGES}/app0/-/tags"
+# (path, trigram index a search must use, or None for a list that pages an index in order)
+CASES = [
+    ("/v2/_catalog?n=2", None),
+    (f"/v2/_catalog?n=2&last={USER_REGISTRY}/app1", None),
+    (f"/v2/{USER_REGISTRY}/app0/tags/list?n=2", None),
+    (f"/v2/{USER_REGISTRY}/app0/tags/list?n=2&last=t1", None),
+    ("/api/v1/platform/images", None),
+    ("/api/v1/platform/images?page=2&page_size=2", None),
+    ("/api/v1/platform/images?sort=-created_at", None),
+    ("/api/v1/platform/images?sort=-updated_at", None),
+    ("/api/v1/platform/images?sort=-pull_count", None),
+    ("/api/v1/platform/images?q=app1", "images"),
+    (f"{IMAGES}", None),
+    (f"{IMAGES}?page=2&page_size=2", None),
+    (f"{IMAGES}?sort=-name", None),
+    (f"{IMAGES}?sort=-created_at", None),
+    (f"{IMAGES}?sort=created_at", None),
+    (f"{IMAGES}?sort=-updated_at", None),
+    (f"{IMAGES}?sort=-pull_count", None),
+    (f"{IMAGES}?q=app1", "images"),
+    (f"{TAG_LIST}", None),
+    (f"{TAG_LIST}?page=2&page_size=2", None),
+    (f"{TAG_LIST}?sort=name", None),
+    (f"{TAG_LIST}?sort=-pull_count", None),
+    (f"{TAG_LIST}?q=t12", "tags"),
+]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessRegistry]:
+    """A registry with a user registry and two platform registries of a few images each,
+    and an image `app0` with a few tags; on SQLite and on a PostgreSQL of its own."""
+    cluster = PostgresCluster().start() if request.param == "postgres" else None
+    url = cluster.create_database("plans") if cluster else ""
+    running = InProcessRegistry(tmp_path_factory.mktemp("plans") / "data", database_url=url)
+    try:
+        running.run(_seed(running))
+        yield running
+    finally:
+        running.close()
+        if cluster is not None:
+            cluster.stop()
+
+
+async def _seed(registry: InProcessRegistry) -> None:
+    services = registry.services
+    await services.registries.create(USER_REGISTRY, public=False, kind="user", owner="admin")
+    for name in PLATFORM_REGISTRIES:
+        await services.registries.create(name, public=True, kind="platform", owner=None)
+    for name in (USER_REGISTRY, *PLATFORM_REGISTRIES):
+        for number in range(3):
+            await push_image(
+                registry.client, f"{name}/app{number}", make_image(f"{name}{number}"), "v1"
+            )
+    for number in range(TAGS):
+        await push_image(
+            registry.client, f"{USER_REGISTRY}/app0", make_image(f"tag{number}"), f"t{number}"
+        )
+
+
+def _recorded(registry: InProcessRegistry, path: str) -> list[tuple[str, Any]]:
+    """The SELECTs on the large tables that answering `GET path` ran, with their parameters."""
+    statements: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and MENTIONS_LARGE.search(
+            statement
+        ):
+            with lock:
+                statements.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        response = registry.run(registry.client.get(path))
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
+    assert statements, f"GET {path} ran no query on the large tables"
+    return statements
+
+
+def _sqlite_faults(
+    database: Path, statement: str, parameters: Any, search: str | None
+) -> list[str]:
+    """What in the plan of `statement` reads more than a page: a scan of a large table, or a
+    sort of rows found through an index other than a primary key lookup (the order the page
+    needed was not the index's)."""
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + statement, parameters or ()).fetchall()
+    faults, groups = [], {}
+    for _id, parent, _unused, detail in rows:
+        groups.setdefault(parent, []).append(detail)
+        if re.match(r"SCAN (" + "|".join(LARGE) + r")\b", detail):
+            faults.append(detail)
+    for details in groups.values():
+        sorted_here = "USE TEMP B-TREE FOR ORDER BY" in details
+        ranges = [
+            d
+            for d in details
+            if re.match(r"SEARCH (" + "|".join(LARGE) + r") USING (COVERING )?INDEX", d)
+        ]
+        if sorted_here and ranges and search is None:
+            faults.append(f"sorted after {ranges[0]}")
+    return faults
+
+
+def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
+    faults: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        relation = node.get("Relation Name")
+        if node["Node Type"] == "Seq Scan" and relation in LARGE:
+            faults.append(f"Seq Scan on {relation}")
+        if node["Node Type"] == "Sort" and search is None:
+            for child in node.get("Plans", []):
+                if child.get("Relation Name") in LARGE and not child.get("Index Name", "").endswith(
+                    "_pkey"
+                ):
+                    faults.append(f"Sort of {child['Node Type']} on {child['Relation Name']}")
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan)
+    return faults
+
+
+def _postgres_plans(registry: InProcessRegistry, statements: list[tuple[str, Any]]) -> list[Any]:
+    async def explain() -> list[Any]:
+        engine = create_async_engine(registry.settings.database_url)
+        plans = []
+        try:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SET enable_seqscan = off")
+                await conn.exec_driver_sql("SET enable_sort = off")
+                for statement, parameters in statements:
+                    result = await conn.exec_driver_sql(
+                        "EXPLAIN (FORMAT JSON) " + statement, parameters
+                    )
+                    document = result.scalar_one()
+                    plans.append(json.loads(document) if isinstance(document, str) else document)
+        finally:
+            await engine.dispose()
+        return plans
+
+    return registry.run(explain())
+
+
+def _postgres_index_exists(registry: InProcessRegistry, name: str) -> bool:
+    async def look() -> bool:
+        engine = create_async_engine(registry.settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                found = await conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = $1", (name,)
+                )
+                return bool(found.scalar_one())
+        finally:
+            await engine.dispose()
+
+    return registry.run(look())
+
+
+@pytest.mark.parametrize(("path", "search"), CASES)
+def test_list_reads_an_index_range(
+    registry: InProcessRegistry, path: str, search: str | None
+) -> None:
+    statements = _recorded(registry, path)
+    faults: list[str] = []
+    if registry.settings.database_url.startswith("postgresql"):
+        plans = _postgres_plans(registry, statements)
+        for (statement, _), plan in zip(statements, plans, strict=True):
+            found = _postgres_faults(plan[0]["Plan"], search)
+            faults += [f"{fault}\n    in {statement}" for fault in found]
+        if search:
+            # On a few rows the planner filters the image's (registry's) rows instead, as it
+            # should; at scale it takes the trigram index, which must therefore exist.
+            index = f"ix_{search}_name_trgm"
+            assert _postgres_index_exists(registry, index), f"GET {path}: no index {index}"
+    else:
+        database = Path(registry.settings.data_dir) / "registry.db"
+        for statement, parameters in statements:
+            found = _sqlite_faults(database, statement, parameters, search)
+            faults += [f"{fault}\n    in {statement}" for fault in found]
+        if search:
+            assert any(f"{search}_search" in statement for statement, _ in statements), (
+                f"GET {path}: no query went through {search}_search"
+            )
+    assert not faults, f"GET {path}:\n" + "\n".join(faults)
