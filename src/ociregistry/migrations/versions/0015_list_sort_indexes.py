@@ -1,7 +1,7 @@
 """indexes for every sort the lists offer, and a trigram index of image names
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013_access_generation
 Create Date: 2026-12-06 02:20:00
 
 Issue 15, flat growth, on SQLite and PostgreSQL. The console sorts a registry's images by
