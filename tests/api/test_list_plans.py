@@ -28,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ociregistry.db.database import Database
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
 from support.pgcluster import PostgresCluster
@@ -113,11 +114,28 @@ def _recorded(registry: InProcessRegistry, path: str) -> list[tuple[str, Any]]:
             with lock:
                 statements.append((statement, parameters))
 
+    # The hottest reads (such as a /v2 page of tags) go to the driver without SQLAlchemy's
+    # execution, so no engine event sees them: record what `Database` compiled for them.
+    originals = {name: getattr(Database, name) for name in ("first", "rows")}
+
+    def recording(name: str) -> Any:
+        async def run(self: Database, statement: Any, parameters: dict[str, Any]) -> Any:
+            sql, names, fixed = self._compiled(statement)
+            args = [parameters[n] if n in parameters else fixed[n] for n in names]
+            record(None, None, sql, tuple(args))
+            return await originals[name](self, statement, parameters)
+
+        return run
+
     event.listen(Engine, "before_cursor_execute", record)
+    for name in originals:
+        setattr(Database, name, recording(name))
     try:
         response = registry.run(registry.client.get(path))
     finally:
         event.remove(Engine, "before_cursor_execute", record)
+        for name, original in originals.items():
+            setattr(Database, name, original)
     assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
     assert statements, f"GET {path} ran no query on the large tables"
     return statements
