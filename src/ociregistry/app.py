@@ -169,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await jobs.stop(settings.shutdown_timeout_seconds)
             await services.pulls.stop()
+            await services.audit.flush()
             await services.close()
             metrics.worker_stopped()
 

@@ -5,14 +5,16 @@ management API's POST, PUT, PATCH and DELETE (registries, visibility, labels, qu
 immutable rules, images and tags, groups and members, users, tokens), deletions through /v2
 (manifests, tags, blobs), console sign-ins and sign-outs, and failed sign-ins at the token
 service. Denied and failed attempts are recorded too: their outcome says so. Being one place,
-no route can forget it; being after the response, it adds nothing to the client's wait.
+no route can forget it. The event is committed before the response starts (an answered change
+is an audited one), by group commit: the events of the moment share one transaction, so a
+flood of audited requests never queues one database write each (catalog/audit.py).
 
 Each event holds the actor (the authenticated user, else the user name tried), the time, the
 client address (as uvicorn resolved it behind trusted proxies), the request id (the one the
 access middleware gave the request, ops/access.py), the action and target, the registry it
 concerns (registry owners see their registries' events), the HTTP status and outcome, and a
 little detail a handler may add (`note`). Rows older than `audit_log_retention_days` go, at
-most once an hour per worker, when an event is recorded.
+most once an hour per worker, in the transaction that writes events.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 class AuditLogMiddleware:
-    """Records the requests `_ACTIONS` names, once their response has gone."""
+    """Records the requests `_ACTIONS` names. The event is committed before the response
+    starts, so an answered change is an audited one and a client that reads the log next
+    finds it; its write is shared with the other events of the moment (catalog/audit.py)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -119,23 +123,29 @@ class AuditLogMiddleware:
             await self.app(scope, receive, send)
             return
         seen: dict[str, Any] = {}
+        name, match = action
 
         async def watching(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                seen["status"] = message["status"]
-                seen["request_id"] = _header(message.get("headers", []), b"x-request-id")
+            if message["type"] == "http.response.start" and "status" not in seen:
+                seen["status"] = status = message["status"]
+                request_id = _header(message.get("headers", []), b"x-request-id")
+                if not (name in ONLY_FAILURES and status < 400):
+                    await self._record_safely(scope, name, match, status, request_id)
             await send(message)
 
         try:
             await self.app(scope, receive, watching)
         finally:
-            status = seen.get("status", 500)
-            name, match = action
-            if not (name in ONLY_FAILURES and status < 400):
-                try:
-                    await self._record(scope, name, match, status, seen.get("request_id"))
-                except Exception:  # the answer is sent; losing an event must not fail it
-                    log.exception("recording an audit event failed")
+            if "status" not in seen:  # no answer went out (the app failed): a 500
+                await self._record_safely(scope, name, match, 500, None)
+
+    async def _record_safely(
+        self, scope: Scope, action: str, match: re.Match[str], status: int, request_id: str | None
+    ) -> None:
+        try:
+            await self._record(scope, action, match, status, request_id)
+        except Exception:  # losing an event must not fail the answer
+            log.exception("recording an audit event failed")
 
     async def _record(
         self, scope: Scope, action: str, match: re.Match[str], status: int, request_id: str | None
