@@ -5,17 +5,22 @@ first, paged and filtered, all of it for admins and their registries' for owners
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from authtools import add_user
 from ociregistry.db.models import AuditEvent, utcnow
 from support.inprocess import InProcessRegistry
 from support.oci import make_image, push_image
 from support.server import RunningServer
+
+BURST = 50
 
 
 def _events(client: httpx.Client, **filters: str) -> list[dict]:
@@ -123,5 +128,44 @@ def test_events_older_than_the_retention_go(tmp_path: Path) -> None:
             return [event["actor"] for event in listed.json()["items"]]
 
         assert registry.run(steps()) == ["admin"]
+    finally:
+        registry.close()
+
+
+def test_a_burst_of_audited_requests_shares_its_commits(tmp_path: Path) -> None:
+    """Audited requests that arrive together (a client deleting in a loop, a flood of failed
+    sign-ins) share their audit transactions instead of queueing one database write each
+    behind the pushes' writes (in the full run, deletions racing pushes waited minutes so);
+    and each answer comes after its event is committed, so every one is in the log."""
+    registry = InProcessRegistry(tmp_path / "data")
+    commits: list[object] = []
+
+    def committed(connection: object) -> None:
+        commits.append(connection)
+
+    try:
+
+        async def burst() -> tuple[list[int], int]:
+            created = await registry.client.post("/api/v1/registries", json={"name": "burst"})
+            assert created.status_code == 201
+            event.listen(Engine, "commit", committed)
+            try:
+                answers = await asyncio.gather(
+                    *(
+                        registry.client.delete(f"/api/v1/registries/burst/images/gone{n}")
+                        for n in range(BURST)
+                    )
+                )
+            finally:
+                event.remove(Engine, "commit", committed)
+            listed = await registry.client.get(
+                "/api/v1/audit-log", params={"action": "image.delete", "page_size": 100}
+            )
+            return [a.status_code for a in answers], listed.json()["total"]
+
+        statuses, recorded = registry.run(burst())
+        assert statuses == [404] * BURST
+        assert recorded == BURST
+        assert 1 <= len(commits) <= BURST // 5, len(commits)
     finally:
         registry.close()
