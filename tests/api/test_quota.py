@@ -196,8 +196,11 @@ def test_the_command_line_sets_quotas_and_prints_usage(
     for blob in blobs:
         assert push_blob(client, f"{registry}/app", blob).status_code == 201
     assert put_manifest(client, f"{registry}/app", "1", manifest).status_code == 201
-    server.cli("registry", "update", registry, "--quota-bytes", "123456789")
+    server.cli(
+        "registry", "update", registry, "--quota-bytes", "123456789", "--immutable-tags", "v*,rc-?"
+    )
     assert _registry(client, registry)["quota_bytes"] == 123456789
+    assert _registry(client, registry)["immutable_tags"] == ["v*", "rc-?"]
     listed = json.loads(server.cli("registry", "list", "--json").stdout)
     row = next(r for r in listed if r["name"] == registry)
     assert (row["size_bytes"], row["unique_bytes"], row["quota_bytes"]) == (
