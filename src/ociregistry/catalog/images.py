@@ -365,12 +365,15 @@ def _ensure_image(conn: Connection, repo: RepositoryName) -> tuple[int, int]:
     return registry_id, image_id
 
 
-def _link(conn: Connection, image_id: int, digest: str, size: int) -> None:
+def _link(conn: Connection, image_id: int, digest: str, size: int, *, stored: bool = True) -> None:
+    """Link a blob into an image; `stored=False` when the caller's references account for it
+    already (a manifest's own bytes: add_manifest counts them, or they were counted before)."""
     conn.execute(
         insert_ignore_statement(conn.dialect.name, ImageBlob.__table__, ("image_id", "digest")),
         {"image_id": image_id, "digest": digest, "size": size, "created_at": utcnow()},
     )
-    note_stored(conn, digest, size)
+    if stored:
+        note_stored(conn, digest, size)
 
 
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
@@ -429,7 +432,7 @@ def _record_manifest(
     _check_references(conn, repo, parsed)  # again, inside the transaction
     registry_id, image_id = _ensure_image(conn, repo)
     now = utcnow()
-    _link(conn, image_id, digest, size)
+    _link(conn, image_id, digest, size, stored=False)
     manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
     if manifest_id is None:
         manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
