@@ -26,7 +26,7 @@ from ociregistry.config import Settings
 from ociregistry.console import routes as console
 from ociregistry.content.gc import GarbageCollector
 from ociregistry.errors import RegistryError
-from ociregistry.ops import access, health, metrics, shutdown
+from ociregistry.ops import access, audit, health, metrics, shutdown
 from ociregistry.services import Services
 from ociregistry.v2.common import (
     ApiVersionHeader,
@@ -169,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await jobs.stop(settings.shutdown_timeout_seconds)
             await services.pulls.stop()
+            await services.audit.flush()
             await services.close()
             metrics.worker_stopped()
 
@@ -213,6 +214,7 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(access.AccessMiddleware, log_requests=settings.access_log),
             Middleware(ApiVersionHeader),
             Middleware(console.ConsoleHeaders),
+            Middleware(audit.AuditLogMiddleware),
         ],
         exception_handlers={
             RegistryError: on_registry_error,

@@ -66,6 +66,9 @@ class Settings:
     s3_region: str = ""  # empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
     s3_redirect: bool = True  # blob GET answers 307 to a presigned URL
     s3_redirect_ttl_seconds: int = 1200  # how long a presigned blob URL stays valid
+    # Storage governance (issue 14)
+    default_registry_quota_bytes: int = 0  # the quota of each new registry; 0: none
+    audit_log_retention_days: int = 90  # audit events older than this go; 0: kept forever
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):

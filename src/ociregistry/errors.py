@@ -20,6 +20,8 @@ checks it).
     │   ├── Unauthorized               401 UNAUTHORIZED
     │   │   └── AuthenticationRequired     the same, naming the scope to ask a token for
     │   ├── Denied                     403 DENIED
+    │   │   ├── QuotaExceeded              a push above the registry's storage quota
+    │   │   └── ImmutableTag               moving or deleting a tag an immutable rule covers
     │   ├── Unsupported                400 UNSUPPORTED
     │   ├── TooLarge                   413 SIZE_INVALID
     │   ├── TooManyAttempts            429 TOOMANYREQUESTS: sign-ins throttled
@@ -188,6 +190,15 @@ class AuthenticationRequired(Unauthorized):
 
 class Denied(DistributionError):
     code, status = "DENIED", 403
+
+
+class QuotaExceeded(Denied):
+    """A manifest PUT that would take a registry above its quota (403 DENIED, as docker shows
+    DENIED messages to the user word for word)."""
+
+
+class ImmutableTag(Denied):
+    """A push that would move an immutable tag, or a deletion by someone who may not."""
 
 
 class Unsupported(DistributionError):

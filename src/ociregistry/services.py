@@ -12,6 +12,7 @@ from ociregistry.auth.tokens import TokenSigner
 from ociregistry.blobstore import BlobStore, create_driver
 from ociregistry.blobstore.factory import close_driver, observer_from_environment
 from ociregistry.blobstore.uploads import Uploads
+from ociregistry.catalog.audit import AuditLog
 from ociregistry.catalog.images import Images
 from ociregistry.catalog.listings import Listings
 from ociregistry.catalog.pulls import PullCounter
@@ -42,6 +43,7 @@ class Services:
     pulls: PullCounter
     listings: Listings
     mounts: Mounts
+    audit: AuditLog
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -65,7 +67,7 @@ class Services:
             uploads=uploads,
             blob_pushes=BlobPushes(uploads, images),
             images=images,
-            registries=Registries(db),
+            registries=Registries(db, default_quota_bytes=settings.default_registry_quota_bytes),
             manifests=Manifests(images, blobs),
             accounts=Accounts(db),
             groups=Groups(db),
@@ -81,6 +83,7 @@ class Services:
             pulls=PullCounter(db, enabled=settings.pull_counting),
             listings=Listings(db),
             mounts=Mounts(images, blobs, policy),
+            audit=AuditLog(db, retention_days=settings.audit_log_retention_days),
         )
 
     async def close(self) -> None:

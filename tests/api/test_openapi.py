@@ -29,6 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from ociregistry import api
 from ociregistry.api.groups import GROUP_SORTS
 from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS
+from ociregistry.catalog.audit import AUDIT_SORTS
 from ociregistry.catalog.listings import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
 from support.server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
 
@@ -49,6 +50,7 @@ PAGINATED = {
     (IMAGE + "/-/tags", "get"): TAG_SORTS,
     ("/api/v1/project-groups", "get"): GROUP_SORTS,
     ("/api/v1/users", "get"): USER_SORTS,
+    ("/api/v1/audit-log", "get"): AUDIT_SORTS,
     ("/api/v1/users/{username}/tokens", "get"): TOKEN_SORTS,
 }
 SCHEMATHESIS_MAX_EXAMPLES = 12
@@ -569,6 +571,23 @@ def test_platform_views_conform(client: httpx.Client, registry_name: str) -> Non
     )
     error_code(wrong, "/api/v1/registries", 400, "INVALID_ARGUMENT")
     conforms(client.delete(f"/api/v1/registries/{name}", params={"delete_images": "true"}), REG)
+
+
+def test_storage_and_audit_responses_conform(client: httpx.Client, registry_name: str) -> None:
+    """Issue 14's routes: the platform's storage figures and the audit log."""
+    created = client.post("/api/v1/registries", json={"name": registry_name})
+    body = conforms(created, "/api/v1/registries")
+    assert body["size_bytes"] == body["unique_bytes"] == body["quota_bytes"] == 0
+    assert body["immutable_tags"] == []
+    patched = client.patch(
+        f"/api/v1/registries/{registry_name}",
+        json={"quota_bytes": 1 << 30, "immutable_tags": ["v*"]},
+    )
+    assert conforms(patched, REG)["quota_bytes"] == 1 << 30
+    conforms(client.get("/api/v1/platform/usage"), "/api/v1/platform/usage")
+    events = client.get("/api/v1/audit-log", params={"registry": registry_name, "q": "registries"})
+    listed = conforms(events, "/api/v1/audit-log")
+    assert {e["action"] for e in listed["items"]} == {"registry.create", "registry.update"}
 
 
 # -- users, groups and tokens ------------------------------------------------------------------

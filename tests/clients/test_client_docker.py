@@ -75,3 +75,46 @@ def test_docker_push_to_second_repository_mounts_layers(
     tags = client.get(f"/v2/{registry}/copy/tags/list")
     assert tags.status_code == 200, tags.text
     assert tags.json()["tags"] == ["1.0"]
+
+
+def test_docker_shows_the_quota_message_as_is(
+    server: RunningServer, registry: str, docker: Docker, tmp_path: Path, client: httpx.Client
+) -> None:
+    """Issue 14: a push over the registry's quota fails at the manifest with a message docker
+    prints word for word: what the registry uses, its quota, what the push needs."""
+    patched = client.patch(f"/api/v1/registries/{registry}", json={"quota_bytes": 1000})
+    assert patched.status_code == 200, patched.text
+    image_id = import_image(docker, tmp_path, f"quota-{registry}")
+    reference = f"{server.address}/{registry}/app:1.0"
+    docker.tag(image_id, reference)
+
+    push = docker("push", reference, check=False)
+    assert push.returncode != 0, push.describe()
+    assert f"denied: registry {registry} would exceed its storage quota" in push.output, (
+        push.describe()
+    )
+    assert "uses 0 B of 1000 B and this push needs" in push.output, push.describe()
+    assert client.head(f"/v2/{registry}/app/manifests/1.0").status_code == 404
+
+
+def test_docker_shows_the_immutable_tag_message_as_is(
+    server: RunningServer, registry: str, docker: Docker, tmp_path: Path, client: httpx.Client
+) -> None:
+    """Issue 14: pushing another image under an immutable tag fails with a message docker
+    prints word for word, naming the tag and the rule; the same image again succeeds."""
+    patched = client.patch(f"/api/v1/registries/{registry}", json={"immutable_tags": ["v*"]})
+    assert patched.status_code == 200, patched.text
+    reference = f"{server.address}/{registry}/app:v1"
+    first = import_image(docker, tmp_path / "first", f"immutable-1-{registry}")
+    docker.tag(first, reference)
+    docker("push", reference)
+    again = docker("push", reference, check=False)
+    assert again.returncode == 0, again.describe()
+
+    second = import_image(docker, tmp_path / "second", f"immutable-2-{registry}")
+    docker.tag(second, reference)
+    push = docker("push", reference, check=False)
+    assert push.returncode != 0, push.describe()
+    assert f"denied: tag v1 of {registry}/app is immutable (rule 'v*' of the registry)" in (
+        push.output
+    ), push.describe()

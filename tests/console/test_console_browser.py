@@ -1267,3 +1267,100 @@ def test_intro_token_pages_and_unlock(browser: Browser, tuned_server: RunningSer
         context.close()
     with api_as(server, ("locked", "locked-pw-1")) as http:
         assert http.get("/api/v1/users/me").status_code == 200
+
+
+def test_storage_usage_and_the_quota_bar(browser: Browser, server: RunningServer) -> None:
+    """Issue 14: a registry's storage (used, unique) and, with a quota, a bar against it, in
+    the registry list and on the registry's page; its immutable tag rules; an image's size in
+    the image list; in Chinese and in English."""
+    registry = unique("usage")
+    image = build_image(registry)
+    with api_as(server, server.admin) as admin:
+        assert admin.post("/api/v1/registries", json={"name": registry}).status_code == 201
+        push_image_http(admin, f"{registry}/app", image, "1.0")
+        shown = admin.get(f"/api/v1/registries/{registry}").json()
+        used = shown["size_bytes"]
+        assert used > 0 and shown["unique_bytes"] == used
+        quota = used * 2
+        patched = admin.patch(
+            f"/api/v1/registries/{registry}",
+            json={"quota_bytes": quota, "immutable_tags": ["v*", "release-*"]},
+        )
+        assert patched.status_code == 200, patched.text
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        console.open("registries")
+        console.search(registry)
+        row = console.row("registry-table", registry)
+        usage = row.locator("[data-testid=usage]")
+        expect(usage).to_contain_text("配额")
+        expect(usage).to_contain_text("独占")
+        bar = usage.locator("[data-testid=quota-bar]")
+        assert bar.get_attribute("max") == str(quota)
+        assert float(bar.evaluate("meter => meter.value")) == used
+        expect(page.locator("[data-testid=registry-table] thead")).to_contain_text("存储用量")
+        console.shot("usage-registries")
+
+        console.open(f"registries/{registry}/images")
+        expect(page.locator(".registry-head [data-testid=quota-bar]")).to_have_count(1)
+        expect(page.locator("[data-testid=immutable-tags]")).to_have_text("v*release-*")
+        expect(page.locator(".registry-head")).to_contain_text("不可变标签")
+        size = console.row("image-table", "app").locator("[data-testid=size]")
+        expect(size).not_to_have_text("-")
+        console.shot("usage-registry-page")
+
+        page.click("[data-testid=lang-switch]")
+        expect(page.locator(".registry-head [data-testid=usage]")).to_contain_text(" of ")
+        expect(page.locator(".registry-head [data-testid=usage]")).to_contain_text("unique")
+        expect(page.locator(".registry-head")).to_contain_text("Immutable tags")
+        text = page.locator(".shell").inner_text()
+        assert not CJK.search(text), f"untranslated text in English: {CJK.findall(text)}"
+        page.click("[data-testid=lang-switch]")
+        console.assert_clean()
+    finally:
+        context.close()
+
+
+def test_audit_log_page(browser: Browser, server: RunningServer) -> None:
+    """Issue 14: the audit log screen lists changes with actor, outcome and request id, in
+    Chinese and English; denied attempts show as such."""
+    registry = unique("audited")
+    with api_as(server, server.admin) as admin:
+        assert admin.post("/api/v1/registries", json={"name": registry}).status_code == 201
+        patched = admin.patch(
+            f"/api/v1/registries/{registry}",
+            json={"public": True},
+            headers={"X-Request-Id": f"req-{registry}"},
+        )
+        assert patched.status_code == 200
+    with httpx.Client(base_url=server.url, auth=("admin", "wrong-password")) as wrong:
+        assert (
+            wrong.patch(f"/api/v1/registries/{registry}", json={"public": False}).status_code == 401
+        )
+    context = browser.new_context(locale="zh-CN", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        console.open("audit")
+        expect(page.locator("[data-nav=audit]")).to_have_text("审计日志")
+        console.search(registry)
+        rows = console.table("audit-table").locator("tr")
+        expect(rows).to_have_count(2)  # the change and the refused change (newest first)
+        expect(console.table("audit-table")).to_contain_text("registry.update")
+        expect(console.table("audit-table")).to_contain_text(f"req-{registry}")
+        expect(console.table("audit-table").locator("[data-testid=outcome]").first).to_contain_text(
+            "拒绝"
+        )
+        console.shot("audit-log")
+        page.click("[data-testid=lang-switch]")
+        expect(page.locator("[data-nav=audit]")).to_have_text("Audit log")
+        expect(page.locator("[data-testid=audit-table] thead")).to_contain_text("Outcome")
+        expect(console.table("audit-table").locator("[data-testid=outcome]").first).to_be_visible()
+        text = page.locator(".shell").inner_text()
+        assert not CJK.search(text), f"untranslated text in English: {CJK.findall(text)}"
+        page.click("[data-testid=lang-switch]")
+        console.assert_clean()
+    finally:
+        context.close()

@@ -3,7 +3,7 @@ and call into catalog/ and auth/."""
 
 from starlette.routing import Route
 
-from ociregistry.api import groups, images, openapi, registries, users, views
+from ociregistry.api import audit, groups, images, openapi, registries, usage, users, views
 
 REG = "/api/v1/registries/{registry}"
 IMAGE = REG + "/images/{image:path}"
@@ -28,6 +28,8 @@ routes = [
     Route("/api/v1/shared/registries", views.shared_registries, methods=["GET"]),
     Route("/api/v1/platform/registries", views.platform_registries, methods=["GET"]),
     Route("/api/v1/platform/images", views.platform_images, methods=["GET"]),
+    Route("/api/v1/platform/usage", usage.platform_usage, methods=["GET"]),
+    Route("/api/v1/audit-log", audit.list_events, methods=["GET"]),
     Route("/api/v1/project-groups", groups.list_groups, methods=["GET"]),
     Route("/api/v1/project-groups", groups.create_group, methods=["POST"]),
     Route("/api/v1/project-groups/{group}/members", groups.list_members, methods=["GET"]),

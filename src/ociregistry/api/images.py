@@ -50,7 +50,8 @@ async def delete_image(request: Request) -> Response:
     principal = writer(await caller(request))
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, DELETE)
-    await services(request).listings.delete_image(registry, image)
+    immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
+    await services(request).listings.delete_image(registry, image, immutable_too=immutable_too)
     return no_content()
 
 
@@ -62,7 +63,10 @@ async def batch_delete_images(request: Request) -> JSONResponse:
     for image in string_list(body, "images"):
         try:
             await require_right(request, principal, registry, DELETE)
-            await services(request).listings.delete_image(registry, image)
+            immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
+            await services(request).listings.delete_image(
+                registry, image, immutable_too=immutable_too
+            )
         except RegistryError as error:
             results.append({"name": image, "ok": False, "error": item_error(error)})
         else:
@@ -86,7 +90,10 @@ async def delete_tag(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, DELETE)
-    last = await services(request).listings.delete_tag(registry, image, request.path_params["tag"])
+    immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
+    last = await services(request).listings.delete_tag(
+        registry, image, request.path_params["tag"], immutable_too=immutable_too
+    )
     return JSONResponse({"name": request.path_params["tag"], "image_deleted": last})
 
 
@@ -98,7 +105,10 @@ async def batch_delete_tags(request: Request) -> JSONResponse:
     for tag in string_list(body, "tags"):
         try:
             await require_right(request, principal, registry, DELETE)
-            last = await services(request).listings.delete_tag(registry, image, tag)
+            immutable_too = await services(request).policy.may_delete_immutable(principal, registry)
+            last = await services(request).listings.delete_tag(
+                registry, image, tag, immutable_too=immutable_too
+            )
         except RegistryError as error:
             results.append({"name": tag, "ok": False, "error": item_error(error)})
         else:

@@ -16,6 +16,7 @@ from ociregistry.api.common import (
     list_params,
     listing,
     no_content,
+    platform_admin,
     public_host,
     registry_json,
     registry_view,
@@ -25,6 +26,8 @@ from ociregistry.api.common import (
     writer,
 )
 from ociregistry.auth.policy import ADMIN, VIEW, Principal, caller_role
+from ociregistry.catalog.immutable import check_patterns
+from ociregistry.catalog.usage import check_quota
 from ociregistry.errors import (
     InvalidArgument,
     NameInvalid,
@@ -34,6 +37,7 @@ from ociregistry.errors import (
     RegistryError,
 )
 from ociregistry.names import check_labels, check_registry_name, check_remark
+from ociregistry.ops.audit import note
 
 
 def _label_filter(value: str | None) -> tuple[str, str] | None:
@@ -103,6 +107,7 @@ async def create_registry(request: Request) -> JSONResponse:
             raise PermissionDenied(
                 f"creating registries in {group!r} takes the owner or developer role there"
             )
+    note(request, registry=body["name"])
     created = await parts.registries.create(
         body["name"],
         public=body.get("public", False),
@@ -126,9 +131,17 @@ async def update_registry(request: Request) -> JSONResponse:
     principal = writer(await caller(request))
     name = request.path_params["registry"]
     await require_right(request, principal, name, ADMIN)
-    body = await json_body(request, {"public": bool, "remark": str})
+    body = await json_body(
+        request, {"public": bool, "remark": str, "quota_bytes": int, "immutable_tags": list}
+    )
     if "remark" in body:
         check_remark(body["remark"])
+    if "quota_bytes" in body:
+        platform_admin(principal, "set storage quotas")
+        body["quota_bytes"] = check_quota(body["quota_bytes"])
+    if "immutable_tags" in body:
+        body["immutable_tags"] = check_patterns(body["immutable_tags"])
+    note(request, detail=body)  # what changed, for the audit log
     await services(request).listings.update_registry(name, **body)
     return JSONResponse(await registry_view(request, principal, name))
 

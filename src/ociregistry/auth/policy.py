@@ -191,7 +191,22 @@ class AccessPolicy:
         row = await self._registry_access(principal, registry)
         return frozenset() if row is None else self.rights_of(principal, *row)
 
+    async def may_delete_immutable(self, principal: Principal, registry: str) -> bool:
+        """Immutable tags protect against overwrites, not against their owners: the
+        registry's owners and platform admins may delete them, developers may not."""
+        return ADMIN in await self.registry_rights(principal, registry)
+
     # -- the rule, as SQL: what every list filters with --------------------------------------
+
+    def administered(self, principal: Principal) -> ColumnElement[bool]:
+        """Registries the caller administers (holds ADMIN on): every registry for a platform
+        admin, else the user registries whose group the caller owns. The audit log shows a
+        registry's events to these callers."""
+        if principal.is_admin:
+            return true()
+        if principal.user_id is None:
+            return false()
+        return and_(Registry.kind == "user", caller_role(principal) == "owner")
 
     def member_of(self, principal: Principal) -> ColumnElement[bool]:
         """Registries the caller holds a role in through its project group: the caller's own

@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, Digest
@@ -374,6 +374,17 @@ class Uploads:
                 await self.driver.abort(pending.state)
                 await self.driver.delete(pending.path)
         return len(expired)
+
+    async def usage(self) -> tuple[int, int]:
+        """How many upload sessions are unfinished, and the bytes they hold (the platform's
+        storage figures show them apart from every registry's): a sum over the session rows."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.coalesce(func.sum(UploadRow.received), 0))
+                )
+            ).one()
+        return int(row[0]), int(row[1])
 
     # -- the row as a lock -------------------------------------------------------------------
 

@@ -18,6 +18,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.blobstore.digest import Digest
 from ociregistry.catalog import candidates
+from ociregistry.catalog.immutable import (
+    refuse_deleting,
+    registry_patterns,
+    rule_for,
+    write_tag,
+)
+from ociregistry.catalog.usage import add_manifest, manifest_entries, note_stored, remove_manifests
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -238,32 +245,24 @@ class Images:
             lambda conn: _record_manifest(conn, repo, str(digest), size, parsed, tags)
         )
 
-    async def delete_manifest(self, repo: RepositoryName, digest: Digest) -> bool:
-        """Delete a manifest and every tag pointing at it."""
-        async with self.db.write() as conn:
-            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
-            if image_id is None:
-                return False
-            dialect = conn.dialect.name
-            manifest = select(Manifest.id).where(
-                Manifest.image_id == image_id, Manifest.digest == str(digest)
-            )
-            linked = (ImageBlob.image_id == image_id, ImageBlob.digest == str(digest))
-            await conn.execute(candidates.of_manifests(dialect, manifest.scalar_subquery()))
-            await conn.execute(candidates.of_image_blobs(dialect, *linked))
-            result = await conn.execute(
-                delete(Manifest).where(
-                    Manifest.image_id == image_id, Manifest.digest == str(digest)
-                )
-            )
-            await conn.execute(delete(ImageBlob).where(*linked))
-        return bool(result.rowcount)
+    async def delete_manifest(
+        self, repo: RepositoryName, digest: Digest, *, immutable_too: bool = False
+    ) -> bool:
+        """Delete a manifest and every tag pointing at it; refused when one of those tags is
+        immutable, unless `immutable_too` (the caller may delete immutable tags)."""
+        return await self.db.transaction(
+            lambda conn: _delete_manifest(conn, repo, str(digest), immutable_too)
+        )
 
-    async def delete_tag(self, repo: RepositoryName, tag: str) -> bool:
+    async def delete_tag(
+        self, repo: RepositoryName, tag: str, *, immutable_too: bool = False
+    ) -> bool:
         async with self.db.write() as conn:
             image_id = await conn.scalar(_IMAGE_ID, _params(repo))
             if image_id is None:
                 return False
+            if not immutable_too:
+                await conn.run_sync(lambda sync: refuse_deleting(sync, [image_id], [tag]))
             result = await conn.execute(
                 delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
             )
@@ -337,8 +336,9 @@ _TOUCH_IMAGE = (
 )
 
 
-def _ensure_image(conn: Connection, repo: RepositoryName) -> int:
-    """The image's id, creating its row on the first push into it."""
+def _ensure_image(conn: Connection, repo: RepositoryName) -> tuple[int, int]:
+    """The ids of the image's registry and of the image, creating the image's row on the
+    first push into it."""
     registry_id = conn.scalar(_REGISTRY_ID, {"registry": repo.registry})
     if registry_id is None:
         raise NameUnknown(
@@ -360,18 +360,22 @@ def _ensure_image(conn: Connection, repo: RepositoryName) -> int:
             },
         )
         image_id = conn.scalar(_IMAGE_IN_REGISTRY, where)
-    return image_id
+    return registry_id, image_id
 
 
-def _link(conn: Connection, image_id: int, digest: str, size: int) -> None:
+def _link(conn: Connection, image_id: int, digest: str, size: int, *, stored: bool = True) -> None:
+    """Link a blob into an image; `stored=False` when the caller's references account for it
+    already (a manifest's own bytes: add_manifest counts them, or they were counted before)."""
     conn.execute(
         insert_ignore_statement(conn.dialect.name, ImageBlob.__table__, ("image_id", "digest")),
         {"image_id": image_id, "digest": digest, "size": size, "created_at": utcnow()},
     )
+    if stored:
+        note_stored(conn, digest, size)
 
 
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
-    _link(conn, _ensure_image(conn, repo), digest, size)
+    _link(conn, _ensure_image(conn, repo)[1], digest, size)
 
 
 def note_blob_written_in(conn: Connection, digest: Digest) -> None:
@@ -435,13 +439,26 @@ def _record_manifest(
     tags: Sequence[str],
 ) -> None:
     _check_references(conn, repo, parsed)  # again, inside the transaction
-    image_id = _ensure_image(conn, repo)
+    registry_id, image_id = _ensure_image(conn, repo)
     now = utcnow()
+    _link(conn, image_id, digest, size, stored=False)
     manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
     if manifest_id is None:
         manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
-    _link(conn, image_id, digest, size)
+        add_manifest(conn, registry_id, image_id, manifest_entries(digest, size, parsed))
+    patterns = registry_patterns(conn, registry_id) if tags else []
     for tag in dict.fromkeys(tags):
+        params = {
+            "image_id": image_id,
+            "name": tag,
+            "manifest_id": manifest_id,
+            "pull_count": 0,
+            "created_at": now,
+        }
+        rule = rule_for(patterns, tag)
+        if rule is not None:
+            write_tag(conn, params, rule, repo.full)
+            continue
         conn.execute(
             upsert_statement(
                 conn.dialect.name,
@@ -449,15 +466,30 @@ def _record_manifest(
                 ("image_id", "name"),
                 ("manifest_id", "created_at"),
             ),
-            {
-                "image_id": image_id,
-                "name": tag,
-                "manifest_id": manifest_id,
-                "pull_count": 0,
-                "created_at": now,
-            },
+            params,
         )
     conn.execute(_TOUCH_IMAGE, {"image_id": image_id, "now": now})
+
+
+def _delete_manifest(
+    conn: Connection, repo: RepositoryName, digest: str, immutable_too: bool
+) -> bool:
+    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+    if image_id is None:
+        return False
+    manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
+    if manifest_id is None:
+        return False
+    if not immutable_too:
+        refuse_deleting(conn, [image_id], None, manifest_id)
+    dialect = conn.dialect.name
+    linked = (ImageBlob.image_id == image_id, ImageBlob.digest == digest)
+    conn.execute(candidates.of_manifests(dialect, [manifest_id]))
+    conn.execute(candidates.of_image_blobs(dialect, *linked))
+    remove_manifests(conn, [manifest_id])
+    conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+    conn.execute(delete(ImageBlob).where(*linked))
+    return True
 
 
 def _insert_manifest(
@@ -482,7 +514,7 @@ def _insert_manifest(
             "manifest_id": manifest_id,
             "position": i,
             "digest": str(d.digest),
-            "kind": "blob",
+            "kind": "foreign" if d.foreign else "blob",  # foreign: not held, not counted
             "size": d.size,
             "platform": None,
         }

@@ -41,6 +41,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog import candidates
+from ociregistry.catalog.immutable import refuse_deleting
+from ociregistry.catalog.usage import UNIQUE_BYTES, remove_images, tree_sizes
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -94,6 +96,10 @@ class RegistryView:
     pull_count_refreshed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    size_bytes: int  # distinct bytes its manifests reference (catalog/usage.py)
+    unique_bytes: int  # the part no other registry references
+    quota_bytes: int  # 0: none
+    immutable_tags: list[str]  # patterns of tags that never move (catalog/immutable.py)
     caller_role: str | None = None  # the caller's role in its project group, if any
 
 
@@ -137,6 +143,10 @@ _REGISTRY_COLUMNS = (
     Registry.pull_count_refreshed_at,
     Registry.created_at,
     Registry.updated_at,
+    Registry.size_bytes,
+    UNIQUE_BYTES.label("unique_bytes"),
+    Registry.quota_bytes,
+    Registry.immutable_tags,
 )
 REGISTRY_SORTS: dict[str, Any] = {
     "name": Registry.name,
@@ -144,6 +154,7 @@ REGISTRY_SORTS: dict[str, Any] = {
     "updated_at": Registry.updated_at,
     "pull_count": Registry.pull_count,
     "image_count": _IMAGE_COUNT,
+    "size_bytes": Registry.size_bytes,
 }
 
 _TAG_COUNT = Image.tag_count
@@ -155,13 +166,14 @@ _LATEST_TAG = (
     .correlate(Image)
     .scalar_subquery()
 )
-_IMAGE_SIZE = Image.size_bytes  # kept by triggers (migration 0009)
+_IMAGE_SIZE = Image.size_bytes  # exact, kept by catalog/usage.py (migration 0010)
 IMAGE_SORTS: dict[str, Any] = {
     "name": Image.name,
     "created_at": Image.created_at,
     "updated_at": Image.updated_at,
     "pull_count": Image.pull_count,
     "tag_count": _TAG_COUNT,
+    "size_bytes": Image.size_bytes,
 }
 TAG_SORTS: dict[str, Any] = {
     "name": Tag.name,
@@ -492,16 +504,19 @@ class Listings:
             )
         return ImageView(*row)
 
-    async def delete_image(self, registry: str, image: str) -> None:
-        """All its tags and manifests go with it."""
+    async def delete_image(self, registry: str, image: str, *, immutable_too: bool = False) -> None:
+        """All its tags and manifests go with it; refused when one of its tags is immutable,
+        unless `immutable_too` (the caller may delete immutable tags)."""
         await self.get_image(registry, image)
         async with self.db.write() as conn:
             registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
             doomed = select(Image.id).where(Image.registry_id == registry_id, Image.name == image)
-            await conn.execute(candidates.of_images(conn.dialect.name, doomed))
-            await conn.execute(
-                delete(Image).where(Image.registry_id == registry_id, Image.name == image)
-            )
+            image_ids = list((await conn.scalars(doomed)).all())
+            if not immutable_too:
+                await conn.run_sync(lambda sync: refuse_deleting(sync, image_ids, None))
+            await conn.execute(candidates.of_images(conn.dialect.name, image_ids))
+            await conn.run_sync(lambda sync: remove_images(sync, image_ids))
+            await conn.execute(delete(Image).where(Image.id.in_(image_ids)))
 
     async def list_tags(
         self,
@@ -576,16 +591,27 @@ class Listings:
                     )
                 ).all():
                     platforms.setdefault(manifest_id, []).append(platform)
-        return [TagView(*row[:6], platforms=platforms.get(row[6], [])) for row in rows], total
+            sizes = await conn.run_sync(lambda sync: tree_sizes(sync, manifest_ids))
+        return [
+            TagView(
+                *row[:3], sizes.get(row[6], row[3]), *row[4:6], platforms=platforms.get(row[6], [])
+            )
+            for row in rows
+        ], total
 
-    async def delete_tag(self, registry: str, image: str, tag: str) -> bool:
-        """Delete a tag; True when it was the image's last, and the image went with it."""
+    async def delete_tag(
+        self, registry: str, image: str, tag: str, *, immutable_too: bool = False
+    ) -> bool:
+        """Delete a tag; True when it was the image's last, and the image went with it. An
+        immutable tag only with `immutable_too` (the caller may delete immutable tags)."""
         async with self.db.write() as conn:
             image_id = await conn.scalar(
                 select(Image.id)
                 .join(Registry, Registry.id == Image.registry_id)
                 .where(Registry.name == registry, Image.name == image)
             )
+            if not immutable_too and image_id is not None:
+                await conn.run_sync(lambda sync: refuse_deleting(sync, [image_id], [tag]))
             result = await conn.execute(
                 delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
             )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog import candidates
+from ociregistry.catalog.usage import remove_images, remove_registry
 from ociregistry.db.database import Database
 from ociregistry.db.models import Image, Registry, Tag, new_resource_id, utcnow
 from ociregistry.errors import (
@@ -44,8 +45,9 @@ class RegistryInfo:
 
 
 class Registries:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, default_quota_bytes: int = 0) -> None:
         self.db = db
+        self.default_quota_bytes = max(0, default_quota_bytes)
         self._finishing: set[asyncio.Task[None]] = set()
 
     async def create(
@@ -77,6 +79,7 @@ class Registries:
                         remark=check_remark(remark),
                         labels=check_labels(labels or {}),
                         pull_count=0,
+                        quota_bytes=self.default_quota_bytes,
                         owner_id=owner_id,
                         project_group_id=group_id,
                         created_at=now,
@@ -208,12 +211,14 @@ class Registries:
                     ).all()
                 )
                 if not batch:
+                    await conn.run_sync(lambda sync: remove_registry(sync, registry_id))
                     await conn.execute(
                         delete(Registry).where(
                             Registry.id == registry_id, Registry.status == "deleting"
                         )
                     )
                     return
+                await conn.run_sync(lambda sync, ids=batch: remove_images(sync, ids))
                 await conn.execute(candidates.of_images(conn.dialect.name, batch))
                 await conn.execute(delete(Image).where(Image.id.in_(batch)))
             await asyncio.sleep(0)  # let requests in between batches

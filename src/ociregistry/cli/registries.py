@@ -6,7 +6,9 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from ociregistry.catalog.immutable import check_patterns
 from ociregistry.catalog.listings import Page, RegistryView
+from ociregistry.catalog.usage import check_quota
 from ociregistry.cli.base import output, run_services, say, settings_of
 from ociregistry.content.gc import CollectionReport, GarbageCollector
 from ociregistry.names import check_labels, check_remark
@@ -22,6 +24,10 @@ REGISTRY_COLUMNS = [
     "project_group",
     "image_count",
     "pull_count",
+    "size_bytes",
+    "unique_bytes",
+    "quota_bytes",
+    "immutable_tags",
     "labels",
     "created_at",
 ]
@@ -86,6 +92,11 @@ def registry_update(args: argparse.Namespace) -> int:
         values["remark"] = check_remark(args.remark)
     if args.label is not None:
         values["labels"] = _labels(args.label)
+    if args.quota_bytes is not None:
+        values["quota_bytes"] = check_quota(args.quota_bytes)
+    if args.immutable_tags is not None:
+        patterns = [p.strip() for p in args.immutable_tags.split(",") if p.strip()]
+        values["immutable_tags"] = check_patterns(patterns)
     view = run_services(
         settings_of(args), lambda parts: parts.listings.update_registry(args.name, **values)
     )
@@ -255,6 +266,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="make it public (--no-public: private)",
     )
     update.add_argument("--remark", help="new remark")
+    update.add_argument("--quota-bytes", type=int, help="storage quota in bytes; 0: none")
+    update.add_argument(
+        "--immutable-tags",
+        metavar="PATTERNS",
+        help="tags that never move once pushed, comma-separated ('v*,release-*'; '': none)",
+    )
     update.add_argument(
         "--label",
         action="append",

@@ -24,6 +24,7 @@ from ociregistry.api.common import caller, json_body, services
 from ociregistry.auth.tokens import SESSION_TOKEN
 from ociregistry.authapi.credentials import SESSION_COOKIE, check_password
 from ociregistry.errors import Unauthenticated
+from ociregistry.ops.audit import note
 
 STATIC = Path(__file__).parent / "static"
 SESSION_SECONDS = 12 * 3600
@@ -51,6 +52,7 @@ async def sign_in(request: Request) -> JSONResponse:
         request, {"username": str, "password": str}, required=("username", "password")
     )
     parts = services(request)
+    note(request, actor=body["username"][:128])
     found = await check_password(parts, request, body["username"], body["password"])
     if found.token_id is not None:
         raise Unauthenticated("sign in to the console with a password, not an access token")

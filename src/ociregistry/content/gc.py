@@ -35,6 +35,7 @@ from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.store import blob_path
 from ociregistry.catalog import candidates
 from ociregistry.catalog.candidates import BlobCandidate
+from ociregistry.catalog.usage import note_collected, remove_images, remove_manifests
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -159,7 +160,9 @@ class GarbageCollector:
                 await self.driver.delete_many(paths)
             if not dry_run:
                 digests = [digest for digest, _ in batch]
-                await self.db.transaction(partial(_forget, digests=digests, cutoff=cutoff_time))
+                await self.db.transaction(
+                    partial(_forget, digests=digests, collected=list(garbage), cutoff=cutoff_time)
+                )
         if report.blobs_deleted:
             log.info(
                 "garbage collection: %d blobs, %d bytes%s",
@@ -180,9 +183,12 @@ class GarbageCollector:
         return {digest: size for digest, size in rows}
 
 
-def _forget(conn: Connection, digests: list[str], cutoff: datetime) -> None:
+def _forget(conn: Connection, digests: list[str], collected: list[str], cutoff: datetime) -> None:
     """Drop the candidates of a batch that are dealt with: deleted, or referenced. A candidate
-    recorded again since (a push of the same blob) stays, for its new grace window."""
+    recorded again since (a push of the same blob) stays, for its new grace window. The blobs
+    deleted (`collected`) leave the usage figures."""
+    for digest in collected:
+        note_collected(conn, digest)
     conn.execute(
         delete(BlobCandidate).where(BlobCandidate.digest.in_(digests), BlobCandidate.since < cutoff)
     )
@@ -199,6 +205,7 @@ def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
         digests = conn.execute(
             select(Manifest.image_id, Manifest.digest).where(Manifest.id.in_(manifest_ids))
         ).all()
+        remove_manifests(conn, manifest_ids)
         conn.execute(delete(Manifest).where(Manifest.id.in_(manifest_ids)))
         for image_id, digest in digests:
             conn.execute(
@@ -223,5 +230,6 @@ def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
     )
     if empty:
         conn.execute(candidates.of_images(conn.dialect.name, empty))
+        remove_images(conn, empty)
         conn.execute(delete(Image).where(Image.id.in_(empty)))
     return len(manifest_ids), len(empty)

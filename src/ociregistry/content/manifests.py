@@ -146,12 +146,18 @@ class Manifests:
                 return other
         return Digest.of(body, DEFAULT_ALGORITHM)
 
-    async def delete(self, repo: RepositoryName, reference: Reference) -> None:
+    async def delete(
+        self, repo: RepositoryName, reference: Reference, *, immutable_too: bool = False
+    ) -> None:
+        """Delete a tag, or a manifest with its tags; `immutable_too` when the caller may
+        delete immutable tags (the access policy's `may_delete_immutable`)."""
         if reference.digest is not None:
-            deleted = await self.images.delete_manifest(repo, reference.digest)
+            deleted = await self.images.delete_manifest(
+                repo, reference.digest, immutable_too=immutable_too
+            )
         else:
             assert reference.tag is not None
-            deleted = await self.images.delete_tag(repo, reference.tag)
+            deleted = await self.images.delete_tag(repo, reference.tag, immutable_too=immutable_too)
         if not deleted:
             await self.images.require_image(repo)
             shown = reference.tag or str(reference.digest)

@@ -3,7 +3,13 @@
 
     registries ─< images ─< manifests ─< manifest_references
                         ├─< tags >── manifests
-                        └─< image_blobs          (which blobs an image may serve)
+                        ├─< image_blobs          (which blobs an image may serve)
+                        └─< image_usage          (which blobs its manifests reference)
+    registries ─< registry_usage                 (the same, per registry)
+    blob_usage                                   (the same, for the whole platform)
+
+The three usage tables are reference counts kept in the transaction that adds or removes a
+manifest (catalog/usage.py): they make every storage figure exact and current at all times.
 
 Bytes (blobs and manifests alike) live in the blob store under their digest, never here.
 `images.tag_count`, `images.size_bytes` and `registries.image_count` are kept by database
@@ -73,6 +79,10 @@ class Registry(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     pull_count_refreshed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # kept by catalog/usage.py
+    quota_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # 0: no quota
+    # tag patterns whose tags never move once pushed (catalog/immutable.py)
+    immutable_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Images holding at least one tag; kept by triggers (migration 0009).
@@ -93,7 +103,7 @@ class Image(Base):
     name: Mapped[str] = mapped_column(String(255))
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     tag_count: Mapped[int] = mapped_column(Integer, server_default="0")  # kept by triggers
-    size_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")  # kept by triggers
+    size_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")  # by catalog/usage.py
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -176,6 +186,68 @@ class Tag(Base):
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"))
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the last push to this tag
+
+
+class AuditEvent(Base):
+    """One change, sign-in or failed sign-in, as the audit log shows it (ops/audit.py)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_registry_at", "registry", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    client: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    target: Mapped[str] = mapped_column(String(512))
+    # `registry` is the column; the attribute name `registry` is the ORM's own
+    registry_name: Mapped[str | None] = mapped_column("registry", String(63), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | denied | failure
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ImageUsage(Base):
+    """A blob (layer, config or manifest) the manifests of an image reference, and how many
+    references it has there: the image's `size_bytes` is the sum of these sizes."""
+
+    __tablename__ = "image_usage"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    refs: Mapped[int] = mapped_column(Integer)
+
+
+class RegistryUsage(Base):
+    """A blob some image of a registry references, and in how many of its images."""
+
+    __tablename__ = "registry_usage"
+
+    registry_id: Mapped[int] = mapped_column(
+        ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    refs: Mapped[int] = mapped_column(Integer)
+
+
+class BlobUsage(Base):
+    """A blob some registry references, and in how many registries: the platform's referenced
+    bytes, and what is unique to one registry (`refs` = 1)."""
+
+    __tablename__ = "blob_usage"
+
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    refs: Mapped[int] = mapped_column(Integer)
 
 
 class JobLease(Base):

@@ -93,5 +93,6 @@ async def delete_manifest(request: Request, access: Access) -> Response:
     repo = access.repo
     reference = _existing_reference(request)
     parts = services(request)
-    await parts.manifests.delete(repo, reference)
+    immutable_too = await parts.policy.may_delete_immutable(access.caller, repo.registry)
+    await parts.manifests.delete(repo, reference, immutable_too=immutable_too)
     return Response(status_code=202)

@@ -5,6 +5,7 @@ import { fetchSession, setCsrfToken, signOut, whenSignedOut } from "./api.js";
 import { h, replace } from "./dom.js";
 import { getLang, otherLang, setLang, t } from "./i18n.js";
 import { describeError } from "./views/common.js";
+import { auditView } from "./views/audit.js";
 import { groupsView, membersView } from "./views/groups.js";
 import { imagesView, tagsView } from "./views/images.js";
 import { registriesView, sharedView } from "./views/registries.js";
@@ -23,6 +24,7 @@ const NAV = [
   { key: "nav.groups", href: "#/groups", icon: "group", auth: true },
   { key: "nav.tokens", href: "#/tokens", icon: "token", auth: true },
   { key: "nav.users", href: "#/users", icon: "user", admin: true },
+  { key: "nav.audit", href: "#/audit", icon: "audit", auth: true },
 ];
 
 /** `#/registries/a/images/b%2Fc/tags` → a screen, its parameters and what it needs. */
@@ -53,6 +55,7 @@ function resolve(segments) {
     if (n === 1) return { nav: "#/groups", auth: true, make: (ctx) => groupsView(ctx) };
     if (n === 2) return { nav: "#/groups", auth: true, make: (ctx) => membersView(ctx, { group: reg }) };
   }
+  if (root === "audit" && n === 1) return { nav: "#/audit", auth: true, make: (ctx) => auditView(ctx) };
   if (root === "tokens" && n === 1) return { nav: "#/tokens", auth: true, make: (ctx) => tokensView(ctx) };
   if (root === "users" && n === 1) return { nav: "#/users", auth: true, admin: true, make: (ctx) => usersView(ctx) };
   if (root === "signin" && n === 1) return { nav: null, bare: true, make: (ctx) => signinView(ctx) };

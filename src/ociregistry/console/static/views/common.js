@@ -47,6 +47,32 @@ export function fmtSize(bytes) {
   return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
 }
 
+/** A registry's storage: what it uses, the part only it references, and against its quota a
+ * bar (a <meter>: the browser colours it amber from 80 %, red from 95 %; no inline style). */
+export function usageCell(r) {
+  const quota = r.quota_bytes || 0;
+  const share = quota ? Math.min(1, r.size_bytes / quota) : 0;
+  return h(
+    "div",
+    { class: "usage", dataset: { testid: "usage" } },
+    h("div", { class: "count" }, quota ? t("usage.ofQuota", { used: fmtSize(r.size_bytes), quota: fmtSize(quota) }) : fmtSize(r.size_bytes)),
+    quota
+      ? h("meter", {
+          class: "quota-bar",
+          min: "0",
+          max: String(quota),
+          low: String(Math.floor(quota * 0.8)),
+          high: String(Math.floor(quota * 0.95)),
+          optimum: "0",
+          value: Math.min(r.size_bytes, quota),
+          title: `${Math.round(share * 100)} %`,
+          dataset: { testid: "quota-bar" },
+        })
+      : null,
+    h("div", { class: "muted small", title: t("usage.uniqueHint") }, t("usage.unique", { size: fmtSize(r.unique_bytes) })),
+  );
+}
+
 export function shortDigest(digest) {
   if (!digest) return "-";
   const [algo, hex] = digest.split(":");

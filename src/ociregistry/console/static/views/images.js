@@ -19,6 +19,7 @@ import {
   statusBadge,
   summary,
   toast,
+  usageCell,
   visibilityBadge,
 } from "./common.js";
 import { openDialog } from "./dialog.js";
@@ -62,6 +63,15 @@ function registrySummary(r) {
     ["col.public", visibilityBadge(r.public)],
     ["col.address", h("span", { class: "command" }, h("code", {}, r.address), copyButton(r.address)), true],
     ["col.imageCount", h("span", { class: "count", dataset: { testid: "image-count" } }, fmtCount(r.image_count))],
+    ["col.storage", usageCell(r)],
+    [
+      "col.immutableTags",
+      h(
+        "span",
+        { dataset: { testid: "immutable-tags" }, title: t("immutable.hint") },
+        r.immutable_tags && r.immutable_tags.length ? r.immutable_tags.map((p) => h("code", { class: "chip" }, p)) : t("immutable.none"),
+      ),
+    ],
     ["col.group", r.project_group || "-"],
     ["form.remark", h("span", { class: "remark-full" }, r.remark || "-"), true],
   ]);
@@ -116,6 +126,7 @@ export function imagesView(ctx, { mode, registry }) {
     },
     { label: "col.latestTag", cell: (i) => h("span", { class: "tag-name" }, i.latest_tag || "-") },
     { label: "col.imagePulls", class: "num", cell: (i) => h("span", { class: "count", dataset: { testid: "pulls" } }, fmtCount(i.pull_count)) },
+    { label: "col.size", class: "num", cell: (i) => h("span", { dataset: { testid: "size" } }, fmtSize(i.size_bytes)) },
     { label: "col.pullCommand", class: "col-command", cell: (i) => commandCell(i.pull_command) },
     { label: "col.created", class: "col-time", cell: (i) => fmtTime(i.created_at) },
     {

@@ -20,6 +20,7 @@ import {
   showError,
   statusBadge,
   toast,
+  usageCell,
   visibilityBadge,
 } from "./common.js";
 import { openDialog } from "./dialog.js";
@@ -161,6 +162,7 @@ function registryColumns(base, operations, session) {
         ),
     },
     { label: "col.imageCount", class: "num", cell: (r) => h("span", { class: "count" }, fmtCount(r.image_count)) },
+    { label: "col.storage", class: "col-usage", cell: usageCell },
     {
       label: "col.group",
       class: "col-group",

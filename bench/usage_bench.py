@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""What exact storage usage costs: small pushes and manifest PUTs, with and without it.
+
+Two servers from this checkout run side by side, as `bench/registry_bench.py` runs ours (2
+workers, a bench user pushing with Bearer tokens), on the same machine in the same run:
+
+- "kept": the registry as it ships, usage upkept in every manifest's transaction;
+- "off": the same code with the upkeep made a no-op (`catalog.usage.add_manifest` and
+  `note_stored`, as `catalog/images.py` calls them), by a `sitecustomize` module put on the
+  workers' `PYTHONPATH` by this script only. Nothing else differs: the same routes, the same
+  immutable-tag and quota code paths, the same audit middleware.
+
+Each round measures both, alternating which goes first:
+
+- small pushes: fresh one-layer images (1-4 KiB layer, a config, the manifest), 8 at a time;
+- manifest PUTs: manifests whose blobs were uploaded before the clock started, 8 at a time,
+  each a new manifest (so each one adds its references to the usage tables).
+
+It reports the medians of the rates and of the servers' CPU time per push and per PUT (from
+/proc, every process of the server: on a shared machine the CPU figure is the steadier one),
+and the cost of upkeep in per cent of each; the issue asks for under 5 %.
+
+    python bench/usage_bench.py [--rounds N] [--pushes N] [--manifests N] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from registry.cases import make_pushes, push_all
+from registry.content import image_config, image_manifest
+from registry.harness import (
+    FORM_POST,
+    HTTP_TIMEOUT,
+    OCI_MANIFEST,
+    OCTET_STREAM,
+    REGISTRY,
+    OurServer,
+    auth_headers,
+    expect,
+    log,
+    sha256_digest,
+)
+
+TARGET_COST_PERCENT = 5.0
+CONCURRENCY = 8
+
+# Imported by every process of the "off" server before anything else (Python's `site`).
+UPKEEP_OFF = """
+import ociregistry.catalog.images as images
+
+images.add_manifest = lambda *args, **kwargs: None
+images.note_stored = lambda *args, **kwargs: None
+"""
+
+
+class UsageServer(OurServer):
+    """Our server from this checkout; with `upkeep=False`, usage upkeep is a no-op."""
+
+    def __init__(self, workdir: Path, workers: int, *, upkeep: bool) -> None:
+        self.label = "kept" if upkeep else "off"
+        super().__init__(workdir, workers)
+        if not upkeep:
+            shim = self.workdir / "upkeep-off"
+            shim.mkdir(parents=True, exist_ok=True)
+            (shim / "sitecustomize.py").write_text(UPKEEP_OFF)
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(shim), self.env.get("PYTHONPATH")])
+            )
+
+
+async def put_manifests(server: OurServer, count: int, label: str) -> tuple[float, float]:
+    """Upload `count` configs and a few shared layers, then time `count` manifest PUTs: the
+    rate, and the server's CPU milliseconds per PUT."""
+    layers = [os.urandom(random.randint(1024, 4096)) for _ in range(4)]
+    work = []
+    for index in range(count):
+        config = image_config(layers[:2], f"{label}-m{index}-{secrets.token_hex(6)}")
+        repo = f"{REGISTRY}/put{index % CONCURRENCY}"
+        work.append((repo, f"m{index:05d}", config, image_manifest(config, layers[:2])))
+    repos = sorted({repo for repo, *_ in work})
+    headers = auth_headers(server, repos)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=headers, timeout=HTTP_TIMEOUT
+    ) as client:
+        for repo in repos:
+            for layer in layers[:2]:
+                await upload(client, repo, layer)
+        for repo, _, config, _ in work:
+            await upload(client, repo, config)
+    queue: asyncio.Queue[tuple[str, str, bytes, bytes]] = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+    connected = asyncio.Barrier(CONCURRENCY + 1)
+
+    async def worker() -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=headers, limits=limits, timeout=HTTP_TIMEOUT
+        ) as client:
+            await client.get("/v2/")
+            await connected.wait()
+            while not queue.empty():
+                repo, tag, _, manifest = queue.get_nowait()
+                response = await client.put(
+                    f"/v2/{repo}/manifests/{tag}",
+                    content=manifest,
+                    headers={"Content-Type": OCI_MANIFEST},
+                )
+                expect(response, 201, "PUT manifest")
+
+    tasks = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
+    await connected.wait()
+    cpu_before = server.cpu_seconds()
+    started = time.perf_counter()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    return count / elapsed, (server.cpu_seconds() - cpu_before) * 1000 / count
+
+
+async def upload(client: httpx.AsyncClient, repo: str, blob: bytes) -> None:
+    response = await client.post(
+        f"/v2/{repo}/blobs/uploads/",
+        params={"digest": sha256_digest(blob)},
+        content=blob,
+        headers={"Content-Type": OCTET_STREAM},
+    )
+    expect(response, 201, "POST ?digest=")
+
+
+def check_upkeep(server: UsageServer) -> None:
+    """Proof of what runs: after the pushes, the registry's `size_bytes` moved only with
+    upkeep on."""
+    username, password = server.credentials or ("", "")
+    answer = httpx.get(
+        f"{server.url}/api/v1/registries/{REGISTRY}", auth=(username, password), timeout=10
+    )
+    size = expect(answer, 200, "GET registry").json()["size_bytes"]
+    if (size > 0) != (server.label == "kept"):
+        raise SystemExit(f"{server.label}: size_bytes {size}, not the code path expected")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pushes", type=int, default=100)
+    parser.add_argument("--manifests", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def cost(kept: float, off: float) -> float:
+    return (kept - off) / off * 100
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = SimpleNamespace(pushes=args.pushes, push_concurrency=CONCURRENCY)
+    push_rate: dict[str, list[float]] = {"kept": [], "off": []}
+    put_rate: dict[str, list[float]] = {"kept": [], "off": []}
+    push_cpu: dict[str, list[float]] = {"kept": [], "off": []}
+    put_cpu: dict[str, list[float]] = {"kept": [], "off": []}
+    with tempfile.TemporaryDirectory(prefix="usage-bench-") as tmp:
+        servers = [
+            UsageServer(Path(tmp), args.workers, upkeep=True),
+            UsageServer(Path(tmp), args.workers, upkeep=False),
+        ]
+        try:
+            for server in servers:
+                server.start()
+            for round_number in range(args.rounds):
+                order = servers if round_number % 2 == 0 else servers[::-1]
+                for server in order:
+                    label = f"{server.label}-{round_number}"
+                    pushes = make_pushes(settings, label)
+                    os.sync()
+                    before = server.cpu_seconds()
+                    seconds = asyncio.run(push_all(server, pushes, CONCURRENCY, FORM_POST))
+                    push_cpu[server.label].append(
+                        (server.cpu_seconds() - before) * 1000 / len(pushes)
+                    )
+                    push_rate[server.label].append(len(pushes) / seconds)
+                    os.sync()
+                    rate, cpu_ms = asyncio.run(put_manifests(server, args.manifests, label))
+                    put_rate[server.label].append(rate)
+                    put_cpu[server.label].append(cpu_ms)
+                    log(
+                        f"round {round_number + 1} {server.label}: "
+                        f"{push_rate[server.label][-1]:.1f} pushes/s "
+                        f"({push_cpu[server.label][-1]:.2f} ms CPU each), {rate:.1f} PUTs/s "
+                        f"({put_cpu[server.label][-1]:.2f} ms CPU each)"
+                    )
+            for server in servers:
+                check_upkeep(server)
+        finally:
+            for server in servers:
+                server.stop()
+    median = statistics.median
+    print()
+    print(f"{'':34} {'kept':>9} {'off':>9} {'cost':>8}")
+    for title, figures, sign in (
+        (f"small pushes/s, concurrency {CONCURRENCY}", push_rate, -1),
+        ("  server CPU ms per push", push_cpu, 1),
+        (f"manifest PUTs/s, concurrency {CONCURRENCY}", put_rate, -1),
+        ("  server CPU ms per manifest PUT", put_cpu, 1),
+    ):
+        kept, off = median(figures["kept"]), median(figures["off"])
+        print(f"{title:34} {kept:9.2f} {off:9.2f} {sign * cost(kept, off):7.1f}%")
+    print(f"(medians of {args.rounds} rounds; goal: under {TARGET_COST_PERCENT:.0f} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`/api/v1/audit-log`: the audit log, newest first, paged and filtered. Platform admins see
+every event; a registry's owners see the events of their registries (the policy's
+`administered`); anyone else an empty list."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ociregistry.api.common import caller, list_params, listing, rfc3339, services
+from ociregistry.auth.policy import is_platform_admin
+from ociregistry.catalog.audit import AUDIT_SORTS, AuditRecord
+from ociregistry.catalog.listings import parse_sort
+from ociregistry.db.models import AuditEvent, Registry
+from ociregistry.errors import InvalidArgument
+
+FILTERS = ("actor", "action", "registry", "outcome")
+MAX_FILTER_LENGTH = 255
+
+
+def event_json(event: AuditRecord) -> dict:
+    return {
+        "id": event.id,
+        "at": rfc3339(event.at),
+        "actor": event.actor,
+        "client": event.client,
+        "request_id": event.request_id,
+        "action": event.action,
+        "method": event.method,
+        "target": event.target,
+        "registry": event.registry,
+        "status": event.status,
+        "outcome": event.outcome,
+        "detail": event.detail,
+    }
+
+
+async def list_events(request: Request) -> JSONResponse:
+    principal = await caller(request)
+    page, q, sort = list_params(request)
+    order = parse_sort(sort, AUDIT_SORTS, "-at")
+    filters = {}
+    for name in FILTERS:
+        value = request.query_params.get(name)
+        if value:
+            if len(value) > MAX_FILTER_LENGTH:
+                raise InvalidArgument(f"{name} is too long", detail={"field": name})
+            filters[name] = value
+    policy = services(request).policy
+    if is_platform_admin(principal):
+        where = AuditEvent.id.is_not(None)
+    else:
+        owned = select(Registry.name).where(policy.administered(principal))
+        where = AuditEvent.registry_name.in_(owned)
+    events, total = await services(request).audit.list(
+        where=where, filters=filters, q=q, order=order, page=page
+    )
+    return listing([event_json(event) for event in events], total, page)

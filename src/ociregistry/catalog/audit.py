@@ -1,0 +1,159 @@
+"""The audit log's rows: recording events and listing them. The middleware that records every
+change is ops/audit.py.
+
+Events are written by group commit: a request hands its event over and waits until it is
+committed, while one writer per process puts every event that arrived meanwhile into one
+transaction. So however many audited requests arrive at once (a client deleting in a loop, a
+flood of failed sign-ins), a process has at most one audit transaction under way and never
+queues one write per request behind the pushes' writes (each a turn of SQLite's one write
+lock, each an fsync). Rows older than `audit_log_retention_days` go in that same transaction,
+at most once an hour per process. Code that writes a change in a transaction of its own (a
+retention run) can put its events in that transaction with `write_events`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from ociregistry.catalog.listings import Page
+from ociregistry.db.database import Database
+from ociregistry.db.models import AuditEvent, utcnow
+from ociregistry.db.sql import escape_like
+
+PRUNE_EVERY_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    actor: str | None
+    client: str
+    request_id: str | None
+    action: str
+    method: str
+    target: str
+    registry: str | None
+    status: int
+    outcome: str
+    detail: dict[str, Any] | None = None
+    at: datetime | None = None
+    id: int | None = None
+
+
+AUDIT_SORTS = {"at": AuditEvent.at}
+
+
+def _row(event: AuditRecord, at: datetime) -> dict[str, Any]:
+    values = {k: v for k, v in asdict(event).items() if k not in ("id", "at")}
+    return {"at": event.at or at, **values}
+
+
+def write_events(
+    conn: Connection, events: Sequence[AuditRecord], *, prune_before: datetime | None = None
+) -> None:
+    """Insert `events` in the caller's transaction (one statement), and drop the rows older
+    than `prune_before` if given."""
+    if events:
+        now = utcnow()
+        conn.execute(AuditEvent.__table__.insert(), [_row(event, now) for event in events])
+    if prune_before is not None:
+        conn.execute(delete(AuditEvent).where(AuditEvent.at < prune_before))
+
+
+class AuditLog:
+    def __init__(self, db: Database, *, retention_days: int) -> None:
+        self.db = db
+        self.retention_days = retention_days
+        self._pruned_at = 0.0
+        self._pending: list[AuditRecord] = []
+        self._batch: asyncio.Future[None] | None = None  # the commit `_pending` will share
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, event: AuditRecord) -> None:
+        """Record one event; returns once it is committed (with the others that arrived
+        meanwhile). A failed write raises here, for every event of its batch."""
+        if event.at is None:
+            event = AuditRecord(**{**asdict(event), "at": utcnow()})
+        self._pending.append(event)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        batch = self._batch
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches())
+        # Shielded: a waiter that is cancelled must not cancel the commit the others share.
+        await asyncio.shield(batch)
+
+    async def flush(self) -> None:
+        """Wait for the events handed over so far to be written (a clean shutdown)."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    def _prune_before(self) -> datetime | None:
+        if self.retention_days <= 0 or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return None
+        self._pruned_at = time.monotonic()
+        return utcnow() - timedelta(days=self.retention_days)
+
+    async def _write_batches(self) -> None:
+        while self._pending:
+            events, self._pending = self._pending, []
+            batch, self._batch = self._batch, None
+            assert batch is not None
+            work = partial(write_events, events=events, prune_before=self._prune_before())
+            try:
+                await self.db.transaction(lambda conn, work=work: work(conn))
+            except Exception as error:
+                batch.set_exception(error)
+                batch.exception()  # retrieved: each waiter gets it, none may be left
+            else:
+                batch.set_result(None)
+
+    async def list(
+        self,
+        *,
+        where: ColumnElement[bool],
+        filters: dict[str, str],
+        q: str | None,
+        order: list[Any],
+        page: Page,
+    ) -> tuple[list[AuditRecord], int]:
+        """Events matching `where` (the policy's condition for the caller), `filters` (exact
+        actor, action, registry, outcome) and `q` (in the target), in `order`."""
+        conditions = [where]
+        if q:
+            conditions.append(AuditEvent.target.like(f"%{escape_like(q)}%", escape="\\"))
+        for name, value in filters.items():
+            column = AuditEvent.registry_name if name == "registry" else getattr(AuditEvent, name)
+            conditions.append(column == value)
+        query = select(
+            AuditEvent.actor,
+            AuditEvent.client,
+            AuditEvent.request_id,
+            AuditEvent.action,
+            AuditEvent.method,
+            AuditEvent.target,
+            AuditEvent.registry_name,
+            AuditEvent.status,
+            AuditEvent.outcome,
+            AuditEvent.detail,
+            AuditEvent.at,
+            AuditEvent.id,
+        ).where(*conditions)
+        async with self.db.read(offload=True) as conn:
+            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
+            rows = (
+                await conn.execute(
+                    query.order_by(*order, AuditEvent.id.desc())
+                    .offset(page.offset)
+                    .limit(page.size)
+                )
+            ).all()
+        return [AuditRecord(*row) for row in rows], total or 0

@@ -1,0 +1,435 @@
+"""Exact storage usage, kept current in the transaction of every change (issue 14).
+
+A manifest *references* its own bytes and its config and layers (foreign layers, which the
+registry does not hold, excepted); an index's children are manifests of their own. Three
+tables count those references at three levels, so every figure is a sum over one index:
+
+- `image_usage` (image, digest): how many manifests of the image reference the blob; an
+  image's `size_bytes` is the sum of the sizes of its rows.
+- `registry_usage` (registry, digest): in how many images of the registry the blob is
+  referenced; a registry's `size_bytes` is the sum of its rows, each blob once.
+- `blob_usage` (digest): in how many registries the blob is referenced. A row exists from
+  the moment a blob is first linked into any image (an upload, a mount, a manifest), so rows
+  with no reference are exactly the bytes awaiting garbage collection; rows referenced by one
+  registry only are that registry's `unique_bytes`.
+
+Adding a manifest adds one reference per blob at the image level; only a blob new to the image
+goes up a level, and only one new to the registry reaches the platform. Removing works the
+same way down. The registry's `size_bytes` changes by one conditional UPDATE, which is also
+where a quota is enforced: two pushes racing on different workers or instances serialise on
+that row, and the second sees the first's bytes (SPEC: a 403 is decided in the database, not
+from a figure read earlier). Rows are touched in digest order, so transactions on PostgreSQL
+lock them in one order and never deadlock on each other.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ociregistry.db.models import (
+    BlobUsage,
+    Image,
+    ImageUsage,
+    Manifest,
+    ManifestReference,
+    Registry,
+    RegistryUsage,
+)
+from ociregistry.errors import NameInvalid, QuotaExceeded
+from ociregistry.manifests.parse import ParsedManifest
+
+Entries = Mapping[str, int]  # digest -> size
+
+_IMAGE = ImageUsage.__table__
+_REGISTRY = RegistryUsage.__table__
+_BLOB = BlobUsage.__table__
+
+
+MAX_QUOTA_BYTES = 2**63 - 1
+
+
+def check_quota(value: int) -> int:
+    """A quota in bytes: 0 (none) up to what a BIGINT holds (a bad one is INVALID_ARGUMENT in
+    the API, as a bad remark is)."""
+    if not 0 <= value <= MAX_QUOTA_BYTES:
+        raise NameInvalid(
+            f"quota_bytes must be 0 (no quota) or a positive number of bytes, not {value}",
+            detail={"field": "quota_bytes"},
+        )
+    return value
+
+
+def manifest_entries(digest: str, size: int, parsed: ParsedManifest) -> dict[str, int]:
+    """The blobs one manifest references: itself, its config and its layers, each once."""
+    entries = {digest: size}
+    for descriptor in parsed.blobs:
+        if not descriptor.foreign:
+            entries.setdefault(str(descriptor.digest), descriptor.size)
+    return entries
+
+
+def human_bytes(count: int) -> str:
+    """`1.5 MiB`: how a quota message reads."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover
+
+
+_KEYS = {"image_usage": "image_id", "registry_usage": "registry_id", "blob_usage": None}
+
+# Statements are built once per database kind (see catalog/images.py): building and compiling
+# one costs more than running it, and these run on every manifest push.
+
+# Adding references RETURNs each blob's count, so the blobs a level had none of before are
+# known without another query; blobs go in digest order, so transactions on PostgreSQL lock
+# rows in one order and never deadlock on each other. On PostgreSQL a level is one statement
+# for all of a manifest's blobs (two arrays, unnest): a round trip each would cost more than
+# the work. On SQLite the statements run on the transaction's own sqlite3 connection, one per
+# blob, a few microseconds each (a multi-row VALUES or json_each was measured no faster);
+# through the SQL layer each would cost several times what SQLite spends on it, while the
+# push holds SQLite's one write lock.
+_SQLITE_UP = {
+    name: f"INSERT INTO {name} ({key + ', ' if key else ''}digest, size, refs) "
+    f"VALUES ({'?, ' if key else ''}?, ?, 1) "
+    f"ON CONFLICT ({key + ', ' if key else ''}digest) DO UPDATE SET refs = refs + 1 "
+    "RETURNING refs"
+    for name, key in _KEYS.items()
+}
+_POSTGRESQL_UP = {
+    name: text(
+        f"INSERT INTO {name} ({key + ', ' if key else ''}digest, size, refs) "
+        f"SELECT {':key, ' if key else ''}d, s, 1 "
+        "FROM unnest(CAST(:digests AS text[]), CAST(:sizes AS bigint[])) AS t(d, s) ORDER BY d "
+        f"ON CONFLICT ({key + ', ' if key else ''}digest) DO UPDATE SET refs = {name}.refs + 1 "
+        "RETURNING digest, size, refs"
+    )
+    for name, key in _KEYS.items()
+}
+_SQLITE_STORED = (
+    "INSERT INTO blob_usage (digest, size, refs) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"
+)
+_SQLITE_IMAGE_SIZE = "UPDATE images SET size_bytes = size_bytes + ? WHERE id = ?"
+_SQLITE_REGISTRY_GROWS = (
+    "UPDATE registries SET size_bytes = size_bytes + ?1 "
+    "WHERE id = ?2 AND (quota_bytes <= 0 OR size_bytes + ?1 <= quota_bytes)"
+)
+
+
+@cache
+def _stored(dialect: str) -> Any:
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(_BLOB)
+    return insert.on_conflict_do_nothing(index_elements=["digest"])
+
+
+@cache
+def _down(table: Table) -> Any:
+    """One reference less; RETURNING the count left and the size."""
+    key = _KEYS[table.name]
+    conditions = [table.c.digest == bindparam("b_digest"), table.c.refs > 0]
+    if key:
+        conditions.append(table.c[key] == bindparam("b_key"))
+    return (
+        update(table)
+        .where(*conditions)
+        .values(refs=table.c.refs - 1)
+        .returning(table.c.refs, table.c.size)
+    )
+
+
+_IMAGE_SIZE = (
+    update(Image)
+    .where(Image.id == bindparam("b_id"))
+    .values(size_bytes=Image.size_bytes + bindparam("b_delta"))
+)
+_REGISTRY_SIZE = (
+    update(Registry)
+    .where(Registry.id == bindparam("b_id"))
+    .values(size_bytes=Registry.size_bytes + bindparam("b_delta"))
+)
+_REGISTRY_GROWS = _REGISTRY_SIZE.where(
+    or_(
+        Registry.quota_bytes <= 0,
+        Registry.size_bytes + bindparam("b_delta") <= Registry.quota_bytes,
+    )
+)
+
+
+def _sqlite3(conn: Connection) -> sqlite3.Connection | None:
+    """The transaction's own sqlite3 connection, when the database is SQLite and the
+    connection a synchronous one (Database.transaction)."""
+    driver = conn.connection.driver_connection
+    return driver if isinstance(driver, sqlite3.Connection) else None
+
+
+def _count_up(conn: Connection, name: str, key: int | None, entries: Entries) -> dict[str, int]:
+    """One more reference to each blob at one level, in one statement; the blobs that had
+    none before."""
+    if not entries:
+        return {}
+    raw = _sqlite3(conn)
+    if raw is not None:
+        new = {}
+        for digest in sorted(entries):
+            size = entries[digest]
+            params = (key, digest, size) if key is not None else (digest, size)
+            if raw.execute(_SQLITE_UP[name], params).fetchone()[0] == 1:
+                new[digest] = size
+        return new
+    else:
+        digests = sorted(entries)
+        rows = conn.execute(
+            _POSTGRESQL_UP[name],
+            {"key": key, "digests": digests, "sizes": [entries[d] for d in digests]},
+        ).all()
+    return {digest: size for digest, size, refs in rows if refs == 1}
+
+
+def _count_down(
+    conn: Connection, table: Table, key: int | None, digests: Iterable[str], *, keep: bool
+) -> dict[str, int]:
+    """One reference less to each blob at one level; the blobs left with none (their rows go,
+    unless `keep`)."""
+    statement = _down(table)
+    gone: dict[str, int] = {}
+    for digest in sorted(digests):
+        row = conn.execute(statement, {"b_digest": digest, "b_key": key}).first()
+        if row is not None and row.refs == 0:
+            gone[digest] = row.size
+    if gone and not keep:
+        name = _KEYS[table.name]
+        assert name is not None
+        conn.execute(
+            delete(table).where(
+                table.c[name] == key, table.c.digest.in_(list(gone)), table.c.refs == 0
+            )
+        )
+    return gone
+
+
+def note_stored(conn: Connection, digest: str, size: int) -> None:
+    """A blob entered the store (linked into an image): from now on it is either referenced
+    or awaiting garbage collection."""
+    raw = _sqlite3(conn)
+    if raw is not None:
+        raw.execute(_SQLITE_STORED, (digest, size))
+        return
+    conn.execute(_stored(conn.dialect.name), {"digest": digest, "size": size, "refs": 0})
+
+
+def note_collected(conn: Connection, digest: str) -> None:
+    """Garbage collection removed a blob's bytes."""
+    conn.execute(delete(_BLOB).where(_BLOB.c.digest == digest, _BLOB.c.refs == 0))
+
+
+def _registry_grows(conn: Connection, registry_id: int, added: int) -> None:
+    """Add `added` bytes to the registry, unless that takes it above its quota."""
+    if not added:
+        return
+    raw = _sqlite3(conn)
+    if raw is not None:
+        if raw.execute(_SQLITE_REGISTRY_GROWS, (added, registry_id)).rowcount:
+            return
+    elif conn.execute(_REGISTRY_GROWS, {"b_id": registry_id, "b_delta": added}).rowcount:
+        return
+    name, used, quota = conn.execute(
+        select(Registry.name, Registry.size_bytes, Registry.quota_bytes).where(
+            Registry.id == registry_id
+        )
+    ).one()
+    raise QuotaExceeded(
+        f"registry {name} would exceed its storage quota: it uses {human_bytes(used)} of "
+        f"{human_bytes(quota)} and this push needs {human_bytes(added)} more; delete images "
+        "or ask a platform admin for a larger quota",
+        detail={"registry": name, "used_bytes": used, "quota_bytes": quota, "needed_bytes": added},
+    )
+
+
+def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Entries) -> None:
+    """A manifest was added to an image: count its references, refusing it (QuotaExceeded,
+    and the caller's transaction rolls back) if its new bytes exceed the registry's quota.
+    At most five statements, whatever the number of layers: one per level, and the image's
+    and the registry's sizes; a blob the image held already stops at the first."""
+    new_in_image = _count_up(conn, "image_usage", image_id, entries)
+    if not new_in_image:
+        return
+    raw = _sqlite3(conn)
+    added = sum(new_in_image.values())
+    if raw is not None:
+        raw.execute(_SQLITE_IMAGE_SIZE, (added, image_id))
+    else:
+        conn.execute(_IMAGE_SIZE, {"b_id": image_id, "b_delta": added})
+    new_in_registry = _count_up(conn, "registry_usage", registry_id, new_in_image)
+    _registry_grows(conn, registry_id, sum(new_in_registry.values()))
+    _count_up(conn, "blob_usage", None, new_in_registry)
+
+
+def _remove(conn: Connection, registry_id: int, image_id: int, digests: Iterable[str]) -> None:
+    gone_from_image = _count_down(conn, _IMAGE, image_id, digests, keep=False)
+    if not gone_from_image:
+        return
+    conn.execute(_IMAGE_SIZE, {"b_id": image_id, "b_delta": -sum(gone_from_image.values())})
+    _leave_registry(conn, registry_id, gone_from_image)
+
+
+def _leave_registry(conn: Connection, registry_id: int, digests: Iterable[str]) -> None:
+    gone = _count_down(conn, _REGISTRY, registry_id, digests, keep=False)
+    if gone:
+        conn.execute(_REGISTRY_SIZE, {"b_id": registry_id, "b_delta": -sum(gone.values())})
+        _count_down(conn, _BLOB, None, gone, keep=True)
+
+
+_MANIFESTS = (
+    select(Manifest.id, Image.registry_id, Manifest.image_id, Manifest.digest)
+    .join(Image, Image.id == Manifest.image_id)
+    .where(Manifest.id.in_(bindparam("ids", expanding=True)))
+)
+_BLOB_REFERENCES = select(ManifestReference.manifest_id, ManifestReference.digest).where(
+    ManifestReference.manifest_id.in_(bindparam("ids", expanding=True)),
+    ManifestReference.kind == "blob",
+)
+
+
+def remove_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:
+    """Manifests are about to be deleted: take their references away. Call it before the
+    DELETE, in the same transaction."""
+    ids = list(manifest_ids)
+    if not ids:
+        return
+    references: dict[int, set[str]] = {}
+    for manifest_id, digest in conn.execute(_BLOB_REFERENCES, {"ids": ids}):
+        references.setdefault(manifest_id, set()).add(digest)
+    for manifest_id, registry_id, image_id, digest in conn.execute(_MANIFESTS, {"ids": ids}):
+        _remove(conn, registry_id, image_id, {digest, *references.get(manifest_id, ())})
+
+
+def remove_images(conn: Connection, image_ids: Iterable[int]) -> None:
+    """Images are about to be deleted (their manifests with them, by cascade): take what they
+    reference away from their registry's figures."""
+    for image_id in sorted(image_ids):
+        registry_id = conn.scalar(select(Image.registry_id).where(Image.id == image_id))
+        if registry_id is None:
+            continue
+        digests = conn.scalars(
+            select(ImageUsage.digest).where(ImageUsage.image_id == image_id)
+        ).all()
+        _leave_registry(conn, registry_id, digests)
+        conn.execute(delete(ImageUsage).where(ImageUsage.image_id == image_id))
+
+
+def remove_registry(conn: Connection, registry_id: int) -> None:
+    """A registry is about to be deleted: whatever it still references leaves the platform's
+    figures (its images should have gone through `remove_images` already)."""
+    digests = conn.scalars(
+        select(RegistryUsage.digest).where(RegistryUsage.registry_id == registry_id)
+    ).all()
+    _count_down(conn, _BLOB, None, digests, keep=True)
+    conn.execute(delete(RegistryUsage).where(RegistryUsage.registry_id == registry_id))
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+UNIQUE_BYTES = (
+    select(func.coalesce(func.sum(RegistryUsage.size), 0).cast(BigInteger))
+    .join(BlobUsage, BlobUsage.digest == RegistryUsage.digest)
+    .where(RegistryUsage.registry_id == Registry.id, BlobUsage.refs == 1)
+    .correlate(Registry)
+    .scalar_subquery()
+)
+"""A registry's `unique_bytes`, as a column: the bytes no other registry references (what
+deleting it would free after garbage collection); a sum over the registry's own rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformUsage:
+    referenced_bytes: int  # distinct bytes referenced by any registry, each blob once
+    referenced_blobs: int
+    awaiting_gc_bytes: int  # stored, referenced by nothing: garbage collection's to reclaim
+    awaiting_gc_blobs: int
+
+
+_USED = BlobUsage.refs > 0
+_PLATFORM = select(
+    func.coalesce(func.sum(case((_USED, BlobUsage.size), else_=0)), 0).cast(BigInteger),
+    func.count(case((_USED, 1))),
+    func.coalesce(func.sum(case((~_USED, BlobUsage.size), else_=0)), 0).cast(BigInteger),
+    func.count(case((~_USED, 1))),
+)
+
+
+def platform_usage(conn: Connection) -> PlatformUsage:
+    return PlatformUsage(*conn.execute(_PLATFORM).one())
+
+
+def tree_sizes(conn: Connection, manifest_ids: Iterable[int]) -> dict[int, int]:
+    """The `size_bytes` of each manifest's tree: the manifest, its config and layers, and for
+    an index each child manifest of the same image with its own tree; every blob once. An
+    index child the image does not hold (a sparse index) adds nothing. A few indexed queries
+    per level of the tree, for a whole page of tags at once."""
+    manifests: dict[int, tuple[int, str, int]] = {}  # id -> image, digest, size
+    blobs: dict[int, dict[str, int]] = {}
+    children: dict[int, list[int]] = {}
+    wanted: dict[tuple[int, str], list[int]] = {}  # (image, child digest) -> parents
+    roots = set(manifest_ids)
+    pending = set(roots)
+    while pending:
+        ids = list(pending)
+        for manifest_id, image_id, digest, size in conn.execute(
+            select(Manifest.id, Manifest.image_id, Manifest.digest, Manifest.size).where(
+                Manifest.id.in_(ids)
+            )
+        ):
+            manifests[manifest_id] = (image_id, digest, size)
+            blobs[manifest_id] = {digest: size}
+            children[manifest_id] = []
+        wanted.clear()
+        for manifest_id, digest, size, kind in conn.execute(
+            select(
+                ManifestReference.manifest_id,
+                ManifestReference.digest,
+                ManifestReference.size,
+                ManifestReference.kind,
+            ).where(ManifestReference.manifest_id.in_(ids))
+        ):
+            if kind == "blob":
+                blobs[manifest_id].setdefault(digest, size)
+            elif kind == "manifest":
+                wanted.setdefault((manifests[manifest_id][0], digest), []).append(manifest_id)
+        pending = set()
+        if wanted:
+            for child_id, image_id, digest in conn.execute(
+                select(Manifest.id, Manifest.image_id, Manifest.digest).where(
+                    Manifest.image_id.in_({image for image, _ in wanted}),
+                    Manifest.digest.in_({digest for _, digest in wanted}),
+                )
+            ):
+                for parent in wanted.get((image_id, digest), ()):
+                    children[parent].append(child_id)
+                if child_id not in manifests and (image_id, digest) in wanted:
+                    pending.add(child_id)
+
+    def tree(manifest_id: int, seen: dict[str, int], visited: set[int]) -> None:
+        if manifest_id in visited:
+            return
+        visited.add(manifest_id)
+        seen.update(blobs.get(manifest_id, {}))
+        for child in children.get(manifest_id, ()):
+            tree(child, seen, visited)
+
+    sizes: dict[int, int] = {}
+    for manifest_id in roots:
+        if manifest_id in manifests:
+            seen: dict[str, int] = {}
+            tree(manifest_id, seen, set())
+            sizes[manifest_id] = sum(seen.values())
+    return sizes
