@@ -5,13 +5,14 @@ input that changes nothing, and the audit log."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from authtools import add_user
+from authtools import add_user, cli
 from support.oci import OCI_INDEX, digest_of, make_image, make_index, push_image, put_manifest
 from support.server import RunningServer
 
@@ -330,3 +331,26 @@ def test_policy_changes_and_applied_plans_are_in_the_audit_log(
         "manifests_deleted": 1,
         "kept_since_plan": 0,
     }
+
+
+def test_the_cli_sets_plans_shows_and_applies_as_the_api_does(
+    server: RunningServer, client: httpx.Client, registry: str
+) -> None:
+    repo = f"{registry}/app"
+    for i in range(3):
+        push_image(client, repo, make_image(f"{registry}-{i}"), f"1.{i}")
+    policy = json.dumps({"rules": [{"keep": "latest_pushed", "count": 1}]})
+    cli(server, "retention", "set", registry, "-", stdin=policy)
+    assert client.get(_base(registry)).json()["updated_by"] == "cli"
+    table = cli(server, "retention", "plan", registry)
+    header, *rows = table.splitlines()
+    assert header.split() == ["IMAGE", "DIGEST", "TAG", "VERDICT", "REASON", "RULE", "OUTCOME"]
+    tag_rows = {row.split()[2]: row.split()[3:5] for row in rows if row.startswith("app ")}
+    assert tag_rows["1.2"] == ["keep", "rule"] and tag_rows["1.0"] == ["delete", "no_rule"]
+    plan = json.loads(cli(server, "retention", "plans", registry, "--json"))[0]
+    assert _tags(client, repo).keys() == {"1.0", "1.1", "1.2"}  # a dry run
+    applied = json.loads(cli(server, "retention", "apply", registry, str(plan["id"]), "--json"))
+    assert applied["result"]["tags_deleted"] == 2
+    assert _tags(client, repo).keys() == {"1.2"}
+    events = client.get("/api/v1/audit-log", params={"registry": registry, "actor": "cli"})
+    assert {e["action"] for e in events.json()["items"]} == {"retention.policy", "retention.apply"}

@@ -209,7 +209,7 @@ def stamp(moment: datetime | None) -> str | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _matches(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
