@@ -6,6 +6,7 @@ input that changes nothing, and the audit log."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -354,3 +355,30 @@ def test_the_cli_sets_plans_shows_and_applies_as_the_api_does(
     assert _tags(client, repo).keys() == {"1.2"}
     events = client.get("/api/v1/audit-log", params={"registry": registry, "actor": "cli"})
     assert {e["action"] for e in events.json()["items"]} == {"retention.policy", "retention.apply"}
+
+
+def test_the_most_recently_pulled_are_kept(client: httpx.Client, registry: str) -> None:
+    repo = f"{registry}/app"
+    for i in range(3):
+        push_image(client, repo, make_image(f"{registry}-{i}"), f"1.{i}")
+    assert client.get(f"/v2/{repo}/manifests/1.0").status_code == 200  # a pull of the oldest
+    registry_name, image = repo.split("/", 1)
+
+    def pulled() -> bool:
+        tags = client.get(f"/api/v1/registries/{registry_name}/images/{image}/-/tags").json()
+        return any(t["name"] == "1.0" and t["pull_count"] == 1 for t in tags["items"])
+
+    deadline = time.monotonic() + 30  # a bound on waiting, not an assertion on speed
+    while not pulled():
+        assert time.monotonic() < deadline, "the pull was never counted"
+        time.sleep(0.2)
+    _set_policy(client, registry, rules=[{"keep": "latest_pulled", "count": 2}])
+    plan = _plan(client, registry)
+    verdicts = _verdicts(plan)
+    assert verdicts == {
+        "1.0": ("keep", "rule"),
+        "1.1": ("delete", "no_rule"),
+        "1.2": ("delete", "no_rule"),
+    }
+    pulled_at = {t["name"]: t["pulled_at"] for i in plan["items"] for t in i["tags"]}
+    assert pulled_at["1.0"] is not None and pulled_at["1.1"] is None
