@@ -76,7 +76,7 @@ def _start_jobs(services: Services) -> LeasedJobs:
         jobs.start(
             "retention",
             services.retention.run_schedules,
-            first_delay=lambda: retention_every * random.uniform(0.1, 1.0),
+            first_delay=lambda: retention_every * random.uniform(0.5, 1.0),
             interval=lambda: retention_every * random.uniform(0.5, 1.0),
         )
     gc_every = settings.gc_interval_seconds

@@ -166,3 +166,27 @@ async def _scenario(
         else:
             should = not (rules and delete_untagged)  # untagged from the start
         assert found.status_code == (200 if should else 404), (image, digest, plan)
+
+
+def test_when_a_schedule_is_due() -> None:
+    """Daily at HH:MM (UTC): at the first such time after the policy was set or last ran;
+    every N hours: at once, then N hours after the last run."""
+    from datetime import UTC, datetime, timedelta
+
+    from ociregistry.catalog.retention import schedule_due
+
+    set_at = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
+    daily = {"daily_at": "03:00"}
+    assert not schedule_due(daily, None, set_at, set_at + timedelta(minutes=59))
+    assert schedule_due(daily, None, set_at, set_at + timedelta(hours=1))
+    ran = set_at + timedelta(hours=1, seconds=5)
+    assert not schedule_due(daily, ran, set_at, ran + timedelta(hours=23))
+    assert schedule_due(daily, ran, set_at, ran + timedelta(hours=24))
+    late = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)  # set after today's 03:00: tomorrow's
+    assert not schedule_due(daily, None, late, late + timedelta(hours=22))
+    assert schedule_due(daily, None, late, late + timedelta(hours=23))
+    hourly = {"every_hours": 6}
+    assert schedule_due(hourly, None, set_at, set_at)
+    assert not schedule_due(hourly, set_at, set_at, set_at + timedelta(hours=5, minutes=59))
+    assert schedule_due(hourly, set_at, set_at, set_at + timedelta(hours=6))
+    assert not schedule_due(None, None, set_at, set_at + timedelta(days=9))

@@ -103,6 +103,12 @@ def _delete_planned_tag(
     return DELETED
 
 
+def _due(policy: dict[str, Any], set_at: Any, last_run: Any, now: Any) -> bool:
+    return bool(policy.get("rules")) and schedule_due(
+        policy.get("schedule"), as_utc(last_run), as_utc(set_at) or now, now
+    )
+
+
 class Retention:
     """Policies, plans and their application, for the API, the CLI and the schedule."""
 
@@ -169,10 +175,8 @@ class Retention:
     ) -> dict[str, Any]:
         """A dry run: the plan of what the policy would keep and delete now, stored."""
         registry_id = await self._registry_id(registry)
-        policy = (await self.get_policy(registry)) | {}
-        policy = check_policy(
-            {k: policy[k] for k in ("rules", "delete_untagged", "include_immutable", "schedule")}
-        )
+        stored = await self.get_policy(registry)
+        policy = {key: stored[key] for key in EMPTY_POLICY}
         now = utcnow()
         async with self.db.read(offload=True) as conn:
             patterns = await conn.scalar(
@@ -372,17 +376,25 @@ class Retention:
     async def run_schedules(self) -> list[tuple[str, int]]:
         """Make and apply a plan for every registry whose schedule is due; the (registry,
         plan id) pairs applied. Run by the `retention` background job under its lease."""
+        now = utcnow()
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
-                    select(RetentionPolicy.registry_id, Registry.name)
+                    select(
+                        RetentionPolicy.registry_id,
+                        Registry.name,
+                        RetentionPolicy.policy,
+                        RetentionPolicy.updated_at,
+                        RetentionPolicy.last_scheduled_at,
+                    )
                     .join(Registry, Registry.id == RetentionPolicy.registry_id)
                     .where(Registry.status == "available")
                 )
             ).all()
         done = []
-        for registry_id, registry in rows:
-            if not await self._claim(registry_id):
+        for registry_id, registry, policy, set_at, last_run in rows:
+            # Idle means idle: nothing due, nothing written (the claim is a write).
+            if not _due(policy, set_at, last_run, now) or not await self._claim(registry_id):
                 continue
             plan = await self.make_plan(registry, SCHEDULE_ACTOR, trigger="schedule")
             applied = await self.apply_plan(registry, plan["id"], SCHEDULE_ACTOR)
@@ -423,10 +435,7 @@ class Retention:
             ).first()
             if row is None:
                 return False
-            policy, set_at, last_run = row
-            if not policy.get("rules") or not schedule_due(
-                policy.get("schedule"), as_utc(last_run), as_utc(set_at), now
-            ):
+            if not _due(*row, now):
                 return False
             await conn.execute(
                 update(RetentionPolicy)
