@@ -319,8 +319,14 @@ def test_policy_changes_and_applied_plans_are_in_the_audit_log(
     _set_policy(client, registry, rules=[{"keep": "always", "tags": ["none"]}])
     plan = _plan(client, registry)
     _apply(client, registry, plan["id"])
-    events = client.get("/api/v1/audit-log", params={"registry": registry}).json()["items"]
-    by_action = {event["action"]: event for event in events}
+    # An event is recorded once its response has gone: wait for the last one.
+    deadline = time.monotonic() + 30  # a bound on waiting, not an assertion on speed
+    while True:
+        events = client.get("/api/v1/audit-log", params={"registry": registry}).json()["items"]
+        by_action = {event["action"]: event for event in events}
+        if "retention.apply" in by_action or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert by_action["retention.policy"]["outcome"] == "success"
     assert by_action["retention.policy"]["detail"]["policy"]["rules"][0]["tags"] == ["none"]
     assert by_action["retention.plan"]["detail"]["plan"] == plan["id"]

@@ -2,8 +2,8 @@
 applying a plan, and the schedule. What a plan says is computed by catalog/retention.py.
 
 A dry run reads every manifest and tag of the registry once and stores the plan; nothing is
-deleted. Applying plan N executes exactly that plan, item by item, each in a transaction of
-its own that re-checks the item first: a tag deleted only if it still points at the planned
+deleted. Applying plan N executes exactly that plan, in transactions of `APPLY_BATCH` items,
+each item re-checked first: a tag deleted only if it still points at the planned
 digest and was not pushed since (else it is kept and reported), a manifest only when no tag
 points at it and no other manifest needs it (catalog/images.py `delete_unneeded_manifest`).
 A plan is applied once: the first apply claims it by compare-and-set, a second gets 409.
@@ -49,6 +49,7 @@ from ociregistry.db.models import (
 from ociregistry.errors import NotFound, PlanApplied
 from ociregistry.names import RepositoryName
 
+APPLY_BATCH = 50  # items re-checked and deleted per transaction: short write-lock holds
 PLANS_KEPT = 20  # per registry, the newest; older plans go when a new one is made
 SCHEDULE_ACTOR = "retention-schedule"
 EMPTY_POLICY: dict[str, Any] = check_policy({})
@@ -320,15 +321,15 @@ class Retention:
         policy, items = row.policy, row.items
         counts = {"tags_deleted": 0, "manifests_deleted": 0}
         kept: list[dict[str, Any]] = []
-        for item in items:
-            for tag in item["tags"]:
-                if tag["verdict"] != DELETE:
-                    continue
-                outcome = await self.db.transaction(
-                    lambda conn, item=item, tag=tag: _delete_planned_tag(
-                        conn, registry, item, tag, policy
-                    )
-                )
+        doomed = [(item, tag) for item in items for tag in item["tags"] if tag["verdict"] == DELETE]
+        for start in range(0, len(doomed), APPLY_BATCH):
+            batch = doomed[start : start + APPLY_BATCH]
+            outcomes = await self.db.transaction(
+                lambda conn, batch=batch: [
+                    _delete_planned_tag(conn, registry, item, tag, policy) for item, tag in batch
+                ]
+            )
+            for (item, tag), outcome in zip(batch, outcomes, strict=True):
                 tag["outcome"] = outcome
                 if outcome == DELETED:
                     counts["tags_deleted"] += 1
@@ -339,22 +340,26 @@ class Retention:
         waiting = [item for item in items if item["verdict"] == DELETE]
         while waiting:
             retry = []
-            for item in waiting:
-                repo = RepositoryName(registry, item["image"])
-                outcome = await self.db.transaction(
-                    lambda conn, repo=repo, item=item: delete_unneeded_manifest(
-                        conn, repo, item["digest"]
-                    )
+            for start in range(0, len(waiting), APPLY_BATCH):
+                batch = waiting[start : start + APPLY_BATCH]
+                outcomes = await self.db.transaction(
+                    lambda conn, batch=batch: [
+                        delete_unneeded_manifest(
+                            conn, RepositoryName(registry, item["image"]), item["digest"]
+                        )
+                        for item in batch
+                    ]
                 )
-                item["outcome"] = outcome
-                if outcome == "referenced":
-                    retry.append(item)
-                elif outcome == DELETED:
-                    counts["manifests_deleted"] += 1
-                elif outcome != GONE:
-                    kept.append(
-                        {"image": item["image"], "digest": item["digest"], "reason": outcome}
-                    )
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    item["outcome"] = outcome
+                    if outcome == "referenced":
+                        retry.append(item)
+                    elif outcome == DELETED:
+                        counts["manifests_deleted"] += 1
+                    elif outcome != GONE:
+                        kept.append(
+                            {"image": item["image"], "digest": item["digest"], "reason": outcome}
+                        )
             if len(retry) == len(waiting):
                 kept += [
                     {"image": i["image"], "digest": i["digest"], "reason": "referenced"}
