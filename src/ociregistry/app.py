@@ -70,6 +70,15 @@ def _start_jobs(services: Services) -> LeasedJobs:
         services.registries.finish_deletions,
         interval=lambda: min(refresh_every, 60) * random.uniform(0.5, 1.0),
     )
+    # Retention schedules (catalog/retention_plans.py): due plans made and applied.
+    retention_every = settings.retention_check_seconds
+    if retention_every > 0:
+        jobs.start(
+            "retention",
+            services.retention.run_schedules,
+            first_delay=lambda: retention_every * random.uniform(0.5, 1.0),
+            interval=lambda: retention_every * random.uniform(0.5, 1.0),
+        )
     gc_every = settings.gc_interval_seconds
     if gc_every > 0:  # reclaim the blob space deletions leave behind, off the request path
         collector = GarbageCollector(

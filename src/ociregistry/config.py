@@ -55,6 +55,7 @@ class Settings:
     gc_grace_seconds: int = 3600  # blobs younger than this are never collected
     upload_purge_interval_seconds: int = 3600  # how often abandoned uploads are purged
     job_lease_seconds: int = 120  # a background job's lease; a killed holder's lapses after it
+    retention_check_seconds: int = 60  # how often retention schedules are looked at (0: never)
     # Operations: logs, metrics, stopping.
     log_format: str = "text"  # text, or json: one JSON object per line, the access log included
     metrics_token: str = ""  # when set, /metrics wants `Authorization: Bearer <token>`

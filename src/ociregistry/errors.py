@@ -37,6 +37,7 @@ checks it).
     │   ├── RegistryExists             409 REGISTRY_EXISTS
     │   ├── RegistryNotEmpty           409 REGISTRY_NOT_EMPTY
     │   ├── RegistryDeleting           409 REGISTRY_DELETING
+    │   ├── PlanApplied                409 PLAN_ALREADY_APPLIED: a retention plan runs once
     │   ├── Unauthenticated            401 UNAUTHENTICATED
     │   └── PermissionDenied           403 PERMISSION_DENIED
     │       └── CsrfFailed                 a change without the session's CSRF token
@@ -274,6 +275,12 @@ class RegistryNotEmpty(ManagementError):
 
 class RegistryDeleting(ManagementError):
     code, status = "REGISTRY_DELETING", 409
+
+
+class PlanApplied(ManagementError):
+    """A retention plan that was applied (or is being applied) already: a plan runs once."""
+
+    code, status = "PLAN_ALREADY_APPLIED", 409
 
 
 class Unauthenticated(ManagementError):

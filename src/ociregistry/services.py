@@ -17,6 +17,7 @@ from ociregistry.catalog.images import Images
 from ociregistry.catalog.listings import Listings
 from ociregistry.catalog.pulls import PullCounter
 from ociregistry.catalog.registries import Registries
+from ociregistry.catalog.retention_plans import Retention
 from ociregistry.config import Settings
 from ociregistry.content.blobpushes import BlobPushes
 from ociregistry.content.manifests import Manifests
@@ -44,6 +45,7 @@ class Services:
     listings: Listings
     mounts: Mounts
     audit: AuditLog
+    retention: Retention
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -60,6 +62,7 @@ class Services:
         images = Images(db)
         policy = AccessPolicy(db, anonymous_access=settings.anonymous_access)
         uploads = Uploads(db, driver, expiry_seconds=settings.upload_expiry_seconds)
+        audit = AuditLog(db, retention_days=settings.audit_log_retention_days)
         return cls(
             settings=settings,
             db=db,
@@ -83,7 +86,8 @@ class Services:
             pulls=PullCounter(db, enabled=settings.pull_counting),
             listings=Listings(db),
             mounts=Mounts(images, blobs, policy),
-            audit=AuditLog(db, retention_days=settings.audit_log_retention_days),
+            audit=audit,
+            retention=Retention(db, audit),
         )
 
     async def close(self) -> None:

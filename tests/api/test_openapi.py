@@ -590,6 +590,34 @@ def test_storage_and_audit_responses_conform(client: httpx.Client, registry_name
     assert {e["action"] for e in listed["items"]} == {"registry.create", "registry.update"}
 
 
+def test_retention_responses_conform(client: httpx.Client, registry_name: str) -> None:
+    """Issue 14, point 3: the retention policy, its plans and applying one."""
+    conforms(client.post("/api/v1/registries", json={"name": registry_name}), "/api/v1/registries")
+    push_image(client, f"{registry_name}/app", "1.0", f"retention {registry_name}")
+    push_image(client, f"{registry_name}/app", "old", f"retention old {registry_name}")
+    base = f"/api/v1/registries/{registry_name}/retention"
+    path = REG + "/retention"
+    empty = conforms(client.get(base), path)
+    assert empty["rules"] == [] and empty["updated_at"] is None
+    policy = {
+        "rules": [{"keep": "latest_pushed", "count": 1, "exclude_tags": ["old"]}],
+        "schedule": {"daily_at": "03:30"},
+    }
+    assert conforms(client.put(base, json=policy), path)["schedule"] == {"daily_at": "03:30"}
+    error_code(client.put(base, json={"rules": [{"keep": "x"}]}), path, 400, "INVALID_ARGUMENT")
+    plan = conforms(client.post(f"{base}/plans"), path + "/plans")
+    assert plan["summary"]["tags_deleted"] == 1
+    assert conforms(client.get(f"{base}/plans"), path + "/plans")["total"] == 1
+    conforms(client.get(f"{base}/plans/{plan['id']}"), path + "/plans/{plan}")
+    error_code(client.get(f"{base}/plans/0"), path + "/plans/{plan}", 404, "NOT_FOUND")
+    applied = conforms(
+        client.post(f"{base}/plans/{plan['id']}:apply"), path + "/plans/{plan}:apply"
+    )
+    assert applied["result"]["tags_deleted"] == 1
+    again = client.post(f"{base}/plans/{plan['id']}:apply")
+    error_code(again, path + "/plans/{plan}:apply", 409, "PLAN_ALREADY_APPLIED")
+
+
 # -- users, groups and tokens ------------------------------------------------------------------
 
 
@@ -806,3 +834,5 @@ def _spare_the_admin_and_the_examples(case: Any) -> None:
         case.path_parameters = {**parameters, "username": "no-such-user"}
     if case.method == "DELETE" and parameters.get("registry") == "team-a":
         case.path_parameters = {**parameters, "registry": "no-such-registry"}
+    if case.path.endswith(":apply") and parameters.get("registry") == "team-a":
+        case.path_parameters = {**parameters, "registry": "no-such-registry"}  # a retention plan

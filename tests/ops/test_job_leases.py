@@ -20,13 +20,20 @@ import pytest
 from support.pgcluster import URL_ENV, PostgresCluster
 from support.server import RunningServer
 
-JOBS = {"upload-purge", "pull-count-refresh", "registry-deletions", "garbage-collection"}
+JOBS = {
+    "upload-purge",
+    "pull-count-refresh",
+    "registry-deletions",
+    "garbage-collection",
+    "retention",
+}
 LEASE_SECONDS = 3
 SHORT = {
     "OCIREGISTRY_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
     "OCIREGISTRY_GC_INTERVAL_SECONDS": "1",
     "OCIREGISTRY_REGISTRY_COUNT_REFRESH_SECONDS": "1",
     "OCIREGISTRY_UPLOAD_PURGE_INTERVAL_SECONDS": "1",
+    "OCIREGISTRY_RETENTION_CHECK_SECONDS": "1",
 }
 WAIT_SECONDS = 90  # a bound on waiting for runs, never an assertion on speed
 

@@ -3,7 +3,17 @@ and call into catalog/ and auth/."""
 
 from starlette.routing import Route
 
-from ociregistry.api import audit, groups, images, openapi, registries, usage, users, views
+from ociregistry.api import (
+    audit,
+    groups,
+    images,
+    openapi,
+    registries,
+    retention,
+    usage,
+    users,
+    views,
+)
 
 REG = "/api/v1/registries/{registry}"
 IMAGE = REG + "/images/{image:path}"
@@ -17,6 +27,12 @@ routes = [
     Route(REG, registries.update_registry, methods=["PATCH"]),
     Route(REG, registries.delete_registry, methods=["DELETE"]),
     Route(REG + "/labels", registries.replace_labels, methods=["PUT"]),
+    Route(REG + "/retention", retention.get_policy, methods=["GET"]),
+    Route(REG + "/retention", retention.put_policy, methods=["PUT"]),
+    Route(REG + "/retention/plans", retention.list_plans, methods=["GET"]),
+    Route(REG + "/retention/plans", retention.make_plan, methods=["POST"]),
+    Route(REG + "/retention/plans/{plan}:apply", retention.apply_plan, methods=["POST"]),
+    Route(REG + "/retention/plans/{plan}", retention.get_plan, methods=["GET"]),
     Route(REG + "/images", images.list_images, methods=["GET"]),
     Route(REG + "/images:batchDelete", images.batch_delete_images, methods=["POST"]),
     # Tag routes first: an image path never holds a `-` component, so `/-/` ends it.

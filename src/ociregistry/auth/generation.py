@@ -2,7 +2,7 @@
 
 Who a token's user is, whether their personal access token still stands, and what they may do
 in a registry are database rows read on every request; they change rarely. Triggers
-(migration 0013_access_generation) raise one counter, `access_generation`, in the transaction
+(migration 0014) raise one counter, `access_generation`, in the transaction
 of every change to those rows, wherever it comes from (any worker, any instance, the CLI, SQL
 by hand). A request reads the counter once, first (one indexed row: the cheapest statement
 there is), and then trusts what a cache holds from that same generation; anything else it

@@ -492,6 +492,32 @@ def _delete_manifest(
     return True
 
 
+def delete_unneeded_manifest(conn: Connection, repo: RepositoryName, digest: str) -> str:
+    """Delete a manifest only while nothing needs it, in the caller's transaction: no tag
+    points at it and no other manifest of the image names it (as an index's child or as a
+    referrer's subject). Retention applies its plans through this, so that a tag pushed at
+    the manifest since the plan keeps it. Returns `deleted`, `tagged`, `referenced` or `gone`."""
+    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+    manifest_id = None
+    if image_id is not None:
+        manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
+    if manifest_id is None:
+        return "gone"
+    if conn.scalar(select(Tag.id).where(Tag.manifest_id == manifest_id).limit(1)) is not None:
+        return "tagged"
+    others = select(Manifest.id).where(Manifest.image_id == image_id, Manifest.id != manifest_id)
+    child = select(ManifestReference.manifest_id).where(
+        ManifestReference.manifest_id.in_(others),
+        ManifestReference.kind == "manifest",
+        ManifestReference.digest == digest,
+    )
+    referrer = others.where(Manifest.subject == digest)
+    if conn.scalar(child.limit(1)) is not None or conn.scalar(referrer.limit(1)) is not None:
+        return "referenced"
+    _delete_manifest(conn, repo, digest, True)
+    return "deleted"
+
+
 def _insert_manifest(
     conn: Connection, image_id: int, digest: str, size: int, parsed: ParsedManifest
 ) -> int:

@@ -223,7 +223,7 @@ _ADD_TO_IMAGE = (
 _ADD_TO_TAG = (
     update(Tag)
     .where(Tag.image_id == bindparam("which_image"), Tag.name == bindparam("which_tag"))
-    .values(pull_count=Tag.pull_count + bindparam("n"))
+    .values(pull_count=Tag.pull_count + bindparam("n"), last_pulled_at=bindparam("now"))
 )
 _PENDING = (
     select(PullEvent.id, PullEvent.at, PullEvent.client, PullEvent.image_id, PullEvent.digest)
@@ -292,7 +292,9 @@ def _flush(
         found = image_id(registry, image)
         if found is not None:
             image_totals[found] += n
-            conn.execute(_ADD_TO_TAG, {"which_image": found, "which_tag": tag, "n": n})
+            conn.execute(
+                _ADD_TO_TAG, {"which_image": found, "which_tag": tag, "n": n, "now": utcnow()}
+            )
     for found, n in image_totals.items():
         conn.execute(_ADD_TO_IMAGE, {"which_image": found, "n": n})
     rows = [
@@ -342,7 +344,9 @@ def _count(conn: Connection, settled_before: float) -> None:
     for image_id, n in image_counts.items():
         conn.execute(_ADD_TO_IMAGE, {"which_image": image_id, "n": n})
     for (image_id, tag), n in tag_counts.items():
-        conn.execute(_ADD_TO_TAG, {"which_image": image_id, "which_tag": tag, "n": n})
+        conn.execute(
+            _ADD_TO_TAG, {"which_image": image_id, "which_tag": tag, "n": n, "now": utcnow()}
+        )
 
 
 async def refresh_registry_counts(db: Database, *, older_than_seconds: float) -> int:

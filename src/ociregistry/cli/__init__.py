@@ -13,7 +13,7 @@ import sys
 from sqlalchemy.exc import OperationalError
 
 from ociregistry import __version__
-from ociregistry.cli import accounts, configuration, keys, registries, serve, storage
+from ociregistry.cli import accounts, configuration, keys, registries, retention, serve, storage
 from ociregistry.cli.base import prepare
 from ociregistry.config import ConfigError
 from ociregistry.errors import RegistryError
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ociregistry", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, registries, accounts, keys, configuration, storage):
+    for module in (serve, registries, retention, accounts, keys, configuration, storage):
         module.add_commands(commands, common)
     return parser
 

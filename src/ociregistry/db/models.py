@@ -186,6 +186,7 @@ class Tag(Base):
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"))
     pull_count: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the last push to this tag
+    last_pulled_at: Mapped[datetime | None] = mapped_column(nullable=True)  # by catalog/pulls.py
 
 
 class AuditEvent(Base):
@@ -274,3 +275,39 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     outcome: Mapped[str] = mapped_column(String(16), default="running")  # | ok | failed | lost
+
+
+class RetentionPolicy(Base):
+    """A registry's retention policy (catalog/retention.py): its rules as JSON, and when the
+    schedule last made a plan (the compare-and-set that lets one instance run it)."""
+
+    __tablename__ = "retention_policies"
+
+    registry_id: Mapped[int] = mapped_column(
+        ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True
+    )
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    last_scheduled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RetentionPlan(Base):
+    """A stored dry run: every manifest and tag with its verdict and the rule that decided it;
+    applying it executes exactly these items and records what happened to each."""
+
+    __tablename__ = "retention_plans"
+    __table_args__ = (Index("ix_retention_plans_registry", "registry_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    registry_id: Mapped[int] = mapped_column(ForeignKey("registries.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | schedule
+    status: Mapped[str] = mapped_column(String(16))  # planned | applying | applied
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    items: Mapped[list[Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    applied_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    applied_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

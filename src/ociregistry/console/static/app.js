@@ -9,6 +9,7 @@ import { auditView } from "./views/audit.js";
 import { groupsView, membersView } from "./views/groups.js";
 import { imagesView, tagsView } from "./views/images.js";
 import { registriesView, sharedView } from "./views/registries.js";
+import { retentionView } from "./views/retention.js";
 import { signinView } from "./views/signin.js";
 import { tokensView } from "./views/tokens.js";
 import { usersView } from "./views/users.js";
@@ -36,6 +37,8 @@ function resolve(segments) {
     if (n === 1) return { nav: "#/registries", auth: true, make: (ctx) => registriesView(ctx) };
     if (match("registries", null, "images"))
       return { nav: "#/registries", auth: true, make: (ctx) => imagesView(ctx, { mode: "user", registry: reg }) };
+    if (match("registries", null, "retention"))
+      return { nav: "#/registries", auth: true, make: (ctx) => retentionView(ctx, { registry: reg }) };
     if (match("registries", null, "images", null, "tags"))
       return { nav: "#/registries", auth: true, make: (ctx) => tagsView(ctx, { mode: "user", registry: reg, image }) };
   }

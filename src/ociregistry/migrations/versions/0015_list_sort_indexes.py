@@ -1,7 +1,7 @@
 """indexes for every sort the lists offer, and a trigram index of image names
 
 Revision ID: 0015
-Revises: 0013_access_generation
+Revises: 0014
 Create Date: 2026-12-06 02:20:00
 
 Issue 15, flat growth, on SQLite and PostgreSQL. The console sorts a registry's images by
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0013_access_generation"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -24,6 +24,7 @@ import {
 } from "./common.js";
 import { openDialog } from "./dialog.js";
 import { listToolbar, showResults } from "./registries.js";
+import { retentionHref } from "./retention.js";
 import { rightsInRegistry } from "./rights.js";
 import { createTable } from "./table.js";
 
@@ -213,7 +214,11 @@ export function imagesView(ctx, { mode, registry }) {
   const el = h(
     "section",
     { class: "page", dataset: { testid: "page-images" } },
-    pageHeader(title, crumbs),
+    pageHeader(
+      title,
+      crumbs,
+      mode === "user" ? [link(retentionHref(registry), t("retention.link"), { class: "btn btn-default", dataset: { testid: "retention-link" } })] : [],
+    ),
     mode === "platform" ? h("p", { class: "page-intro" }, t("platform.intro")) : null,
     head,
     listPart,

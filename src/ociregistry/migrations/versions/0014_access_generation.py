@@ -7,8 +7,8 @@ project groups and their members, and registries (name, kind, visibility, status
 Writes the policy does not read (a token's last use, a registry's counts or remark) leave it
 alone. Being triggers, they catch every path that writes: the server, the CLI, SQL by hand.
 
-Revision ID: 0013_access_generation
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-06 02:10:00
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_access_generation"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

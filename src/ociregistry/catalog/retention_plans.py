@@ -1,0 +1,450 @@
+"""Retention (issue 14, point 3) in the database: a registry's policy, its stored plans,
+applying a plan, and the schedule. What a plan says is computed by catalog/retention.py.
+
+A dry run reads every manifest and tag of the registry once and stores the plan; nothing is
+deleted. Applying plan N executes exactly that plan, in transactions of `APPLY_BATCH` items,
+each item re-checked first: a tag deleted only if it still points at the planned
+digest and was not pushed since (else it is kept and reported), a manifest only when no tag
+points at it and no other manifest needs it (catalog/images.py `delete_unneeded_manifest`).
+A plan is applied once: the first apply claims it by compare-and-set, a second gets 409.
+
+The schedule runs as one background job under the job lease (catalog/leases.py, started in
+app.py); each registry's due run is also claimed in a transaction that moves its
+`last_scheduled_at`, so a run never happens twice. Each registry keeps its last `PLANS_KEPT`
+plans for inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+
+from ociregistry.catalog.audit import AuditLog, AuditRecord
+from ociregistry.catalog.images import delete_unneeded_manifest
+from ociregistry.catalog.immutable import rule_for
+from ociregistry.catalog.retention import (
+    DELETE,
+    ManifestFacts,
+    TagFacts,
+    check_policy,
+    make_plan,
+    schedule_due,
+    stamp,
+)
+from ociregistry.db.database import Database
+from ociregistry.db.models import (
+    Image,
+    Manifest,
+    ManifestReference,
+    Registry,
+    RetentionPlan,
+    RetentionPolicy,
+    Tag,
+    as_utc,
+    utcnow,
+)
+from ociregistry.errors import NotFound, PlanApplied
+from ociregistry.names import RepositoryName
+
+APPLY_BATCH = 50  # items re-checked and deleted per transaction: short write-lock holds
+PLANS_KEPT = 20  # per registry, the newest; older plans go when a new one is made
+SCHEDULE_ACTOR = "retention-schedule"
+EMPTY_POLICY: dict[str, Any] = check_policy({})
+log = logging.getLogger("ociregistry.retention")
+
+# What happens to a tag or manifest of the plan when it is applied.
+DELETED, GONE, MOVED, PUSHED = "deleted", "gone", "moved", "pushed_since"
+IMMUTABLE_NOW = "immutable"
+
+
+def _plan_json(row: Any, registry: str, *, items: bool = True) -> dict[str, Any]:
+    plan = {
+        "id": row.id,
+        "registry": registry,
+        "created_at": stamp(row.created_at),
+        "created_by": row.created_by,
+        "trigger": row.trigger,
+        "status": row.status,
+        "policy": row.policy,
+        "summary": row.summary,
+        "applied_at": stamp(row.applied_at),
+        "applied_by": row.applied_by,
+        "result": row.result,
+    }
+    if items:
+        plan["items"] = row.items
+    return plan
+
+
+def _delete_planned_tag(
+    conn: Connection, registry: str, item: dict[str, Any], tag: dict[str, Any], policy: dict
+) -> str:
+    """Delete one tag of the plan if it is as planned; else say why it stays."""
+    row = conn.execute(
+        select(Tag.id, Manifest.digest, Tag.created_at, Registry.immutable_tags)
+        .join(Manifest, Manifest.id == Tag.manifest_id)
+        .join(Image, Image.id == Tag.image_id)
+        .join(Registry, Registry.id == Image.registry_id)
+        .where(Registry.name == registry, Image.name == item["image"], Tag.name == tag["name"])
+        .with_for_update(of=Tag)
+    ).first()
+    if row is None:
+        return GONE
+    tag_id, digest, pushed_at, immutable_patterns = row
+    if digest != item["digest"]:
+        return MOVED
+    if stamp(as_utc(pushed_at)) != tag["pushed_at"]:
+        return PUSHED
+    if not policy["include_immutable"] and rule_for(immutable_patterns, tag["name"]):
+        return IMMUTABLE_NOW
+    conn.execute(delete(Tag).where(Tag.id == tag_id))
+    return DELETED
+
+
+def _due(policy: dict[str, Any], set_at: Any, last_run: Any, now: Any) -> bool:
+    return bool(policy.get("rules")) and schedule_due(
+        policy.get("schedule"), as_utc(last_run), as_utc(set_at) or now, now
+    )
+
+
+class Retention:
+    """Policies, plans and their application, for the API, the CLI and the schedule."""
+
+    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
+        self.db = db
+        self.audit = audit
+
+    async def _registry_id(self, registry: str) -> int:
+        async with self.db.read() as conn:
+            found = await conn.scalar(
+                select(Registry.id).where(Registry.name == registry, Registry.status == "available")
+            )
+        if found is None:
+            raise NotFound(f"registry {registry!r} does not exist", detail={"name": registry})
+        return found
+
+    # -- the policy ------------------------------------------------------------------------
+
+    async def get_policy(self, registry: str) -> dict[str, Any]:
+        registry_id = await self._registry_id(registry)
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        RetentionPolicy.policy,
+                        RetentionPolicy.updated_at,
+                        RetentionPolicy.updated_by,
+                        RetentionPolicy.last_scheduled_at,
+                    ).where(RetentionPolicy.registry_id == registry_id)
+                )
+            ).first()
+        policy, updated_at, updated_by, last_run = row or (EMPTY_POLICY, None, None, None)
+        return {
+            **policy,
+            "updated_at": stamp(updated_at),
+            "updated_by": updated_by,
+            "last_scheduled_at": stamp(last_run),
+        }
+
+    async def set_policy(self, registry: str, body: Any, actor: str | None) -> dict[str, Any]:
+        policy = check_policy(body)
+        registry_id = await self._registry_id(registry)
+        async with self.db.write() as conn:
+            changed = await conn.execute(
+                update(RetentionPolicy)
+                .where(RetentionPolicy.registry_id == registry_id)
+                .values(policy=policy, updated_at=utcnow(), updated_by=actor)
+            )
+            if not changed.rowcount:
+                await conn.execute(
+                    RetentionPolicy.__table__.insert().values(
+                        registry_id=registry_id,
+                        policy=policy,
+                        updated_at=utcnow(),
+                        updated_by=actor,
+                    )
+                )
+        return await self.get_policy(registry)
+
+    # -- plans -----------------------------------------------------------------------------
+
+    async def make_plan(
+        self, registry: str, actor: str | None, *, trigger: str = "manual"
+    ) -> dict[str, Any]:
+        """A dry run: the plan of what the policy would keep and delete now, stored."""
+        registry_id = await self._registry_id(registry)
+        stored = await self.get_policy(registry)
+        policy = {key: stored[key] for key in EMPTY_POLICY}
+        now = utcnow()
+        async with self.db.read(offload=True) as conn:
+            patterns = await conn.scalar(
+                select(Registry.immutable_tags).where(Registry.id == registry_id)
+            )
+            manifest_rows = (
+                await conn.execute(
+                    select(
+                        Manifest.id,
+                        Image.name,
+                        Manifest.digest,
+                        Manifest.media_type,
+                        Manifest.created_at,
+                        Manifest.subject,
+                    )
+                    .join(Image, Image.id == Manifest.image_id)
+                    .where(Image.registry_id == registry_id)
+                )
+            ).all()
+            child_rows = (
+                await conn.execute(
+                    select(ManifestReference.manifest_id, ManifestReference.digest)
+                    .join(Manifest, Manifest.id == ManifestReference.manifest_id)
+                    .join(Image, Image.id == Manifest.image_id)
+                    .where(Image.registry_id == registry_id, ManifestReference.kind == "manifest")
+                )
+            ).all()
+            tag_rows = (
+                await conn.execute(
+                    select(
+                        Image.name, Tag.name, Manifest.digest, Tag.created_at, Tag.last_pulled_at
+                    )
+                    .join(Tag, Tag.image_id == Image.id)
+                    .join(Manifest, Manifest.id == Tag.manifest_id)
+                    .where(Image.registry_id == registry_id)
+                )
+            ).all()
+        children: dict[int, list[str]] = {}
+        for manifest_id, digest in child_rows:
+            children.setdefault(manifest_id, []).append(digest)
+        manifests = [
+            ManifestFacts(
+                image, digest, media_type, as_utc(created), tuple(children.get(i, ())), subject
+            )
+            for i, image, digest, media_type, created, subject in manifest_rows
+        ]
+        tags = [
+            TagFacts(image, name, digest, as_utc(pushed), as_utc(pulled))
+            for image, name, digest, pushed, pulled in tag_rows
+        ]
+        items, summary = make_plan(policy, manifests, tags, patterns or [], now)
+        async with self.db.write() as conn:
+            plan_id = (
+                await conn.execute(
+                    RetentionPlan.__table__.insert()
+                    .values(
+                        registry_id=registry_id,
+                        created_at=now,
+                        created_by=actor,
+                        trigger=trigger,
+                        status="planned",
+                        policy=policy,
+                        items=items,
+                        summary=summary,
+                    )
+                    .returning(RetentionPlan.id)
+                )
+            ).scalar_one()
+            kept = (
+                select(RetentionPlan.id)
+                .where(RetentionPlan.registry_id == registry_id)
+                .order_by(RetentionPlan.id.desc())
+                .limit(PLANS_KEPT)
+            )
+            await conn.execute(
+                delete(RetentionPlan).where(
+                    RetentionPlan.registry_id == registry_id,
+                    RetentionPlan.id.not_in(select(kept.subquery().c.id)),
+                )
+            )
+        return await self.get_plan(registry, plan_id)
+
+    async def _plan_row(self, registry: str, plan_id: int) -> Any:
+        registry_id = await self._registry_id(registry)
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(RetentionPlan).where(
+                        RetentionPlan.id == plan_id, RetentionPlan.registry_id == registry_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"registry {registry!r} has no retention plan {plan_id}",
+                detail={"plan": plan_id},
+            )
+        return row
+
+    async def get_plan(self, registry: str, plan_id: int) -> dict[str, Any]:
+        return _plan_json(await self._plan_row(registry, plan_id), registry)
+
+    async def list_plans(self, registry: str) -> list[dict[str, Any]]:
+        """The registry's kept plans, newest first, without their items."""
+        registry_id = await self._registry_id(registry)
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        RetentionPlan.id,
+                        RetentionPlan.created_at,
+                        RetentionPlan.created_by,
+                        RetentionPlan.trigger,
+                        RetentionPlan.status,
+                        RetentionPlan.policy,
+                        RetentionPlan.summary,
+                        RetentionPlan.applied_at,
+                        RetentionPlan.applied_by,
+                        RetentionPlan.result,
+                    )
+                    .where(RetentionPlan.registry_id == registry_id)
+                    .order_by(RetentionPlan.id.desc())
+                )
+            ).all()
+        return [_plan_json(row, registry, items=False) for row in rows]
+
+    async def apply_plan(self, registry: str, plan_id: int, actor: str | None) -> dict[str, Any]:
+        """Execute exactly plan `plan_id`, re-checking each item; record what happened."""
+        row = await self._plan_row(registry, plan_id)
+        async with self.db.write() as conn:
+            claimed = await conn.execute(
+                update(RetentionPlan)
+                .where(RetentionPlan.id == plan_id, RetentionPlan.status == "planned")
+                .values(status="applying", applied_by=actor)
+            )
+        if claimed.rowcount != 1:
+            raise PlanApplied(
+                f"retention plan {plan_id} of {registry!r} was applied already; make a new plan",
+                detail={"plan": plan_id},
+            )
+        policy, items = row.policy, row.items
+        counts = {"tags_deleted": 0, "manifests_deleted": 0}
+        kept: list[dict[str, Any]] = []
+        doomed = [(item, tag) for item in items for tag in item["tags"] if tag["verdict"] == DELETE]
+        for start in range(0, len(doomed), APPLY_BATCH):
+            batch = doomed[start : start + APPLY_BATCH]
+            outcomes = await self.db.transaction(
+                lambda conn, batch=batch: [
+                    _delete_planned_tag(conn, registry, item, tag, policy) for item, tag in batch
+                ]
+            )
+            for (item, tag), outcome in zip(batch, outcomes, strict=True):
+                tag["outcome"] = outcome
+                if outcome == DELETED:
+                    counts["tags_deleted"] += 1
+                elif outcome != GONE:
+                    kept.append({"image": item["image"], "tag": tag["name"], "reason": outcome})
+        # Manifests: an index or referrer goes before what it names, so retry what another
+        # planned manifest still referenced until a pass deletes nothing more.
+        waiting = [item for item in items if item["verdict"] == DELETE]
+        while waiting:
+            retry = []
+            for start in range(0, len(waiting), APPLY_BATCH):
+                batch = waiting[start : start + APPLY_BATCH]
+                outcomes = await self.db.transaction(
+                    lambda conn, batch=batch: [
+                        delete_unneeded_manifest(
+                            conn, RepositoryName(registry, item["image"]), item["digest"]
+                        )
+                        for item in batch
+                    ]
+                )
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    item["outcome"] = outcome
+                    if outcome == "referenced":
+                        retry.append(item)
+                    elif outcome == DELETED:
+                        counts["manifests_deleted"] += 1
+                    elif outcome != GONE:
+                        kept.append(
+                            {"image": item["image"], "digest": item["digest"], "reason": outcome}
+                        )
+            if len(retry) == len(waiting):
+                kept += [
+                    {"image": i["image"], "digest": i["digest"], "reason": "referenced"}
+                    for i in retry
+                ]
+                break
+            waiting = retry
+        result = {**counts, "kept": kept}
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(RetentionPlan)
+                .where(RetentionPlan.id == plan_id)
+                .values(status="applied", applied_at=utcnow(), result=result, items=items)
+            )
+        return await self.get_plan(registry, plan_id)
+
+    # -- the schedule ----------------------------------------------------------------------
+
+    async def run_schedules(self) -> list[tuple[str, int]]:
+        """Make and apply a plan for every registry whose schedule is due; the (registry,
+        plan id) pairs applied. Run by the `retention` background job under its lease."""
+        now = utcnow()
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        RetentionPolicy.registry_id,
+                        Registry.name,
+                        RetentionPolicy.policy,
+                        RetentionPolicy.updated_at,
+                        RetentionPolicy.last_scheduled_at,
+                    )
+                    .join(Registry, Registry.id == RetentionPolicy.registry_id)
+                    .where(Registry.status == "available")
+                )
+            ).all()
+        done = []
+        for registry_id, registry, policy, set_at, last_run in rows:
+            # Idle means idle: nothing due, nothing written (the claim is a write).
+            if not _due(policy, set_at, last_run, now) or not await self._claim(registry_id):
+                continue
+            plan = await self.make_plan(registry, SCHEDULE_ACTOR, trigger="schedule")
+            applied = await self.apply_plan(registry, plan["id"], SCHEDULE_ACTOR)
+            log.info("retention plan %d of %s applied: %s", plan["id"], registry, applied["result"])
+            if self.audit is not None:
+                await self.audit.record(
+                    AuditRecord(
+                        actor=SCHEDULE_ACTOR,
+                        client="-",
+                        request_id=None,
+                        action="retention.apply",
+                        method="JOB",
+                        target=f"/api/v1/registries/{registry}/retention/plans/{plan['id']}:apply",
+                        registry=registry,
+                        status=200,
+                        outcome="success",
+                        detail={"plan": plan["id"], **(applied["result"] or {})},
+                    )
+                )
+            done.append((registry, plan["id"]))
+        return done
+
+    async def _claim(self, registry_id: int) -> bool:
+        """Take the registry's due scheduled run, if it is due: one transaction reads and
+        moves `last_scheduled_at`, so two instances never both take it."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        RetentionPolicy.policy,
+                        RetentionPolicy.updated_at,
+                        RetentionPolicy.last_scheduled_at,
+                    )
+                    .where(RetentionPolicy.registry_id == registry_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return False
+            if not _due(*row, now):
+                return False
+            await conn.execute(
+                update(RetentionPolicy)
+                .where(RetentionPolicy.registry_id == registry_id)
+                .values(last_scheduled_at=now)
+            )
+        return True
