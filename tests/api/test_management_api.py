@@ -1010,7 +1010,8 @@ def assert_complete(http: httpx.Client, repository: str, image: Image, tag: str)
     assert manifest.status_code == 200, manifest.text
     assert manifest.content == image.manifest.data
     for blob in image.blobs():
-        served = http.get(f"/v2/{repository}/blobs/{blob.digest}")
+        # On S3 storage the registry answers 307 to a presigned URL: follow it, as clients do.
+        served = http.get(f"/v2/{repository}/blobs/{blob.digest}", follow_redirects=True)
         assert served.status_code == 200 and served.content == blob.data, served.status_code
 
 
