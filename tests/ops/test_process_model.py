@@ -150,3 +150,36 @@ def test_the_worker_finds_the_same_migration_head_as_alembic() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     assert migration_head() == ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_a_worker_that_cannot_start_during_an_outage_does_not_stop_the_server(
+    fresh_server: RunningServer,
+) -> None:
+    """A worker killed while the storage is away is replaced by one whose start fails; the
+    other worker keeps serving, and once the storage is back a new worker starts. Before,
+    the supervisor took that failed start for a broken installation and stopped everything."""
+    _wait_for(lambda: len(_workers(fresh_server)) == 2, "two workers")
+    assert fresh_server.process is not None
+    storage = fresh_server.data_dir / "storage"
+    aside = fresh_server.data_dir / "storage-aside"
+    victim = min(_workers(fresh_server))
+    storage.rename(aside)
+    storage.write_text("not a directory")  # a worker's start now fails on the storage
+    try:
+        os.kill(victim, signal.SIGKILL)
+        process = fresh_server.process
+        _wait_for(
+            lambda: (
+                "failed its start while another serves" in fresh_server.log()
+                or process.poll() is not None
+            ),
+            "the supervisor to see a replacement worker fail its start",
+        )
+        assert fresh_server.process.poll() is None, fresh_server.log()
+        assert httpx.get(f"{fresh_server.url}/livez").status_code == 200
+    finally:
+        storage.unlink()
+        aside.rename(storage)
+    _wait_for(lambda: len(_workers(fresh_server)) == 2, "a replacement worker")
+    _wait_for(lambda: httpx.get(f"{fresh_server.url}/readyz").status_code == 200, "readiness again")
+    assert fresh_server.process.poll() is None

@@ -37,6 +37,7 @@ log = logging.getLogger("ociregistry.supervisor")
 WORKER_MODULE = "ociregistry.ops.worker"
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app's lifespan startup failed
 POLL_SECONDS = 0.5  # how often worker exits are looked for between signals
+RESTART_PAUSE_SECONDS = 2.0  # before replacing a worker that failed its start
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -50,6 +51,7 @@ class Supervisor:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.retiring: list[subprocess.Popen[bytes]] = []
         self.received: list[int] = []
+        self.retry_at: dict[int, float] = {}  # pid of a worker that failed its start -> when
 
     def spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -106,16 +108,33 @@ class Supervisor:
         return False
 
     def _replace_dead_workers(self) -> int | None:
-        """Start a new worker for each that exited; a status to exit with if a worker could
-        not start its app (it would fail the same way on every restart)."""
+        """Start a new worker for each that exited; a status to exit with if no worker can
+        start its app (every one would fail the same way on every restart).
+
+        A worker that fails its start while another one serves is replaced after a pause,
+        not taken for a broken installation: its start may have met a passing fault (the
+        storage or database away for a moment) that the serving worker rides out, and
+        stopping the whole server for it would turn a short outage into a long one."""
         self.retiring = [old for old in self.retiring if old.poll() is None]
+        now = time.monotonic()
         for index, worker in enumerate(self.workers):
             code = worker.poll()
             if code is None:
                 continue
             if code == STARTUP_FAILURE:
-                log.error("worker [%d] failed to start the registry; stopping", worker.pid)
-                return STARTUP_FAILURE
+                if not any(other.poll() is None for other in self.workers):
+                    log.error("worker [%d] failed to start the registry; stopping", worker.pid)
+                    return STARTUP_FAILURE
+                if worker.pid not in self.retry_at:
+                    log.warning(
+                        "worker [%d] failed its start while another serves; retrying in %.0f s",
+                        worker.pid,
+                        RESTART_PAUSE_SECONDS,
+                    )
+                retry_at = self.retry_at.setdefault(worker.pid, now + RESTART_PAUSE_SECONDS)
+                if now < retry_at:
+                    continue
+                self.retry_at.pop(worker.pid, None)
             replacement = self.spawn()
             log.warning(
                 "worker [%d] exited (status %d); started worker [%d]",
