@@ -13,6 +13,15 @@ next one. Finishing checks the digest and composes the parts into the blob, serv
 digest mismatch cancels the session, as Distribution does. A monolithic upload (the whole blob
 in the request that names its digest) streams straight to its place with `put_stream`,
 verified before it becomes visible.
+
+Only the commit that drops a finished session (with the blob's link, before the 201) is
+durable on its own. The session's creation, claims and progress commit without an fsync
+(`Database.transaction(durable=False)`): none of them answers a 201, and the drop's durable
+commit syncs them too. A power cut before it loses only what no client was promised: the
+session (the client starts again on BLOB_UPLOAD_UNKNOWN or a 416 with the true offset), or the
+garbage candidate a claim records, which leaves at worst an unlinked blob that
+`ociregistry fsck` reports. A process crash loses none of them. On SQLite that is one fsync
+per small blob push instead of three.
 """
 
 from __future__ import annotations
@@ -230,7 +239,9 @@ class Uploads:
             "started_at": now,
             "active_at": now,
         }
-        await self.db.transaction(lambda conn: conn.execute(insert(UploadRow).values(**row)))
+        await self.db.transaction(
+            lambda conn: conn.execute(insert(UploadRow).values(**row)), durable=False
+        )
         return UploadSession(row["id"], repository, 0, now.timestamp())
 
     async def get(self, upload_id: str, repository: str) -> UploadSession:
@@ -419,10 +430,10 @@ class Uploads:
                 also(conn)
             return won, row
 
-        won, row = await self.db.transaction(lambda conn: claim(conn, None))
+        won, row = await self.db.transaction(lambda conn: claim(conn, None), durable=False)
         if not won and row is not None and row.writer and _holder_is_dead(row.writer):
             dead = row.writer
-            won, row = await self.db.transaction(lambda conn: claim(conn, dead))
+            won, row = await self.db.transaction(lambda conn: claim(conn, dead), durable=False)
         if row is None:
             raise BlobUploadUnknown(f"upload {session.id} is unknown in {session.repository}")
         if not won:
@@ -453,7 +464,8 @@ class Uploads:
                 update(UploadRow)
                 .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
                 .values(writer_since=utcnow())
-            )
+            ),
+            durable=False,
         )
 
     async def _release(self, claimed: _Claimed) -> None:
@@ -463,7 +475,8 @@ class Uploads:
                 update(UploadRow)
                 .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
                 .values(writer=None, writer_since=None)
-            )
+            ),
+            durable=False,
         )
 
     async def _advance(self, claimed: _Claimed) -> None:
@@ -485,7 +498,7 @@ class Uploads:
                 .values(**values)
             ).rowcount
 
-        if await self.db.transaction(advance) != 1:
+        if await self.db.transaction(advance, durable=False) != 1:
             raise RangeInvalid(
                 f"upload {claimed.session.id} was taken over while this chunk was written; "
                 "ask for its status and continue from there",

@@ -4,6 +4,17 @@ SQLite (the embedded default) runs in WAL mode so readers never wait for the wri
 `synchronous=FULL` so a committed push survives a power cut, and writes begin with
 `BEGIN IMMEDIATE` so two processes never deadlock upgrading a read lock.
 
+A transaction that acknowledges nothing by itself (an upload session's creation, its claim
+and its progress: a 202, never a 201) may ask for `transaction(work, durable=False)`: on
+SQLite it commits with `synchronous=NORMAL`, which appends to the WAL without an fsync. That
+is safe because the WAL is one file written in order: the next FULL commit, of any connection
+or process (the one that answers the 201 of the same push, at the latest), fsyncs the WAL up
+to and including it, and a power cut before then only loses rows no client was promised (the
+client sees BLOB_UPLOAD_UNKNOWN or a 416 with the true offset, and starts the upload again).
+A process crash loses nothing either way: the commit is in the WAL, in the page cache. It
+saves one fsync per such commit, two of the three per blob a small push pays otherwise.
+PostgreSQL commits every transaction durably.
+
 SQLite reads run inline on the event loop, on one connection per process: they are indexed
 point lookups in a local file that take microseconds, less than a hop to a worker thread
 would. Lists and counts (the console's searches, `COUNT` over subqueries) can take
@@ -40,15 +51,19 @@ _PRAGMAS = (
     f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "foreign_keys=ON",
 )
+# The same, for the writer of commits that need no fsync of their own (see above).
+_RELAXED_PRAGMAS = tuple(
+    "synchronous=NORMAL" if pragma == "synchronous=FULL" else pragma for pragma in _PRAGMAS
+)
 
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _apply_pragmas(dbapi_connection: Any) -> None:
+def _apply_pragmas(dbapi_connection: Any, pragmas: tuple[str, ...] = _PRAGMAS) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in _PRAGMAS:
+    for pragma in pragmas:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -167,7 +182,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_sync_engine(url: str) -> Engine:
+def _sqlite_sync_engine(url: str, pragmas: tuple[str, ...] = _PRAGMAS) -> Engine:
     """Writes that run whole on a worker thread: one thread hop per transaction, not three
     per statement as through the async driver."""
     engine = create_engine(
@@ -178,7 +193,7 @@ def _sqlite_sync_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        _apply_pragmas(dbapi_connection)
+        _apply_pragmas(dbapi_connection, pragmas)
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
@@ -196,6 +211,7 @@ class Database:
         self.url = url
         self._inline: InlineReader | None = None
         self._sync_writer: Engine | None = None
+        self._relaxed_writer: Engine | None = None
         self._offloaded: Engine | None = None
         # SQLite takes one writer at a time; queueing this process's writers here costs
         # nothing, while letting them collide costs busy-handler sleeps of milliseconds.
@@ -206,6 +222,7 @@ class Database:
             self._inline = InlineReader(url)
             self._writer = _sqlite_engine(url)
             self._sync_writer = _sqlite_sync_engine(url)
+            self._relaxed_writer = _sqlite_sync_engine(url, _RELAXED_PRAGMAS)
             self._offloaded = _sqlite_read_engine(url)
         else:
             self._writer = create_async_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=0)
@@ -213,10 +230,15 @@ class Database:
         # PostgreSQL reads: autocommit, so a read is its statements and nothing more.
         self._reader = self._writer.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def transaction(self, work: Callable[[Connection], T]) -> T:
-        """Run `work(connection)` inside one transaction and return what it returns."""
+    async def transaction(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+        """Run `work(connection)` inside one transaction and return what it returns.
+
+        `durable=False` is for a transaction whose commit answers no client's 201 and whose
+        loss in a power cut loses nothing acknowledged: SQLite then skips its fsync, and the
+        next durable commit syncs it (see the module's docstring)."""
         if self._sync_writer is not None:
-            engine = self._sync_writer
+            engine = self._sync_writer if durable else self._relaxed_writer
+            assert engine is not None
 
             def run() -> T:
                 with engine.begin() as connection:
@@ -352,12 +374,16 @@ class Database:
         watch(self._writer.sync_engine)
         if self._sync_writer is not None:
             watch(self._sync_writer)
+        if self._relaxed_writer is not None:
+            watch(self._relaxed_writer)
 
     async def dispose(self) -> None:
         if self._inline is not None:
             self._inline.dispose()
         if self._sync_writer is not None:
             self._sync_writer.dispose()
+        if self._relaxed_writer is not None:
+            self._relaxed_writer.dispose()
         if self._offloaded is not None:
             self._offloaded.dispose()
         await self._writer.dispose()
