@@ -25,6 +25,7 @@ from ociregistry.catalog.pulls import refresh_registry_counts
 from ociregistry.config import Settings
 from ociregistry.console import routes as console
 from ociregistry.content.gc import GarbageCollector
+from ociregistry.db.database import is_retryable
 from ociregistry.errors import RegistryError
 from ociregistry.ops import access, audit, health, metrics, shutdown
 from ociregistry.services import Services
@@ -151,6 +152,12 @@ def database_failure(request: Request, error: Exception) -> RegistryError:
     database is away (restarting, failing over, refusing connections), which clients retry;
     500 for a statement it refused. Either way the transaction rolled back; logged once here."""
     log.error("database failed during %s %s: %s", request.method, request.url.path, error)
+    if is_retryable(error):  # a deadlock or a serialization failure, retried in vain
+        return errors.DatabaseUnavailable(
+            "the registry's database gave way to conflicting changes, again on each retry: "
+            "nothing changed; retry later",
+            retry_after=DATABASE_RETRY_AFTER_SECONDS,
+        )
     refused = isinstance(error, IntegrityError | ProgrammingError | DataError)
     if refused and not getattr(error, "connection_invalidated", False):
         return errors.DatabaseFailed("the registry's database refused the request: nothing changed")

@@ -26,11 +26,54 @@ On PostgreSQL a read is one round trip per statement: reads run in autocommit (n
 `ROLLBACK` around each; under READ COMMITTED every statement sees its own snapshot anyway),
 and a pooled connection is pinged before use only when it sat idle for a while (a database
 restart is noticed on the first use after it, without a ping on every checkout under load).
+
+Lock order (PostgreSQL). Several instances and workers write side by side, and a write takes
+row locks as it goes, until its commit. Two transactions that take the same rows in opposite
+orders wait for each other forever: PostgreSQL finds the cycle after `deadlock_timeout`, kills
+one (`deadlock detected`, SQLSTATE 40P01), and its client used to get a 503. So every write
+transaction that touches several of the rows below takes them in this order, never going back
+up a level it has passed (it may skip levels):
+
+1. registries, by ascending id (their `size_bytes` and quota, their settings, and their
+   `image_count`, which a trigger changes when an image gets its first tag or loses its
+   last: so a transaction that inserts or deletes tags locks their registry first);
+2. images, by ascending id (`size_bytes`, `pull_count`, `updated_at`; the row's lock also
+   stands for everything under the image: its manifests, tags, blob links, `image_usage` and
+   `pull_events` rows, which only a holder of the image's lock changes, tags by name order);
+3. `registry_usage` rows (only ever changed under their registry's lock);
+4. `blob_candidates`, then `blob_usage` rows, each by ascending digest.
+
+`db/locks.py` takes levels 1 and 2 (and 4, for a change in several passes) with
+`SELECT … ORDER BY id FOR NO KEY UPDATE` at the start of the transaction, before its first
+change, so the statements after it (whose own row order is whatever the plan gives, a cascade
+included) only take rows nobody else can be taking in another order. Who does what:
+
+- a manifest push: its registry, its image (created first if new), then its tags, usage rows;
+- a manifest, tag or image deletion, the untagged cleanup, retention, a registry's images
+  being removed: the registries, then the images (`FOR UPDATE` where the image goes), then
+  the blob-level rows they will change (`locks.blob_usage`), then the deletes;
+- the pull counters: the images they count on, by id, then the tags, by name;
+- the refresh of registry pull counts: the stale registries, by id;
+- a blob link (the end of an upload, a mount): none; it inserts under the image, which only
+  waits for a deletion of that image, and inserts or reads blob-level rows last.
+
+The rest (upload sessions, audit events, leases, users, tokens) are rows no other kind of
+transaction touches in another order.
+
+As the backstop PostgreSQL's documentation asks for, `transaction(work)` runs `work` again
+from the start, on a fresh transaction, when PostgreSQL kills it in a deadlock or a
+serialization failure (SQLSTATE 40P01, 40001), up to `RETRY_ATTEMPTS` times in all; only then
+does the error reach the caller (a 503 `UNAVAILABLE` with `Retry-After`). A `work` must hence
+be a unit that can run twice: its only effects are its statements, and what it returns. The
+`write()` block cannot be re-run, so it is kept for single statements and for transactions
+that touch none of the rows above.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -43,6 +86,7 @@ from sqlalchemy.engine.result import ScalarResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 T = TypeVar("T")
+log = logging.getLogger("ociregistry.db")
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 _PRAGMAS = (
@@ -235,7 +279,12 @@ class Database:
 
         `durable=False` is for a transaction whose commit answers no client's 201 and whose
         loss in a power cut loses nothing acknowledged: SQLite then skips its fsync, and the
-        next durable commit syncs it (see the module's docstring)."""
+        next durable commit syncs it (see the module's docstring).
+
+        On PostgreSQL a `work` that PostgreSQL kills in a deadlock or a serialization failure
+        runs again from the start, in a new transaction (RETRY_ATTEMPTS runs in all): it must
+        have no effect but its statements and what it returns. SQLite needs no retry, since
+        its writers take turns."""
         if self._sync_writer is not None:
             engine = self._sync_writer if durable else self._relaxed_writer
             assert engine is not None
@@ -246,8 +295,22 @@ class Database:
 
             async with self._write_turn:
                 return await asyncio.to_thread(run)
-        async with self._writer.begin() as connection:
-            return await connection.run_sync(work)
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                async with self._writer.begin() as connection:
+                    return await connection.run_sync(work)
+            except exc.DBAPIError as error:
+                if attempt == RETRY_ATTEMPTS or not is_retryable(error):
+                    raise
+                log.warning(
+                    "a transaction lost a %s (attempt %d of %d); running it again",
+                    "deadlock" if sqlstate(error) == DEADLOCK else "serialization conflict",
+                    attempt,
+                    RETRY_ATTEMPTS,
+                )
+                # A short random pause, so the two sides do not meet again at once.
+                await asyncio.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
     async def read(
@@ -387,6 +450,28 @@ class Database:
         if self._offloaded is not None:
             self._offloaded.dispose()
         await self._writer.dispose()
+
+
+# PostgreSQL's SQLSTATEs for a transaction it killed to let another one go on, which the
+# application is expected to run again: a deadlock, a serialization failure.
+DEADLOCK = "40P01"
+SERIALIZATION_FAILURE = "40001"
+RETRY_ATTEMPTS = 3  # runs of one unit of work in all, the first included
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error (asyncpg's, through SQLAlchemy's wrapper), or None."""
+    for candidate in (getattr(error, "orig", None), error.__cause__, error):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A deadlock or a serialization failure: nothing was committed, and the same work run
+    again from the start may succeed."""
+    return sqlstate(error) in (DEADLOCK, SERIALIZATION_FAILURE)
 
 
 IDLE_PING_SECONDS = 2.0
