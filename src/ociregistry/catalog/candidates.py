@@ -72,6 +72,7 @@ def of_image_blobs(dialect: str, *where: Any) -> Any:
         select(ImageBlob.digest, func.max(ImageBlob.size), _now())
         .where(*where)
         .group_by(ImageBlob.digest)
+        .order_by(ImageBlob.digest)  # rows are locked in digest order (db/database.py)
     )
     return _from_select(dialect, rows)
 
@@ -89,6 +90,7 @@ def of_manifests(dialect: str, manifest_ids: Any) -> Any:
         select(ManifestReference.digest, func.max(ManifestReference.size), _now())
         .where(ManifestReference.manifest_id.in_(manifest_ids))
         .group_by(ManifestReference.digest)
+        .order_by(ManifestReference.digest)
     )
     return _from_select(dialect, rows)
 
@@ -103,8 +105,12 @@ def of_digests(dialect: str) -> Any:
 
 
 def rows(digests: Iterable[tuple[str, int | None]], now: datetime | None = None) -> list[dict]:
+    """Parameters for `of_digests`, in digest order (the order their rows are locked in)."""
     moment = now or utcnow()
-    return [{"digest": d, "size": s, "since": moment} for d, s in digests]
+    return [
+        {"digest": d, "size": s, "since": moment}
+        for d, s in sorted(digests, key=lambda pair: pair[0])
+    ]
 
 
 async def record(conn: AsyncConnection, digests: Iterable[tuple[str, int | None]]) -> None:

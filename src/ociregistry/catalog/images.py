@@ -24,7 +24,14 @@ from ociregistry.catalog.immutable import (
     rule_for,
     write_tag,
 )
-from ociregistry.catalog.usage import add_manifest, manifest_entries, note_stored, remove_manifests
+from ociregistry.catalog.usage import (
+    add_manifest,
+    lock_for_manifests,
+    manifest_entries,
+    note_stored,
+    remove_manifests,
+)
+from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -201,14 +208,7 @@ class Images:
         await self.db.transaction(lambda conn: link_blob_in(conn, repo, digest, size))
 
     async def unlink_blob(self, repo: RepositoryName, digest: Digest) -> bool:
-        async with self.db.write() as conn:
-            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
-            if image_id is None:
-                return False
-            linked = (ImageBlob.image_id == image_id, ImageBlob.digest == str(digest))
-            await conn.execute(candidates.of_image_blobs(conn.dialect.name, *linked))
-            result = await conn.execute(delete(ImageBlob).where(*linked))
-        return bool(result.rowcount)
+        return await self.db.transaction(lambda conn: _unlink_blob(conn, repo, str(digest)))
 
     # -- manifests ---------------------------------------------------------------------------
 
@@ -257,16 +257,7 @@ class Images:
     async def delete_tag(
         self, repo: RepositoryName, tag: str, *, immutable_too: bool = False
     ) -> bool:
-        async with self.db.write() as conn:
-            image_id = await conn.scalar(_IMAGE_ID, _params(repo))
-            if image_id is None:
-                return False
-            if not immutable_too:
-                await conn.run_sync(lambda sync: refuse_deleting(sync, [image_id], [tag]))
-            result = await conn.execute(
-                delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
-            )
-        return bool(result.rowcount)
+        return await self.db.transaction(lambda conn: _delete_tag(conn, repo, tag, immutable_too))
 
     # -- listings ----------------------------------------------------------------------------
 
@@ -336,17 +327,22 @@ _TOUCH_IMAGE = (
 )
 
 
-def _ensure_image(conn: Connection, repo: RepositoryName) -> tuple[int, int]:
+def _ensure_image(conn: Connection, repo: RepositoryName, *, lock: bool = False) -> tuple[int, int]:
     """The ids of the image's registry and of the image, creating the image's row on the
-    first push into it."""
+    first push into it. `lock`: lock the registry, then the image (the lock order of
+    db/database.py), for a transaction that changes their usage, manifests or tags."""
     registry_id = conn.scalar(_REGISTRY_ID, {"registry": repo.registry})
     if registry_id is None:
         raise NameUnknown(
             f"registry {repo.registry!r} does not exist; create it before pushing",
             detail={"name": repo.full},
         )
+    if lock:
+        locks.registries(conn, [registry_id])
     where = {"registry_id": registry_id, "image": repo.image}
     image_id = conn.scalar(_IMAGE_IN_REGISTRY, where)
+    if image_id is not None and not lock and not locks.image_kept(conn, image_id):
+        image_id = None  # deleted meanwhile (a deletion holding it committed): made again
     if image_id is None:
         now = utcnow()
         conn.execute(
@@ -360,6 +356,8 @@ def _ensure_image(conn: Connection, repo: RepositoryName) -> tuple[int, int]:
             },
         )
         image_id = conn.scalar(_IMAGE_IN_REGISTRY, where)
+    if lock:
+        locks.images(conn, [image_id])
     return registry_id, image_id
 
 
@@ -438,8 +436,8 @@ def _record_manifest(
     parsed: ParsedManifest,
     tags: Sequence[str],
 ) -> None:
-    _check_references(conn, repo, parsed)  # again, inside the transaction
-    registry_id, image_id = _ensure_image(conn, repo)
+    registry_id, image_id = _ensure_image(conn, repo, lock=True)
+    _check_references(conn, repo, parsed)  # again, inside the transaction, under its lock
     now = utcnow()
     _link(conn, image_id, digest, size, stored=False)
     manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
@@ -471,17 +469,43 @@ def _record_manifest(
     conn.execute(_TOUCH_IMAGE, {"image_id": image_id, "now": now})
 
 
-def _delete_manifest(
-    conn: Connection, repo: RepositoryName, digest: str, immutable_too: bool
-) -> bool:
+def _unlink_blob(conn: Connection, repo: RepositoryName, digest: str) -> bool:
     image_id = conn.scalar(_IMAGE_ID, _params(repo))
     if image_id is None:
         return False
+    locks.images(conn, [image_id])
+    linked = (ImageBlob.image_id == image_id, ImageBlob.digest == digest)
+    conn.execute(candidates.of_image_blobs(conn.dialect.name, *linked))
+    return bool(conn.execute(delete(ImageBlob).where(*linked)).rowcount)
+
+
+def _delete_tag(conn: Connection, repo: RepositoryName, tag: str, immutable_too: bool) -> bool:
+    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+    if image_id is None:
+        return False
+    # The registry too: deleting an image's last tag changes its registry's image count
+    # (a trigger, migration 0009).
+    locks.images_with_registries(conn, [image_id])
+    if not immutable_too:
+        refuse_deleting(conn, [image_id], [tag])
+    return bool(conn.execute(delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)).rowcount)
+
+
+def _delete_manifest(
+    conn: Connection, repo: RepositoryName, digest: str, immutable_too: bool
+) -> bool:
+    """Delete a manifest in the caller's transaction; the caller holds the locks of its
+    registry and image (`locks.images_with_registries`) or this takes them."""
+    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+    if image_id is None:
+        return False
+    locks.images_with_registries(conn, [image_id])
     manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
     if manifest_id is None:
         return False
     if not immutable_too:
         refuse_deleting(conn, [image_id], None, manifest_id)
+    lock_for_manifests(conn, [manifest_id])
     dialect = conn.dialect.name
     linked = (ImageBlob.image_id == image_id, ImageBlob.digest == digest)
     conn.execute(candidates.of_manifests(dialect, [manifest_id]))

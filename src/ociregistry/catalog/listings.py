@@ -37,12 +37,14 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog import candidates
 from ociregistry.catalog.immutable import refuse_deleting
-from ociregistry.catalog.usage import UNIQUE_BYTES, remove_images, tree_sizes
+from ociregistry.catalog.usage import UNIQUE_BYTES, lock_for_images, remove_images, tree_sizes
+from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -508,15 +510,7 @@ class Listings:
         """All its tags and manifests go with it; refused when one of its tags is immutable,
         unless `immutable_too` (the caller may delete immutable tags)."""
         await self.get_image(registry, image)
-        async with self.db.write() as conn:
-            registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
-            doomed = select(Image.id).where(Image.registry_id == registry_id, Image.name == image)
-            image_ids = list((await conn.scalars(doomed)).all())
-            if not immutable_too:
-                await conn.run_sync(lambda sync: refuse_deleting(sync, image_ids, None))
-            await conn.execute(candidates.of_images(conn.dialect.name, image_ids))
-            await conn.run_sync(lambda sync: remove_images(sync, image_ids))
-            await conn.execute(delete(Image).where(Image.id.in_(image_ids)))
+        await self.db.transaction(lambda conn: _delete_image(conn, registry, image, immutable_too))
 
     async def list_tags(
         self,
@@ -604,22 +598,37 @@ class Listings:
     ) -> bool:
         """Delete a tag; True when it was the image's last, and the image went with it. An
         immutable tag only with `immutable_too` (the caller may delete immutable tags)."""
-        async with self.db.write() as conn:
-            image_id = await conn.scalar(
+
+        def work(conn: Connection) -> int:
+            image_id = conn.scalar(
                 select(Image.id)
                 .join(Registry, Registry.id == Image.registry_id)
                 .where(Registry.name == registry, Image.name == image)
             )
+            if image_id is not None:  # and its registry: the last tag changes its count
+                locks.images_with_registries(conn, [image_id])
             if not immutable_too and image_id is not None:
-                await conn.run_sync(lambda sync: refuse_deleting(sync, [image_id], [tag]))
-            result = await conn.execute(
-                delete(Tag).where(Tag.image_id == image_id, Tag.name == tag)
-            )
+                refuse_deleting(conn, [image_id], [tag])
+            result = conn.execute(delete(Tag).where(Tag.image_id == image_id, Tag.name == tag))
             if not result.rowcount:
                 raise NotFound(
                     f"tag {tag!r} does not exist in {registry}/{image}", detail={"tag": tag}
                 )
-            remaining = await conn.scalar(
-                select(func.count(Tag.id)).where(and_(Tag.image_id == image_id))
-            )
-        return not remaining
+            return conn.scalar(select(func.count(Tag.id)).where(and_(Tag.image_id == image_id)))
+
+        return not await self.db.transaction(work)
+
+
+def _delete_image(conn: Connection, registry: str, image: str, immutable_too: bool) -> None:
+    """Locks in the order of db/database.py: the registry, the image (`FOR UPDATE`: it goes),
+    the blob-level usage rows it holds; then the deletes."""
+    registry_id = select(Registry.id).where(Registry.name == registry).scalar_subquery()
+    doomed = select(Image.id).where(Image.registry_id == registry_id, Image.name == image)
+    image_ids = list(conn.scalars(doomed).all())
+    locks.images_with_registries(conn, image_ids, delete=True)
+    if not immutable_too:
+        refuse_deleting(conn, image_ids, None)
+    lock_for_images(conn, image_ids)
+    conn.execute(candidates.of_images(conn.dialect.name, image_ids))
+    remove_images(conn, image_ids)
+    conn.execute(delete(Image).where(Image.id.in_(image_ids)))

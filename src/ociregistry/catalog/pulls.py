@@ -33,6 +33,7 @@ from datetime import timedelta
 from sqlalchemy import BigInteger, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
+from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -231,6 +232,11 @@ _PENDING = (
     .order_by(PullEvent.at, PullEvent.id)
     .with_for_update(skip_locked=True)  # PostgreSQL: two counters never take the same event
 )
+_PENDING_IMAGES = (
+    select(PullEvent.image_id)
+    .where(PullEvent.processed.is_(False), PullEvent.at < bindparam("settled_before"))
+    .distinct()
+)
 _ANY_PENDING = (
     select(PullEvent.id)
     .where(PullEvent.processed.is_(False), PullEvent.at < bindparam("settled_before"))
@@ -287,16 +293,28 @@ def _flush(
             )
         return image_ids[(registry, image)]
 
+    # The lock order of db/database.py: the images first, by id, then their tags, by name.
+    # (Tags first, as this was, deadlocked with a push, which holds the image and then
+    # writes the tag.)
     image_totals: Counter[int] = Counter()
+    tag_totals: Counter[tuple[int, str]] = Counter()
     for (registry, image, tag), n in by_tag.items():
         found = image_id(registry, image)
         if found is not None:
             image_totals[found] += n
-            conn.execute(
-                _ADD_TO_TAG, {"which_image": found, "which_tag": tag, "n": n, "now": utcnow()}
-            )
-    for found, n in image_totals.items():
+            tag_totals[(found, tag)] += n
+    for e in events:
+        image_id(e.registry, e.image)
+    locked = locks.images(conn, [found for found in image_ids.values() if found is not None])
+    for key, found in image_ids.items():  # an image deleted meanwhile counts nothing more
+        if found not in locked:
+            image_ids[key] = None
+    image_totals = Counter({found: n for found, n in image_totals.items() if found in locked})
+    tag_totals = Counter({key: n for key, n in tag_totals.items() if key[0] in locked})
+    for found, n in sorted(image_totals.items()):
         conn.execute(_ADD_TO_IMAGE, {"which_image": found, "n": n})
+    for (found, tag), n in sorted(tag_totals.items()):
+        conn.execute(_ADD_TO_TAG, {"which_image": found, "which_tag": tag, "n": n, "now": utcnow()})
     rows = [
         {
             "at": e.at,
@@ -317,8 +335,17 @@ def _flush(
 def _count(conn: Connection, settled_before: float) -> None:
     """A GET by digest counts on its image, and on the tag the same client resolved it
     through a HEAD in the previous 60 s, unless it is a child of an index that client
-    fetched in the previous 60 s (then it is part of that pull)."""
-    events = conn.execute(_PENDING, {"settled_before": settled_before}).all()
+    fetched in the previous 60 s (then it is part of that pull).
+
+    The images are locked first, by id (the lock order of db/database.py), and only then
+    their events (an image's deletion holds the image and then deletes its events)."""
+    params = {"settled_before": settled_before}
+    if conn.dialect.name == "postgresql":
+        images = sorted(locks.images(conn, conn.scalars(_PENDING_IMAGES, params).all()))
+        pending = _PENDING.where(PullEvent.image_id.in_(images))
+        events = conn.execute(pending, params).all() if images else []
+    else:
+        events = conn.execute(_PENDING, params).all()
     image_counts: Counter[int] = Counter()
     tag_counts: Counter[tuple[int, str]] = Counter()
     for event_id, at, client, image_id, digest in events:
@@ -341,9 +368,9 @@ def _count(conn: Connection, settled_before: float) -> None:
             .where(PullEvent.id.in_([row[0] for row in events]))
             .values(processed=True)
         )
-    for image_id, n in image_counts.items():
+    for image_id, n in sorted(image_counts.items()):
         conn.execute(_ADD_TO_IMAGE, {"which_image": image_id, "n": n})
-    for (image_id, tag), n in tag_counts.items():
+    for (image_id, tag), n in sorted(tag_counts.items()):
         conn.execute(
             _ADD_TO_TAG, {"which_image": image_id, "which_tag": tag, "n": n, "now": utcnow()}
         )
@@ -364,8 +391,15 @@ async def refresh_registry_counts(db: Database, *, older_than_seconds: float) ->
         .where(Image.registry_id == Registry.id)
         .scalar_subquery()
     )
-    async with db.write() as conn:
-        result = await conn.execute(
-            update(Registry).where(stale).values(pull_count=total, pull_count_refreshed_at=utcnow())
+
+    def refresh(conn: Connection) -> int:
+        # The lock order of db/database.py: the registries by id, before the UPDATE takes
+        # them in whatever order its plan reads them.
+        locks.registries(conn, conn.scalars(select(Registry.id).where(stale)).all())
+        now = utcnow()
+        done = conn.execute(
+            update(Registry).where(stale).values(pull_count=total, pull_count_refreshed_at=now)
         )
-    return result.rowcount or 0
+        return done.rowcount or 0
+
+    return await db.transaction(refresh)

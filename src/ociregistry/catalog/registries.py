@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog import candidates
-from ociregistry.catalog.usage import remove_images, remove_registry
+from ociregistry.catalog.usage import lock_for_images, remove_images, remove_registry
+from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import Image, Registry, Tag, new_resource_id, utcnow
 from ociregistry.errors import (
@@ -199,28 +201,7 @@ class Registries:
     async def _finish(self, registry_id: int) -> None:
         """Remove the images of one registry being deleted, a batch per transaction, then the
         registry itself; safe to run twice at once and after a crash."""
-        while True:
-            async with self.db.write() as conn:
-                batch = list(
-                    (
-                        await conn.scalars(
-                            select(Image.id)
-                            .where(Image.registry_id == registry_id)
-                            .limit(DELETE_BATCH)
-                        )
-                    ).all()
-                )
-                if not batch:
-                    await conn.run_sync(lambda sync: remove_registry(sync, registry_id))
-                    await conn.execute(
-                        delete(Registry).where(
-                            Registry.id == registry_id, Registry.status == "deleting"
-                        )
-                    )
-                    return
-                await conn.run_sync(lambda sync, ids=batch: remove_images(sync, ids))
-                await conn.execute(candidates.of_images(conn.dialect.name, batch))
-                await conn.execute(delete(Image).where(Image.id.in_(batch)))
+        while not await self.db.transaction(lambda conn: _remove_batch(conn, registry_id)):
             await asyncio.sleep(0)  # let requests in between batches
 
     async def _finish_logged(self, registry_id: int) -> None:
@@ -245,3 +226,30 @@ class Registries:
         for task in list(self._finishing):
             task.cancel()
         await asyncio.gather(*self._finishing, return_exceptions=True)
+
+
+def _remove_batch(conn: Connection, registry_id: int) -> bool:
+    """Remove a batch of the images of a registry being deleted, or the registry itself once
+    it has none left (True: done). Locks in the order of db/database.py: the registry, its
+    images by id, then the blob-level usage rows they hold."""
+    locks.registries(conn, [registry_id], delete=True)
+    batch = list(
+        conn.scalars(
+            select(Image.id)
+            .where(Image.registry_id == registry_id)
+            .order_by(Image.id)
+            .limit(DELETE_BATCH)
+        ).all()
+    )
+    if not batch:
+        remove_registry(conn, registry_id)
+        conn.execute(
+            delete(Registry).where(Registry.id == registry_id, Registry.status == "deleting")
+        )
+        return True
+    locks.images(conn, batch, delete=True)
+    lock_for_images(conn, batch)
+    remove_images(conn, batch)
+    conn.execute(candidates.of_images(conn.dialect.name, batch))
+    conn.execute(delete(Image).where(Image.id.in_(batch)))
+    return False

@@ -34,6 +34,8 @@ from ociregistry.catalog.retention import (
     schedule_due,
     stamp,
 )
+from ociregistry.catalog.usage import lock_for_manifests
+from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -77,6 +79,43 @@ def _plan_json(row: Any, registry: str, *, items: bool = True) -> dict[str, Any]
     if items:
         plan["items"] = row.items
     return plan
+
+
+def _apply_tags(
+    conn: Connection, registry: str, batch: list[tuple[dict, dict]], policy: dict
+) -> list[str]:
+    """Delete a batch of planned tags, their registry and images locked first, by id (the
+    lock order of db/database.py: an image's last tag changes its registry's image count);
+    the outcome of each."""
+    images = sorted({item["image"] for item, _ in batch})
+    found = select(Image.id).join(Registry, Registry.id == Image.registry_id)
+    found = found.where(Registry.name == registry, Image.name.in_(images))
+    locks.images_with_registries(conn, conn.scalars(found).all())
+    return [_delete_planned_tag(conn, registry, item, tag, policy) for item, tag in batch]
+
+
+def _apply_manifests(conn: Connection, registry: str, batch: list[dict[str, Any]]) -> list[str]:
+    """Delete a batch of planned manifests, after locking what that changes in the order of
+    db/database.py: the registry, its images by id, then the blob-level usage rows; the
+    outcome of each."""
+    found = (
+        select(Manifest.id, Manifest.image_id, Image.name, Manifest.digest)
+        .join(Image, Image.id == Manifest.image_id)
+        .join(Registry, Registry.id == Image.registry_id)
+        .where(
+            Registry.name == registry,
+            Image.name.in_(sorted({item["image"] for item in batch})),
+            Manifest.digest.in_(sorted({item["digest"] for item in batch})),
+        )
+    )
+    wanted = {(item["image"], item["digest"]) for item in batch}
+    rows = [row for row in conn.execute(found) if (row[2], row[3]) in wanted]
+    locks.images_with_registries(conn, [row[1] for row in rows])
+    lock_for_manifests(conn, [row[0] for row in rows])
+    return [
+        delete_unneeded_manifest(conn, RepositoryName(registry, item["image"]), item["digest"])
+        for item in batch
+    ]
 
 
 def _delete_planned_tag(
@@ -325,9 +364,7 @@ class Retention:
         for start in range(0, len(doomed), APPLY_BATCH):
             batch = doomed[start : start + APPLY_BATCH]
             outcomes = await self.db.transaction(
-                lambda conn, batch=batch: [
-                    _delete_planned_tag(conn, registry, item, tag, policy) for item, tag in batch
-                ]
+                lambda conn, batch=batch: _apply_tags(conn, registry, batch, policy)
             )
             for (item, tag), outcome in zip(batch, outcomes, strict=True):
                 tag["outcome"] = outcome
@@ -343,12 +380,7 @@ class Retention:
             for start in range(0, len(waiting), APPLY_BATCH):
                 batch = waiting[start : start + APPLY_BATCH]
                 outcomes = await self.db.transaction(
-                    lambda conn, batch=batch: [
-                        delete_unneeded_manifest(
-                            conn, RepositoryName(registry, item["image"]), item["digest"]
-                        )
-                        for item in batch
-                    ]
+                    lambda conn, batch=batch: _apply_manifests(conn, registry, batch)
                 )
                 for item, outcome in zip(batch, outcomes, strict=True):
                     item["outcome"] = outcome

@@ -19,7 +19,10 @@ same way down. The registry's `size_bytes` changes by one conditional UPDATE, wh
 where a quota is enforced: two pushes racing on different workers or instances serialise on
 that row, and the second sees the first's bytes (SPEC: a 403 is decided in the database, not
 from a figure read earlier). Rows are touched in digest order, so transactions on PostgreSQL
-lock them in one order and never deadlock on each other.
+lock them in one order and never deadlock on each other. A transaction that removes several
+manifests or images changes `blob_usage` once per manifest or image, so in several passes: it
+locks every row it may change first, in digest order (`lock_for_manifests`, `lock_for_images`),
+right after its registry and image locks (the lock order of db/database.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, or_, se
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ociregistry.db import locks
 from ociregistry.db.models import (
     BlobUsage,
     Image,
@@ -298,6 +302,25 @@ _BLOB_REFERENCES = select(ManifestReference.manifest_id, ManifestReference.diges
     ManifestReference.manifest_id.in_(bindparam("ids", expanding=True)),
     ManifestReference.kind == "blob",
 )
+
+
+def lock_for_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:
+    """Lock the `blob_usage` rows that removing these manifests may change, in digest order:
+    their own blobs and the blobs they reference (a superset of what `remove_manifests`
+    changes). Call it before recording garbage candidates and before removing."""
+    ids = list(manifest_ids)
+    if ids and conn.dialect.name == "postgresql":
+        own = conn.scalars(select(Manifest.digest).where(Manifest.id.in_(ids))).all()
+        referenced = [digest for _, digest in conn.execute(_BLOB_REFERENCES, {"ids": ids})]
+        locks.blob_usage(conn, [*own, *referenced])
+
+
+def lock_for_images(conn: Connection, image_ids: Iterable[int]) -> None:
+    """Lock the `blob_usage` rows that removing these images may change, in digest order."""
+    ids = list(image_ids)
+    if ids and conn.dialect.name == "postgresql":
+        held = select(ImageUsage.digest).where(ImageUsage.image_id.in_(ids)).distinct()
+        locks.blob_usage(conn, conn.scalars(held).all())
 
 
 def remove_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:

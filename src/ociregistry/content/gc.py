@@ -35,7 +35,13 @@ from ociregistry.blobstore.driver import StorageDriver
 from ociregistry.blobstore.store import blob_path
 from ociregistry.catalog import candidates
 from ociregistry.catalog.candidates import BlobCandidate
-from ociregistry.catalog.usage import note_collected, remove_images, remove_manifests
+from ociregistry.catalog.usage import (
+    lock_for_manifests,
+    note_collected,
+    remove_images,
+    remove_manifests,
+)
+from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
     Image,
@@ -183,20 +189,56 @@ class GarbageCollector:
         return {digest: size for digest, size in rows}
 
 
+_EMPTY_IMAGES = select(Image.id).where(
+    Image.created_at < bindparam("cutoff"),
+    ~exists(select(Manifest.id).where(Manifest.image_id == Image.id)),
+    ~exists(select(Tag.id).where(Tag.image_id == Image.id)),
+    # blobs uploaded recently are a push in flight, waiting for its manifest
+    ~exists(
+        select(ImageBlob.digest).where(
+            ImageBlob.image_id == Image.id, ImageBlob.created_at >= bindparam("cutoff")
+        )
+    ),
+)
+
+
 def _forget(conn: Connection, digests: list[str], collected: list[str], cutoff: datetime) -> None:
     """Drop the candidates of a batch that are dealt with: deleted, or referenced. A candidate
     recorded again since (a push of the same blob) stays, for its new grace window. The blobs
     deleted (`collected`) leave the usage figures."""
-    for digest in collected:
+    for digest in sorted(collected):  # blob_usage, then blob_candidates, by digest
         note_collected(conn, digest)
-    conn.execute(
-        delete(BlobCandidate).where(BlobCandidate.digest.in_(digests), BlobCandidate.since < cutoff)
-    )
+    due = (BlobCandidate.digest.in_(digests), BlobCandidate.since < cutoff)
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            select(BlobCandidate.digest)
+            .where(*due)
+            .order_by(BlobCandidate.digest)
+            .with_for_update()
+        ).all()
+    conn.execute(delete(BlobCandidate).where(*due))
 
 
 def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
-    """Delete untagged manifests nothing else needs, then images holding nothing."""
-    manifest_ids = list(conn.scalars(_UNTAGGED, {"cutoff": cutoff}).all())
+    """Delete untagged manifests nothing else needs, then images holding nothing.
+
+    Locks in the order of db/database.py: the registries and images concerned (by id), then
+    the blob-level usage rows; what is deleted is then looked for again under those locks,
+    and only in the images locked (others are for the next run)."""
+    params = {"cutoff": cutoff}
+    concerned = set(
+        conn.scalars(select(Manifest.image_id).where(Manifest.id.in_(_UNTAGGED)), params)
+    )
+    concerned.update(conn.scalars(_EMPTY_IMAGES, params))
+    locks.images_with_registries(conn, concerned, delete=True)
+    manifest_ids = [
+        manifest_id
+        for manifest_id, image_id in conn.execute(
+            select(Manifest.id, Manifest.image_id).where(Manifest.id.in_(_UNTAGGED)), params
+        )
+        if image_id in concerned
+    ]
+    lock_for_manifests(conn, manifest_ids)
     if manifest_ids:
         dialect = conn.dialect.name
         conn.execute(candidates.of_manifests(dialect, manifest_ids))
@@ -213,21 +255,7 @@ def _delete_untagged(conn: Connection, cutoff: datetime) -> tuple[int, int]:
                     and_(ImageBlob.image_id == image_id, ImageBlob.digest == digest)
                 )
             )
-    empty = list(
-        conn.scalars(
-            select(Image.id).where(
-                Image.created_at < cutoff,
-                ~exists(select(Manifest.id).where(Manifest.image_id == Image.id)),
-                ~exists(select(Tag.id).where(Tag.image_id == Image.id)),
-                # blobs uploaded recently are a push in flight, waiting for its manifest
-                ~exists(
-                    select(ImageBlob.digest).where(
-                        ImageBlob.image_id == Image.id, ImageBlob.created_at >= cutoff
-                    )
-                ),
-            )
-        ).all()
-    )
+    empty = [image for image in conn.scalars(_EMPTY_IMAGES, params) if image in concerned]
     if empty:
         conn.execute(candidates.of_images(conn.dialect.name, empty))
         remove_images(conn, empty)
