@@ -31,7 +31,7 @@ def _as_postgres(*argv: str) -> subprocess.CompletedProcess[str]:
 class PostgresCluster:
     """`initdb` and `pg_ctl start` in a temporary folder; `url` is the base connection URL."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
         binaries = _binaries()
         if binaries is None:
             if os.environ.get("OCIREGISTRY_REQUIRE_CLIENTS") == "1":
@@ -42,6 +42,9 @@ class PostgresCluster:
         self.data = Path(tempfile.mkdtemp(prefix="ociregistry-postgres-"))
         self.port = free_port()
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}"
+        # Server settings (`-c name=value`), such as `log_lock_waits` for a test that reads
+        # the server's log (`server_log`).
+        self.settings = settings or {}
 
     def start(self) -> PostgresCluster:
         if os.geteuid() == 0:
@@ -51,6 +54,7 @@ class PostgresCluster:
         )
         assert initialised.returncode == 0, initialised.stderr
         options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=on"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         started = _as_postgres(
             str(self.binaries / "pg_ctl"),
             "-D",
@@ -64,6 +68,11 @@ class PostgresCluster:
         )
         assert started.returncode == 0, started.stderr + started.stdout
         return self
+
+    def server_log(self) -> str:
+        """PostgreSQL's own log (errors such as `deadlock detected`, with both statements)."""
+        done = _as_postgres("cat", str(self.data / "log"))
+        return done.stdout
 
     def stop(self) -> None:
         _as_postgres(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
