@@ -28,6 +28,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 _WELL_FORMED_ID = re.compile(rb"[A-Za-z0-9._:+/=-]{1,128}")
 _UPLOAD_PATH = re.compile(r"/blobs/uploads/?[^/]*$")
 _UNMATCHED = "unmatched"
+_MAX_LABEL_SETS = 1024
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ociregistry_request_id", default=None
@@ -70,6 +71,9 @@ class AccessMiddleware:
     def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
         self.app = app
         self.log_requests = log_requests
+        # The labelled children of the request metrics, looked up once per label set rather
+        # than on every request (prometheus-client's `labels()` costs as much as an `inc()`).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,6 +116,19 @@ class AccessMiddleware:
             self._record(scope, method, counts, duration, uploading)
             _request_id.reset(reset)
 
+    def _metrics_of(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request counter and duration histogram for these labels."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                metrics.REQUESTS.labels(method, route, str(status)),
+                metrics.REQUEST_DURATION.labels(method, route),
+            )
+            if len(self._children) < _MAX_LABEL_SETS:  # methods are the client's to choose
+                self._children[key] = children
+        return children
+
     def _record(
         self,
         scope: Scope,
@@ -122,8 +139,9 @@ class AccessMiddleware:
     ) -> None:
         route = route_template(scope)
         status = counts["status"]
-        metrics.REQUESTS.labels(method, route, str(status)).inc()
-        metrics.REQUEST_DURATION.labels(method, route).observe(duration)
+        requests, durations = self._metrics_of(method, route, status)
+        requests.inc()
+        durations.observe(duration)
         if uploading:
             metrics.BLOB_BYTES_RECEIVED.inc(counts["in"])
         elif route.endswith("/blobs/{digest}") and method == "GET":
