@@ -220,15 +220,17 @@ def create_app(settings: Settings) -> Starlette:
         DBAPIError: on_database_error,
         ConnectionError: on_database_error,
     }
+    # The router tries routes in turn: the token service, asked before every docker pull,
+    # comes before the sixty routes of the API and the console (they match no /auth path).
     routes = [
         *health.routes,
         *metrics.routes,
-        *v2.routes,
-        *api.routes,
-        *console.routes,
         Route("/auth/token", token.get_token, methods=["GET"]),
         Route("/auth/token", token.post_token, methods=["POST"]),
         Route("/auth/jwks.json", token.get_jwks, methods=["GET"]),
+        *v2.routes,
+        *api.routes,
+        *console.routes,
     ]
     return Starlette(
         routes=routes,

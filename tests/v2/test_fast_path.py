@@ -169,3 +169,15 @@ def test_hot_routes_answer_as_the_ordinary_stack_does_without_its_router(
         registry.app.middleware_stack = served
     assert compared > 80
     assert probe.paths == ["/v2/", f"/v2/{REPO}/tags/list"]
+
+
+def test_the_token_service_is_routed_before_the_api_and_the_console(
+    registry: InProcessRegistry,
+) -> None:
+    """Docker asks `/auth/token` before every pull; the router tries routes in turn, so the
+    token service must not wait behind the sixty routes of /api/v1 and /console."""
+    paths = [getattr(route, "path", "") for route in registry.app.routes]
+    token = paths.index("/auth/token")
+    first_api = next(i for i, path in enumerate(paths) if path.startswith("/api/"))
+    first_v2 = next(i for i, path in enumerate(paths) if path.startswith("/v2"))
+    assert token < min(first_api, first_v2), paths[: token + 1]
