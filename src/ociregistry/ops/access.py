@@ -29,6 +29,7 @@ _WELL_FORMED_ID = re.compile(rb"[A-Za-z0-9._:+/=-]{1,128}")
 _UPLOAD_PATH = re.compile(r"/blobs/uploads/?[^/]*$")
 _UNMATCHED = "unmatched"
 _MAX_LABEL_SETS = 1024
+_LINE = '%s %s "%s %s" %d %dB in %dB out %.1fms id=%s'
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ociregistry_request_id", default=None
@@ -151,7 +152,7 @@ class AccessMiddleware:
                 metrics.PUSHES.inc()
             elif method == "GET" and status == 200:
                 metrics.PULLS.inc()
-        if not self.log_requests:
+        if not self.log_requests or not access_log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
         principal = scope.get("ociregistry.principal")
@@ -169,8 +170,7 @@ class AccessMiddleware:
             "user": user,
             "user_agent": _header(scope, b"user-agent"),
         }
-        access_log.info(
-            '%s %s "%s %s" %d %dB in %dB out %.1fms id=%s',
+        args = (
             fields["client"],
             user,
             method,
@@ -180,5 +180,11 @@ class AccessMiddleware:
             counts["out"],
             fields["duration_ms"],
             fields["request_id"],
-            extra=fields,
+        )
+        # `info()` without its search of the stack for the caller's file and line, which no
+        # log format here shows: a third of the line's cost (issue 15).
+        access_log.handle(
+            access_log.makeRecord(
+                access_log.name, logging.INFO, __file__, 0, _LINE, args, None, extra=fields
+            )
         )
