@@ -235,7 +235,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(access.AccessMiddleware, log_requests=settings.access_log),
+            Middleware(
+                access.AccessMiddleware,
+                log_requests=settings.access_log,
+                log_fields=settings.log_format == "json",
+            ),
             # Pulls' hottest requests skip the rest of the stack (v2/fastpath.py says why
             # and what it keeps doing for them): keep it right after the access middleware.
             Middleware(HotRoutes, routes=routes, handlers=exception_handlers),
