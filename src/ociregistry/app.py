@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from ociregistry.v2.common import (
     registry_error_handler,
     route_error,
 )
+from ociregistry.v2.fastpath import HotRoutes
 
 log = logging.getLogger("ociregistry")
 
@@ -215,33 +217,44 @@ def create_app(settings: Settings) -> Starlette:
         response.headers.update(error.headers or {})  # `Allow` on a 405
         return response
 
+    exception_handlers: dict[Any, Any] = {
+        RegistryError: on_registry_error,
+        HTTPException: on_http_error,
+        ClientDisconnect: _client_gone,
+        StorageError: on_storage_error,
+        # A connection to PostgreSQL dropped or refused (asyncpg raises the OS error of a
+        # refused connect as it is): the database is away, not the request wrong.
+        DBAPIError: on_database_error,
+        ConnectionError: on_database_error,
+    }
+    # The router tries routes in turn: the token service, asked before every docker pull,
+    # comes before the sixty routes of the API and the console (they match no /auth path).
+    routes = [
+        *health.routes,
+        *metrics.routes,
+        Route("/auth/token", token.get_token, methods=["GET"]),
+        Route("/auth/token", token.post_token, methods=["POST"]),
+        Route("/auth/jwks.json", token.get_jwks, methods=["GET"]),
+        *v2.routes,
+        *api.routes,
+        *console.routes,
+    ]
     return Starlette(
-        routes=[
-            *health.routes,
-            *metrics.routes,
-            *v2.routes,
-            *api.routes,
-            *console.routes,
-            Route("/auth/token", token.get_token, methods=["GET"]),
-            Route("/auth/token", token.post_token, methods=["POST"]),
-            Route("/auth/jwks.json", token.get_jwks, methods=["GET"]),
-        ],
+        routes=routes,
         middleware=[
-            Middleware(access.AccessMiddleware, log_requests=settings.access_log),
+            Middleware(
+                access.AccessMiddleware,
+                log_requests=settings.access_log,
+                log_fields=settings.log_format == "json",
+            ),
+            # Pulls' hottest requests skip the rest of the stack (v2/fastpath.py says why
+            # and what it keeps doing for them): keep it right after the access middleware.
+            Middleware(HotRoutes, routes=routes, handlers=exception_handlers),
             Middleware(ApiVersionHeader),
             Middleware(console.ConsoleHeaders),
             Middleware(audit.AuditLogMiddleware),
         ],
-        exception_handlers={
-            RegistryError: on_registry_error,
-            HTTPException: on_http_error,
-            ClientDisconnect: _client_gone,
-            StorageError: on_storage_error,
-            # A connection to PostgreSQL dropped or refused (asyncpg raises the OS error of a
-            # refused connect as it is): the database is away, not the request wrong.
-            DBAPIError: on_database_error,
-            ConnectionError: on_database_error,
-        },
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
 

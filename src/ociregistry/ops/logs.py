@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,26 @@ from pythonjsonlogger.json import JsonFormatter
 LOG_FORMATS = ("text", "json")
 INSTANCE = socket.gethostname()
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+class RegistryTextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, its time of day formatted once a second instead of on every line: the
+    access log writes a line per request, and `strftime` was over a third of what formatting
+    one cost. The lines are exactly `logging.Formatter`'s."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:  # the clock's date and time change only between seconds
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._stamp, record.msecs)
 
 
 class RegistryJsonFormatter(JsonFormatter):
@@ -51,7 +72,7 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
     if log_format == "json":
         formatter = {"()": f"{__name__}.RegistryJsonFormatter"}
     else:
-        formatter = {"format": TEXT_FORMAT}
+        formatter = {"()": f"{__name__}.RegistryTextFormatter"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

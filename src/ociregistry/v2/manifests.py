@@ -14,8 +14,30 @@ from ociregistry.v2.common import Access, read_body, requires, services
 
 def pull_client(request: Request, caller: Principal) -> str:
     """Who pulls, for pull counting: the address and the credentials (SPEC §3)."""
-    address = request.client.host if request.client else "unknown"
+    client = request.scope.get("client")
+    address = client[0] if client else "unknown"
     return f"{address}|{caller.username or '-'}"
+
+
+class _ManifestResponse(Response):
+    """A manifest's answer with its headers already as ASGI wants them: the hottest answer of
+    the registry need not go through `Response`'s header normalisation each time."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
+def _manifest_headers(media_type: str, size: int, digest: str) -> list[tuple[bytes, bytes]]:
+    encoded = digest.encode("latin-1")
+    return [
+        (b"content-type", media_type.encode("latin-1")),
+        (b"content-length", str(size).encode("latin-1")),
+        (b"docker-content-digest", encoded),
+        (b"etag", b'"' + encoded + b'"'),
+    ]
 
 
 def _existing_reference(request: Request) -> Reference:
@@ -41,13 +63,8 @@ async def _fetch(request: Request, access: Access, *, with_body: bool) -> Respon
         record.media_type,
         head=not with_body,
     )
-    headers = {
-        "Content-Type": record.media_type,
-        "Content-Length": str(record.size),
-        "Docker-Content-Digest": record.digest,
-        "ETag": f'"{record.digest}"',
-    }
-    return Response(body if with_body else b"", headers=headers)
+    headers = _manifest_headers(record.media_type, record.size, record.digest)
+    return _ManifestResponse(body if with_body else b"", headers)
 
 
 @requires(Action.PULL)
