@@ -69,11 +69,11 @@ def test_an_apply_killed_midway_is_finished_after_the_restart(tmp_path: Path) ->
 
             def first_batch_done() -> dict[str, Any] | None:
                 shown = client.get(f"{plans}/{plan['id']}").json()
-                progress = (shown["result"] or {}).get("progress", {})
-                return shown if len(progress.get("tags", "")) >= 50 else None
+                return shown if (shown["result"] or {}).get("items_done", 0) >= 50 else None
 
             shown = _wait_for(first_batch_done, "the first batch of the apply")
             assert shown["status"] == "applying"
+            assert shown["result"]["tags_deleted"] == 50  # the first batch, committed
             # A second apply while the first runs: refused, saying so, changing nothing.
             again = client.post(f"{plans}/{plan['id']}:apply")
             assert again.status_code == 409, again.text

@@ -93,6 +93,21 @@ class _LostPlan(Exception):
     batch in hand."""
 
 
+def _shown_result(status: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result as the API shows it: while applying, the counts so far, from the progress
+    letters the batches record (see `_execute`)."""
+    if status != "applying" or result is None:
+        return result
+    progress = result.get("progress") or {}
+    tags, manifests = progress.get("tags", ""), progress.get("manifests", "")
+    return {
+        "items_done": len(tags) + len(manifests) - manifests.count(PENDING),
+        "tags_deleted": tags.count(_CODES[DELETED]),
+        "manifests_deleted": manifests.count(_CODES[DELETED]),
+        "kept": [],
+    }
+
+
 def _plan_json(row: Any, registry: str, *, items: bool = True) -> dict[str, Any]:
     plan = {
         "id": row.id,
@@ -103,9 +118,10 @@ def _plan_json(row: Any, registry: str, *, items: bool = True) -> dict[str, Any]
         "status": row.status,
         "policy": row.policy,
         "summary": row.summary,
-        "applied_at": stamp(row.applied_at),
+        # While applying, the column holds the applier's heartbeat, not a time to show.
+        "applied_at": stamp(row.applied_at) if row.status == "applied" else None,
         "applied_by": row.applied_by,
-        "result": row.result,
+        "result": _shown_result(row.status, row.result),
     }
     if items:
         plan["items"] = row.items
