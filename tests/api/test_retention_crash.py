@@ -2,7 +2,7 @@
 mid-apply leaves its plan `applying`; the restarted server's background job, under its lease,
 takes the plan over once its heartbeat is older than the lease and finishes it from where its
 progress says, counting what was deleted before the crash too. While an apply runs, a second
-apply of the same plan is refused with 409 saying so.
+apply of the same plan is refused with 409 saying so. On SQLite and on PostgreSQL.
 
 The server pauses after each batch of an apply (`OCIREGISTRY_TEST_RETENTION_BATCH_PAUSE`, a
 test hook), so that the kill lands mid-apply every time, not by luck."""
@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from support.oci import make_image, push_image
+from support.pgcluster import URL_ENV, PostgresCluster
 from support.server import RunningServer
 
 TAGS = 120  # three batches of APPLY_BATCH (50)
@@ -39,8 +41,24 @@ def _wait_for(predicate: Callable[[], Any], what: str) -> Any:
     return found
 
 
-def test_an_apply_killed_midway_is_finished_after_the_restart(tmp_path: Path) -> None:
-    server = RunningServer(tmp_path / "data", env=PAUSED).start()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The server's database: SQLite in its data folder, or a PostgreSQL cluster of its own
+    (the heartbeat's compare-and-set compares timestamps as each database stores them)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    cluster = PostgresCluster().start()
+    try:
+        yield {URL_ENV: cluster.create_database("crash")}
+    finally:
+        cluster.stop()
+
+
+def test_an_apply_killed_midway_is_finished_after_the_restart(
+    tmp_path: Path, database_env: dict[str, str]
+) -> None:
+    server = RunningServer(tmp_path / "data", env={**PAUSED, **database_env}).start()
     plans = "/api/v1/registries/crash/retention/plans"
     try:
         with httpx.Client(base_url=server.url, auth=server.admin, timeout=60) as client:
