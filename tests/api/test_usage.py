@@ -353,6 +353,30 @@ def test_an_index_tag_counts_its_children_and_an_image_only_what_its_manifests_r
     registry.run(_check(scenario))
 
 
+def test_layers_shared_across_images_and_registries_count_once_at_each_level(
+    registry: InProcessRegistry,
+) -> None:
+    """The sharing every level is for, step by step and on both databases (the random test
+    may not draw it in its few examples on PostgreSQL): a layer in two images of a registry
+    counts once in the registry; in two registries, in neither's unique bytes; and it leaves
+    each level only with the last image or registry that references it."""
+    scenario = Scenario(registry)
+    steps = [
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("push", (0, "tools/cli"), "1.0", ((0, 2), 1)),  # layer 0 again, same registry
+        ("push", (0, "app"), "2.0", ((0, 1, 3), 2)),  # layers 0 and 1 again, same image
+        ("mount", (0, "app"), (1, "app"), 3),
+        ("push", (1, "app"), "1.0", ((0, 3), 3)),  # layers 0 and 3 in a second registry
+        ("delete_image", (0, "tools/cli")),
+        ("delete_tag", (0, "app"), "1.0"),
+        ("delete_manifest", (0, "app"), "2.0"),
+        ("delete_registry", 1),
+    ]
+    for step in steps:
+        registry.run(scenario.run(step))
+        registry.run(_check(scenario))
+
+
 def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Path) -> None:
     """Upgrading a catalog that already holds images (through migration 0010) gives the same
     figures as keeping them all along."""
