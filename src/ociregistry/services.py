@@ -87,7 +87,7 @@ class Services:
             listings=Listings(db),
             mounts=Mounts(images, blobs, policy),
             audit=audit,
-            retention=Retention(db, audit),
+            retention=Retention(db, audit, stale_seconds=settings.job_lease_seconds),
         )
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import event
@@ -70,6 +71,62 @@ def test_changes_deletions_and_sign_ins_are_recorded(
     sign_ins = _events(client, actor="admin", outcome="denied")
     actions = {e["action"] for e in sign_ins}
     assert {"token.sign_in", "session.sign_in"} <= actions
+
+
+def test_every_kind_of_change_the_issue_names_is_recorded(
+    client: httpx.Client, registry_name: str
+) -> None:
+    """Issue 14, point 5, line by line: registries (creation, visibility, labels, deletion),
+    members, tokens, image and tag deletions through the API (an immutable tag deleted by its
+    registry's owner among them, as point 4 asks), each with its actor, request id, target and
+    outcome; the registry's own events under its name."""
+    registry, group = registry_name, f"g-{registry_name}"
+    sent: dict[str, str] = {}  # request id -> the action it must be recorded as
+
+    def send(
+        action: str, method: str, path: str, status: int | set[int], **kwargs: Any
+    ) -> httpx.Response:
+        request_id = uuid.uuid4().hex
+        response = client.request(method, path, headers={"X-Request-Id": request_id}, **kwargs)
+        assert response.status_code in ({status} if isinstance(status, int) else status), (
+            response.text
+        )
+        sent[request_id] = action
+        return response
+
+    send("group.create", "POST", "/api/v1/project-groups", 201, json={"name": group})
+    send("registry.create", "POST", "/api/v1/registries", 201,
+         json={"name": registry, "project_group": group})  # fmt: skip
+    send("registry.update", "PATCH", f"/api/v1/registries/{registry}", 200,
+         json={"public": True, "immutable_tags": ["v*"]})  # fmt: skip
+    send("registry.labels", "PUT", f"/api/v1/registries/{registry}/labels", 200,
+         json={"labels": {"team": "audit"}})  # fmt: skip
+    send("member.set", "PUT", f"/api/v1/project-groups/{group}/members/admin", 200,
+         json={"role": "guest"})  # fmt: skip
+    send("member.remove", "DELETE", f"/api/v1/project-groups/{group}/members/admin", 204)
+    token = send("token.create", "POST", "/api/v1/users/me/tokens", 201,
+                 json={"name": f"audit-{registry}"}).json()  # fmt: skip
+    send("token.revoke", "DELETE", f"/api/v1/users/me/tokens/{token['id']}", 204)
+    push_image(client, f"{registry}/app", make_image(f"{registry}-v"), "v1")
+    push_image(client, f"{registry}/gone", make_image(f"{registry}-g"), "1.0")
+    send("tag.delete", "DELETE", f"/api/v1/registries/{registry}/images/app/-/tags/v1", 200)
+    send("image.delete", "DELETE", f"/api/v1/registries/{registry}/images/gone", {200, 204})
+
+    recorded = {e["request_id"]: e for e in _events(client, actor="admin")}
+    for request_id, action in sent.items():
+        event = recorded.get(request_id)
+        assert event is not None, f"{action} not recorded"
+        assert event["action"] == action
+        assert event["outcome"] == "success" and event["client"] == "127.0.0.1"
+    own = {e["action"] for e in _events(client, registry=registry)}
+    assert {"registry.update", "registry.labels", "tag.delete", "image.delete"} <= own
+    immutable = next(e for e in recorded.values() if e["action"] == "tag.delete")
+    assert immutable["target"] == f"/api/v1/registries/{registry}/images/app/-/tags/v1"
+
+    send("registry.delete", "DELETE", f"/api/v1/registries/{registry}", {202, 204},
+         params={"delete_images": "true"})  # fmt: skip
+    deleted = [e for e in _events(client, actor="admin") if e["action"] == "registry.delete"]
+    assert deleted and deleted[0]["registry"] == registry
 
 
 def test_owners_see_their_registries_events_only(

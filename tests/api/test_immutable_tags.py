@@ -1,11 +1,13 @@
 """Immutable tags (issue 14, point 4): a registry's patterns make tags that never move once
 pushed (the same digest again is fine), refused with 403 DENIED naming the tag and the rule,
-atomically across worker processes; owners and admins may still delete them, developers not."""
+atomically across worker processes and across instances on PostgreSQL; owners and admins may
+still delete them, developers not."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from support.oci import (
     push_image,
     put_manifest,
 )
+from support.pgcluster import URL_ENV, PostgresCluster
 from support.server import RunningServer
 
 DEVELOPER_PASSWORD = "developer-password-1"
@@ -166,6 +169,53 @@ def test_racing_first_pushes_of_an_immutable_tag_leave_exactly_one_winner(
     finally:
         for http in clients:
             http.close()
+
+
+def test_racing_first_pushes_on_two_postgresql_instances_leave_exactly_one_winner(
+    tmp_path: Path,
+) -> None:
+    """The same race as above, spread over two instances sharing one PostgreSQL database and
+    one data folder (as behind a load balancer): the rule is held by the database, not by a
+    process."""
+    cluster = PostgresCluster().start()
+    servers: list[RunningServer] = []
+    try:
+        url = cluster.create_database("immutable")
+        for _ in range(2):
+            servers.append(RunningServer(tmp_path / "data", env={URL_ENV: url}).start())
+        first = servers[0]
+        first.create_registry("immutable-race")
+        repo = "immutable-race/app"
+        images = [make_image(f"immutable-race-{n}") for n in range(8)]
+        clients = [
+            httpx.Client(base_url=servers[n % 2].url, auth=first.admin, timeout=60)
+            for n in range(len(images))
+        ]
+        try:
+            rules = clients[0].patch(
+                "/api/v1/registries/immutable-race", json={"immutable_tags": ["v*"]}
+            )
+            assert rules.status_code == 200, rules.text
+            for http, image in zip(clients, images, strict=True):
+                push_image(http, repo, image)
+
+            def put(n: int) -> int:
+                return put_manifest(clients[n], repo, "v1", images[n].manifest).status_code
+
+            with ThreadPoolExecutor(len(images)) as pool:
+                statuses = list(pool.map(put, range(len(images))))
+            assert sorted(statuses) == [201] + [403] * 7, statuses
+            winner = images[statuses.index(201)]
+            for http in clients[:2]:  # both instances name the winner
+                head = http.head(f"/v2/{repo}/manifests/v1")
+                assert head.headers["docker-content-digest"] == winner.digest
+        finally:
+            for http in clients:
+                http.close()
+    finally:
+        for server in servers:
+            server.stop()
+        cluster.stop()
 
 
 def test_an_index_under_an_immutable_tag_is_held_the_same_way(

@@ -388,3 +388,15 @@ def test_the_most_recently_pulled_are_kept(client: httpx.Client, registry: str) 
     }
     pulled_at = {t["name"]: t["pulled_at"] for i in plan["items"] for t in i["tags"]}
     assert pulled_at["1.0"] is not None and pulled_at["1.1"] is None
+
+
+def test_a_registry_keeps_its_last_twenty_plans(client: httpx.Client, registry: str) -> None:
+    """Issue 14, point 3: the last plans are kept for inspection, the older ones go."""
+    push_image(client, f"{registry}/app", make_image(f"{registry}-kept"), "1.0")
+    _set_policy(client, registry, rules=[{"keep": "always"}])
+    made = [_plan(client, registry)["id"] for _ in range(22)]
+    listed = client.get(f"{_base(registry)}/plans")
+    assert listed.status_code == 200, listed.text
+    assert [plan["id"] for plan in listed.json()["items"]] == made[::-1][:20]
+    assert client.get(f"{_base(registry)}/plans/{made[0]}").status_code == 404
+    assert client.get(f"{_base(registry)}/plans/{made[2]}").status_code == 200

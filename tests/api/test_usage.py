@@ -353,6 +353,30 @@ def test_an_index_tag_counts_its_children_and_an_image_only_what_its_manifests_r
     registry.run(_check(scenario))
 
 
+def test_layers_shared_across_images_and_registries_count_once_at_each_level(
+    registry: InProcessRegistry,
+) -> None:
+    """The sharing every level is for, step by step and on both databases (the random test
+    may not draw it in its few examples on PostgreSQL): a layer in two images of a registry
+    counts once in the registry; in two registries, in neither's unique bytes; and it leaves
+    each level only with the last image or registry that references it."""
+    scenario = Scenario(registry)
+    steps = [
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("push", (0, "tools/cli"), "1.0", ((0, 2), 1)),  # layer 0 again, same registry
+        ("push", (0, "app"), "2.0", ((0, 1, 3), 2)),  # layers 0 and 1 again, same image
+        ("mount", (0, "app"), (1, "app"), 3),
+        ("push", (1, "app"), "1.0", ((0, 3), 3)),  # layers 0 and 3 in a second registry
+        ("delete_image", (0, "tools/cli")),
+        ("delete_tag", (0, "app"), "1.0"),
+        ("delete_manifest", (0, "app"), "2.0"),
+        ("delete_registry", 1),
+    ]
+    for step in steps:
+        registry.run(scenario.run(step))
+        registry.run(_check(scenario))
+
+
 def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Path) -> None:
     """Upgrading a catalog that already holds images (through migration 0010) gives the same
     figures as keeping them all along."""
@@ -403,3 +427,69 @@ def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Pat
         assert before[0][0] > 0
     finally:
         registry.close()
+
+
+def test_the_usage_tables_are_clustered_on_their_keys_and_keep_their_figures(
+    tmp_path: Path,
+) -> None:
+    """Migration 0016 (the cost of exact usage): on SQLite the three usage tables are WITHOUT
+    ROWID (one b-tree per table, so a reference written dirties one page, not two), and going
+    down to 0015 and up again keeps every figure."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from ociregistry.db.database import MIGRATIONS
+
+    registry = InProcessRegistry(tmp_path / "data")
+    scenario = Scenario(registry)
+    for step in (
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("push", (1, "app"), "1.0", ((0, 2), 1)),
+        ("orphan", (0, "app"), b"uploaded, never referenced"),
+    ):
+        registry.run(scenario.run(step))
+    before = registry.run(_shown(registry, scenario.names))
+    registry.run(_check(scenario))
+    registry.close()
+    url = f"sqlite:///{tmp_path / 'data' / 'registry.db'}"
+
+    def clustered(connection: Any) -> dict[str, bool]:
+        rows = connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('image_usage', 'registry_usage', 'blob_usage')"
+        ).all()
+        return {name: sql.rstrip().endswith("WITHOUT ROWID") for name, sql in rows}
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, True)
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0015")
+        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, False)
+        command.upgrade(config, "head")
+        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, True)
+    engine.dispose()
+    registry = InProcessRegistry(tmp_path / "data")
+    try:
+        assert registry.run(_shown(registry, scenario.names)) == before
+        scenario.r, scenario.client = registry, registry.client
+        registry.run(_check(scenario))
+    finally:
+        registry.close()
+
+
+_USAGE_TABLES = ("image_usage", "registry_usage", "blob_usage")
+
+
+async def _shown(registry: InProcessRegistry, names: list[str]) -> list[Any]:
+    """Every usage figure the API shows: registries, their images, the platform."""
+    shown: list[Any] = []
+    for name in names:
+        body = (await registry.client.get(f"/api/v1/registries/{name}")).json()
+        images = (await registry.client.get(f"/api/v1/registries/{name}/images")).json()
+        shown.append((body["size_bytes"], body["unique_bytes"], images["items"]))
+    shown.append((await registry.client.get("/api/v1/platform/usage")).json())
+    return shown

@@ -6,7 +6,16 @@ deleted. Applying plan N executes exactly that plan, in transactions of `APPLY_B
 each item re-checked first: a tag deleted only if it still points at the planned
 digest and was not pushed since (else it is kept and reported), a manifest only when no tag
 points at it and no other manifest needs it (catalog/images.py `delete_unneeded_manifest`).
-A plan is applied once: the first apply claims it by compare-and-set, a second gets 409.
+A plan is applied once: the first apply claims it by compare-and-set, a second gets 409
+(saying whether the plan is being applied or was).
+
+An apply survives a crash. Each batch's transaction also records the batch's outcomes in the
+plan (`result.progress`, one letter per item) and moves the plan's heartbeat (`applied_at`,
+while `applying`) by compare-and-set: an applier whose heartbeat someone else moved has lost
+the plan, and its batch rolls back with the failed write. A plan left `applying` by a killed
+process (no heartbeat for `stale_seconds`, the job lease's length) is taken over by the
+background job, under its lease, and finished from where the progress says; its result then
+says `resumed`, and counts what was done before the crash too.
 
 The schedule runs as one background job under the job lease (catalog/leases.py, started in
 app.py); each registry's due run is also claimed in a transaction that moves its
@@ -16,10 +25,13 @@ plans for inspection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ociregistry.catalog.audit import AuditLog, AuditRecord
@@ -60,6 +72,42 @@ log = logging.getLogger("ociregistry.retention")
 # What happens to a tag or manifest of the plan when it is applied.
 DELETED, GONE, MOVED, PUSHED = "deleted", "gone", "moved", "pushed_since"
 IMMUTABLE_NOW = "immutable"
+TAGGED, REFERENCED = "tagged", "referenced"
+# An item's outcome as one letter of `result.progress`; "." is a manifest still to be done.
+_CODES = {
+    DELETED: "d",
+    GONE: "g",
+    MOVED: "m",
+    PUSHED: "p",
+    IMMUTABLE_NOW: "i",
+    TAGGED: "t",
+    REFERENCED: "r",
+}
+_OUTCOMES = {code: outcome for outcome, code in _CODES.items()}
+PENDING = "."
+# Tests only: seconds to wait after each batch of an apply, so that a test can kill the
+# server mid-apply (tests/api/test_retention_crash.py). Not a setting: 0 in production.
+_PAUSE_SECONDS = float(os.environ.get("OCIREGISTRY_TEST_RETENTION_BATCH_PAUSE", "0") or 0)
+
+
+class _LostPlan(Exception):
+    """Another applier took the plan over (this one was taken for dead): stop, undo the
+    batch in hand."""
+
+
+def _shown_result(status: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result as the API shows it: while applying, the counts so far, from the progress
+    letters the batches record (see `_execute`)."""
+    if status != "applying" or result is None:
+        return result
+    progress = result.get("progress") or {}
+    tags, manifests = progress.get("tags", ""), progress.get("manifests", "")
+    return {
+        "items_done": len(tags) + len(manifests) - manifests.count(PENDING),
+        "tags_deleted": tags.count(_CODES[DELETED]),
+        "manifests_deleted": manifests.count(_CODES[DELETED]),
+        "kept": [],
+    }
 
 
 def _plan_json(row: Any, registry: str, *, items: bool = True) -> dict[str, Any]:
@@ -72,9 +120,10 @@ def _plan_json(row: Any, registry: str, *, items: bool = True) -> dict[str, Any]
         "status": row.status,
         "policy": row.policy,
         "summary": row.summary,
-        "applied_at": stamp(row.applied_at),
+        # While applying, the column holds the applier's heartbeat, not a time to show.
+        "applied_at": stamp(row.applied_at) if row.status == "applied" else None,
         "applied_by": row.applied_by,
-        "result": row.result,
+        "result": _shown_result(row.status, row.result),
     }
     if items:
         plan["items"] = row.items
@@ -152,9 +201,13 @@ def _due(policy: dict[str, Any], set_at: Any, last_run: Any, now: Any) -> bool:
 class Retention:
     """Policies, plans and their application, for the API, the CLI and the schedule."""
 
-    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, db: Database, audit: AuditLog | None = None, *, stale_seconds: float = 120
+    ) -> None:
         self.db = db
         self.audit = audit
+        # An apply whose heartbeat is older than this is taken for dead (the job lease's length).
+        self.stale_seconds = stale_seconds
 
     async def _registry_id(self, registry: str) -> int:
         async with self.db.read() as conn:
@@ -346,73 +399,222 @@ class Retention:
     async def apply_plan(self, registry: str, plan_id: int, actor: str | None) -> dict[str, Any]:
         """Execute exactly plan `plan_id`, re-checking each item; record what happened."""
         row = await self._plan_row(registry, plan_id)
+        heartbeat = utcnow()
         async with self.db.write() as conn:
             claimed = await conn.execute(
                 update(RetentionPlan)
                 .where(RetentionPlan.id == plan_id, RetentionPlan.status == "planned")
-                .values(status="applying", applied_by=actor)
+                .values(
+                    status="applying",
+                    applied_by=actor,
+                    applied_at=heartbeat,
+                    result={"progress": {"tags": "", "manifests": ""}},
+                )
             )
         if claimed.rowcount != 1:
+            current = await self._plan_row(registry, plan_id)
+            if current.status == "applying":
+                raise PlanApplied(
+                    f"retention plan {plan_id} of {registry!r} is being applied (started by "
+                    f"{current.applied_by or 'the schedule'}); wait for it to finish",
+                    detail={"plan": plan_id, "status": current.status},
+                )
             raise PlanApplied(
                 f"retention plan {plan_id} of {registry!r} was applied already; make a new plan",
-                detail={"plan": plan_id},
+                detail={"plan": plan_id, "status": current.status},
             )
-        policy, items = row.policy, row.items
-        counts = {"tags_deleted": 0, "manifests_deleted": 0}
-        kept: list[dict[str, Any]] = []
+        try:
+            await self._execute(registry, plan_id, row.policy, row.items, heartbeat, {})
+        except _LostPlan:
+            log.warning("retention plan %d of %s: taken over by another applier", plan_id, registry)
+        return await self.get_plan(registry, plan_id)
+
+    async def _execute(
+        self,
+        registry: str,
+        plan_id: int,
+        policy: dict[str, Any],
+        items: list[dict[str, Any]],
+        heartbeat: datetime,
+        progress: dict[str, str],
+        *,
+        resumed: bool = False,
+    ) -> dict[str, Any]:
+        """Apply a claimed plan from where `progress` says, in batches that each record their
+        outcomes and move the heartbeat; the plan ends `applied`. Raises _LostPlan when
+        another applier has taken the plan over."""
         doomed = [(item, tag) for item in items for tag in item["tags"] if tag["verdict"] == DELETE]
-        for start in range(0, len(doomed), APPLY_BATCH):
-            batch = doomed[start : start + APPLY_BATCH]
-            outcomes = await self.db.transaction(
-                lambda conn, batch=batch: _apply_tags(conn, registry, batch, policy)
+        manifests = [item for item in items if item["verdict"] == DELETE]
+        tag_codes = progress.get("tags", "")
+        manifest_codes = progress.get("manifests") or PENDING * len(manifests)
+
+        def record(conn: Connection, tags: str, manifest_states: str) -> datetime:
+            now = utcnow()
+            moved = conn.execute(
+                update(RetentionPlan)
+                .where(
+                    RetentionPlan.id == plan_id,
+                    RetentionPlan.status == "applying",
+                    RetentionPlan.applied_at == heartbeat,
+                )
+                .values(
+                    applied_at=now,
+                    result={"progress": {"tags": tags, "manifests": manifest_states}},
+                )
             )
-            for (item, tag), outcome in zip(batch, outcomes, strict=True):
-                tag["outcome"] = outcome
-                if outcome == DELETED:
-                    counts["tags_deleted"] += 1
-                elif outcome != GONE:
-                    kept.append({"image": item["image"], "tag": tag["name"], "reason": outcome})
+            if moved.rowcount != 1:
+                raise _LostPlan(plan_id)
+            return now
+
+        for start in range(len(tag_codes), len(doomed), APPLY_BATCH):
+            batch = doomed[start : start + APPLY_BATCH]
+
+            def delete_tags(
+                conn: Connection, batch: Any = batch, done: str = tag_codes
+            ) -> tuple[str, datetime]:
+                codes = done + "".join(
+                    _CODES[outcome] for outcome in _apply_tags(conn, registry, batch, policy)
+                )
+                return codes, record(conn, codes, manifest_codes)
+
+            tag_codes, heartbeat = await self.db.transaction(delete_tags)
+            if _PAUSE_SECONDS:
+                await asyncio.sleep(_PAUSE_SECONDS)
         # Manifests: an index or referrer goes before what it names, so retry what another
         # planned manifest still referenced until a pass deletes nothing more.
-        waiting = [item for item in items if item["verdict"] == DELETE]
-        while waiting:
-            retry = []
+        while waiting := [i for i, code in enumerate(manifest_codes) if code == PENDING]:
+            settled = False
             for start in range(0, len(waiting), APPLY_BATCH):
                 batch = waiting[start : start + APPLY_BATCH]
-                outcomes = await self.db.transaction(
-                    lambda conn, batch=batch: _apply_manifests(conn, registry, batch)
+
+                def delete_manifests(
+                    conn: Connection, batch: Any = batch, done: str = manifest_codes
+                ) -> tuple[str, datetime]:
+                    codes = list(done)
+                    outcomes = _apply_manifests(conn, registry, [manifests[i] for i in batch])
+                    for i, outcome in zip(batch, outcomes, strict=True):
+                        if outcome != REFERENCED:
+                            codes[i] = _CODES[outcome]
+                    joined = "".join(codes)
+                    return joined, record(conn, tag_codes, joined)
+
+                before = manifest_codes
+                manifest_codes, heartbeat = await self.db.transaction(delete_manifests)
+                settled = settled or manifest_codes != before
+                if _PAUSE_SECONDS:
+                    await asyncio.sleep(_PAUSE_SECONDS)
+            if not settled:  # what is left is referenced by what the plan keeps
+                manifest_codes = "".join(
+                    _CODES[REFERENCED] if code == PENDING else code for code in manifest_codes
                 )
-                for item, outcome in zip(batch, outcomes, strict=True):
-                    item["outcome"] = outcome
-                    if outcome == "referenced":
-                        retry.append(item)
-                    elif outcome == DELETED:
-                        counts["manifests_deleted"] += 1
-                    elif outcome != GONE:
-                        kept.append(
-                            {"image": item["image"], "digest": item["digest"], "reason": outcome}
-                        )
-            if len(retry) == len(waiting):
-                kept += [
-                    {"image": i["image"], "digest": i["digest"], "reason": "referenced"}
-                    for i in retry
-                ]
-                break
-            waiting = retry
-        result = {**counts, "kept": kept}
+        counts = {"tags_deleted": 0, "manifests_deleted": 0}
+        kept: list[dict[str, Any]] = []
+        for (item, tag), code in zip(doomed, tag_codes, strict=True):
+            tag["outcome"] = outcome = _OUTCOMES[code]
+            if outcome == DELETED:
+                counts["tags_deleted"] += 1
+            elif outcome != GONE:
+                kept.append({"image": item["image"], "tag": tag["name"], "reason": outcome})
+        for item, code in zip(manifests, manifest_codes, strict=True):
+            item["outcome"] = outcome = _OUTCOMES[code]
+            if outcome == DELETED:
+                counts["manifests_deleted"] += 1
+            elif outcome != GONE:
+                kept.append({"image": item["image"], "digest": item["digest"], "reason": outcome})
+        result: dict[str, Any] = {**counts, "kept": kept}
+        if resumed:
+            result["resumed"] = True
         async with self.db.write() as conn:
-            await conn.execute(
+            done = await conn.execute(
                 update(RetentionPlan)
-                .where(RetentionPlan.id == plan_id)
+                .where(
+                    RetentionPlan.id == plan_id,
+                    RetentionPlan.status == "applying",
+                    RetentionPlan.applied_at == heartbeat,
+                )
                 .values(status="applied", applied_at=utcnow(), result=result, items=items)
             )
-        return await self.get_plan(registry, plan_id)
+        if done.rowcount != 1:
+            raise _LostPlan(plan_id)
+        return result
+
+    async def resume_interrupted(self) -> list[tuple[str, int]]:
+        """Finish the plans whose applier died mid-apply (no heartbeat for `stale_seconds`):
+        take each over by compare-and-set on its heartbeat, so one taker wins, and apply the
+        rest of it. Run by the `retention` background job under its lease."""
+        stale = utcnow() - timedelta(seconds=self.stale_seconds)
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(RetentionPlan.id, RetentionPlan.applied_at, Registry.name)
+                    .join(Registry, Registry.id == RetentionPlan.registry_id)
+                    .where(
+                        RetentionPlan.status == "applying",
+                        or_(RetentionPlan.applied_at.is_(None), RetentionPlan.applied_at < stale),
+                    )
+                )
+            ).all()
+        resumed = []
+        for plan_id, beat, registry in rows:
+            heartbeat = utcnow()
+            last = (
+                RetentionPlan.applied_at.is_(None)
+                if beat is None
+                else RetentionPlan.applied_at == beat
+            )
+            async with self.db.write() as conn:
+                taken = await conn.execute(
+                    update(RetentionPlan)
+                    .where(RetentionPlan.id == plan_id, RetentionPlan.status == "applying", last)
+                    .values(applied_at=heartbeat)
+                )
+                row = (
+                    await conn.execute(select(RetentionPlan).where(RetentionPlan.id == plan_id))
+                ).first()
+            if taken.rowcount != 1 or row is None:
+                continue  # another instance took it, or it moved on
+            log.warning("retention plan %d of %s was interrupted; resuming it", plan_id, registry)
+            try:
+                result = await self._execute(
+                    registry,
+                    plan_id,
+                    row.policy,
+                    row.items,
+                    heartbeat,
+                    (row.result or {}).get("progress") or {},
+                    resumed=True,
+                )
+            except _LostPlan:
+                continue
+            await self._audit_job(registry, plan_id, result)
+            resumed.append((registry, plan_id))
+        return resumed
+
+    async def _audit_job(self, registry: str, plan_id: int, result: dict[str, Any]) -> None:
+        if self.audit is None:
+            return
+        await self.audit.record(
+            AuditRecord(
+                actor=SCHEDULE_ACTOR,
+                client="-",
+                request_id=None,
+                action="retention.apply",
+                method="JOB",
+                target=f"/api/v1/registries/{registry}/retention/plans/{plan_id}:apply",
+                registry=registry,
+                status=200,
+                outcome="success",
+                detail={"plan": plan_id, **result},
+            )
+        )
 
     # -- the schedule ----------------------------------------------------------------------
 
     async def run_schedules(self) -> list[tuple[str, int]]:
         """Make and apply a plan for every registry whose schedule is due; the (registry,
-        plan id) pairs applied. Run by the `retention` background job under its lease."""
+        plan id) pairs applied. Run by the `retention` background job under its lease, which
+        first finishes the applies that a crash interrupted."""
+        await self.resume_interrupted()
         now = utcnow()
         async with self.db.read() as conn:
             rows = (
@@ -436,21 +638,7 @@ class Retention:
             plan = await self.make_plan(registry, SCHEDULE_ACTOR, trigger="schedule")
             applied = await self.apply_plan(registry, plan["id"], SCHEDULE_ACTOR)
             log.info("retention plan %d of %s applied: %s", plan["id"], registry, applied["result"])
-            if self.audit is not None:
-                await self.audit.record(
-                    AuditRecord(
-                        actor=SCHEDULE_ACTOR,
-                        client="-",
-                        request_id=None,
-                        action="retention.apply",
-                        method="JOB",
-                        target=f"/api/v1/registries/{registry}/retention/plans/{plan['id']}:apply",
-                        registry=registry,
-                        status=200,
-                        outcome="success",
-                        detail={"plan": plan["id"], **(applied["result"] or {})},
-                    )
-                )
+            await self._audit_job(registry, plan["id"], applied["result"] or {})
             done.append((registry, plan["id"]))
         return done
 

@@ -130,6 +130,53 @@ _SQLITE_REGISTRY_GROWS = (
 )
 
 
+# On PostgreSQL the whole of add_manifest is this one statement: a round trip to the server
+# costs more than the work, and a push with new blobs took five (one per level, and the image's
+# and the registry's sizes). Data-modifying CTEs all run, each level fed by the RETURNING of
+# the one below; the rows are taken in the same order as before (levels bottom up, blobs in
+# digest order). The registry grows only within its quota: when `added` > 0 and `grown` = 0
+# the caller raises QuotaExceeded and the transaction rolls every level back.
+_POSTGRESQL_ADD = text(
+    """
+    WITH image_level AS (
+        INSERT INTO image_usage (image_id, digest, size, refs)
+        SELECT :image, d, s, 1
+        FROM unnest(CAST(:digests AS text[]), CAST(:sizes AS bigint[])) AS t(d, s) ORDER BY d
+        ON CONFLICT (image_id, digest) DO UPDATE SET refs = image_usage.refs + 1
+        RETURNING digest, size, refs
+    ), new_in_image AS (
+        SELECT digest, size FROM image_level WHERE refs = 1
+    ), image_size AS (
+        UPDATE images
+        SET size_bytes = size_bytes + (SELECT CAST(sum(size) AS bigint) FROM new_in_image)
+        WHERE id = :image AND EXISTS (SELECT 1 FROM new_in_image)
+        RETURNING id
+    ), registry_level AS (
+        INSERT INTO registry_usage (registry_id, digest, size, refs)
+        SELECT :registry, digest, size, 1 FROM new_in_image ORDER BY digest
+        ON CONFLICT (registry_id, digest) DO UPDATE SET refs = registry_usage.refs + 1
+        RETURNING digest, size, refs
+    ), new_in_registry AS (
+        SELECT digest, size FROM registry_level WHERE refs = 1
+    ), added AS (
+        SELECT CAST(coalesce(sum(size), 0) AS bigint) AS bytes FROM new_in_registry
+    ), grown AS (
+        UPDATE registries SET size_bytes = size_bytes + (SELECT bytes FROM added)
+        WHERE id = :registry AND (SELECT bytes FROM added) > 0
+          AND (quota_bytes <= 0 OR size_bytes + (SELECT bytes FROM added) <= quota_bytes)
+        RETURNING id
+    ), platform_level AS (
+        INSERT INTO blob_usage (digest, size, refs)
+        SELECT digest, size, 1 FROM new_in_registry ORDER BY digest
+        ON CONFLICT (digest) DO UPDATE SET refs = blob_usage.refs + 1
+        RETURNING digest
+    )
+    SELECT (SELECT bytes FROM added), (SELECT count(*) FROM grown),
+           (SELECT count(*) FROM image_size), (SELECT count(*) FROM platform_level)
+    """
+)
+
+
 @cache
 def _stored(dialect: str) -> Any:
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(_BLOB)
@@ -246,6 +293,10 @@ def _registry_grows(conn: Connection, registry_id: int, added: int) -> None:
             return
     elif conn.execute(_REGISTRY_GROWS, {"b_id": registry_id, "b_delta": added}).rowcount:
         return
+    _refuse(conn, registry_id, added)
+
+
+def _refuse(conn: Connection, registry_id: int, added: int) -> None:
     name, used, quota = conn.execute(
         select(Registry.name, Registry.size_bytes, Registry.quota_bytes).where(
             Registry.id == registry_id
@@ -263,11 +314,26 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     """A manifest was added to an image: count its references, refusing it (QuotaExceeded,
     and the caller's transaction rolls back) if its new bytes exceed the registry's quota.
     At most five statements, whatever the number of layers: one per level, and the image's
-    and the registry's sizes; a blob the image held already stops at the first."""
+    and the registry's sizes; a blob the image held already stops at the first. On
+    PostgreSQL, one statement in all (_POSTGRESQL_ADD)."""
+    raw = _sqlite3(conn)
+    if raw is None and conn.dialect.name == "postgresql":
+        digests = sorted(entries)
+        added, grown, *_ = conn.execute(
+            _POSTGRESQL_ADD,
+            {
+                "image": image_id,
+                "registry": registry_id,
+                "digests": digests,
+                "sizes": [entries[d] for d in digests],
+            },
+        ).one()
+        if added and not grown:
+            _refuse(conn, registry_id, int(added))
+        return
     new_in_image = _count_up(conn, "image_usage", image_id, entries)
     if not new_in_image:
         return
-    raw = _sqlite3(conn)
     added = sum(new_in_image.values())
     if raw is not None:
         raw.execute(_SQLITE_IMAGE_SIZE, (added, image_id))

@@ -57,12 +57,19 @@ def _show_plan(args: argparse.Namespace, plan: dict[str, Any]) -> None:
     output(args, plan_rows(plan), PLAN_COLUMNS)
     summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in plan["summary"].items())
     print(f"plan {plan['id']} of {plan['registry']} ({plan['status']}): {summary}")
-    if plan["result"] is not None:
-        result = plan["result"]
+    result = plan["result"]
+    if result is not None and plan["status"] == "applied":
         print(
             f"applied: {result['tags_deleted']} tags and {result['manifests_deleted']} "
             f"manifests deleted; {len(result['kept'])} kept because they changed since"
+            + (
+                " (interrupted, then finished by the background job)"
+                if result.get("resumed")
+                else ""
+            )
         )
+    elif result is not None:
+        print(f"applying: {result['items_done']} items done so far")
 
 
 def retention_show(args: argparse.Namespace) -> int:

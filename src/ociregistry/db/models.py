@@ -218,6 +218,7 @@ class ImageUsage(Base):
     references it has there: the image's `size_bytes` is the sum of these sizes."""
 
     __tablename__ = "image_usage"
+    __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
 
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
@@ -231,6 +232,7 @@ class RegistryUsage(Base):
     """A blob some image of a registry references, and in how many of its images."""
 
     __tablename__ = "registry_usage"
+    __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
 
     registry_id: Mapped[int] = mapped_column(
         ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True
@@ -245,6 +247,7 @@ class BlobUsage(Base):
     bytes, and what is unique to one registry (`refs` = 1)."""
 
     __tablename__ = "blob_usage"
+    __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
 
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""What exact usage costs a manifest PUT on SQLite, counted rather than timed.
+
+On a shared machine the HTTP figures of `bench/usage_bench.py` move by ±10 % from run to run,
+more than the cost they measure. This one runs a manifest PUT's transaction
+(`catalog.images._record_manifest`, as the PUT handler runs it) in-process on a fresh SQLite
+database, with usage upkeep and with it made a no-op (as usage_bench.py does), and counts the
+pages each commit appends to the WAL (automatic checkpoints off, so the WAL's length is the
+count): a commit's I/O, and most of its CPU, is proportional to them, and the count does not
+depend on the machine's load. It also prints the process's CPU per transaction (timed, so as
+noisy as the machine).
+
+The work is usage_bench.py's: manifests of 8 images, each with a config of its own and two
+layers every manifest shares, a tag each.
+
+    python bench/usage_pages_bench.py [--manifests N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+import ociregistry.catalog.images as images
+from ociregistry.db.database import _sqlite_sync_engine, migrate
+from ociregistry.db.models import Registry
+from ociregistry.manifests.parse import parse_manifest
+from ociregistry.names import RepositoryName
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+WAL_FRAME = 24 + 4096  # frame header and a page of the default size
+UPKEEP = (images.add_manifest, images.note_stored)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Database:
+    """A migrated SQLite database with one registry, written as the server writes it."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "registry.db"
+        url = f"sqlite+aiosqlite:///{self.path}"
+        migrate(url)
+        self.engine = _sqlite_sync_engine(url)
+        event.listen(
+            self.engine,
+            "connect",
+            lambda dbapi, _record: dbapi.execute("PRAGMA wal_autocheckpoint=0"),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(Registry.__table__.insert(), {"resource_id": "bench", "name": "bench"})
+        self.layers = [os.urandom(2000), os.urandom(3000)]
+
+    def wal_pages(self) -> float:
+        wal = Path(f"{self.path}-wal")
+        return (wal.stat().st_size - 32) / WAL_FRAME if wal.exists() else 0.0
+
+    def checkpoint(self) -> None:
+        raw = sqlite3.connect(self.path)
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        raw.close()
+
+    def prepare(self, count: int, label: str) -> list[tuple[Any, ...]]:
+        """Upload (link) each manifest's blobs, as the pushes before the PUT do."""
+        work = []
+        for n in range(count):
+            repo = RepositoryName("bench", f"put{n % 8}")
+            config = json.dumps({"os": "linux", "label": f"{label}-{n}-{os.urandom(4).hex()}"})
+            blobs = [config.encode(), *self.layers]
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": sha256(blobs[0]),
+                    "size": len(blobs[0]),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": sha256(layer),
+                        "size": len(layer),
+                    }
+                    for layer in self.layers
+                ],
+            }
+            body = json.dumps(manifest).encode()
+            with self.engine.begin() as conn:
+                for blob in blobs:
+                    images.link_blob_in(conn, repo, sha256(blob), len(blob))
+            parsed = parse_manifest(body, OCI_MANIFEST)
+            work.append((repo, sha256(body), len(body), parsed, [f"{label}-{n}"]))
+        return work
+
+    def put(self, work: list[tuple[Any, ...]]) -> tuple[float, float]:
+        """The PUTs' transactions: WAL pages and CPU microseconds per PUT."""
+        self.checkpoint()
+        pages = self.wal_pages()
+        started = time.process_time()
+        for item in work:
+            with self.engine.begin() as conn:
+                images._record_manifest(conn, *item)
+        cpu = (time.process_time() - started) * 1e6 / len(work)
+        return (self.wal_pages() - pages) / len(work), cpu
+
+
+def upkeep(on: bool) -> None:
+    if on:
+        images.add_manifest, images.note_stored = UPKEEP
+    else:
+        images.add_manifest = images.note_stored = lambda *args, **kwargs: None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifests", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    figures: dict[str, list[tuple[float, float]]] = {"kept": [], "off": []}
+    with tempfile.TemporaryDirectory(prefix="usage-pages-") as tmp:
+        databases = {label: Database(Path(tmp) / label) for label in figures}
+        for round_number in range(args.rounds):
+            for label in figures if round_number % 2 == 0 else list(figures)[::-1]:
+                upkeep(label == "kept")
+                work = databases[label].prepare(args.manifests, f"{label}{round_number}")
+                figures[label].append(databases[label].put(work))
+                pages, cpu = figures[label][-1]
+                print(
+                    f"round {round_number + 1} {label}: {pages:.2f} WAL pages, "
+                    f"{cpu:.0f} µs CPU per PUT",
+                    file=sys.stderr,
+                )
+        upkeep(True)
+    median = statistics.median
+    print(f"{'manifest PUT, SQLite':30} {'kept':>8} {'off':>8} {'cost':>8}")
+    for title, index in (("WAL pages per PUT", 0), ("CPU µs per PUT (timed)", 1)):
+        kept = median(f[index] for f in figures["kept"])
+        off = median(f[index] for f in figures["off"])
+        print(f"{title:30} {kept:8.2f} {off:8.2f} {(kept - off) / off * 100:7.1f}%")
+    print(f"(medians of {args.rounds} rounds of {args.manifests} PUTs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
