@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import secrets
 import socket
@@ -40,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, Digest
@@ -63,6 +64,89 @@ UPLOADS_PREFIX = "uploads"
 Hook = Callable[[Connection], None]
 """Work of the caller's (the catalog's) run inside one of the session's own transactions, so a
 push pays for fewer commits: before the bytes (in the claim), after them (with the drop)."""
+
+
+# The session's bookkeeping, a few statements per request of every push: module-level, so
+# each is compiled once and run on the driver (`Database.execute_on_driver`, `Database.first`).
+_START = insert(UploadRow).values(
+    id=bindparam("upload"),
+    repository=bindparam("repo"),
+    received=bindparam("offset"),
+    parts=bindparam("part_count"),
+    staged=bindparam("staged_bytes"),
+    storage_state=bindparam("state"),
+    hash_state=bindparam("hash"),
+    started_at=bindparam("now"),
+    active_at=bindparam("now"),
+    writer=bindparam("holder"),
+    writer_since=bindparam("holder_since"),
+)
+_SESSION = select(
+    UploadRow.repository, UploadRow.received, UploadRow.started_at, UploadRow.active_at
+).where(UploadRow.id == bindparam("upload"))
+# The compare-and-set that makes the row the lock: free (no writer, a stale one, or a dead
+# one), at the offset the request expects; its RETURNING is what the claimant continues from.
+_CLAIM = (
+    update(UploadRow)
+    .where(
+        UploadRow.id == bindparam("upload"),
+        UploadRow.received == bindparam("expected"),
+        or_(
+            UploadRow.writer.is_(None),
+            UploadRow.writer_since < bindparam("stale"),
+            UploadRow.writer == bindparam("dead"),
+        ),
+    )
+    .values(writer=bindparam("token"), writer_since=bindparam("now"), active_at=bindparam("now"))
+    .returning(
+        UploadRow.received,
+        UploadRow.parts,
+        UploadRow.staged,
+        UploadRow.storage_state,
+        UploadRow.hash_state,
+    )
+)
+_HOLDER = select(UploadRow.received, UploadRow.writer).where(UploadRow.id == bindparam("upload"))
+_RENEW = (
+    update(UploadRow)
+    .where(UploadRow.id == bindparam("upload"), UploadRow.writer == bindparam("token"))
+    .values(writer_since=bindparam("now"))
+)
+_RELEASE = (
+    update(UploadRow)
+    .where(UploadRow.id == bindparam("upload"), UploadRow.writer == bindparam("token"))
+    .values(writer=bindparam("holder"), writer_since=bindparam("holder_since"))
+)
+_ADVANCE = (
+    update(UploadRow)
+    .where(UploadRow.id == bindparam("upload"), UploadRow.writer == bindparam("token"))
+    .values(
+        received=bindparam("offset"),
+        parts=bindparam("part_count"),
+        staged=bindparam("staged_bytes"),
+        storage_state=bindparam("state"),
+        hash_state=bindparam("hash"),
+        writer=bindparam("holder"),
+        writer_since=bindparam("holder_since"),
+        active_at=bindparam("now"),
+    )
+    .returning(UploadRow.id)
+)
+_DROP = delete(UploadRow).where(UploadRow.id == bindparam("upload"))
+
+
+def _moment(value: Any) -> datetime:
+    """A stored time as the driver gives it (SQLite: text), as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    moment = as_utc(value)
+    assert moment is not None
+    return moment
+
+
+def _state(value: Any) -> UploadState | None:
+    """A stored storage state as the driver gives it (SQLite: JSON text)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,40 +315,32 @@ class Uploads:
     async def start(self, repository: str) -> UploadSession:
         now = utcnow()
         row = {
-            "id": str(uuid.uuid4()),
-            "repository": repository,
-            "received": 0,
-            "parts": 0,
-            "staged": 0,
-            "started_at": now,
-            "active_at": now,
+            "upload": str(uuid.uuid4()),
+            "repo": repository,
+            "offset": 0,
+            "part_count": 0,
+            "staged_bytes": 0,
+            "state": None,
+            "hash": None,
+            "now": now,
+            "holder": None,
+            "holder_since": None,
         }
         await self.db.transaction(
-            lambda conn: conn.execute(insert(UploadRow).values(**row)), durable=False
+            lambda conn: self.db.execute_on_driver(conn, _START, row), durable=False
         )
-        return UploadSession(row["id"], repository, 0, now.timestamp())
+        return UploadSession(row["upload"], repository, 0, now.timestamp())
 
     async def get(self, upload_id: str, repository: str) -> UploadSession:
         """The live session `upload_id` of `repository`; BLOB_UPLOAD_UNKNOWN otherwise."""
         upload_id = _parse_upload_id(upload_id)
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        UploadRow.repository,
-                        UploadRow.received,
-                        UploadRow.started_at,
-                        UploadRow.active_at,
-                    ).where(UploadRow.id == upload_id)
-                )
-            ).first()
-        if row is None or row.repository != repository:
+        row = await self.db.first(_SESSION, {"upload": upload_id})
+        if row is None or row[0] != repository:
             # A session of another repository is as unknown here as a missing one.
             raise BlobUploadUnknown(f"upload {upload_id} is unknown in {repository}")
-        session = UploadSession(
-            upload_id, repository, row.received, as_utc(row.started_at).timestamp()
-        )
-        if as_utc(row.active_at).timestamp() < time.time() - self.expiry_seconds:
+        _, received, started_at, active_at = row
+        session = UploadSession(upload_id, repository, received, _moment(started_at).timestamp())
+        if _moment(active_at).timestamp() < time.time() - self.expiry_seconds:
             await self.cancel(session)
             raise BlobUploadUnknown(f"upload {upload_id} expired; start a new upload")
         return session
@@ -407,44 +483,32 @@ class Uploads:
         stale = now - timedelta(seconds=CLAIM_LEASE_SECONDS)
 
         def claim(conn: Connection, dead: str | None) -> tuple[bool, Any]:
-            free = or_(UploadRow.writer.is_(None), UploadRow.writer_since < stale)
-            if dead is not None:
-                free = or_(free, UploadRow.writer == dead)
-            result = conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == session.id, UploadRow.received == expected, free)
-                .values(writer=token, writer_since=now, active_at=now)
-            )
-            row = conn.execute(
-                select(
-                    UploadRow.received,
-                    UploadRow.parts,
-                    UploadRow.staged,
-                    UploadRow.storage_state,
-                    UploadRow.hash_state,
-                    UploadRow.writer,
-                ).where(UploadRow.id == session.id)
-            ).first()
-            won = result.rowcount == 1
-            if won and also is not None:
+            values = {"upload": session.id, "expected": expected, "stale": stale, "dead": dead}
+            values.update(token=token, now=now)
+            won = self.db.execute_on_driver(conn, _CLAIM, values)
+            if not won:  # why not: the holder, or the offset the upload is at
+                found = self.db.execute_on_driver(conn, _HOLDER, {"upload": session.id})
+                return False, found[0] if found else None
+            if also is not None:
                 also(conn)
-            return won, row
+            return True, won[0]
 
         won, row = await self.db.transaction(lambda conn: claim(conn, None), durable=False)
-        if not won and row is not None and row.writer and _holder_is_dead(row.writer):
-            dead = row.writer
+        if not won and row is not None and row[1] and _holder_is_dead(row[1]):
+            dead = row[1]
             won, row = await self.db.transaction(lambda conn: claim(conn, dead), durable=False)
         if row is None:
             raise BlobUploadUnknown(f"upload {session.id} is unknown in {session.repository}")
         if not won:
-            if row.received != expected:
+            received = row[0]
+            if received != expected:
                 raise RangeInvalid(
-                    f"chunk starts at byte {expected} but the upload holds {row.received} "
-                    f"bytes; send the next chunk from byte {row.received}",
-                    detail={"expected_start": row.received, "received_start": expected},
+                    f"chunk starts at byte {expected} but the upload holds {received} "
+                    f"bytes; send the next chunk from byte {received}",
+                    detail={"expected_start": received, "received_start": expected},
                     repository=session.repository,
                     upload_id=session.id,
-                    received=row.received,
+                    received=received,
                 )
             raise RangeInvalid(
                 f"another request is writing to upload {session.id} now; "
@@ -452,53 +516,42 @@ class Uploads:
                 detail={"upload": session.id},
                 repository=session.repository,
                 upload_id=session.id,
-                received=row.received,
+                received=received,
             )
-        return _Claimed(
-            session, token, row.received, row.parts, row.staged, row.storage_state, row.hash_state
-        )
+        received, parts, staged, storage_state, hash_state = row
+        return _Claimed(session, token, received, parts, staged, _state(storage_state), hash_state)
 
     async def _renew(self, claimed: _Claimed) -> None:
+        values = {"upload": claimed.session.id, "token": claimed.token, "now": utcnow()}
         await self.db.transaction(
-            lambda conn: conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
-                .values(writer_since=utcnow())
-            ),
-            durable=False,
+            lambda conn: self.db.execute_on_driver(conn, _RENEW, values), durable=False
         )
 
     async def _release(self, claimed: _Claimed) -> None:
         """Give the claim back; the row stays as it was, so the failed chunk is unrecorded."""
+        values = {"upload": claimed.session.id, "token": claimed.token}
+        values.update(holder=None, holder_since=None)
         await self.db.transaction(
-            lambda conn: conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
-                .values(writer=None, writer_since=None)
-            ),
-            durable=False,
+            lambda conn: self.db.execute_on_driver(conn, _RELEASE, values), durable=False
         )
 
     async def _advance(self, claimed: _Claimed) -> None:
         values = {
-            "received": claimed.offset,
-            "parts": claimed.parts,
-            "staged": claimed.staged,
-            "storage_state": claimed.storage_state,
-            "hash_state": claimed.hash_state,
-            "writer": None,
-            "writer_since": None,
-            "active_at": utcnow(),
+            "upload": claimed.session.id,
+            "token": claimed.token,
+            "offset": claimed.offset,
+            "part_count": claimed.parts,
+            "staged_bytes": claimed.staged,
+            "state": claimed.storage_state,
+            "hash": claimed.hash_state,
+            "holder": None,
+            "holder_since": None,
+            "now": utcnow(),
         }
-
-        def advance(conn: Connection) -> int:
-            return conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
-                .values(**values)
-            ).rowcount
-
-        if await self.db.transaction(advance, durable=False) != 1:
+        advanced = await self.db.transaction(
+            lambda conn: self.db.execute_on_driver(conn, _ADVANCE, values), durable=False
+        )
+        if not advanced:
             raise RangeInvalid(
                 f"upload {claimed.session.id} was taken over while this chunk was written; "
                 "ask for its status and continue from there",
@@ -516,7 +569,7 @@ class Uploads:
         storage: bool = True,
     ) -> None:
         def drop(conn: Connection) -> None:
-            conn.execute(delete(UploadRow).where(UploadRow.id == upload_id))
+            self.db.execute_on_driver(conn, _DROP, {"upload": upload_id})
             if also is not None:
                 also(conn)
 
