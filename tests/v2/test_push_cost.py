@@ -124,3 +124,20 @@ def test_a_small_blob_upload_costs_three_session_statements(
     assert writes.of("upload_sessions") == ["INSERT", "UPDATE", "DELETE"]
     if registry.services.db.url.startswith("sqlite"):
         assert writes.of("upload_sessions", writes.through_sqlalchemy) == []
+
+
+def test_the_claim_records_the_garbage_candidate_on_the_driver(
+    registry: InProcessRegistry, writes: Writes
+) -> None:
+    """The PUT's claim records the blob as a garbage candidate before its bytes are written
+    (one upsert, in the claim's transaction); on SQLite that statement too is compiled once
+    and run on the driver."""
+    registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
+    writes.statements.clear()
+    writes.through_sqlalchemy.clear()
+
+    registry.run(_upload(registry, f"{REGISTRY}/app", b"another small layer"))
+
+    assert writes.of("blob_candidates") == ["INSERT"]
+    if registry.services.db.url.startswith("sqlite"):
+        assert writes.of("blob_candidates", writes.through_sqlalchemy) == []

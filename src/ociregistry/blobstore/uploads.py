@@ -49,7 +49,7 @@ from ociregistry.blobstore.driver import StorageDriver, UploadState
 from ociregistry.blobstore.hashing import Hasher, OneShotHash, ResumableSha256
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.store import blob_path
-from ociregistry.db.database import Database
+from ociregistry.db.database import Database, execute_on_driver
 from ociregistry.db.models import as_utc, utcnow
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
@@ -67,7 +67,7 @@ push pays for fewer commits: before the bytes (in the claim), after them (with t
 
 
 # The session's bookkeeping, a few statements per request of every push: module-level, so
-# each is compiled once and run on the driver (`Database.execute_on_driver`, `Database.first`).
+# each is compiled once and run on the driver (`execute_on_driver`, `Database.first`).
 _START = insert(UploadRow).values(
     id=bindparam("upload"),
     repository=bindparam("repo"),
@@ -326,9 +326,7 @@ class Uploads:
             "holder": None,
             "holder_since": None,
         }
-        await self.db.transaction(
-            lambda conn: self.db.execute_on_driver(conn, _START, row), durable=False
-        )
+        await self.db.transaction(lambda conn: execute_on_driver(conn, _START, row), durable=False)
         return UploadSession(row["upload"], repository, 0, now.timestamp())
 
     async def get(self, upload_id: str, repository: str) -> UploadSession:
@@ -485,9 +483,9 @@ class Uploads:
         def claim(conn: Connection, dead: str | None) -> tuple[bool, Any]:
             values = {"upload": session.id, "expected": expected, "stale": stale, "dead": dead}
             values.update(token=token, now=now)
-            won = self.db.execute_on_driver(conn, _CLAIM, values)
+            won = execute_on_driver(conn, _CLAIM, values)
             if not won:  # why not: the holder, or the offset the upload is at
-                found = self.db.execute_on_driver(conn, _HOLDER, {"upload": session.id})
+                found = execute_on_driver(conn, _HOLDER, {"upload": session.id})
                 return False, found[0] if found else None
             if also is not None:
                 also(conn)
@@ -524,7 +522,7 @@ class Uploads:
     async def _renew(self, claimed: _Claimed) -> None:
         values = {"upload": claimed.session.id, "token": claimed.token, "now": utcnow()}
         await self.db.transaction(
-            lambda conn: self.db.execute_on_driver(conn, _RENEW, values), durable=False
+            lambda conn: execute_on_driver(conn, _RENEW, values), durable=False
         )
 
     async def _release(self, claimed: _Claimed) -> None:
@@ -532,7 +530,7 @@ class Uploads:
         values = {"upload": claimed.session.id, "token": claimed.token}
         values.update(holder=None, holder_since=None)
         await self.db.transaction(
-            lambda conn: self.db.execute_on_driver(conn, _RELEASE, values), durable=False
+            lambda conn: execute_on_driver(conn, _RELEASE, values), durable=False
         )
 
     async def _advance(self, claimed: _Claimed) -> None:
@@ -549,7 +547,7 @@ class Uploads:
             "now": utcnow(),
         }
         advanced = await self.db.transaction(
-            lambda conn: self.db.execute_on_driver(conn, _ADVANCE, values), durable=False
+            lambda conn: execute_on_driver(conn, _ADVANCE, values), durable=False
         )
         if not advanced:
             raise RangeInvalid(
@@ -569,7 +567,7 @@ class Uploads:
         storage: bool = True,
     ) -> None:
         def drop(conn: Connection) -> None:
-            self.db.execute_on_driver(conn, _DROP, {"upload": upload_id})
+            execute_on_driver(conn, _DROP, {"upload": upload_id})
             if also is not None:
                 also(conn)
 
