@@ -107,21 +107,77 @@ async def _upload(registry: InProcessRegistry, repo: str, blob: bytes) -> None:
     assert done.status_code == 201, done.text
 
 
-def test_a_small_blob_upload_costs_three_session_statements(
+def _transactions(registry: InProcessRegistry) -> list[str]:
+    """Every transaction the registry's writers begin, from now on (PostgreSQL's reads share
+    the engine, in autocommit: they are no transaction of ours)."""
+    begun: list[str] = []
+
+    def began(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            begun.append("BEGIN")
+
+    for engine in _write_engines(registry):
+        event.listen(engine, "begin", began)
+    return begun
+
+
+def test_a_small_blob_pushed_whole_costs_one_transaction(
     registry: InProcessRegistry, writes: Writes
 ) -> None:
-    """The session's row is written three times: created by the POST, claimed by the PUT
-    (one compare-and-set `UPDATE … RETURNING` that hands back the state to continue from, not
-    an update and a read), dropped with the blob's link. On SQLite they run straight on the
-    driver, compiled once, not through SQLAlchemy's execution (hundreds of microseconds of
-    CPU each)."""
+    """POST, then PUT with the whole blob: the PUT takes no claim. Its bytes go straight to
+    the blob's place, then one transaction drops the session by compare-and-set, records the
+    garbage candidate and links the blob: the session's row is written twice (created,
+    dropped), and the PUT commits once, not twice (claim, drop)."""
+    registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
+    writes.statements.clear()
+    writes.through_sqlalchemy.clear()
+    begun = _transactions(registry)
+
+    started = registry.run(registry.client.post(f"/v2/{REGISTRY}/app/blobs/uploads/"))
+    assert started.status_code == 202, started.text
+    assert len(begun) == 1
+    blob = b"a small layer"
+    done = registry.run(
+        registry.client.put(
+            started.headers["location"], params={"digest": digest_of(blob)}, content=blob
+        )
+    )
+    assert done.status_code == 201, done.text
+
+    assert len(begun) == 2, "the PUT of a fresh session commits once"
+    assert writes.of("upload_sessions") == ["INSERT", "DELETE"]
+    assert writes.of("image_blobs") == ["INSERT"]  # linked, in that same transaction
+    fetched = registry.run(registry.client.get(f"/v2/{REGISTRY}/app/blobs/{digest_of(blob)}"))
+    assert fetched.content == blob
+
+
+def test_a_claim_is_one_statement_on_the_driver(
+    registry: InProcessRegistry, writes: Writes
+) -> None:
+    """A chunked upload claims its session for each request with one compare-and-set
+    `UPDATE … RETURNING` that hands back the state to continue from, not an update and a
+    read. On SQLite the session's statements run straight on the driver, compiled once, not
+    through SQLAlchemy's execution (a hundred microseconds of CPU or more each)."""
     registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
     writes.statements.clear()
     writes.through_sqlalchemy.clear()
 
-    registry.run(_upload(registry, f"{REGISTRY}/app", b"a small layer"))
+    client = registry.client
+    started = registry.run(client.post(f"/v2/{REGISTRY}/app/blobs/uploads/"))
+    patched = registry.run(client.patch(started.headers["location"], content=b"a chunk"))
+    assert patched.status_code == 202, patched.text
+    blob = b"a chunk, then the rest"
+    done = registry.run(
+        client.put(
+            patched.headers["location"],
+            params={"digest": digest_of(blob)},
+            content=blob[len(b"a chunk") :],
+        )
+    )
+    assert done.status_code == 201, done.text
 
-    assert writes.of("upload_sessions") == ["INSERT", "UPDATE", "DELETE"]
+    # Created; claimed and advanced by the PATCH; claimed and dropped by the PUT.
+    assert writes.of("upload_sessions") == ["INSERT", "UPDATE", "UPDATE", "UPDATE", "DELETE"]
     if registry.services.db.url.startswith("sqlite"):
         assert writes.of("upload_sessions", writes.through_sqlalchemy) == []
 
@@ -129,9 +185,9 @@ def test_a_small_blob_upload_costs_three_session_statements(
 def test_the_claim_records_the_garbage_candidate_on_the_driver(
     registry: InProcessRegistry, writes: Writes
 ) -> None:
-    """The PUT's claim records the blob as a garbage candidate before its bytes are written
-    (one upsert, in the claim's transaction); on SQLite that statement too is compiled once
-    and run on the driver."""
+    """Each pushed blob is recorded as a garbage candidate (one upsert), so a blob written but
+    never linked is still collected; on SQLite that statement too is compiled once and run on
+    the driver."""
     registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
     writes.statements.clear()
     writes.through_sqlalchemy.clear()

@@ -12,7 +12,13 @@ chunk is staged as an object of its own (`uploads/<id>/tail-<offset>`) and joine
 next one. Finishing checks the digest and composes the parts into the blob, server-side; a
 digest mismatch cancels the session, as Distribution does. A monolithic upload (the whole blob
 in the request that names its digest) streams straight to its place with `put_stream`,
-verified before it becomes visible.
+verified before it becomes visible; when it finishes a session (POST, then PUT with the body:
+how docker sends small blobs) it takes no claim, and one transaction drops the session by
+compare-and-set and links the blob (`Uploads._finish_whole`).
+
+The session's statements are module-level, compiled once and run on the driver
+(`execute_on_driver`, `Database.first`): SQLAlchemy's execution of each would cost more CPU
+than SQLite's work.
 
 Only the commit that drops a finished session (with the blob's link, before the 201) is
 durable on its own. The session's creation, claims and progress commit without an fsync
@@ -21,12 +27,14 @@ commit syncs them too. A power cut before it loses only what no client was promi
 session (the client starts again on BLOB_UPLOAD_UNKNOWN or a 416 with the true offset), or the
 garbage candidate a claim records, which leaves at worst an unlinked blob that
 `ociregistry fsck` reports. A process crash loses none of them. On SQLite that is one fsync
-per small blob push instead of three.
+per small blob push instead of three; and a small blob pushed whole costs two transactions,
+the POST's and the PUT's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -133,6 +141,21 @@ _ADVANCE = (
     .returning(UploadRow.id)
 )
 _DROP = delete(UploadRow).where(UploadRow.id == bindparam("upload"))
+# A session finished by the request that carries its whole blob: dropped only if it is still
+# as the request found it (nothing received, no live claim), by compare-and-set.
+_DROP_FRESH = (
+    delete(UploadRow)
+    .where(
+        UploadRow.id == bindparam("upload"),
+        UploadRow.received == bindparam("empty"),
+        or_(
+            UploadRow.writer.is_(None),
+            UploadRow.writer_since < bindparam("stale"),
+            UploadRow.writer == bindparam("dead"),
+        ),
+    )
+    .returning(UploadRow.storage_state)
+)
 
 
 def _moment(value: Any) -> datetime:
@@ -394,17 +417,14 @@ class Uploads:
         `before` runs in the transaction that claims the session (before any byte is
         written), `after(connection, size)` in the one that drops it, once the blob is
         visible and durable: if it fails, the session stays, and the client may finish again.
-        A digest mismatch cancels the session (the client starts again), as Distribution."""
+        A session that received nothing yet is finished without a claim (`_finish_whole`):
+        both then run in the one transaction that drops it. A digest mismatch cancels the
+        session (the client starts again), as Distribution."""
+        if session.offset == 0:
+            return await self._finish_whole(session, digest, body, before, after)
         claimed = await self._claim(session, session.offset, before)
-        # A session that received nothing before this request has nothing in storage to
-        # clean up (on S3 that saves a listing, a delete and a listing of uploads per push).
-        fresh = claimed.offset == 0 and claimed.storage_state is None and not claimed.staged
         try:
-            if claimed.offset == 0 and claimed.storage_state is None:
-                # Nothing came before: the body is the whole blob, straight to its place.
-                size = await self._put_verified(digest, body if body is not None else _once(b""))
-            else:
-                size = await self._finish_parts(claimed, digest, body)
+            size = await self._finish_parts(claimed, digest, body)
         except DigestInvalid:
             await asyncio.shield(self._drop(claimed.session.id, claimed.storage_state))
             raise
@@ -413,11 +433,91 @@ class Uploads:
             raise
         also = None if after is None else (lambda conn: after(conn, size))
         try:
-            await self._drop(session.id, None, also=also, storage=not fresh)
+            await self._drop(session.id, None, also=also)
         except BaseException:
             await asyncio.shield(self._release(claimed))
             raise
         return size
+
+    async def _finish_whole(
+        self,
+        session: UploadSession,
+        digest: Digest,
+        body: AsyncIterable[bytes] | None,
+        before: Hook | None,
+        after: Callable[[Connection, int], None] | None,
+    ) -> int:
+        """The whole blob in the request that finishes a session nothing was written to (how
+        docker sends every small blob: POST, then PUT with the body), with one transaction
+        where a claim would take three (claim, drop, and a release on failure).
+
+        No claim is needed while the bytes stream: they go straight to the blob's own place,
+        verified, where nothing but these very bytes can ever be written. Then one durable
+        transaction drops the session by compare-and-set (still empty, no live claim),
+        records the garbage candidate (`before`) and links the blob (`after`). A request that
+        wrote to the session meanwhile keeps it: this one then fails as a claim that lost
+        would, and its blob, written but unlinked, is a garbage candidate all the same. The
+        price: a process killed between the blob's rename and that commit (milliseconds)
+        leaves an unlinked blob no candidate names, which `ociregistry fsck` reports and a
+        push of the same digest links (a chunked upload still records it before the bytes)."""
+        try:
+            size = await self._put_verified(digest, body if body is not None else _once(b""))
+        except DigestInvalid:
+            await asyncio.shield(self._drop_fresh(session, None, None, 0))
+            raise
+        try:
+            won, row = await self._drop_fresh(session, before, after, size)
+        except BaseException:
+            if before is not None:  # the blob is written: keep it collectable, if we can
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.db.transaction(before, durable=False))
+            raise
+        if not won:
+            if row is None:
+                raise BlobUploadUnknown(f"upload {session.id} is unknown in {session.repository}")
+            received, _ = row
+            raise RangeInvalid(
+                f"another request wrote to upload {session.id} while this one was received; "
+                f"ask for its status and continue from byte {received}",
+                detail={"upload": session.id},
+                repository=session.repository,
+                upload_id=session.id,
+                received=received,
+            )
+        state = _state(row[0])
+        if state is not None:  # an empty chunk began a multipart upload: abort it
+            await self._discard_storage(session.id, state)
+        return size
+
+    async def _drop_fresh(
+        self,
+        session: UploadSession,
+        before: Hook | None,
+        after: Callable[[Connection, int], None] | None,
+        size: int,
+    ) -> tuple[bool, Any]:
+        """Drop a session still empty and unclaimed, running `before` in any case and
+        `after(connection, size)` if it went; (dropped, its storage state) or (False, the
+        offset and claim found instead, or None when it is gone)."""
+        stale = utcnow() - timedelta(seconds=CLAIM_LEASE_SECONDS)
+
+        def drop(conn: Connection, dead: str | None) -> tuple[bool, Any]:
+            values = {"upload": session.id, "empty": 0, "stale": stale, "dead": dead}
+            dropped = execute_on_driver(conn, _DROP_FRESH, values)
+            if before is not None:
+                before(conn)
+            if not dropped:
+                found = execute_on_driver(conn, _HOLDER, {"upload": session.id})
+                return False, found[0] if found else None
+            if after is not None:
+                after(conn, size)
+            return True, dropped[0]
+
+        won, row = await self.db.transaction(lambda conn: drop(conn, None))
+        if not won and row is not None and row[1] and _holder_is_dead(row[1]):
+            dead = row[1]
+            won, row = await self.db.transaction(lambda conn: drop(conn, dead))
+        return won, row
 
     async def put_whole(self, digest: Digest, body: AsyncIterable[bytes]) -> int:
         """A monolithic upload (`POST ?digest=`): the whole blob in one request, made visible
@@ -564,7 +664,6 @@ class Uploads:
         state: UploadState | None,
         *,
         also: Hook | None = None,
-        storage: bool = True,
     ) -> None:
         def drop(conn: Connection) -> None:
             execute_on_driver(conn, _DROP, {"upload": upload_id})
@@ -572,8 +671,7 @@ class Uploads:
                 also(conn)
 
         await self.db.transaction(drop)
-        if storage:
-            await self._discard_storage(upload_id, state)
+        await self._discard_storage(upload_id, state)
 
     async def _discard_storage(self, upload_id: str, state: UploadState | None) -> None:
         if state is not None:
