@@ -79,7 +79,8 @@ class Server(OurServer):
 
 def _py_spy(pid: int, output: str) -> subprocess.Popen[bytes]:
     command = [str(Path(sys.executable).parent / "py-spy"), "record", "-o", output]
-    command += ["--pid", str(pid), "--subprocesses", "--rate", "250", "--nonblocking"]
+    # --gil: only the thread that holds the GIL, which is where the worker spends its CPU.
+    command += ["--pid", str(pid), "--subprocesses", "--rate", "1000", "--nonblocking", "--gil"]
     if not output.endswith(".svg"):
         command += ["--format", "raw"]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
