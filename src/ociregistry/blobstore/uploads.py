@@ -462,8 +462,10 @@ class Uploads:
         push of the same digest links (a chunked upload still records it before the bytes)."""
         try:
             size = await self._put_verified(digest, body if body is not None else _once(b""))
-        except DigestInvalid:
-            await asyncio.shield(self._drop_fresh(session, None, None, 0))
+        except DigestInvalid:  # cancel the session, unless another request took it over
+            dropped, row = await asyncio.shield(self._drop_fresh(session, None, None, 0))
+            if dropped and _state(row[0]) is not None:
+                await asyncio.shield(self._discard_storage(session.id, _state(row[0])))
             raise
         try:
             won, row = await self._drop_fresh(session, before, after, size)
