@@ -275,12 +275,12 @@ async def test_small_chunks_are_staged_until_they_make_a_part(db: Database) -> N
     assert await BlobStore(driver).get(_digest(data + b"!")) == data + b"!"
 
 
-async def test_a_small_push_commits_twice(db: Database, tmp_path: Path) -> None:
+async def test_a_small_push_commits_once(db: Database, tmp_path: Path) -> None:
     """POST then PUT with the whole blob (how docker sends a config or a small layer): the
-    garbage candidate is recorded in the claim and the link written with the drop, so the PUT
-    costs two commits, not four; and both rows are there. Of the three commits of the whole
-    upload (POST's session, the claim, the drop), only the drop, which answers the 201, waits
-    for an fsync (SQLite's `synchronous=FULL`); the others are synced by it."""
+    PUT takes no claim, and records the garbage candidate and the link as it drops the
+    session, so it costs one commit, not two; and both rows are there. Of the two commits of
+    the whole upload (POST's session, the drop), only the drop, which answers the 201, waits
+    for an fsync (SQLite's `synchronous=FULL`); the POST's is synced by it."""
     await Registries(db).create("team", kind="platform")
     uploads = Uploads(db, create_driver("filesystem", tmp_path / "storage"))
     pushes = BlobPushes(uploads, Images(db))
@@ -299,8 +299,8 @@ async def test_a_small_push_commits_twice(db: Database, tmp_path: Path) -> None:
         assert await pushes.finish(repo, session, _digest(data), _body(data)) == len(data)
     finally:
         event.remove(Engine, "commit", count)
-    assert len(commits) - put_from == 2
-    assert commits == [1, 1, 2], "only the commit that answers the 201 waits for an fsync"
+    assert len(commits) - put_from == 1
+    assert commits == [1, 2], "only the commit that answers the 201 waits for an fsync"
     async with db.read() as conn:
         digest = str(_digest(data))
         linked = await conn.scalar(select(ImageBlob.size).where(ImageBlob.digest == digest))
@@ -308,4 +308,38 @@ async def test_a_small_push_commits_twice(db: Database, tmp_path: Path) -> None:
             select(BlobCandidate.digest).where(BlobCandidate.digest == digest)
         )
     assert (linked, noted) == (len(data), digest)
+
+
+async def test_a_chunk_that_lands_while_a_whole_blob_streams_wins(
+    db: Database, driver: CheckedDriver
+) -> None:
+    """A PUT that carries the whole blob of a fresh session takes no claim while it streams;
+    a PATCH that lands meanwhile claims the row and wins. The PUT then fails as a claim that
+    lost would (416 with the upload's offset), the session goes on from the PATCH's chunk,
+    and the PUT's blob, written but not linked, is recorded as a garbage candidate."""
+    uploads = Uploads(db, driver)
+    session = await uploads.start("team-a/app")
+    calls: list[str] = []
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield b"the whole "
+        await uploads.append(await uploads.get(session.id, "team-a/app"), _body(b"chunk"))
+        yield b"blob"
+
+    with pytest.raises(RangeInvalid) as raised:
+        await uploads.finish(
+            session,
+            _digest(b"the whole blob"),
+            whole(),
+            before=lambda conn: calls.append("candidate"),
+            after=lambda conn, size: calls.append("link"),
+        )
+    assert raised.value.received == len(b"chunk")
+    assert calls == ["candidate"]
+    row = await _row(db, session.id)
+    assert row is not None and row.received == len(b"chunk") and row.writer is None
+    session = await uploads.get(session.id, "team-a/app")
+    data = b"chunk, then more"
+    assert await uploads.finish(session, _digest(data), _body(data[5:])) == len(data)
+    assert await BlobStore(driver).get(_digest(data)) == data
     assert await _row(db, session.id) is None

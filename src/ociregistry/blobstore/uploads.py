@@ -12,7 +12,13 @@ chunk is staged as an object of its own (`uploads/<id>/tail-<offset>`) and joine
 next one. Finishing checks the digest and composes the parts into the blob, server-side; a
 digest mismatch cancels the session, as Distribution does. A monolithic upload (the whole blob
 in the request that names its digest) streams straight to its place with `put_stream`,
-verified before it becomes visible.
+verified before it becomes visible; when it finishes a session (POST, then PUT with the body:
+how docker sends small blobs) it takes no claim, and one transaction drops the session by
+compare-and-set and links the blob (`Uploads._finish_whole`).
+
+The session's statements are module-level, compiled once and run on the driver
+(`execute_on_driver`, `Database.first`): SQLAlchemy's execution of each would cost more CPU
+than SQLite's work.
 
 Only the commit that drops a finished session (with the blob's link, before the 201) is
 durable on its own. The session's creation, claims and progress commit without an fsync
@@ -21,13 +27,16 @@ commit syncs them too. A power cut before it loses only what no client was promi
 session (the client starts again on BLOB_UPLOAD_UNKNOWN or a 416 with the true offset), or the
 garbage candidate a claim records, which leaves at worst an unlinked blob that
 `ociregistry fsck` reports. A process crash loses none of them. On SQLite that is one fsync
-per small blob push instead of three.
+per small blob push instead of three; and a small blob pushed whole costs two transactions,
+the POST's and the PUT's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
 import secrets
 import socket
@@ -40,7 +49,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ociregistry.blobstore.digest import DEFAULT_ALGORITHM, Digest
@@ -48,7 +57,7 @@ from ociregistry.blobstore.driver import StorageDriver, UploadState
 from ociregistry.blobstore.hashing import Hasher, OneShotHash, ResumableSha256
 from ociregistry.blobstore.models import UploadRow
 from ociregistry.blobstore.store import blob_path
-from ociregistry.db.database import Database
+from ociregistry.db.database import Database, execute_on_driver
 from ociregistry.db.models import as_utc, utcnow
 from ociregistry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid
 
@@ -63,6 +72,104 @@ UPLOADS_PREFIX = "uploads"
 Hook = Callable[[Connection], None]
 """Work of the caller's (the catalog's) run inside one of the session's own transactions, so a
 push pays for fewer commits: before the bytes (in the claim), after them (with the drop)."""
+
+
+# The session's bookkeeping, a few statements per request of every push: module-level, so
+# each is compiled once and run on the driver (`execute_on_driver`, `Database.first`).
+_START = insert(UploadRow).values(
+    id=bindparam("upload"),
+    repository=bindparam("repo"),
+    received=bindparam("offset"),
+    parts=bindparam("part_count"),
+    staged=bindparam("staged_bytes"),
+    storage_state=bindparam("state"),
+    hash_state=bindparam("hash"),
+    started_at=bindparam("now"),
+    active_at=bindparam("now"),
+    writer=bindparam("holder"),
+    writer_since=bindparam("holder_since"),
+)
+_SESSION = select(
+    UploadRow.repository, UploadRow.received, UploadRow.started_at, UploadRow.active_at
+).where(UploadRow.id == bindparam("upload"))
+# The compare-and-set that makes the row the lock: free (no writer, a stale one, or a dead
+# one), at the offset the request expects; its RETURNING is what the claimant continues from.
+_CLAIM = (
+    update(UploadRow)
+    .where(
+        UploadRow.id == bindparam("upload"),
+        UploadRow.received == bindparam("expected"),
+        or_(
+            UploadRow.writer.is_(None),
+            UploadRow.writer_since < bindparam("stale"),
+            UploadRow.writer == bindparam("dead"),
+        ),
+    )
+    .values(writer=bindparam("token"), writer_since=bindparam("now"), active_at=bindparam("now"))
+    .returning(
+        UploadRow.received,
+        UploadRow.parts,
+        UploadRow.staged,
+        UploadRow.storage_state,
+        UploadRow.hash_state,
+    )
+)
+_HOLDER = select(UploadRow.received, UploadRow.writer).where(UploadRow.id == bindparam("upload"))
+_RENEW = (
+    update(UploadRow)
+    .where(UploadRow.id == bindparam("upload"), UploadRow.writer == bindparam("token"))
+    .values(writer_since=bindparam("now"))
+)
+_RELEASE = (
+    update(UploadRow)
+    .where(UploadRow.id == bindparam("upload"), UploadRow.writer == bindparam("token"))
+    .values(writer=bindparam("holder"), writer_since=bindparam("holder_since"))
+)
+_ADVANCE = (
+    update(UploadRow)
+    .where(UploadRow.id == bindparam("upload"), UploadRow.writer == bindparam("token"))
+    .values(
+        received=bindparam("offset"),
+        parts=bindparam("part_count"),
+        staged=bindparam("staged_bytes"),
+        storage_state=bindparam("state"),
+        hash_state=bindparam("hash"),
+        writer=bindparam("holder"),
+        writer_since=bindparam("holder_since"),
+        active_at=bindparam("now"),
+    )
+    .returning(UploadRow.id)
+)
+_DROP = delete(UploadRow).where(UploadRow.id == bindparam("upload"))
+# A session finished by the request that carries its whole blob: dropped only if it is still
+# as the request found it (nothing received, no live claim), by compare-and-set.
+_DROP_FRESH = (
+    delete(UploadRow)
+    .where(
+        UploadRow.id == bindparam("upload"),
+        UploadRow.received == bindparam("empty"),
+        or_(
+            UploadRow.writer.is_(None),
+            UploadRow.writer_since < bindparam("stale"),
+            UploadRow.writer == bindparam("dead"),
+        ),
+    )
+    .returning(UploadRow.storage_state)
+)
+
+
+def _moment(value: Any) -> datetime:
+    """A stored time as the driver gives it (SQLite: text), as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    moment = as_utc(value)
+    assert moment is not None
+    return moment
+
+
+def _state(value: Any) -> UploadState | None:
+    """A stored storage state as the driver gives it (SQLite: JSON text)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,40 +338,30 @@ class Uploads:
     async def start(self, repository: str) -> UploadSession:
         now = utcnow()
         row = {
-            "id": str(uuid.uuid4()),
-            "repository": repository,
-            "received": 0,
-            "parts": 0,
-            "staged": 0,
-            "started_at": now,
-            "active_at": now,
+            "upload": str(uuid.uuid4()),
+            "repo": repository,
+            "offset": 0,
+            "part_count": 0,
+            "staged_bytes": 0,
+            "state": None,
+            "hash": None,
+            "now": now,
+            "holder": None,
+            "holder_since": None,
         }
-        await self.db.transaction(
-            lambda conn: conn.execute(insert(UploadRow).values(**row)), durable=False
-        )
-        return UploadSession(row["id"], repository, 0, now.timestamp())
+        await self.db.transaction(lambda conn: execute_on_driver(conn, _START, row), durable=False)
+        return UploadSession(row["upload"], repository, 0, now.timestamp())
 
     async def get(self, upload_id: str, repository: str) -> UploadSession:
         """The live session `upload_id` of `repository`; BLOB_UPLOAD_UNKNOWN otherwise."""
         upload_id = _parse_upload_id(upload_id)
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        UploadRow.repository,
-                        UploadRow.received,
-                        UploadRow.started_at,
-                        UploadRow.active_at,
-                    ).where(UploadRow.id == upload_id)
-                )
-            ).first()
-        if row is None or row.repository != repository:
+        row = await self.db.first(_SESSION, {"upload": upload_id})
+        if row is None or row[0] != repository:
             # A session of another repository is as unknown here as a missing one.
             raise BlobUploadUnknown(f"upload {upload_id} is unknown in {repository}")
-        session = UploadSession(
-            upload_id, repository, row.received, as_utc(row.started_at).timestamp()
-        )
-        if as_utc(row.active_at).timestamp() < time.time() - self.expiry_seconds:
+        _, received, started_at, active_at = row
+        session = UploadSession(upload_id, repository, received, _moment(started_at).timestamp())
+        if _moment(active_at).timestamp() < time.time() - self.expiry_seconds:
             await self.cancel(session)
             raise BlobUploadUnknown(f"upload {upload_id} expired; start a new upload")
         return session
@@ -320,17 +417,14 @@ class Uploads:
         `before` runs in the transaction that claims the session (before any byte is
         written), `after(connection, size)` in the one that drops it, once the blob is
         visible and durable: if it fails, the session stays, and the client may finish again.
-        A digest mismatch cancels the session (the client starts again), as Distribution."""
+        A session that received nothing yet is finished without a claim (`_finish_whole`):
+        both then run in the one transaction that drops it. A digest mismatch cancels the
+        session (the client starts again), as Distribution."""
+        if session.offset == 0:
+            return await self._finish_whole(session, digest, body, before, after)
         claimed = await self._claim(session, session.offset, before)
-        # A session that received nothing before this request has nothing in storage to
-        # clean up (on S3 that saves a listing, a delete and a listing of uploads per push).
-        fresh = claimed.offset == 0 and claimed.storage_state is None and not claimed.staged
         try:
-            if claimed.offset == 0 and claimed.storage_state is None:
-                # Nothing came before: the body is the whole blob, straight to its place.
-                size = await self._put_verified(digest, body if body is not None else _once(b""))
-            else:
-                size = await self._finish_parts(claimed, digest, body)
+            size = await self._finish_parts(claimed, digest, body)
         except DigestInvalid:
             await asyncio.shield(self._drop(claimed.session.id, claimed.storage_state))
             raise
@@ -339,11 +433,93 @@ class Uploads:
             raise
         also = None if after is None else (lambda conn: after(conn, size))
         try:
-            await self._drop(session.id, None, also=also, storage=not fresh)
+            await self._drop(session.id, None, also=also)
         except BaseException:
             await asyncio.shield(self._release(claimed))
             raise
         return size
+
+    async def _finish_whole(
+        self,
+        session: UploadSession,
+        digest: Digest,
+        body: AsyncIterable[bytes] | None,
+        before: Hook | None,
+        after: Callable[[Connection, int], None] | None,
+    ) -> int:
+        """The whole blob in the request that finishes a session nothing was written to (how
+        docker sends every small blob: POST, then PUT with the body), with one transaction
+        where a claim would take three (claim, drop, and a release on failure).
+
+        No claim is needed while the bytes stream: they go straight to the blob's own place,
+        verified, where nothing but these very bytes can ever be written. Then one durable
+        transaction drops the session by compare-and-set (still empty, no live claim),
+        records the garbage candidate (`before`) and links the blob (`after`). A request that
+        wrote to the session meanwhile keeps it: this one then fails as a claim that lost
+        would, and its blob, written but unlinked, is a garbage candidate all the same. The
+        price: a process killed between the blob's rename and that commit (milliseconds)
+        leaves an unlinked blob no candidate names, which `ociregistry fsck` reports and a
+        push of the same digest links (a chunked upload still records it before the bytes)."""
+        try:
+            size = await self._put_verified(digest, body if body is not None else _once(b""))
+        except DigestInvalid:  # cancel the session, unless another request took it over
+            dropped, row = await asyncio.shield(self._drop_fresh(session, None, None, 0))
+            if dropped and _state(row[0]) is not None:
+                await asyncio.shield(self._discard_storage(session.id, _state(row[0])))
+            raise
+        try:
+            won, row = await self._drop_fresh(session, before, after, size)
+        except BaseException:
+            if before is not None:  # the blob is written: keep it collectable, if we can
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.db.transaction(before, durable=False))
+            raise
+        if not won:
+            if row is None:
+                raise BlobUploadUnknown(f"upload {session.id} is unknown in {session.repository}")
+            received, _ = row
+            raise RangeInvalid(
+                f"another request wrote to upload {session.id} while this one was received; "
+                f"ask for its status and continue from byte {received}",
+                detail={"upload": session.id},
+                repository=session.repository,
+                upload_id=session.id,
+                received=received,
+            )
+        state = _state(row[0])
+        if state is not None:  # an empty chunk began a multipart upload: abort it
+            await self._discard_storage(session.id, state)
+        return size
+
+    async def _drop_fresh(
+        self,
+        session: UploadSession,
+        before: Hook | None,
+        after: Callable[[Connection, int], None] | None,
+        size: int,
+    ) -> tuple[bool, Any]:
+        """Drop a session still empty and unclaimed, running `before` in any case and
+        `after(connection, size)` if it went; (dropped, its storage state) or (False, the
+        offset and claim found instead, or None when it is gone)."""
+        stale = utcnow() - timedelta(seconds=CLAIM_LEASE_SECONDS)
+
+        def drop(conn: Connection, dead: str | None) -> tuple[bool, Any]:
+            values = {"upload": session.id, "empty": 0, "stale": stale, "dead": dead}
+            dropped = execute_on_driver(conn, _DROP_FRESH, values)
+            if before is not None:
+                before(conn)
+            if not dropped:
+                found = execute_on_driver(conn, _HOLDER, {"upload": session.id})
+                return False, found[0] if found else None
+            if after is not None:
+                after(conn, size)
+            return True, dropped[0]
+
+        won, row = await self.db.transaction(lambda conn: drop(conn, None))
+        if not won and row is not None and row[1] and _holder_is_dead(row[1]):
+            dead = row[1]
+            won, row = await self.db.transaction(lambda conn: drop(conn, dead))
+        return won, row
 
     async def put_whole(self, digest: Digest, body: AsyncIterable[bytes]) -> int:
         """A monolithic upload (`POST ?digest=`): the whole blob in one request, made visible
@@ -407,44 +583,32 @@ class Uploads:
         stale = now - timedelta(seconds=CLAIM_LEASE_SECONDS)
 
         def claim(conn: Connection, dead: str | None) -> tuple[bool, Any]:
-            free = or_(UploadRow.writer.is_(None), UploadRow.writer_since < stale)
-            if dead is not None:
-                free = or_(free, UploadRow.writer == dead)
-            result = conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == session.id, UploadRow.received == expected, free)
-                .values(writer=token, writer_since=now, active_at=now)
-            )
-            row = conn.execute(
-                select(
-                    UploadRow.received,
-                    UploadRow.parts,
-                    UploadRow.staged,
-                    UploadRow.storage_state,
-                    UploadRow.hash_state,
-                    UploadRow.writer,
-                ).where(UploadRow.id == session.id)
-            ).first()
-            won = result.rowcount == 1
-            if won and also is not None:
+            values = {"upload": session.id, "expected": expected, "stale": stale, "dead": dead}
+            values.update(token=token, now=now)
+            won = execute_on_driver(conn, _CLAIM, values)
+            if not won:  # why not: the holder, or the offset the upload is at
+                found = execute_on_driver(conn, _HOLDER, {"upload": session.id})
+                return False, found[0] if found else None
+            if also is not None:
                 also(conn)
-            return won, row
+            return True, won[0]
 
         won, row = await self.db.transaction(lambda conn: claim(conn, None), durable=False)
-        if not won and row is not None and row.writer and _holder_is_dead(row.writer):
-            dead = row.writer
+        if not won and row is not None and row[1] and _holder_is_dead(row[1]):
+            dead = row[1]
             won, row = await self.db.transaction(lambda conn: claim(conn, dead), durable=False)
         if row is None:
             raise BlobUploadUnknown(f"upload {session.id} is unknown in {session.repository}")
         if not won:
-            if row.received != expected:
+            received = row[0]
+            if received != expected:
                 raise RangeInvalid(
-                    f"chunk starts at byte {expected} but the upload holds {row.received} "
-                    f"bytes; send the next chunk from byte {row.received}",
-                    detail={"expected_start": row.received, "received_start": expected},
+                    f"chunk starts at byte {expected} but the upload holds {received} "
+                    f"bytes; send the next chunk from byte {received}",
+                    detail={"expected_start": received, "received_start": expected},
                     repository=session.repository,
                     upload_id=session.id,
-                    received=row.received,
+                    received=received,
                 )
             raise RangeInvalid(
                 f"another request is writing to upload {session.id} now; "
@@ -452,53 +616,42 @@ class Uploads:
                 detail={"upload": session.id},
                 repository=session.repository,
                 upload_id=session.id,
-                received=row.received,
+                received=received,
             )
-        return _Claimed(
-            session, token, row.received, row.parts, row.staged, row.storage_state, row.hash_state
-        )
+        received, parts, staged, storage_state, hash_state = row
+        return _Claimed(session, token, received, parts, staged, _state(storage_state), hash_state)
 
     async def _renew(self, claimed: _Claimed) -> None:
+        values = {"upload": claimed.session.id, "token": claimed.token, "now": utcnow()}
         await self.db.transaction(
-            lambda conn: conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
-                .values(writer_since=utcnow())
-            ),
-            durable=False,
+            lambda conn: execute_on_driver(conn, _RENEW, values), durable=False
         )
 
     async def _release(self, claimed: _Claimed) -> None:
         """Give the claim back; the row stays as it was, so the failed chunk is unrecorded."""
+        values = {"upload": claimed.session.id, "token": claimed.token}
+        values.update(holder=None, holder_since=None)
         await self.db.transaction(
-            lambda conn: conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
-                .values(writer=None, writer_since=None)
-            ),
-            durable=False,
+            lambda conn: execute_on_driver(conn, _RELEASE, values), durable=False
         )
 
     async def _advance(self, claimed: _Claimed) -> None:
         values = {
-            "received": claimed.offset,
-            "parts": claimed.parts,
-            "staged": claimed.staged,
-            "storage_state": claimed.storage_state,
-            "hash_state": claimed.hash_state,
-            "writer": None,
-            "writer_since": None,
-            "active_at": utcnow(),
+            "upload": claimed.session.id,
+            "token": claimed.token,
+            "offset": claimed.offset,
+            "part_count": claimed.parts,
+            "staged_bytes": claimed.staged,
+            "state": claimed.storage_state,
+            "hash": claimed.hash_state,
+            "holder": None,
+            "holder_since": None,
+            "now": utcnow(),
         }
-
-        def advance(conn: Connection) -> int:
-            return conn.execute(
-                update(UploadRow)
-                .where(UploadRow.id == claimed.session.id, UploadRow.writer == claimed.token)
-                .values(**values)
-            ).rowcount
-
-        if await self.db.transaction(advance, durable=False) != 1:
+        advanced = await self.db.transaction(
+            lambda conn: execute_on_driver(conn, _ADVANCE, values), durable=False
+        )
+        if not advanced:
             raise RangeInvalid(
                 f"upload {claimed.session.id} was taken over while this chunk was written; "
                 "ask for its status and continue from there",
@@ -513,16 +666,14 @@ class Uploads:
         state: UploadState | None,
         *,
         also: Hook | None = None,
-        storage: bool = True,
     ) -> None:
         def drop(conn: Connection) -> None:
-            conn.execute(delete(UploadRow).where(UploadRow.id == upload_id))
+            execute_on_driver(conn, _DROP, {"upload": upload_id})
             if also is not None:
                 also(conn)
 
         await self.db.transaction(drop)
-        if storage:
-            await self._discard_storage(upload_id, state)
+        await self._discard_storage(upload_id, state)
 
     async def _discard_storage(self, upload_id: str, state: UploadState | None) -> None:
         if state is not None:

@@ -18,13 +18,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, String, func, literal, select
+from sqlalchemy import BigInteger, DateTime, String, bindparam, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Select
 
+from ociregistry.db.database import execute_on_driver
 from ociregistry.db.models import (
     DIGEST_LENGTH,
     Base,
@@ -102,6 +103,24 @@ def _now() -> Any:
 def of_digests(dialect: str) -> Any:
     """The statement recording digests given as parameters: `[{"digest", "size", "since"}]`."""
     return _upsert(_insert(dialect))
+
+
+# One digest of a size not known yet, per dialect, as each blob upload records its blob: a
+# module-level statement, compiled once and run on the driver (`execute_on_driver`).
+_WRITTEN = {
+    dialect: _upsert(
+        _insert(dialect).values(
+            digest=bindparam("candidate"), size=bindparam("known_size"), since=bindparam("at")
+        )
+    )
+    for dialect in ("sqlite", "postgresql")
+}
+
+
+def record_written_sync(conn: Connection, digest: str) -> None:
+    """Record one blob about to be written (its size not known yet) as a candidate."""
+    statement = _WRITTEN[conn.dialect.name]
+    execute_on_driver(conn, statement, {"candidate": digest, "known_size": None, "at": utcnow()})
 
 
 def rows(digests: Iterable[tuple[str, int | None]], now: datetime | None = None) -> list[dict]:

@@ -379,7 +379,7 @@ def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -
 def note_blob_written_in(conn: Connection, digest: Digest) -> None:
     """`Images.note_blob_written` inside a transaction the caller holds (an upload's claim),
     so a small push pays for one commit, not two."""
-    candidates.record_sync(conn, [(str(digest), None)])
+    candidates.record_written_sync(conn, str(digest))
 
 
 def link_blob_in(conn: Connection, repo: RepositoryName, digest: Digest, size: int) -> None:

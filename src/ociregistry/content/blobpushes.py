@@ -1,9 +1,11 @@
 """Finishing a blob upload and linking the blob into the repository: one home for both steps.
 
 The blob becomes visible in storage first (durable), then the repository's link is written, so
-a 201 never names a blob the store lacks. Before either, the blob is recorded as a garbage
-candidate (`catalog/candidates.py`), so a blob written but never linked is still collected.
-Finishing a session does both in the session's own transactions (its claim, its drop).
+a 201 never names a blob the store lacks. The blob is recorded as a garbage candidate
+(`catalog/candidates.py`), so a blob written but never linked is still collected: before the
+bytes when a session takes chunks (in its claim), and with the link when the request carries
+the whole blob of a fresh session (one transaction, the session's drop; a process killed
+between the blob's rename and that commit leaves an unlinked blob for `ociregistry fsck`).
 The `/v2` handlers call this; it knows nothing of HTTP.
 """
 
@@ -32,7 +34,7 @@ class BlobPushes:
         """Take the last chunk of a session, check the digest, store and link the blob.
 
         The garbage candidate is recorded in the session's claim and the link written with its
-        drop: two commits in all, each in the order the durability rules want."""
+        drop; a fresh session finished whole does both in its drop (see `Uploads.finish`)."""
         return await self.uploads.finish(
             session,
             digest,
