@@ -167,6 +167,11 @@ def test_a_cursor_that_does_not_fit_is_refused(registry: InProcessRegistry) -> N
         ),
         (
             images,
+            {"cursor": _cursor({"l": "images", "s": "-created_at", "q": None, "k": [5, 1, 1]})},
+            "cursor",
+        ),
+        (
+            images,
             {"cursor": _cursor({"l": "images", "s": "-bogus", "q": None, "k": ["x", 1, 1]})},
             "sort",
         ),

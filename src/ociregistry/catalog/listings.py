@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -71,7 +71,7 @@ log = logging.getLogger("ociregistry.console")
 @dataclass(frozen=True, slots=True)
 class Page:
     """A page by its number, or (`after`) the page after the row whose sort key that is:
-    the values of the list's ORDER BY terms, as `Listed.next` gave them."""
+    the values of the list's ORDER BY terms, as the list gave them with its page before."""
 
     number: int = 1
     size: int = 20
@@ -227,25 +227,32 @@ _TIMES = ("created_at", "updated_at")
 def _decode_key(after: Key, field: str, ids: int) -> Key:
     """`after` as values to compare with the sort column `field` and `ids` row ids; a key
     that does not fit (a cursor of another list or sort, or made up) is refused."""
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    first: Any = None
     valid = isinstance(after, tuple | list) and len(after) == 1 + ids
     if valid:
         first, *rest = after
-        valid = all(isinstance(v, int) and not isinstance(v, bool) for v in rest)
-        if field in _TIMES and isinstance(first, str):
+        valid = all(whole(value) for value in rest)
+        if field in _TIMES:
             try:
                 first = datetime.fromisoformat(first)
-            except ValueError:
+            except (TypeError, ValueError):
                 valid = False
+            else:  # times are UTC (SQLite gives them back without an offset)
+                first = first if first.tzinfo else first.replace(tzinfo=UTC)
         elif field == "name":
             valid = valid and isinstance(first, str)
         else:
-            valid = valid and isinstance(first, int) and not isinstance(first, bool)
+            valid = valid and whole(first)
     if not valid:
         raise InvalidArgument(
             "cursor does not belong to this list and sort; use the `next` of its last answer",
             detail={"field": "cursor"},
         )
-    return (first, *rest)
+    return (first, *after[1:])
 
 
 def _encode_key(values: Any) -> Key:
