@@ -229,10 +229,19 @@ def _sqlite_faults(
 def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
     faults: list[str] = []
 
-    def walk(node: dict[str, Any]) -> None:
+    def walk(node: dict[str, Any], finding: bool = False) -> None:
         relation = node.get("Relation Name")
         if node["Node Type"] == "Seq Scan" and relation in LARGE:
             faults.append(f"Seq Scan on {relation}")
+        # A search's matches (the CTE `found`) come from a condition on the name: reading a
+        # whole index, or every image of a registry (the registry alone as the condition), to
+        # test each row is a scan all the same.
+        finding = finding or str(node.get("Subplan Name", "")).startswith("CTE found")
+        reads = node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+        index = str(node.get("Index Name", ""))
+        named = re.search(r"\bname\b", str(node.get("Index Cond", "")))
+        if finding and reads and not index.endswith("_pkey") and not named:
+            faults.append(f"{node['Node Type']} of {index} without the name in a search")
         if node["Node Type"] == "Sort" and search is None:
             for child in node.get("Plans", []):
                 if child.get("Relation Name") in LARGE and not child.get("Index Name", "").endswith(
@@ -240,7 +249,7 @@ def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
                 ):
                     faults.append(f"Sort of {child['Node Type']} on {child['Relation Name']}")
         for child in node.get("Plans", []):
-            walk(child)
+            walk(child, finding)
 
     walk(plan)
     return faults
