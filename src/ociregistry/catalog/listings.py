@@ -626,22 +626,16 @@ class Listings:
             rest = rest.where(_beyond((column, Image.registry_id, Image.id), after, descending))
         if not whole:
             return total, rest.order_by(*order).offset(page.offset).limit(page.size + 1), {}
-        parts = [rest]
-        for registry_id in whole:
-            part = select(Image.id).where(Image.registry_id == registry_id, _TAGGED)
-            if after is not None:
-                within = _after_in_registry(registry_id, after)
-                part = part.where(_beyond((column, Image.id), within, descending))
-            parts.append(part)
-        best = [
-            part.add_columns(column.label("key"), Image.registry_id)
-            .order_by(*order)
-            .limit(page.offset + page.size + 1)
-            .subquery()
-            for part in parts
-        ]
-        params = {"skip": page.offset, "size": page.size + 1}
-        return total, _merge(best, descending), params
+        # The best rows of the whole registries (the platform list's cached merge of index
+        # ranges) and of the other matches, each read in order up to the page's end, then the
+        # page among those few: building one union of per-registry subqueries per request
+        # cost SQLAlchemy more (5 ms) than running it.
+        best = page.offset + page.size
+        whole_page, params = _image_page(whole, sort, Page(1, best, after=page.after))
+        found = list((await conn.scalars(whole_page, params)).all())
+        found += (await conn.scalars(rest.order_by(*order).limit(best + 1))).all()
+        chosen = select(Image.id).where(Image.id.in_(found)).order_by(*order)
+        return total, chosen.offset(page.offset).limit(page.size + 1), {}
 
     def _image_search(self, ids: list[int], q: str, prefixes: list[tuple[int, str]]) -> Select[Any]:
         """The ids of the tagged images of the registries `ids` whose name contains `q`, or
