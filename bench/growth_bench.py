@@ -21,7 +21,7 @@ Besides each list's first pages, sorts and searches, it measures what the consol
 around them (a registry's page, an image's head above its tags, 100 images a page) and the
 deep page: the page in the middle of the `ci` tags and of the platform images, 100 a page,
 reached by following each answer's `next` cursor (by page number on a server without cursors).
-`--only TEXT` measures only the requests whose label holds TEXT.
+`--only REGEXP` measures only the requests whose label matches it.
 
 Run `python bench/growth_bench.py` (a few minutes at --sizes 1000,10000,100000 with 2 s per
 request; needs `wrk`). `--database postgresql` runs the same on a throw-away PostgreSQL cluster
@@ -465,7 +465,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=2, help="wrk duration per request")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
-    parser.add_argument("--only", default="", help="measure only the requests whose label has this")
+    parser.add_argument(
+        "--only", default="", help="measure only the requests whose label matches this regexp"
+    )
     parser.add_argument(
         "--database",
         choices=("sqlite", "postgresql"),
@@ -511,7 +513,7 @@ def main() -> int:
                     chosen = [
                         (label, path)
                         for label, path in cases() + deep_cases(server, authorization, size)
-                        if args.only in label
+                        if re.search(args.only, label)
                     ]
                     for label, path in chosen:
                         table.setdefault(label, {})[size] = measure(
