@@ -17,6 +17,12 @@ rows go in and started again to measure. At size N there are:
 - one image `g000/ci` with N tags (`t000000`, ...), each on its own manifest: a CI that tags
   every commit.
 
+Besides each list's first pages, sorts and searches, it measures what the console asks for
+around them (a registry's page, an image's head above its tags, 100 images a page) and the
+deep page: the page in the middle of the `ci` tags and of the platform images, 100 a page,
+reached by following each answer's `next` cursor (by page number on a server without cursors).
+`--only REGEXP` measures only the requests whose label matches it.
+
 Run `python bench/growth_bench.py` (a few minutes at --sizes 1000,10000,100000 with 2 s per
 request; needs `wrk`). `--database postgresql` runs the same on a throw-away PostgreSQL cluster
 (tests/support/pgcluster.py; Debian's `postgresql`, as root). Progress goes to stderr, the
@@ -342,18 +348,57 @@ def cases() -> list[tuple[str, str]]:
         ("api platform images", "/api/v1/platform/images"),
         ("api platform images, -created_at", "/api/v1/platform/images?sort=-created_at"),
         ("api platform images, search", "/api/v1/platform/images?q=img0001"),
+        ("api platform images, search of registry names", "/api/v1/platform/images?q=p00"),
+        ("api registry (console: a registry's page)", f"/api/v1/registries/{SEARCH_REGISTRY}"),
         ("api images, page 1", f"{images}?page=1"),
+        ("api images, 100 a page (console)", f"{images}?page_size=100"),
         ("api images, page 5", f"{images}?page=5"),
         ("api images, -created_at", f"{images}?sort=-created_at"),
         ("api images, -updated_at", f"{images}?sort=-updated_at"),
         ("api images, -pull_count", f"{images}?sort=-pull_count"),
         ("api images, search", f"{images}?q=img0001"),
+        (
+            "api image (console: a tag list's head)",
+            f"/api/v1/registries/{CI_REGISTRY}/images/{CI_IMAGE}",
+        ),
         ("api tags, page 1", f"{tags}?page=1"),
         ("api tags, page 5", f"{tags}?page=5"),
         ("api tags, name", f"{tags}?sort=name"),
         ("api tags, -pull_count", f"{tags}?sort=-pull_count"),
         ("api tags, search", f"{tags}?q=t00012"),
     ]
+
+
+DEEP_PAGE_SIZE = 100
+
+
+def deep_cases(server: Server, authorization: str, size: int) -> list[tuple[str, str]]:
+    """The page in the middle of the `ci` tags and of the platform images, 100 a page: by its
+    cursor when the list answers one (`next`), as a client paging through follows it; else
+    by its number (page size/200), which reads every row before it."""
+    tags = f"/api/v1/registries/{CI_REGISTRY}/images/{CI_IMAGE}/-/tags"
+    found = []
+    for label, path, count in (
+        ("api tags, deep page (middle)", tags, size),
+        ("api platform images, deep page (middle)", "/api/v1/platform/images", size // 2),
+    ):
+        middle = max(1, count // (2 * DEEP_PAGE_SIZE))
+        first = f"{path}?page_size={DEEP_PAGE_SIZE}"
+        headers = {"Authorization": authorization}
+        answer = httpx.get(server.url + first, headers=headers, timeout=60.0).json()
+        if "next" not in answer or middle == 1:
+            found.append((label, f"{first}&page={middle}"))
+            continue
+        for _ in range(middle - 1):
+            cursor = answer["next"]
+            answer = httpx.get(
+                server.url + path,
+                params={"page_size": DEEP_PAGE_SIZE, "cursor": cursor},
+                headers=headers,
+                timeout=60.0,
+            ).json()
+        found.append((label, f"{first}&cursor={cursor}"))
+    return found
 
 
 @dataclass
@@ -421,6 +466,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
     parser.add_argument(
+        "--only", default="", help="measure only the requests whose label matches this regexp"
+    )
+    parser.add_argument(
         "--database",
         choices=("sqlite", "postgresql"),
         default="sqlite",
@@ -462,7 +510,12 @@ def main() -> int:
                 server.start()
                 try:
                     authorization = bearer_token(server, basic)
-                    for label, path in cases():
+                    chosen = [
+                        (label, path)
+                        for label, path in cases() + deep_cases(server, authorization, size)
+                        if re.search(args.only, label)
+                    ]
+                    for label, path in chosen:
                         table.setdefault(label, {})[size] = measure(
                             server, path, authorization, args.seconds
                         )

@@ -11,6 +11,16 @@ JSON)` on PostgreSQL with sequential scans and sorts disabled, so that the plan 
 an index can serve the query and its order at all, as it would on a large table. A search
 must go through the trigram index of the names it searches (SQLite: its FTS5 table;
 PostgreSQL: the `pg_trgm` index must exist, which its planner takes once a table is large).
+
+A page after a cursor (`{next}` in a path: the `next` of the page before) is an index range
+that starts at the cursor's key, whatever its depth. A platform search whose `q` a registry's
+name holds (every image of it matches) reads that registry's images as its index range, not
+all of them to sort. A list's total is a count kept by triggers or a count that stops at a
+bound (`LIMIT`): no statement counts every row of what it lists. And `/v2/<name>/tags/list`
+reads the tags of one image, found first, as one range: joined to its image and registry,
+PostgreSQL's planner could not tell that one image matches and, on a large table, sorted
+every tag after `last` for each page (28x at 100,000 tags); so the tags must not be read
+inside a join.
 """
 
 from __future__ import annotations
@@ -65,6 +75,30 @@ CASES = [
     (f"{TAG_LIST}?sort=name", None),
     (f"{TAG_LIST}?sort=-pull_count", None),
     (f"{TAG_LIST}?q=t12", "tags"),
+    # pages after a cursor
+    (f"{TAG_LIST}?page_size=2&cursor={{next}}", None),
+    (f"{TAG_LIST}?page_size=2&sort=name&cursor={{next}}", None),
+    (f"{TAG_LIST}?page_size=2&sort=-pull_count&cursor={{next}}", None),
+    (f"{IMAGES}?page_size=2&cursor={{next}}", None),
+    (f"{IMAGES}?page_size=2&sort=-created_at&cursor={{next}}", None),
+    ("/api/v1/platform/images?page_size=2&cursor={next}", None),
+    ("/api/v1/platform/images?page_size=2&sort=-updated_at&cursor={next}", None),
+    # a search that every image of the platform registries matches through their names
+    ("/api/v1/platform/images?q=plans-p", None),
+    ("/api/v1/platform/images?q=plans-p&sort=-created_at", None),
+    ("/api/v1/platform/images?q=plans-p&page_size=2&cursor={next}", None),
+]
+REGISTRY_LISTS = [
+    "/api/v1/registries",
+    "/api/v1/registries?q=plans",
+    "/api/v1/registries?page_size=1&cursor={next}",
+    "/api/v1/shared/registries",
+    "/api/v1/platform/registries",
+    "/api/v1/platform/registries?sort=-created_at&page_size=1&cursor={next}",
+]
+V2_TAG_PAGES = [
+    f"/v2/{USER_REGISTRY}/app0/tags/list?n=2",
+    f"/v2/{USER_REGISTRY}/app0/tags/list?n=2&last=t1",
 ]
 
 
@@ -89,6 +123,7 @@ def registry(
 async def _seed(registry: InProcessRegistry) -> None:
     services = registry.services
     await services.registries.create(USER_REGISTRY, public=False, kind="user", owner="admin")
+    await services.registries.create(f"{USER_REGISTRY}2", public=True, kind="user", owner="admin")
     for name in PLATFORM_REGISTRIES:
         await services.registries.create(name, public=True, kind="platform", owner=None)
     for name in (USER_REGISTRY, *PLATFORM_REGISTRIES):
@@ -102,15 +137,28 @@ async def _seed(registry: InProcessRegistry) -> None:
         )
 
 
-def _recorded(registry: InProcessRegistry, path: str) -> list[tuple[str, Any]]:
-    """The SELECTs on the large tables that answering `GET path` ran, with their parameters."""
+def _following(registry: InProcessRegistry, path: str) -> str:
+    """`path` with `{next}` replaced by the `next` cursor of the page before (the same
+    request without it)."""
+    if "{next}" not in path:
+        return path
+    first = registry.run(registry.client.get(path.replace("&cursor={next}", "")))
+    cursor = first.json()["next"]
+    assert cursor, f"{path}: the first page has no next: {first.text}"
+    return path.replace("{next}", cursor)
+
+
+def _recorded(
+    registry: InProcessRegistry, path: str, tables: re.Pattern[str] = MENTIONS_LARGE
+) -> list[tuple[str, Any]]:
+    """The SELECTs on the large tables (or `tables`) that answering `GET path` ran, with
+    their parameters."""
+    path = _following(registry, path)
     statements: list[tuple[str, Any]] = []
     lock = threading.Lock()
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and MENTIONS_LARGE.search(
-            statement
-        ):
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and tables.search(statement):
             with lock:
                 statements.append((statement, parameters))
 
@@ -149,11 +197,23 @@ def _sqlite_faults(
     needed was not the index's)."""
     with sqlite3.connect(database) as conn:
         rows = conn.execute("EXPLAIN QUERY PLAN " + statement, parameters or ()).fetchall()
-    faults, groups = [], {}
-    for _id, parent, _unused, detail in rows:
-        groups.setdefault(parent, []).append(detail)
+    faults, groups, children = [], {}, {}
+    for node, parent, _unused, detail in rows:
+        children.setdefault(parent, []).append((node, detail))
         if re.match(r"SCAN (" + "|".join(LARGE) + r")\b", detail):
             faults.append(detail)
+
+    def loops(parent: int) -> list[str]:
+        """The loops of one query, those of a MULTI-INDEX OR (an OR of index ranges) too."""
+        found = []
+        for node, detail in children.get(parent, []):
+            found.append(detail)
+            if detail == "MULTI-INDEX OR" or re.fullmatch(r"INDEX \d+", detail):
+                found += loops(node)
+        return found
+
+    for parent in children:
+        groups[parent] = loops(parent)
     for details in groups.values():
         sorted_here = "USE TEMP B-TREE FOR ORDER BY" in details
         ranges = [
@@ -169,18 +229,28 @@ def _sqlite_faults(
 def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
     faults: list[str] = []
 
-    def walk(node: dict[str, Any]) -> None:
+    def walk(node: dict[str, Any], finding: bool = False) -> None:
         relation = node.get("Relation Name")
         if node["Node Type"] == "Seq Scan" and relation in LARGE:
             faults.append(f"Seq Scan on {relation}")
+        # A search's matches (the CTE `found`) come from a condition on the name: reading a
+        # whole index, or every image of a registry (the registry alone as the condition), to
+        # test each row is a scan all the same.
+        finding = finding or str(node.get("Subplan Name", "")).startswith("CTE found")
+        reads = node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+        index = str(node.get("Index Name", ""))
+        named = re.search(r"\bname\b", str(node.get("Index Cond", "")))
+        if finding and reads and not index.endswith("_pkey") and not named:
+            faults.append(f"{node['Node Type']} of {index} without the name in a search")
         if node["Node Type"] == "Sort" and search is None:
             for child in node.get("Plans", []):
-                if child.get("Relation Name") in LARGE and not child.get("Index Name", "").endswith(
-                    "_pkey"
-                ):
+                # rows found by primary key (a list of ids: a bitmap of the pkey too) are few
+                indexes = [child, *child.get("Plans", [])]
+                by_key = any(str(n.get("Index Name", "")).endswith("_pkey") for n in indexes)
+                if child.get("Relation Name") in LARGE and not by_key:
                     faults.append(f"Sort of {child['Node Type']} on {child['Relation Name']}")
         for child in node.get("Plans", []):
-            walk(child)
+            walk(child, finding)
 
     walk(plan)
     return faults
@@ -247,4 +317,61 @@ def test_list_reads_an_index_range(
             assert any(f"{search}_search" in statement for statement, _ in statements), (
                 f"GET {path}: no query went through {search}_search"
             )
+    assert not faults, f"GET {path}:\n" + "\n".join(faults)
+
+
+MENTIONS_REGISTRIES = re.compile(r"\b(registries|" + "|".join(LARGE) + r")\b")
+
+
+@pytest.mark.parametrize("path", [path for path, _ in CASES] + REGISTRY_LISTS)
+def test_list_total_is_kept_or_bounded(registry: InProcessRegistry, path: str) -> None:
+    """No COUNT over every row of a list per request: a total is a count kept by triggers,
+    or counted up to a bound (a LIMIT inside the count) and then labelled `total_exact`."""
+    statements = _recorded(registry, path, MENTIONS_REGISTRIES)
+    unbounded = [
+        statement
+        for statement, _ in statements
+        if re.search(r"\bcount\(", statement, re.IGNORECASE)
+        and not re.search(r"\bLIMIT\b", statement, re.IGNORECASE)
+    ]
+    assert not unbounded, f"GET {path} counts every row:\n" + "\n".join(unbounded)
+
+
+def _sqlite_joined(database: Path, statement: str, parameters: Any) -> list[str]:
+    """The tables the statement's main query loops over besides `tags` (its subqueries, the
+    image found first, excepted)."""
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + statement, parameters or ()).fetchall()
+    return [
+        detail
+        for _id, parent, _unused, detail in rows
+        if parent == 0 and re.match(r"(SCAN|SEARCH) ", detail) and " tags " not in f"{detail} "
+    ]
+
+
+def _postgres_joined(node: dict[str, Any], inside_join: bool = False) -> list[str]:
+    """The joins that read `tags` on one side (InitPlans, the image found first, excepted)."""
+    if node.get("Parent Relationship") == "InitPlan":
+        return []
+    if node.get("Relation Name") == "tags" and inside_join:
+        return [f"{node['Node Type']} on tags inside a join"]
+    joined = inside_join or node["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join")
+    return [fault for child in node.get("Plans", []) for fault in _postgres_joined(child, joined)]
+
+
+@pytest.mark.parametrize("path", V2_TAG_PAGES)
+def test_v2_tag_page_reads_one_image_found_first(registry: InProcessRegistry, path: str) -> None:
+    statements = [s for s in _recorded(registry, path) if re.search(r"\btags\b", s[0])]
+    assert statements, f"GET {path} read no tags"
+    faults: list[str] = []
+    if registry.settings.database_url.startswith("postgresql"):
+        for (statement, _), plan in zip(
+            statements, _postgres_plans(registry, statements), strict=True
+        ):
+            faults += [f"{f}\n    in {statement}" for f in _postgres_joined(plan[0]["Plan"])]
+    else:
+        database = Path(registry.settings.data_dir) / "registry.db"
+        for statement, parameters in statements:
+            joined = _sqlite_joined(database, statement, parameters)
+            faults += [f"joined to {d}\n    in {statement}" for d in joined]
     assert not faults, f"GET {path}:\n" + "\n".join(faults)

@@ -408,6 +408,9 @@ def test_every_documented_sort_is_accepted(
         {"page": "x"},
         {"page": "²"},  # str.isdigit() accepts it; int() does not
         {"page": "9" * 30},  # too large for the database
+        {"page": "51"},  # past the first 1,000 items, 20 a page: the cursor reads on
+        {"page": "11", "page_size": "100"},
+        {"cursor": "not-a-cursor"},
         {"page_size": "101"},
         {"page_size": "0"},
         {"q": "x" * 256},

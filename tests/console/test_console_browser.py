@@ -671,6 +671,12 @@ def test_registry_list_searches_filters_sorts_and_pages(
         expect(pages).to_have_text("第 2/2 页")
         expect(rows).to_have_count(3)
         expect(rows.last).to_have_attribute("data-key", names[-1])
+        # Page 2 came by the list's cursor (`next`); the one before is page 1 again.
+        page.click("[data-testid=registry-table] .pager button:has-text('上一页')")
+        expect(pages).to_have_text("第 1/2 页")
+        expect(rows.first).to_have_attribute("data-key", names[0])
+        page.click("[data-testid=registry-table] .pager button:has-text('下一页')")
+        expect(rows.first).to_have_attribute("data-key", names[20])
         page.select_option("[data-testid=registry-table] .pager-size", "50")
         expect(pages).to_have_text("第 1/1 页")
         expect(rows).to_have_count(23)

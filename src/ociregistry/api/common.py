@@ -3,6 +3,8 @@ parameters and the JSON shapes of SPEC §5."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +23,7 @@ from ociregistry.authapi.credentials import authenticate
 from ociregistry.catalog.listings import (
     MAX_PAGE_SIZE,
     ImageView,
+    Key,
     Page,
     RegistryView,
     TagView,
@@ -49,6 +52,11 @@ from ociregistry.services import Services
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH_ITEMS = 100
 MAX_QUERY_LENGTH = 255
+# A page by number starts within the first this many items of its list: a deeper page costs
+# the rows before it. Further on, the catalog lists hand out cursors (GitHub's search API
+# likewise serves the first 1,000 results by page number).
+MAX_PAGED_ITEMS = 1000
+MAX_CURSOR_LENGTH = 2048
 
 # The distribution errors the management API shares with /v2, under its own codes (SPEC §5);
 # the most specific class of an error's ancestry decides.
@@ -201,37 +209,112 @@ def string_list(body: dict[str, Any], field: str) -> list[str]:
     return values
 
 
+def _number(params: Any, name: str, default: int, high: int | None) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    # ASCII digits only ('²'.isdigit() is true), and few enough for the database.
+    digits = value.isascii() and value.isdigit() and len(value) <= 10
+    if not digits or not 1 <= int(value) <= (high or 10**9):
+        limit = f"1 to {high}" if high else "at least 1"
+        raise InvalidArgument(f"{name} must be an integer, {limit}", detail={"field": name})
+    return int(value)
+
+
 def list_params(request: Request) -> tuple[Page, str | None, str | None]:
     """`page`, `page_size` (1-100), `q` and `sort` of a list request."""
     params = request.query_params
-
-    def number(name: str, default: int, high: int | None) -> int:
-        value = params.get(name)
-        if value is None:
-            return default
-        # ASCII digits only ('²'.isdigit() is true), and few enough for the database.
-        digits = value.isascii() and value.isdigit() and len(value) <= 10
-        if not digits or not 1 <= int(value) <= (high or 10**9):
-            limit = f"1 to {high}" if high else "at least 1"
-            raise InvalidArgument(f"{name} must be an integer, {limit}", detail={"field": name})
-        return int(value)
-
     q = params.get("q")
     if q is not None and len(q) > MAX_QUERY_LENGTH:
         raise InvalidArgument("q is too long", detail={"field": "q"})
-    page = Page(number("page", 1, None), number("page_size", 20, MAX_PAGE_SIZE))
+    page = Page(_number(params, "page", 1, None), _number(params, "page_size", 20, MAX_PAGE_SIZE))
     return page, q or None, params.get("sort")
 
 
-def listing(items: list[dict[str, Any]], total: int | Total, page: Page) -> JSONResponse:
+def keyset_params(request: Request, kind: str) -> tuple[Page, str | None, str | None]:
+    """`list_params` of a catalog list (`kind`: registries, images or tags), which pages by
+    number only within its first MAX_PAGED_ITEMS items and by `cursor` at any depth: the
+    `next` of the answer before, which carries the list's sort and search (a request may
+    repeat them, not change them)."""
+    page, q, sort = list_params(request)
+    text = request.query_params.get("cursor")
+    if text is None:
+        if page.offset >= MAX_PAGED_ITEMS:
+            deepest = (MAX_PAGED_ITEMS - 1) // page.size + 1
+            raise InvalidArgument(
+                f"page {page.number} of {page.size} items starts past item {MAX_PAGED_ITEMS}, "
+                f"as deep as page numbers reach (page {deepest} at this size); follow each "
+                "answer's `next` cursor (?cursor=) to read further",
+                detail={"field": "page", "max_page": deepest},
+            )
+        return page, q, sort
+    if "page" in request.query_params:
+        raise InvalidArgument(
+            "give page or cursor, not both (a cursor says where its page starts)",
+            detail={"field": "cursor"},
+        )
+    cursor = _decode_cursor(text)
+    if cursor.get("l") != kind:
+        raise InvalidArgument(
+            f"cursor is not one of this list's; use the `next` of a {kind} list",
+            detail={"field": "cursor"},
+        )
+    for name, given in (("sort", sort), ("q", q)):
+        if given is not None and given != cursor.get(name[0]):
+            raise InvalidArgument(
+                f"{name} differs from the cursor's; a cursor continues its list as it was "
+                f"asked for (start again without the cursor to change {name})",
+                detail={"field": name},
+            )
+    return Page(1, page.size, after=tuple(cursor["k"])), cursor.get("q"), cursor.get("s")
+
+
+def _decode_cursor(text: str) -> dict[str, Any]:
+    try:
+        if len(text) > MAX_CURSOR_LENGTH:
+            raise ValueError(text)
+        cursor = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(cursor, dict) or not isinstance(cursor.get("k"), list):
+            raise ValueError(text)
+        if not all(isinstance(cursor.get(name), str | None) for name in ("l", "s", "q")):
+            raise ValueError(text)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "cursor is not valid; use the `next` of a list answer as it is",
+            detail={"field": "cursor"},
+        ) from None
+    return cursor
+
+
+def encode_cursor(kind: str, sort: str | None, q: str | None, key: Key | None) -> str | None:
+    """The opaque cursor of the page after `key` (None: no page follows)."""
+    if key is None:
+        return None
+    document = json.dumps({"l": kind, "s": sort, "q": q, "k": list(key)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(document.encode()).decode().rstrip("=")
+
+
+def listing(
+    items: list[dict[str, Any]],
+    total: int | Total,
+    page: Page,
+    *,
+    following: str | bool | None = False,
+) -> JSONResponse:
     """A page of a list (SPEC §5). A search that stopped counting says so: `total_exact`
-    false, and `total` is then a lower bound (see catalog/console.py)."""
-    body: dict[str, Any] = {"items": items, "total": total, "page": page.number}
+    false, and `total` is then a lower bound (see catalog/listings.py). A catalog list
+    (`following` not False) carries `next`, the cursor of the page after this one or null;
+    a page found by cursor has no number."""
+    body: dict[str, Any] = {"items": items, "total": total}
+    if page.after is None:
+        body["page"] = page.number
     body["page_size"] = page.size
     if isinstance(total, Total):
         body["total"] = total.count
         if not total.exact:
             body["total_exact"] = False
+    if following is not False:
+        body["next"] = following
     return JSONResponse(body)
 
 

@@ -11,10 +11,11 @@ from starlette.responses import JSONResponse, Response
 from ociregistry.api.common import (
     batch_results,
     caller,
+    encode_cursor,
     image_json,
     item_error,
     json_body,
-    list_params,
+    keyset_params,
     listing,
     no_content,
     public_host,
@@ -32,10 +33,17 @@ async def list_images(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry = request.path_params["registry"]
     await require_right(request, principal, registry, VIEW)
-    page, q, sort = list_params(request)
-    views, total = await services(request).listings.list_images(registry, q=q, sort=sort, page=page)
+    page, q, sort = keyset_params(request, "images")
+    views, total, following = await services(request).listings.list_images(
+        registry, q=q, sort=sort, page=page
+    )
     host = public_host(request)
-    return listing([image_json(view, host) for view in views], total, page)
+    return listing(
+        [image_json(view, host) for view in views],
+        total,
+        page,
+        following=encode_cursor("images", sort, q, following),
+    )
 
 
 async def get_image(request: Request) -> JSONResponse:
@@ -78,12 +86,17 @@ async def list_tags(request: Request) -> JSONResponse:
     principal = await caller(request, required=False)
     registry, image = request.path_params["registry"], request.path_params["image"]
     await require_right(request, principal, registry, VIEW)
-    page, q, sort = list_params(request)
-    views, total = await services(request).listings.list_tags(
+    page, q, sort = keyset_params(request, "tags")
+    views, total, following = await services(request).listings.list_tags(
         registry, image, q=q, sort=sort, page=page
     )
     host = public_host(request)
-    return listing([tag_json(view, host, registry, image) for view in views], total, page)
+    return listing(
+        [tag_json(view, host, registry, image) for view in views],
+        total,
+        page,
+        following=encode_cursor("tags", sort, q, following),
+    )
 
 
 async def delete_tag(request: Request) -> JSONResponse:

@@ -11,9 +11,10 @@ from starlette.responses import JSONResponse, Response
 from ociregistry.api.common import (
     batch_results,
     caller,
+    encode_cursor,
     item_error,
     json_body,
-    list_params,
+    keyset_params,
     listing,
     no_content,
     platform_admin,
@@ -51,9 +52,9 @@ def _label_filter(value: str | None) -> tuple[str, str] | None:
 
 async def list_registries(request: Request) -> JSONResponse:
     principal = await caller(request)
-    page, q, sort = list_params(request)
+    page, q, sort = keyset_params(request, "registries")
     policy = services(request).policy
-    views, total = await services(request).listings.list_registries(
+    views, total, following = await services(request).listings.list_registries(
         scope="user",
         where=policy.member_of(principal),
         role=caller_role(principal),
@@ -64,7 +65,12 @@ async def list_registries(request: Request) -> JSONResponse:
         page=page,
     )
     host = public_host(request)
-    return listing([registry_json(view, host, request, principal) for view in views], total, page)
+    return listing(
+        [registry_json(view, host, request, principal) for view in views],
+        total,
+        page,
+        following=encode_cursor("registries", sort, q, following),
+    )
 
 
 async def create_registry(request: Request) -> JSONResponse:

@@ -9,8 +9,9 @@ from starlette.responses import JSONResponse
 
 from ociregistry.api.common import (
     caller,
+    encode_cursor,
     image_json,
-    list_params,
+    keyset_params,
     listing,
     public_host,
     registry_json,
@@ -31,8 +32,8 @@ async def _browser(request: Request) -> Principal:
 
 async def shared_registries(request: Request) -> JSONResponse:
     principal = await _browser(request)
-    page, q, sort = list_params(request)
-    views, total = await services(request).listings.list_registries(
+    page, q, sort = keyset_params(request, "registries")
+    views, total, following = await services(request).listings.list_registries(
         scope="shared",
         where=services(request).policy.visible(principal),
         role=caller_role(principal),
@@ -43,13 +44,18 @@ async def shared_registries(request: Request) -> JSONResponse:
         project_group=request.query_params.get("project_group") or None,
     )
     host = public_host(request)
-    return listing([registry_json(view, host, request, principal) for view in views], total, page)
+    return listing(
+        [registry_json(view, host, request, principal) for view in views],
+        total,
+        page,
+        following=encode_cursor("registries", sort, q, following),
+    )
 
 
 async def platform_registries(request: Request) -> JSONResponse:
     principal = await _browser(request)
-    page, q, sort = list_params(request)
-    views, total = await services(request).listings.list_registries(
+    page, q, sort = keyset_params(request, "registries")
+    views, total, following = await services(request).listings.list_registries(
         scope="platform",
         where=services(request).policy.visible(principal),
         role=caller_role(principal),
@@ -58,15 +64,25 @@ async def platform_registries(request: Request) -> JSONResponse:
         page=page,
     )
     host = public_host(request)
-    return listing([registry_json(view, host, request, principal) for view in views], total, page)
+    return listing(
+        [registry_json(view, host, request, principal) for view in views],
+        total,
+        page,
+        following=encode_cursor("registries", sort, q, following),
+    )
 
 
 async def platform_images(request: Request) -> JSONResponse:
     principal = await _browser(request)
-    page, q, sort = list_params(request)
+    page, q, sort = keyset_params(request, "images")
     pullable = and_(Registry.kind == "platform", services(request).policy.visible(principal, PULL))
-    views, total = await services(request).listings.list_images(
+    views, total, following = await services(request).listings.list_images(
         pullable, q=q, sort=sort, page=page, match_full_name=True
     )
     host = public_host(request)
-    return listing([image_json(view, host) for view in views], total, page)
+    return listing(
+        [image_json(view, host) for view in views],
+        total,
+        page,
+        following=encode_cursor("images", sort, q, following),
+    )

@@ -11,7 +11,13 @@ rows per request, and every sort they offer reads an index range in order (migra
 platform image list merges each registry's range); searches go through trigram indexes of tag
 and image names (FTS5 on SQLite, `pg_trgm` on PostgreSQL). A search (`q`) counts its matches only
 up to `SEARCH_COUNT_LIMIT`; past it the list says so with `total_exact: false`, and `total`
-is that limit, a lower bound.
+is that limit, a lower bound; so is every total no trigger keeps (the registry lists).
+
+A page is found by its number (an offset: the rows before it are read and dropped, so
+callers bound it) or, cheaply at any depth, after a key: the sort key of the last row of the
+page before (`Page.after`, which the API hands out as an opaque cursor). Each list returns the
+key of its last row when more rows follow, and a page after a key is an index range that
+starts at that key (keyset pagination).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +40,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     union_all,
     update,
 )
@@ -65,12 +72,20 @@ log = logging.getLogger("ociregistry.console")
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """A page by its number, or (`after`) the page after the row whose sort key that is:
+    the values of the list's ORDER BY terms, as the list gave them with its page before."""
+
     number: int = 1
     size: int = 20
+    after: tuple[Any, ...] | None = None
 
     @property
     def offset(self) -> int:
-        return (self.number - 1) * self.size
+        return 0 if self.after is not None else (self.number - 1) * self.size
+
+
+Key = tuple[Any, ...]  # a row's sort key, as JSON values (times as RFC 3339 strings)
+_NO_ID = 2**31 - 1  # above every row id (ids are 32-bit integers on PostgreSQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +217,75 @@ def parse_sort(
     return [column.desc() if descending else column.asc() for column in (allowed[field], *then)]
 
 
+def _sort_field(value: str | None, allowed: dict[str, Any], default: str) -> tuple[str, bool]:
+    """The field and direction of `sort` (already checked by parse_sort)."""
+    text_ = value or default
+    return text_.removeprefix("-"), text_.startswith("-")
+
+
+_TIMES = ("created_at", "updated_at")
+
+
+def _decode_key(after: Key, field: str, ids: int) -> Key:
+    """`after` as values to compare with the sort column `field` and `ids` row ids; a key
+    that does not fit (a cursor of another list or sort, or made up) is refused."""
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    first: Any = None
+    valid = isinstance(after, tuple | list) and len(after) == 1 + ids
+    if valid:
+        first, *rest = after
+        valid = all(whole(value) for value in rest)
+        if field in _TIMES:
+            try:
+                first = datetime.fromisoformat(first)
+            except (TypeError, ValueError):
+                valid = False
+            else:  # times are UTC (SQLite gives them back without an offset)
+                first = first if first.tzinfo else first.replace(tzinfo=UTC)
+        elif field == "name":
+            valid = valid and isinstance(first, str)
+        else:
+            valid = valid and whole(first)
+    if not valid:
+        raise InvalidArgument(
+            "cursor does not belong to this list and sort; use the `next` of its last answer",
+            detail={"field": "cursor"},
+        )
+    return (first, *after[1:])
+
+
+def _encode_key(values: Any) -> Key:
+    return tuple(v.isoformat() if isinstance(v, datetime) else v for v in values)
+
+
+def _beyond(columns: tuple[Any, ...], key: Key, descending: bool) -> ColumnElement[bool]:
+    """Rows after `key` in the order of `columns` (all in one direction): a row-value
+    comparison, which both databases read as a range of an index on those columns."""
+    values = tuple_(
+        *(
+            bindparam(None, value, type_=column.type)
+            for column, value in zip(columns, key, strict=True)
+        )
+    )
+    row = tuple_(*columns)
+    return row < values if descending else row > values
+
+
+def _after_in_registry(registry_id: int, key: Key) -> tuple[Any, int]:
+    """A key (sort value, registry id, image id) of the images of several registries as a
+    key (sort value, image id) within one registry: that registry's images after it in the
+    order (sort value, registry id, image id), in either direction. Within the key's own
+    registry the id decides a tie of sort values; in another, the registry ids decide it,
+    as comparing with id -1 (a registry of a higher id) or _NO_ID (a lower one) does."""
+    value, after_registry, after_id = key
+    if registry_id == after_registry:
+        return value, after_id
+    return value, -1 if registry_id > after_registry else _NO_ID
+
+
 def _contains(column: Any, text: str) -> ColumnElement[bool]:
     return column.like(f"%{escape_like(text)}%", escape="\\")
 
@@ -257,44 +341,66 @@ MERGE_LIMIT = 64  # registries whose best images are merged for a page (more: on
 def _image_page(
     registry_ids: list[int], sort: str | None, page: Page
 ) -> tuple[Select[Any], dict[str, Any]]:
-    """The ids of the images of one page of `registry_ids`, in the order of `sort`, and the
-    statement's parameters.
+    """The ids of the images of one page of `registry_ids` (and one more, to tell whether
+    more follow), in the order of `sort`, and the statement's parameters.
 
     One registry's images in any sort are a range of one index (registry, sort column, id):
     the page is read in order and nothing is sorted. Several registries' images (the platform
     image list) interleave, and no index holds them in order: the page is the best
     `offset + size` of each registry, each an index range, merged, so it costs the same at
     100,000 images as at 1,000."""
+    order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
+    field, descending = _sort_field(sort, IMAGE_SORTS, "name")
+    after = _decode_key(page.after, field, 2) if page.after is not None else None
     if 1 < len(registry_ids) <= MERGE_LIMIT:
         params = {f"registry_{i}": registry_id for i, registry_id in enumerate(registry_ids)}
-        params |= {"best": page.offset + page.size, "skip": page.offset, "size": page.size}
-        return _merged_page(len(registry_ids), sort), params
-    order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
-    condition = (
-        Image.registry_id == registry_ids[0]
-        if len(registry_ids) == 1
-        else Image.registry_id.in_(registry_ids)
-    )
-    chosen = select(Image.id).where(condition, _TAGGED).order_by(*order)
-    return chosen.offset(page.offset).limit(page.size), {}
+        params |= {"best": page.offset + page.size + 1, "skip": page.offset}
+        params["size"] = page.size + 1
+        if after is not None:
+            params["after"] = after[0]
+            for i, registry_id in enumerate(registry_ids):
+                params[f"after_{i}"] = _after_in_registry(registry_id, after)[1]
+        return _merged_page(len(registry_ids), sort, after is not None), params
+    if len(registry_ids) == 1:
+        chosen = select(Image.id).where(Image.registry_id == registry_ids[0], _TAGGED)
+        if after is not None:
+            within = _after_in_registry(registry_ids[0], after)
+            chosen = chosen.where(_beyond((IMAGE_SORTS[field], Image.id), within, descending))
+    else:
+        chosen = select(Image.id).where(Image.registry_id.in_(registry_ids), _TAGGED)
+        if after is not None:
+            keys = (IMAGE_SORTS[field], Image.registry_id, Image.id)
+            chosen = chosen.where(_beyond(keys, after, descending))
+    return chosen.order_by(*order).offset(page.offset).limit(page.size + 1), {}
 
 
 @functools.lru_cache(maxsize=256)
-def _merged_page(count: int, sort: str | None) -> Select[Any]:
+def _merged_page(count: int, sort: str | None, keyed: bool) -> Select[Any]:
     """The merge of `count` registries' best images, built once per count and sort: building
-    a union of subqueries costs SQLAlchemy more than SQLite takes to run it."""
-    field = (sort or "name").removeprefix("-")
-    descending = (sort or "").startswith("-")
+    a union of subqueries costs SQLAlchemy more than SQLite takes to run it. `keyed`: each
+    registry's range starts after a key (parameters `after` and `after_<i>`)."""
+    field, descending = _sort_field(sort, IMAGE_SORTS, "name")
+    column = IMAGE_SORTS[field]
     order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
-    best = [
-        select(Image.id, IMAGE_SORTS[field].label("key"), Image.registry_id)
-        .where(Image.registry_id == bindparam(f"registry_{i}"), _TAGGED)
-        .order_by(*order)
-        .limit(bindparam("best", type_=Integer))
-        .subquery()
-        for i in range(count)
-    ]
-    merged = union_all(*(select(part.c.id, part.c.key, part.c.registry_id) for part in best))
+    best = []
+    for i in range(count):
+        part = select(Image.id, column.label("key"), Image.registry_id).where(
+            Image.registry_id == bindparam(f"registry_{i}"), _TAGGED
+        )
+        if keyed:
+            row = tuple_(column, Image.id)
+            key = tuple_(
+                bindparam("after", type_=column.type), bindparam(f"after_{i}", type_=Integer)
+            )
+            part = part.where(row < key if descending else row > key)
+        best.append(part.order_by(*order).limit(bindparam("best", type_=Integer)).subquery())
+    return _merge(best, descending)
+
+
+def _merge(parts: list[Any], descending: bool) -> Select[Any]:
+    """The ids of the union of `parts` (subqueries of id, key, registry_id, each already the
+    best rows of its part) in the order (key, registry_id, id), parameters `skip`, `size`."""
+    merged = union_all(*(select(part.c.id, part.c.key, part.c.registry_id) for part in parts))
     rows = merged.subquery()
     terms = (rows.c.key, rows.c.registry_id, rows.c.id)
     return (
@@ -303,6 +409,15 @@ def _merged_page(count: int, sort: str | None) -> Select[Any]:
         .offset(bindparam("skip", type_=Integer))
         .limit(bindparam("size", type_=Integer))
     )
+
+
+def _last_key(rows: list[Any], page: Page, keys: int) -> tuple[list[Any], Key | None]:
+    """The page's rows (read one too many, to tell whether more follow) and, when more do,
+    the key of its last row: its last `keys` columns."""
+    if len(rows) <= page.size:
+        return rows, None
+    rows = rows[: page.size]
+    return rows, _encode_key(rows[-1][-keys:])
 
 
 async def _count_matches(conn: Any, query: Select[Any]) -> Total:
@@ -346,10 +461,13 @@ class Listings:
         label: tuple[str, str] | None = None,
         sort: str | None = None,
         page: Page = Page(),
-    ) -> tuple[list[RegistryView], int]:
+    ) -> tuple[list[RegistryView], Total, Key | None]:
         """`scope` is `user` (user registries), `shared` (public user registries) or
         `platform`; `where` is the access policy's condition for the caller (none: every
-        registry of the scope) and `role` its column of the caller's role."""
+        registry of the scope) and `role` its column of the caller's role. No trigger keeps
+        these counts (they depend on the caller): the total is counted up to
+        SEARCH_COUNT_LIMIT, as a search's is. Last, the key of the page's last row when more
+        rows follow."""
         conditions: list[ColumnElement[bool]] = []
         if scope == "platform":
             conditions.append(Registry.kind == "platform")
@@ -366,19 +484,25 @@ class Listings:
         if label:
             conditions.append(Registry.labels[label[0]].as_string() == label[1])
         order = parse_sort(sort, REGISTRY_SORTS, "name", then=(Registry.id,))
-        query = self._registry_query(role).where(*conditions)
+        field, descending = _sort_field(sort, REGISTRY_SORTS, "name")
+        keys = (REGISTRY_SORTS[field], Registry.id)
         counted = (
-            select(func.count(Registry.id))
+            select(Registry.id)
             .select_from(Registry)
             .outerjoin(ProjectGroup, ProjectGroup.id == Registry.project_group_id)
             .where(*conditions)
         )
+        if page.after is not None:
+            after = _decode_key(page.after, field, 1)
+            conditions.append(_beyond(keys, after, descending))
+        query = self._registry_query(role).add_columns(*keys).where(*conditions)
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(counted)
+            total = await _count_matches(conn, counted)
             rows = (
-                await conn.execute(query.order_by(*order).offset(page.offset).limit(page.size))
+                await conn.execute(query.order_by(*order).offset(page.offset).limit(page.size + 1))
             ).all()
-        return [RegistryView(*row) for row in rows], total or 0
+        rows, following = _last_key(rows, page, len(keys))
+        return [RegistryView(*row[: -len(keys)]) for row in rows], total, following
 
     async def get_registry(self, name: str, *, role: Any = None) -> RegistryView:
         async with self.db.read() as conn:
@@ -431,46 +555,95 @@ class Listings:
         sort: str | None = None,
         page: Page = Page(),
         match_full_name: bool = False,
-    ) -> tuple[list[ImageView], Total]:
+    ) -> tuple[list[ImageView], Total, Key | None]:
         """Images of the registry named `registries`, or of those matching that condition
         (the platform image list spans many); `q` matches the name in its registry, or with
         `match_full_name` the whole `{registry}/{image}`. Without `q` the total is the sum of
-        the registries' maintained image counts."""
+        the registries' maintained image counts. Last, the key of the page's last row when
+        more rows follow."""
         order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
+        field, _ = _sort_field(sort, IMAGE_SORTS, "name")
+        keys = (IMAGE_SORTS[field], Image.registry_id, Image.id)
         if isinstance(registries, str):
             registries = Registry.name == registries
         async with self.db.read(offload=True) as conn:
             held = [
-                (int(row[0]), str(row[1]))
+                (int(row[0]), str(row[1]), int(row[2]))
                 for row in (
                     await conn.execute(
-                        select(Registry.id, Registry.name).where(registries).order_by(Registry.id)
+                        select(Registry.id, Registry.name, Registry.image_count)
+                        .where(registries)
+                        .order_by(Registry.id)
                     )
                 ).all()
             ]
             if q:
-                chosen = self._image_search(held, q, match_full_name)
-                total = await _count_matches(conn, chosen)
-                page_ids = chosen.order_by(*order).offset(page.offset).limit(page.size)
-                params = {}
+                total, page_ids, params = await self._image_search_page(
+                    conn, held, q, match_full_name, sort, page
+                )
             else:
-                counted = select(func.coalesce(func.sum(Registry.image_count), 0))
-                total = Total(int(await conn.scalar(counted.where(registries)) or 0))
-                page_ids, params = _image_page([registry_id for registry_id, _ in held], sort, page)
+                total = Total(sum(count for _, _, count in held))
+                page_ids, params = _image_page(
+                    [registry_id for registry_id, *_ in held], sort, page
+                )
             chosen_page = page_ids.subquery()
-            query = self._image_columns().select_from(chosen_page)
+            query = self._image_columns().add_columns(*keys).select_from(chosen_page)
             query = query.join(Image, Image.id == chosen_page.c.id)
             query = query.join(Registry, Registry.id == Image.registry_id)
             rows = (await conn.execute(query.order_by(*order), params)).all()
-        return [ImageView(*row) for row in rows], total
+        rows, following = _last_key(rows, page, len(keys))
+        return [ImageView(*row[: -len(keys)]) for row in rows], total, following
 
-    def _image_search(
-        self, held: list[tuple[int, str]], q: str, match_full_name: bool
-    ) -> Select[Any]:
-        """The ids of the tagged images of the registries `held` whose name contains `q`
-        (or, with `match_full_name`, whose `{registry}/{image}` does), found through the
-        trigram index of image names (migration 0015) rather than by reading every image."""
-        ids = [registry_id for registry_id, _ in held]
+    async def _image_search_page(
+        self,
+        conn: Any,
+        held: list[tuple[int, str, int]],
+        q: str,
+        match_full_name: bool,
+        sort: str | None,
+        page: Page,
+    ) -> tuple[Total, Select[Any], dict[str, Any]]:
+        """The total and the page's ids (one more, to tell whether more follow) of a search.
+
+        A registry whose own name holds `q` (`{registry}/` contains it: every image of it
+        matches a full-name search) is not searched: its images are its index range in the
+        list's order, merged with the best matches elsewhere, and they count by its
+        maintained image count; the rest are counted up to SEARCH_COUNT_LIMIT."""
+        order = parse_sort(sort, IMAGE_SORTS, "name", then=(Image.registry_id, Image.id))
+        field, descending = _sort_field(sort, IMAGE_SORTS, "name")
+        column = IMAGE_SORTS[field]
+        after = _decode_key(page.after, field, 2) if page.after is not None else None
+        whole, prefixes = (
+            full_name_matches([(i, name) for i, name, _ in held], q)
+            if match_full_name
+            else ([], [])
+        )
+        rest = self._image_search(
+            [registry_id for registry_id, *_ in held if registry_id not in whole], q, prefixes
+        )
+        counted = await _count_matches(conn, rest)
+        whole_count = sum(count for registry_id, _, count in held if registry_id in whole)
+        total = Total(counted.count + whole_count, counted.exact)
+        if after is not None:
+            rest = rest.where(_beyond((column, Image.registry_id, Image.id), after, descending))
+        if not whole:
+            return total, rest.order_by(*order).offset(page.offset).limit(page.size + 1), {}
+        # The best rows of the whole registries (the platform list's cached merge of index
+        # ranges) and of the other matches, each read in order up to the page's end, then the
+        # page among those few: building one union of per-registry subqueries per request
+        # cost SQLAlchemy more (5 ms) than running it.
+        best = page.offset + page.size
+        whole_page, params = _image_page(whole, sort, Page(1, best, after=page.after))
+        found = list((await conn.scalars(whole_page, params)).all())
+        found += (await conn.scalars(rest.order_by(*order).limit(best + 1))).all()
+        chosen = select(Image.id).where(Image.id.in_(found)).order_by(*order)
+        return total, chosen.offset(page.offset).limit(page.size + 1), {}
+
+    def _image_search(self, ids: list[int], q: str, prefixes: list[tuple[int, str]]) -> Select[Any]:
+        """The ids of the tagged images of the registries `ids` whose name contains `q`, or
+        (`prefixes`, see full_name_matches) is in a registry of those and starts with the
+        rest of `q`; found through the trigram index of image names (migration 0015) rather
+        than by reading every image."""
         in_registries: ColumnElement[bool] = Image.registry_id.in_(ids)
         named: ColumnElement[bool] = _contains(Image.name, q)
         if len(q) >= TRIGRAM:
@@ -480,14 +653,10 @@ class Listings:
             if self.db.url.startswith("sqlite"):
                 named = and_(Image.id.in_(_name_search("images_search", q)), named)
         matches = [named]
-        if match_full_name:
-            whole, prefixes = full_name_matches(held, q)
-            if whole:
-                matches.append(Image.registry_id.in_(whole))
-            matches += [
-                and_(Image.registry_id == registry_id, Image.name.startswith(rest, autoescape=True))
-                for registry_id, rest in prefixes
-            ]
+        matches += [
+            and_(Image.registry_id == registry_id, Image.name.startswith(rest, autoescape=True))
+            for registry_id, rest in prefixes
+        ]
         chosen = select(Image.id).where(in_registries, _TAGGED, or_(*matches))
         if self.db.url.startswith("postgresql"):
             return _found_first(chosen, Image.id)
@@ -520,8 +689,9 @@ class Listings:
         q: str | None = None,
         sort: str | None = None,
         page: Page = Page(),
-    ) -> tuple[list[TagView], Total]:
-        """Without `q` the total is the image's maintained tag count."""
+    ) -> tuple[list[TagView], Total, Key | None]:
+        """Without `q` the total is the image's maintained tag count. Last, the key of the
+        page's last row when more rows follow."""
         found = await self.get_image(registry, image)
         reference_size = (
             select(func.coalesce(func.sum(ManifestReference.size), 0).cast(BigInteger))
@@ -549,12 +719,18 @@ class Listings:
             if self.db.url.startswith("postgresql"):
                 chosen = _found_first(chosen, Tag.id)
         order = parse_sort(sort, TAG_SORTS, "-created_at", then=(Tag.id,))
+        field, descending = _sort_field(sort, TAG_SORTS, "-created_at")
+        keys = (TAG_SORTS[field], Tag.id)
         async with self.db.read(offload=True) as conn:
             if q:
                 total = await _count_matches(conn, chosen)
             else:
                 total = Total(found.tag_count)
-            page_ids = chosen.order_by(*order).offset(page.offset).limit(page.size).subquery()
+            if page.after is not None:
+                after = _decode_key(page.after, field, 1)
+                chosen = chosen.where(_beyond(keys, after, descending))
+            page_ids = chosen.order_by(*order).offset(page.offset).limit(page.size + 1)
+            page_ids = page_ids.subquery()
             query = (
                 select(
                     Tag.name,
@@ -564,12 +740,15 @@ class Listings:
                     Tag.pull_count,
                     Tag.created_at,
                     Manifest.id,
+                    *keys,
                 )
                 .select_from(page_ids)
                 .join(Tag, Tag.id == page_ids.c.id)
                 .join(Manifest, Manifest.id == Tag.manifest_id)
             )
-            rows = (await conn.execute(query.order_by(*order))).all()
+            rows, following = _last_key(
+                (await conn.execute(query.order_by(*order))).all(), page, len(keys)
+            )
             manifest_ids = {row[6] for row in rows}
             platforms: dict[int, list[str]] = {}
             if manifest_ids:
@@ -586,12 +765,19 @@ class Listings:
                 ).all():
                     platforms.setdefault(manifest_id, []).append(platform)
             sizes = await conn.run_sync(lambda sync: tree_sizes(sync, manifest_ids))
-        return [
-            TagView(
-                *row[:3], sizes.get(row[6], row[3]), *row[4:6], platforms=platforms.get(row[6], [])
-            )
-            for row in rows
-        ], total
+        return (
+            [
+                TagView(
+                    *row[:3],
+                    sizes.get(row[6], row[3]),
+                    *row[4:6],
+                    platforms=platforms.get(row[6], []),
+                )
+                for row in rows
+            ],
+            total,
+            following,
+        )
 
     async def delete_tag(
         self, registry: str, image: str, tag: str, *, immutable_too: bool = False

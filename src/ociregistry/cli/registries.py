@@ -75,7 +75,7 @@ def registry_list(args: argparse.Namespace) -> int:
     async def work(parts: Services) -> list[RegistryView]:
         views: list[RegistryView] = []
         for scope in ("user", "platform"):
-            found, _ = await parts.listings.list_registries(scope=scope, page=ALL)
+            found, *_ = await parts.listings.list_registries(scope=scope, page=ALL)
             views += found
         return sorted(views, key=lambda view: view.name)
 
@@ -119,7 +119,7 @@ def image_list(args: argparse.Namespace) -> int:
     async def work(parts: Services) -> list[Any]:
         # A missing registry is an error, not an empty list.
         await parts.listings.get_registry(args.registry)
-        found, _ = await parts.listings.list_images(args.registry, page=ALL)
+        found, *_ = await parts.listings.list_images(args.registry, page=ALL)
         return found
 
     views = run_services(settings_of(args), work)
@@ -151,7 +151,7 @@ def image_delete(args: argparse.Namespace) -> int:
 
 
 def tag_list(args: argparse.Namespace) -> int:
-    views, _ = run_services(
+    views, *_ = run_services(
         settings_of(args),
         lambda parts: parts.listings.list_tags(args.registry, args.image, page=ALL),
     )

@@ -26,7 +26,7 @@ import { openDialog } from "./dialog.js";
 import { listToolbar, showResults } from "./registries.js";
 import { retentionHref } from "./retention.js";
 import { rightsInRegistry } from "./rights.js";
-import { createTable } from "./table.js";
+import { createTable, pageQuery } from "./table.js";
 
 const enc = encodeURIComponent;
 
@@ -155,11 +155,10 @@ export function imagesView(ctx, { mode, registry }) {
       batchButton.disabled = items.length === 0;
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
-    load: async ({ page, pageSize }) => {
+    load: async (paging) => {
       await ready;
       return api.get(mode === "platform" ? "/api/v1/platform/images" : `${registryPath(registry)}/images`, {
-        page,
-        page_size: pageSize,
+        ...pageQuery(paging),
         q: filters.q,
         sort: filters.sort,
       });
@@ -350,9 +349,9 @@ export function tagsView(ctx, { mode, registry, image }) {
       batchButton.disabled = items.length === 0;
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
-    load: async ({ page, pageSize }) => {
+    load: async (paging) => {
       await ready;
-      return api.get(`${imagePath(registry, image)}/-/tags`, { page, page_size: pageSize, sort: filters.sort, q: filters.q });
+      return api.get(`${imagePath(registry, image)}/-/tags`, { ...pageQuery(paging), sort: filters.sort, q: filters.q });
     },
   });
 

@@ -26,7 +26,7 @@ import {
 import { openDialog } from "./dialog.js";
 import { labelEditor } from "./labels.js";
 import { rightsIn } from "./rights.js";
-import { createTable } from "./table.js";
+import { createTable, pageQuery } from "./table.js";
 
 const DELETE_POLL_MS = 700;
 const DELETE_WAIT_MS = 120000;
@@ -266,10 +266,9 @@ export function registriesView(ctx) {
       batchButton.disabled = items.length === 0;
       replace(batchButton, items.length ? t("action.batchDeleteN", { n: items.length }) : t("action.batchDelete"));
     },
-    load: async ({ page, pageSize }) => {
+    load: async (paging) => {
       return api.get("/api/v1/registries", {
-        page,
-        page_size: pageSize,
+        ...pageQuery(paging),
         q: filters.q,
         project_group: filters.group,
         label: filters.label,
@@ -651,8 +650,7 @@ export function sharedView(ctx) {
     columns: registryColumns("shared", null, ctx && ctx.session),
     rowKey: (r) => r.name,
     testid: "shared-table",
-    load: ({ page, pageSize }) =>
-      api.get("/api/v1/shared/registries", { page, page_size: pageSize, q: filters.q, sort: filters.sort }),
+    load: (paging) => api.get("/api/v1/shared/registries", { ...pageQuery(paging), q: filters.q, sort: filters.sort }),
   });
   const el = h(
     "section",

@@ -7,6 +7,15 @@ import { describeError } from "./common.js";
 
 export const PAGE_SIZES = [10, 20, 50, 100];
 
+/**
+ * The query of one page: by its number, or (`cursor`) after the page before it. The catalog
+ * lists (registries, images, tags) answer a `next` cursor and serve page numbers only near
+ * their start, so the table follows their cursors; other lists page by number.
+ */
+export function pageQuery({ page, pageSize, cursor }) {
+  return cursor ? { cursor, page_size: pageSize } : { page, page_size: pageSize };
+}
+
 export function createTable({
   columns,
   load,
@@ -19,7 +28,9 @@ export function createTable({
   testid = "table",
   rowClass,
 }) {
-  const state = { page: 1, pageSize, total: 0, items: [], selected: new Set(), last: null };
+  // cursors[n]: the cursor of page n + 1 (from the answer of page n), for lists that page by
+  // cursor (their answers carry `next`); null: the list pages by number.
+  const state = { page: 1, pageSize, total: 0, items: [], selected: new Set(), last: null, cursors: null };
   const headCheck = selectable
     ? h("input", {
         type: "checkbox",
@@ -133,7 +144,7 @@ export function createTable({
     replace(totalText, t("pager.total", { n: state.total }));
     replace(pageText, t("pager.page", { page: state.page, pages }));
     prev.disabled = state.page <= 1;
-    next.disabled = state.page >= pages;
+    next.disabled = state.cursors ? !state.cursors[state.page] : state.page >= pages;
   }
 
   let sequence = 0;
@@ -144,10 +155,15 @@ export function createTable({
     sequence += 1;
     const mine = sequence;
     let data;
+    const cursor = state.cursors && state.page > 1 ? state.cursors[state.page - 1] : undefined;
     try {
-      data = await load({ page: state.page, pageSize: state.pageSize });
+      data = await load({ page: state.page, pageSize: state.pageSize, cursor });
     } catch (error) {
       if (mine !== sequence) return;
+      if (cursor && error.code === "INVALID_ARGUMENT") {
+        go(1); // the cursor no longer fits the list (its sort or search changed)
+        return;
+      }
       if (!quiet) {
         state.items = [];
         state.last = null;
@@ -164,8 +180,18 @@ export function createTable({
     state.last = fingerprint;
     state.items = data.items || [];
     state.total = data.total || 0;
+    if ("next" in data) {
+      state.cursors = state.cursors || [];
+      state.cursors[state.page] = data.next;
+      state.cursors.length = state.page + 1; // pages after this one start again from here
+    }
     const pages = Math.max(1, Math.ceil(state.total / state.pageSize));
-    if (state.page > pages && state.total > 0) {
+    if (state.cursors && state.page > 1 && state.items.length === 0) {
+      state.page -= 1; // its rows went (deleted): show the page before
+      await fetchPage(quiet);
+      return;
+    }
+    if (!state.cursors && state.page > pages && state.total > 0) {
       state.page = pages;
       await fetchPage(quiet);
       return;
@@ -182,6 +208,7 @@ export function createTable({
 
   function go(page) {
     state.page = Math.max(1, page);
+    if (state.page === 1) state.cursors = null;
     state.selected.clear();
     return fetchPage(false);
   }
