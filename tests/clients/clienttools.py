@@ -247,18 +247,23 @@ class Podman(_AuthFileClient):
         self.binary = binary
         self.auth_file = root / "auth.json"
         self.global_args = [
-            "--root", str(root / "storage"),
-            "--runroot", str(root / "run"),
-            "--storage-driver", "vfs",
-            "--events-backend", "none",
-            "--cgroup-manager", "cgroupfs",
-            "--tmpdir", str(root / "tmp"),
+            "--root",
+            str(root / "storage"),
+            "--runroot",
+            str(root / "run"),
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--tmpdir",
+            str(root / "tmp"),
         ]
 
     def __call__(self, *args: str | Path, check: bool = True, stdin: str | None = None) -> Result:
         env = {"REGISTRY_AUTH_FILE": str(self.auth_file)}
         return run(self.binary, *self.global_args, *args, check=check, env=env, stdin=stdin)
-
 
     def image_id(self, reference: str) -> str | None:
         result = self("image", "inspect", "--format", "{{.Id}}", reference, check=False)
@@ -276,4 +281,3 @@ class Skopeo(_AuthFileClient):
 
     def with_auth_file(self, auth_file: Path) -> Skopeo:
         return Skopeo(self.binary, auth_file)
-

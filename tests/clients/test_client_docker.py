@@ -32,9 +32,7 @@ def test_docker_push_then_pull_by_tag_and_by_digest(
     digest = pushed_digest(push.output)
 
     # The registry serves the manifest docker pushed under the tag, with that digest.
-    head = client.head(
-        f"/v2/{registry}/app/manifests/1.0", headers={"Accept": DOCKER_MANIFEST}
-    )
+    head = client.head(f"/v2/{registry}/app/manifests/1.0", headers={"Accept": DOCKER_MANIFEST})
     assert head.status_code == 200, head
     assert head.headers["Docker-Content-Digest"] == digest
 

@@ -37,9 +37,7 @@ def test_podman_push_then_pull_by_tag_and_by_digest(
     assert DIGEST_PATTERN.fullmatch(digest), digest
 
     # What podman pushed is served under the tag, with the digest podman computed.
-    manifest = client.get(
-        f"/v2/{registry}/app/manifests/1.0", headers={"Accept": MANIFEST_ACCEPT}
-    )
+    manifest = client.get(f"/v2/{registry}/app/manifests/1.0", headers={"Accept": MANIFEST_ACCEPT})
     assert manifest.status_code == 200, manifest.text
     assert manifest.headers["Docker-Content-Digest"] == digest
     config_digest = json.loads(manifest.content)["config"]["digest"]

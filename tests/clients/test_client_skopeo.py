@@ -107,8 +107,13 @@ def test_skopeo_round_trips_multi_arch_index(
         arch = child.platform["architecture"]
         inspected = json.loads(
             skopeo(
-                "--override-arch", arch, "--override-os", "linux",
-                "inspect", "--tls-verify=false", f"docker://{remote}",
+                "--override-arch",
+                arch,
+                "--override-os",
+                "linux",
+                "inspect",
+                "--tls-verify=false",
+                f"docker://{remote}",
             ).output
         )
         assert inspected["Digest"] == index.digest
@@ -137,9 +142,7 @@ def test_skopeo_inspect_and_list_tags(
             *PUSH, "--dest-creds", admin_creds, f"oci:{source}:v1", f"docker://{repository}:{tag}"
         )
 
-    listed = json.loads(
-        skopeo("list-tags", "--tls-verify=false", f"docker://{repository}").output
-    )
+    listed = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{repository}").output)
     assert sorted(listed["Tags"]) == ["latest", "v1", "v2"]
 
     inspected = json.loads(

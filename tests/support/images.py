@@ -150,9 +150,7 @@ def build_image(
 ) -> Image:
     """An OCI image (or, with `docker=True`, a Docker v2s2 image) of `layer_count` layers."""
     layer_type = DOCKER_LAYER_GZIP if docker else OCI_LAYER_GZIP
-    tars = [
-        tar_bytes(sample_files(f"{label}/{architecture}/layer{i}")) for i in range(layer_count)
-    ]
+    tars = [tar_bytes(sample_files(f"{label}/{architecture}/layer{i}")) for i in range(layer_count)]
     layers = tuple(Blob(layer_type, gzip_bytes(tar)) for tar in tars)
     config_doc = {
         "architecture": architecture,
@@ -180,9 +178,7 @@ def build_index(label: str, architectures: Sequence[str] = ("amd64", "arm64")) -
     index_doc = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [
-            child.manifest.descriptor(platform=child.platform) for child in children
-        ],
+        "manifests": [child.manifest.descriptor(platform=child.platform) for child in children],
     }
     return Index(Blob(OCI_INDEX, canonical_json(index_doc)), children)
 

@@ -73,9 +73,18 @@ class RunningServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "ociregistry", "serve",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", str(self.workers), "--data-dir", str(self.data_dir),
+                sys.executable,
+                "-m",
+                "ociregistry",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--data-dir",
+                str(self.data_dir),
                 *self.extra_args,
             ],
             stdout=log,

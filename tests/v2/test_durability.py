@@ -65,7 +65,7 @@ def _chunk(seed: int, index: int) -> bytes:
     """MiB number `index`: a block picked by a hash of (seed, index), stamped with that hash so
     no two MiB of a blob are equal and a misplaced or repeated MiB changes the digest."""
     stamp = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return stamp + _blocks(seed)[stamp[0] % 8][len(stamp):]
+    return stamp + _blocks(seed)[stamp[0] % 8][len(stamp) :]
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,9 @@ def small_image(label: str, extra_layers: tuple[Content, ...] = ()) -> SmallImag
 def push_small_image(client: httpx.Client, repo: str, image: SmallImage, tag: str) -> None:
     for blob in image.blobs:
         response = client.post(
-            f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob,
+            f"/v2/{repo}/blobs/uploads/",
+            params={"digest": sha256(blob)},
+            content=blob,
             headers=OCTETS,
         )
         assert response.status_code == 201, response.text
@@ -147,7 +149,8 @@ def push_small_image(client: httpx.Client, repo: str, image: SmallImage, tag: st
 
 def put_manifest(client: httpx.Client, repo: str, image: SmallImage, tag: str) -> None:
     response = client.put(
-        f"/v2/{repo}/manifests/{tag}", content=image.manifest,
+        f"/v2/{repo}/manifests/{tag}",
+        content=image.manifest,
         headers={"Content-Type": OCI_MANIFEST},
     )
     assert response.status_code == 201, response.text
@@ -175,23 +178,26 @@ def client_for(server: RunningServer) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=TIMEOUT, auth=server.admin)
 
 
-def push_monolithic(client: httpx.Client, repo: str, body: Iterable[bytes], content: Content
-                    ) -> httpx.Response:
+def push_monolithic(
+    client: httpx.Client, repo: str, body: Iterable[bytes], content: Content
+) -> httpx.Response:
     return client.post(
-        f"/v2/{repo}/blobs/uploads/", params={"digest": content.digest}, content=body,
+        f"/v2/{repo}/blobs/uploads/",
+        params={"digest": content.digest},
+        content=body,
         headers={**OCTETS, "Content-Length": str(content.size)},
     )
 
 
-def patch(client: httpx.Client, location: str, body: Iterable[bytes], start: int, end: int
-          ) -> httpx.Response:
+def patch(
+    client: httpx.Client, location: str, body: Iterable[bytes], start: int, end: int
+) -> httpx.Response:
     """Send bytes `start` to `end` (exclusive) of an upload, with their Content-Range."""
     headers = {**OCTETS, "Content-Range": f"{start}-{end - 1}", "Content-Length": str(end - start)}
     return client.patch(location, content=body, headers=headers)
 
 
-def patch_range(client: httpx.Client, location: str, content: Content, start: int, end: int
-                ) -> str:
+def patch_range(client: httpx.Client, location: str, content: Content, start: int, end: int) -> str:
     """PATCH `start`..`end` in pieces that end on PATCH_BYTES boundaries; the next Location."""
     offset = start
     while offset < end:
@@ -377,8 +383,11 @@ def test_sigkill_between_and_during_chunks(fresh_server: RunningServer, registry
         location = patch_range(client, location, content, 2 * PATCH_BYTES, 3 * PATCH_BYTES)
         start, end = 3 * PATCH_BYTES, 4 * PATCH_BYTES
         body = crashing_midway(
-            content.chunks(start, end), server, after=PATCH_BYTES // 2,
-            stored=start + PATCH_BYTES // 4, upload_id=upload_id,
+            content.chunks(start, end),
+            server,
+            after=PATCH_BYTES // 2,
+            stored=start + PATCH_BYTES // 4,
+            upload_id=upload_id,
         )
         with pytest.raises(httpx.TransportError):
             patch(client, location, body, start, end)
@@ -415,7 +424,9 @@ def test_created_survives_sigkill(fresh_server: RunningServer, registry_name: st
         after = small_image("promise-after", extra_layers=(content,))
         for blob in after.blobs:
             response = client.post(
-                f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob,
+                f"/v2/{repo}/blobs/uploads/",
+                params={"digest": sha256(blob)},
+                content=blob,
                 headers=OCTETS,
             )
             assert response.status_code == 201, response.text
@@ -500,10 +511,7 @@ def test_one_gib_push_and_pull_memory(fresh_server: RunningServer, registry_name
     print()
     for pid, peak in sorted(sampler.peaks.items()):
         role = _role(pid, server.process.pid)
-        print(
-            f"max RSS of {role} {pid}: {peak / MIB:.1f} MiB "
-            f"({sampler.samples[pid]} samples)"
-        )
+        print(f"max RSS of {role} {pid}: {peak / MIB:.1f} MiB ({sampler.samples[pid]} samples)")
     assert set(sampler.peaks) == set(pids_before)
     for pid, peak in sampler.peaks.items():
         assert peak < RSS_LIMIT_BYTES, f"process {pid} reached {peak / MIB:.1f} MiB resident"

@@ -179,16 +179,15 @@ def test_manifest_bytes_round_trip(
         assert fetched.headers["docker-content-digest"] == digest
 
 
-def test_data_folder_holds_one_copy_per_digest(
-    registry: InProcessRegistry, tmp_path: Path
-) -> None:
+def test_data_folder_holds_one_copy_per_digest(registry: InProcessRegistry, tmp_path: Path) -> None:
     """The same bytes pushed into two images are stored once."""
     content = b"shared layer bytes"
     digest = sha256(content)
     for image in ("copy-one", "copy-two"):
         response = registry.run(
             registry.client.post(
-                f"/v2/{REGISTRY}/{image}/blobs/uploads/", params={"digest": digest},
+                f"/v2/{REGISTRY}/{image}/blobs/uploads/",
+                params={"digest": digest},
                 content=content,
             )
         )

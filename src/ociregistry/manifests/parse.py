@@ -146,8 +146,11 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
             _descriptor(entry, f"manifests[{i}]", platform=True) for i, entry in enumerate(entries)
         ]
         return ParsedManifest(
-            media_type, children=children, subject=subject,
-            artifact_type=artifact_type, annotations=annotations,
+            media_type,
+            children=children,
+            subject=subject,
+            artifact_type=artifact_type,
+            annotations=annotations,
         )
 
     if "manifests" in document:
