@@ -1,15 +1,20 @@
 """What moving an upload's bytes costs the server, counted rather than timed (the timings are in
-`bench/upload_bench.py`): page faults of the workers per MiB received, and the system calls
-of a chunked upload's parts and of its finish, under strace."""
+`bench/upload_bench.py`): page faults of the workers per MiB received, and whether the
+resumable hash lets the event loop run while it hashes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import threading
 from pathlib import Path
 
 import httpx
+import pytest
+import rehashes
 
+from ociregistry.blobstore.hashing import ResumableSha256
 from support.server import RunningServer
 
 MIB = 1 << 20
@@ -84,3 +89,56 @@ def test_upload_buffers_are_reused_not_faulted_in(
     print(f"page faults per MiB: chunked {chunked:.1f}, monolithic {monolithic:.1f}")
     assert chunked < MAX_FAULTS_PER_MIB, f"{chunked:.1f} page faults per MiB (chunked)"
     assert monolithic < MAX_FAULTS_PER_MIB, f"{monolithic:.1f} page faults per MiB (monolithic)"
+
+
+def test_resumable_hash_lets_other_threads_run() -> None:
+    """While a worker thread hashes a batch of a chunked upload, the event loop's thread can
+    run (it receives the next batch meanwhile): the hash releases the GIL. The interpreter is
+    told never to take the GIL from a thread by itself, so the main thread runs during the
+    hash only if the hash gives the GIL up; it then holds it until it has counted to
+    `turns`. With rehashes, used before, it ran no turn at all until the hash was over."""
+    data = os.urandom(16 * MIB)
+    hasher = ResumableSha256()
+    started, finished = threading.Event(), threading.Event()
+    turns = 1000
+
+    def hash_all() -> None:
+        started.set()
+        hasher.update(data)
+        finished.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        thread = threading.Thread(target=hash_all)
+        thread.start()
+        started.wait()
+        ran = 0
+        while not finished.is_set() and ran < turns:
+            ran += 1
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert str(hasher.digest()) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert ran == turns, f"the main thread ran {ran} turns while 16 MiB were hashed"
+
+
+def test_resumable_hash_state_continues_anywhere() -> None:
+    """A state saved at any point continues to the same digest as hashlib's; a state saved by
+    rehashes (sessions in flight across an upgrade) continues too; a foreign one is refused."""
+    data = os.urandom(1_000_003)
+    expected = "sha256:" + hashlib.sha256(data).hexdigest()
+    for cut in (0, 1, 63, 64, 65, 999_999):
+        first = ResumableSha256()
+        first.update(data[:cut])
+        second = ResumableSha256(first.state())
+        second.update(memoryview(data)[cut:])
+        assert str(second.digest()) == expected, cut
+    old = rehashes.PySha256()
+    old.update(data[:12345])
+    resumed = ResumableSha256(bytes(old.serialize()))
+    resumed.update(data[12345:])
+    assert str(resumed.digest()) == expected
+    broken = ResumableSha256().state()
+    with pytest.raises(ValueError):
+        ResumableSha256(broken[:-1])
