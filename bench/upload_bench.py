@@ -110,13 +110,17 @@ def worker_pids(server: Server) -> list[int]:
 
 @contextlib.contextmanager
 def profiled(server: Server, out: Path | None, native: bool) -> Iterator[None]:
-    """py-spy (or strace -c, for an `out` ending in .strace) on our worker during the block."""
+    """py-spy (strace -c or perf record, for an `out` ending in .strace or .perf) on our
+    worker during the block."""
     if out is None or not isinstance(server, OurServer):
         yield
         return
     pid = worker_pids(server)[0]
-    if out.suffix == ".strace":
-        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(pid)])
+    if out.suffix in (".strace", ".perf"):
+        argv = ["strace", "-c", "-f", "-o", str(out), "-p", str(pid)]
+        if out.suffix == ".perf":  # every thread, kernel included: `perf report -i FILE`
+            argv = ["perf", "record", "-q", "-F", "999", "-o", str(out), "-p", str(pid)]
+        tracer = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         time.sleep(1.0)
         try:
             yield
@@ -183,10 +187,10 @@ def main() -> int:
     parser.add_argument("--native", action="store_true", help="py-spy --native")
     parser.add_argument(
         "--format",
-        choices=["svg", "json", "txt", "strace"],
+        choices=["svg", "json", "txt", "strace", "perf"],
         default="svg",
-        help="flame graph (svg), speedscope (json), collapsed stacks (txt), or no profile but "
-        "the system calls counted (strace)",
+        help="flame graph (svg), speedscope (json), collapsed stacks (txt), the system calls "
+        "counted (strace), or perf record of every thread, kernel included (perf)",
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="upload-bench-"))

@@ -448,7 +448,16 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(state["path"]) from None
         try:
             size = await self._write_from(fd, sum(parts), chunks)
-            await _in_thread(os.fdatasync, fd)  # a recorded part survives a power cut
+            # Synced before the caller's row records the part. Not for the 202 (a PATCH
+            # promises nothing durable), but because the row may become durable before the
+            # bytes: a session's progress commits without an fsync of its own, yet the next
+            # durable commit of any request (a 201's) syncs the log, the row with it. A row
+            # that outlived a power cut recording bytes that did not would finish into a blob
+            # named by the right digest (the hash state is in the row) holding the wrong
+            # bytes. Synced first, the row is at or behind the bytes after a power cut: the
+            # client gets BLOB_UPLOAD_UNKNOWN or a 416 with the row's offset and resends from
+            # there. Written around the cache, the part leaves this sync little to write.
+            await _in_thread(os.fdatasync, fd)
         except BaseException:
             # Give the space of the failed part back at once (a full disk must not stay full).
             await asyncio.shield(_in_thread(os.ftruncate, fd, sum(parts)))
