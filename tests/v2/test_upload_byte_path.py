@@ -70,7 +70,8 @@ def test_upload_buffers_are_reused_not_faulted_in(
     fresh_server: RunningServer, registry_name: str
 ) -> None:
     """A chunked and a monolithic upload, after a first one of each has warmed the workers'
-    heap, fault in far fewer than one page per 4 KiB received."""
+    heap, fault in far fewer than one page per 4 KiB received; and so does a blob GET (its
+    1 MiB reads stay on the heap too)."""
     server, repo = fresh_server, f"{registry_name}/app"
     server.create_registry(registry_name)
     with httpx.Client(base_url=server.url, timeout=120.0, auth=server.admin) as client:
@@ -86,9 +87,19 @@ def test_upload_buffers_are_reused_not_faulted_in(
         before = _faults(workers)
         _monolithic_upload(client, repo, data)
         monolithic = (_faults(workers) - before) / (BLOB_BYTES / MIB)
+
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        for _ in range(2):  # the first warms the heap up for 1 MiB reads
+            before = _faults(workers)
+            with client.stream("GET", f"/v2/{repo}/blobs/{digest}") as response:
+                assert response.status_code == 200
+                assert sum(len(piece) for piece in response.iter_raw()) == BLOB_BYTES
+            download = (_faults(workers) - before) / (BLOB_BYTES / MIB)
     print(f"page faults per MiB: chunked {chunked:.1f}, monolithic {monolithic:.1f}")
+    print(f"page faults per MiB: blob GET {download:.1f}")
     assert chunked < MAX_FAULTS_PER_MIB, f"{chunked:.1f} page faults per MiB (chunked)"
     assert monolithic < MAX_FAULTS_PER_MIB, f"{monolithic:.1f} page faults per MiB (monolithic)"
+    assert download < MAX_FAULTS_PER_MIB, f"{download:.1f} page faults per MiB (blob GET)"
 
 
 def test_resumable_hash_lets_other_threads_run() -> None:

@@ -12,7 +12,8 @@ drains a body spent 1.2 ms of CPU per MiB under uvicorn with the defaults and 0.
 the faults.
 
 So each worker keeps up to `TRIM_THRESHOLD_BYTES` of freed heap for the next buffers and
-serves everything below `MMAP_THRESHOLD_BYTES` from the heap: the pages an upload uses are
+serves everything below `MMAP_THRESHOLD_BYTES` (upload buffers, the 1 MiB reads of a blob
+GET) from the heap: the pages an upload uses are
 faulted in once per worker, not once per MiB. The memory kept is bounded by the threshold (the
 worker's RSS may stay that much above its idle figure after an upload); larger objects still
 go to `mmap` and back to the kernel when freed.
@@ -30,7 +31,11 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20  # a socket read's buffer (at most 256 KiB) stays on the heap
+# A socket read's buffer (at most 256 KiB) and a blob read's (1 MiB, `blobstore/filesystem.py`)
+# stay on the heap. A fixed threshold ends glibc's own adjustment of it, which used to move
+# 1 MiB reads onto the heap after the first one: at 1 MiB exactly, every blob GET mapped and
+# faulted in each chunk again (1.0-1.25 ms of CPU per MiB instead of 0.4).
+MMAP_THRESHOLD_BYTES = 4 << 20
 TRIM_THRESHOLD_BYTES = 32 << 20  # about two uploads' batches in flight (4 MiB each, hashed
 # and written one behind the other) kept for reuse
 
