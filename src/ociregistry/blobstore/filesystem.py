@@ -11,6 +11,21 @@ and a rename: finishing a chunked upload copies no byte again. The bytes of a pa
 half-way are cut off at once (or, after a crash, lie past the recorded size, where the next
 part overwrites them or compose cuts them off); they are never read.
 
+Streams are written around the page cache (`O_DIRECT`), through a reused, page-aligned bounce
+buffer, in the aligned middle of each batch; only the head up to the first 4 KiB boundary and
+the tail after the last one go through the page cache. A buffered write makes the kernel find
+a fresh page of cache for every 4 KiB and copy into it: on this machine that copy
+(`copy_folio_from_iter_atomic`) was the largest single cost of an upload (30 % of a
+monolithic upload's CPU, 45 % of a chunked one's, in `perf`), 0.3 to 0.9 ms of CPU per MiB
+against 0.15 ms for the copy into the bounce buffer and a direct write. The price: a fresh
+blob is not in the cache, so its first GET reads the disk (measured: 2.0 ms of CPU per MiB for
+that first GET, 0.4-0.5 for one from the cache); a push pulled at once from this machine costs
+about what it did, one pulled after its pages would have left the cache anyway costs less, and
+the push itself, what a 201 waits for, costs a third less. A filesystem that refuses
+`O_DIRECT` (tmpfs) is written through the cache as before.
+The bytes are durable only after the same `fsync`/`fdatasync` as before (`O_DIRECT` bypasses
+the cache, not the disk's own): the rules above do not change.
+
 All blocking calls run in a worker thread, several system calls per hop, so the event loop
 never waits on the disk. Temporary files start with a dot, a name no registry path has, so
 `walk` never yields them.
@@ -19,8 +34,12 @@ never waits on the disk. Temporary files start with a dot, a name no registry pa
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import mmap
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -40,6 +59,9 @@ from ociregistry.blobstore.driver import (
 READ_CHUNK_BYTES = 1 << 20  # large enough that one thread hop per chunk costs nothing
 WRITE_BATCH_BYTES = 4 << 20  # incoming chunks are written together, one `pwritev` per batch
 WRITE_BATCH_PIECES = 512  # and at most this many in one (the system's IOV_MAX is 1,024)
+DIRECT_ALIGNMENT = 4096  # what O_DIRECT wants of addresses, offsets and lengths (a page)
+DIRECT_BUFFER_BYTES = 4 << 20  # a batch (a larger one is written in two); reused
+FREE_BUFFERS_KEPT = 2  # for the next streams; more streams at once map more, then unmap them
 UPLOAD_DATA = "data"
 INCOMING = ".incoming"  # objects being written; a name no registry path has
 INCOMING_EXPIRY_SECONDS = 24 * 3600  # what a killed server left there goes after this
@@ -125,6 +147,132 @@ def _write_batch(fd: int, pieces: list[bytes], offset: int) -> None:
             _write_all(fd, memoryview(piece)[written:], offset + written)
             written = 0
         offset += len(piece)
+
+
+_free_buffers: list[mmap.mmap] = []  # bounce buffers no stream uses now, their pages mapped
+_buffers_lock = threading.Lock()
+
+
+def _take_buffer() -> mmap.mmap:
+    with _buffers_lock:
+        if _free_buffers:
+            return _free_buffers.pop()
+    return mmap.mmap(-1, DIRECT_BUFFER_BYTES)  # page-aligned, as O_DIRECT wants
+
+
+def _give_back(buffer: mmap.mmap) -> None:
+    with _buffers_lock:
+        if len(_free_buffers) < FREE_BUFFERS_KEPT:
+            _free_buffers.append(buffer)
+            return
+    buffer.close()
+
+
+def _set_direct(fd: int, direct: bool) -> bool:
+    """Turn O_DIRECT on or off for `fd`; False when the filesystem refuses it."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    wanted = flags | os.O_DIRECT if direct else flags & ~os.O_DIRECT
+    if wanted != flags:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, wanted)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            return False
+    return True
+
+
+class _StreamWriter:
+    """Writes one stream's batches to `fd` from `offset` on, one after the other (never two at
+    once), the aligned middle with O_DIRECT through a bounce buffer, the unaligned head and
+    tail through the page cache; `close()` writes the tail and must be called after the last
+    batch (also after a failure: it gives the buffer back)."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self.fd = fd
+        self.offset = offset  # where the bounce buffer's first byte goes
+        self.head = -offset % DIRECT_ALIGNMENT  # bytes before the first aligned offset
+        self.buffer: mmap.mmap | None = _take_buffer() if hasattr(os, "O_DIRECT") else None
+        self.filled = 0
+        self.direct = False
+
+    def write(self, pieces: list[bytes]) -> None:
+        if self.buffer is None:
+            _write_batch(self.fd, pieces, self.offset)
+            self.offset += sum(len(piece) for piece in pieces)
+            return
+        buffer = self.buffer
+        for piece in pieces:
+            view = memoryview(piece)
+            if self.head:
+                first = view[: self.head]
+                self._buffered(first)
+                self.head -= len(first)
+                view = view[len(first) :]
+            while view:
+                take = min(len(view), DIRECT_BUFFER_BYTES - self.filled)
+                buffer[self.filled : self.filled + take] = view[:take]
+                self.filled += take
+                view = view[take:]
+                if self.filled == DIRECT_BUFFER_BYTES:
+                    self._flush_aligned()
+        self._flush_aligned()
+
+    def _buffered(self, data: memoryview) -> None:
+        if self.direct:
+            _set_direct(self.fd, False)
+            self.direct = False
+        _write_all(self.fd, data, self.offset)
+        self.offset += len(data)
+
+    def _flush_aligned(self) -> None:
+        assert self.buffer is not None
+        aligned = self.filled - self.filled % DIRECT_ALIGNMENT
+        if not aligned:
+            return
+        with memoryview(self.buffer) as view:
+            try:
+                if not self.direct:
+                    self.direct = _set_direct(self.fd, True)
+                if self.direct:
+                    _write_all(self.fd, view[:aligned], self.offset)
+                    self.offset += aligned
+                    rest = self.filled - aligned
+                    view[:rest] = view[aligned : self.filled]  # under 4 KiB: the next start
+                    self.filled = rest
+                    return
+            except OSError as error:  # a filesystem that takes the flag, not the writes
+                if error.errno != errno.EINVAL:
+                    raise
+                _set_direct(self.fd, False)
+                self.direct = False
+            # Refused (tmpfs): the page cache, for good.
+            _write_all(self.fd, view[: self.filled], self.offset)
+            self.offset += self.filled
+            self.filled = 0
+        self.release()
+
+    def release(self) -> None:
+        """Give the buffer back, unwritten (after a failure, or once O_DIRECT was refused)."""
+        buffer, self.buffer = self.buffer, None
+        if buffer is not None:
+            _give_back(buffer)
+
+    def close(self) -> None:
+        """Write what is left (under 4 KiB, through the page cache) and give the buffer back."""
+        buffer, self.buffer = self.buffer, None
+        if buffer is None:
+            return
+        try:
+            if self.filled:
+                with memoryview(buffer) as view:
+                    self._buffered(view[: self.filled])
+                self.filled = 0
+        finally:
+            if self.direct:
+                _set_direct(self.fd, False)
+                self.direct = False
+            _give_back(buffer)
 
 
 def _create_incoming(target: Path, temporary: Path) -> int:
@@ -244,6 +392,7 @@ class FilesystemDriver(StorageDriver):
         """Write a stream at `offset`, in batches of about `WRITE_BATCH_BYTES` (one thread
         hop and one system call each); the next batch arrives while the last one is written."""
         start = offset
+        writer = _StreamWriter(fd, offset)
         pending: asyncio.Future[None] | None = None
         batch: list[bytes] = []
         batched = 0
@@ -257,19 +406,21 @@ class FilesystemDriver(StorageDriver):
                     continue
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(_in_thread(_write_batch, fd, batch, offset))
+                pending = asyncio.ensure_future(_in_thread(writer.write, batch))
                 offset += batched
                 batch, batched = [], 0
             if pending is not None:
                 await pending
             if batch:
-                pending = asyncio.ensure_future(_in_thread(_write_batch, fd, batch, offset))
+                pending = asyncio.ensure_future(_in_thread(writer.write, batch))
                 offset += batched
                 await pending
         except BaseException:
             if pending is not None and not pending.done():
                 await asyncio.gather(pending, return_exceptions=True)  # before the fd closes
+            writer.release()
             raise
+        await _in_thread(writer.close)
         return offset - start
 
     # Multipart uploads: one file, parts at their offsets.
@@ -300,7 +451,16 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(state["path"]) from None
         try:
             size = await self._write_from(fd, sum(parts), chunks)
-            await _in_thread(os.fdatasync, fd)  # a recorded part survives a power cut
+            # Synced before the caller's row records the part. Not for the 202 (a PATCH
+            # promises nothing durable), but because the row may become durable before the
+            # bytes: a session's progress commits without an fsync of its own, yet the next
+            # durable commit of any request (a 201's) syncs the log, the row with it. A row
+            # that outlived a power cut recording bytes that did not would finish into a blob
+            # named by the right digest (the hash state is in the row) holding the wrong
+            # bytes. Synced first, the row is at or behind the bytes after a power cut: the
+            # client gets BLOB_UPLOAD_UNKNOWN or a 416 with the row's offset and resends from
+            # there. Written around the cache, the part leaves this sync little to write.
+            await _in_thread(os.fdatasync, fd)
         except BaseException:
             # Give the space of the failed part back at once (a full disk must not stay full).
             await asyncio.shield(_in_thread(os.ftruncate, fd, sum(parts)))

@@ -10,6 +10,7 @@ import socket
 import uvicorn
 
 from ociregistry.config import Settings
+from ociregistry.ops.allocator import keep_upload_buffers
 from ociregistry.ops.logs import log_config
 
 APP_FACTORY = "ociregistry.app:create_app_from_environment"
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ociregistry serve (worker)")
     parser.add_argument("--listener-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    keep_upload_buffers()  # before the first upload's buffers are allocated
     config = uvicorn_config(Settings.load())
     listener = socket.socket(fileno=args.listener_fd)
     uvicorn.Server(config).run(sockets=[listener])
