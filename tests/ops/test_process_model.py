@@ -50,6 +50,13 @@ def _workers(server: RunningServer) -> set[int]:
     return found
 
 
+def _serving(server: RunningServer) -> set[int]:
+    """The workers whose application has started (a worker that exists may still be starting:
+    killing the other one then would leave none serving)."""
+    log = server.log()
+    return {pid for pid in _workers(server) if f"[{pid}] Application startup complete" in log}
+
+
 def _wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + DEADLINE_SECONDS
     while time.monotonic() < deadline:
@@ -158,7 +165,7 @@ def test_a_worker_that_cannot_start_during_an_outage_does_not_stop_the_server(
     """A worker killed while the storage is away is replaced by one whose start fails; the
     other worker keeps serving, and once the storage is back a new worker starts. Before,
     the supervisor took that failed start for a broken installation and stopped everything."""
-    _wait_for(lambda: len(_workers(fresh_server)) == 2, "two workers")
+    _wait_for(lambda: len(_serving(fresh_server)) == 2, "two workers serving")
     assert fresh_server.process is not None
     storage = fresh_server.data_dir / "storage"
     aside = fresh_server.data_dir / "storage-aside"
