@@ -92,18 +92,20 @@ _START = insert(UploadRow).values(
 _SESSION = select(
     UploadRow.repository, UploadRow.received, UploadRow.started_at, UploadRow.active_at
 ).where(UploadRow.id == bindparam("upload"))
-# The compare-and-set that makes the row the lock: free (no writer, a stale one, or a dead
-# one), at the offset the request expects; its RETURNING is what the claimant continues from.
+# A row no request holds: no writer, a stale one, or a dead one.
+_FREE = or_(
+    UploadRow.writer.is_(None),
+    UploadRow.writer_since < bindparam("stale"),
+    UploadRow.writer == bindparam("dead"),
+)
+# The compare-and-set that makes the row the lock: free, at the offset the request expects;
+# its RETURNING is what the claimant continues from.
 _CLAIM = (
     update(UploadRow)
     .where(
         UploadRow.id == bindparam("upload"),
         UploadRow.received == bindparam("expected"),
-        or_(
-            UploadRow.writer.is_(None),
-            UploadRow.writer_since < bindparam("stale"),
-            UploadRow.writer == bindparam("dead"),
-        ),
+        _FREE,
     )
     .values(writer=bindparam("token"), writer_since=bindparam("now"), active_at=bindparam("now"))
     .returning(
@@ -148,11 +150,7 @@ _DROP_FRESH = (
     .where(
         UploadRow.id == bindparam("upload"),
         UploadRow.received == bindparam("empty"),
-        or_(
-            UploadRow.writer.is_(None),
-            UploadRow.writer_since < bindparam("stale"),
-            UploadRow.writer == bindparam("dead"),
-        ),
+        _FREE,
     )
     .returning(UploadRow.storage_state)
 )
