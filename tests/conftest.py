@@ -15,16 +15,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support import s3gateway
 from support.cluster import Cluster, require_nginx
-from support.pgcluster import URL_ENV, PostgresCluster
+from support.pgcluster import URL_ENV, PostgresCluster, chosen_database
 from support.s3gateway import S3Gateway
 from support.server import RunningServer
 
 _counter = itertools.count()
 
 
-# `OCIREGISTRY_TEST_DATABASE=postgres` runs the shared server on a PostgreSQL cluster of its own
-# instead of the embedded SQLite: scripts/test runs the API and access tests a second time so.
-DATABASE_ENV = "OCIREGISTRY_TEST_DATABASE"
+# `OCIREGISTRY_TEST_DATABASE=postgres` (support/pgcluster.py) runs the shared server on a
+# PostgreSQL cluster of its own instead of the embedded SQLite.
 # `OCIREGISTRY_TEST_SERVER=cluster` makes the shared server three instances on PostgreSQL and S3
 # behind nginx (tests/support/cluster.py): scripts/test runs the client, API and console tests a
 # third time so, to prove that any instance may answer any request.
@@ -36,9 +35,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """One registry for the whole session; tests keep apart by using their own registries."""
-    database = os.environ.get(DATABASE_ENV, "sqlite")
-    if database not in ("sqlite", "postgres"):
-        pytest.exit(f"{DATABASE_ENV} must be sqlite or postgres, not {database!r}", returncode=4)
+    database = chosen_database()
     kind = os.environ.get(SERVER_ENV, "single")
     if kind not in ("single", "cluster"):
         pytest.exit(f"{SERVER_ENV} must be single or cluster, not {kind!r}", returncode=4)
@@ -81,6 +78,29 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
     """An HTTP client signed in as the platform admin (Basic credentials on every request)."""
     with httpx.Client(base_url=server.url, timeout=60.0, auth=server.admin) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster for one test module, with the server settings of the module's
+    `POSTGRES_SETTINGS` (a dict of `-c` options) if it has any; each test takes a database of
+    its own on it (`create_database`)."""
+    settings = getattr(request.module, "POSTGRES_SETTINGS", None)
+    cluster = PostgresCluster(settings).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test twice: on SQLite ("", the registry's own file in its data folder) and on a
+    fresh database of the module's PostgreSQL cluster, for code whose SQL differs by dialect."""
+    if request.param == "sqlite":
+        return ""
+    postgres: PostgresCluster = request.getfixturevalue("postgres")
+    return postgres.create_database(f"test{next(_counter)}")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ociregistry.catalog.listings import full_name_matches
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import PostgresCluster
+from support.pgcluster import database_url
 
 ALPHABET = "ab-/."
 # Registry and image names that meet at the `/` in every way a search can straddle it.
@@ -54,20 +54,16 @@ def registry(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InProcessRegistry]:
     """Platform registries holding one image of each name, on SQLite and on PostgreSQL."""
-    cluster = PostgresCluster().start() if request.param == "postgres" else None
-    url = cluster.create_database("search") if cluster else ""
-    running = InProcessRegistry(tmp_path_factory.mktemp("search") / "data", database_url=url)
-    try:
+    with (
+        database_url(request.param, "search") as url,
+        InProcessRegistry(tmp_path_factory.mktemp("search") / "data", database_url=url) as running,
+    ):
         for name in REGISTRIES:
             running.run(running.services.registries.create(name, kind="platform"))
         image = make_image("search")
         for full_name in FULL_NAMES:
             running.run(push_image(running.client, full_name, image, "v1"))
         yield running
-    finally:
-        running.close()
-        if cluster is not None:
-            cluster.stop()
 
 
 substrings = st.sampled_from(

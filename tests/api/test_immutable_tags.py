@@ -172,15 +172,14 @@ def test_racing_first_pushes_of_an_immutable_tag_leave_exactly_one_winner(
 
 
 def test_racing_first_pushes_on_two_postgresql_instances_leave_exactly_one_winner(
-    tmp_path: Path,
+    postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     """The same race as above, spread over two instances sharing one PostgreSQL database and
     one data folder (as behind a load balancer): the rule is held by the database, not by a
     process."""
-    cluster = PostgresCluster().start()
     servers: list[RunningServer] = []
     try:
-        url = cluster.create_database("immutable")
+        url = postgres.create_database("immutable")
         for _ in range(2):
             servers.append(RunningServer(tmp_path / "data", env={URL_ENV: url}).start())
         first = servers[0]
@@ -215,7 +214,6 @@ def test_racing_first_pushes_on_two_postgresql_instances_leave_exactly_one_winne
     finally:
         for server in servers:
             server.stop()
-        cluster.stop()
 
 
 def test_an_index_under_an_immutable_tag_is_held_the_same_way(

@@ -15,7 +15,6 @@ slow by design) and what varies is everything around them.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,9 +28,8 @@ from hypothesis import strategies as st
 from ociregistry.auth.policy import ALL_RIGHTS, Principal, ordered
 from support.inprocess import ADMIN_PASSWORD, InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import PostgresCluster
+from support.pgcluster import chosen_database, database_url
 
-DATABASE_ENV = "OCIREGISTRY_TEST_DATABASE"  # as in conftest.py: postgres runs this on PostgreSQL
 USERS = ("ann", "bob", "cid", "dee")  # plain users; `admin` is the platform admin
 PASSWORD = "property-password-1"
 ROLES = (None, "guest", "developer", "owner")
@@ -42,7 +40,7 @@ ROLE_RIGHTS = {
 }
 IMAGE, TAG = "app", "v1"
 PAGE = {"page_size": 100}
-ON_POSTGRES = os.environ.get(DATABASE_ENV) == "postgres"
+ON_POSTGRES = chosen_database() == "postgres"
 PROPERTY_SETTINGS = settings(
     max_examples=6 if ON_POSTGRES else 20,  # each request costs more there: keep under a minute
     deadline=None,
@@ -102,15 +100,13 @@ def expected_rights(caller: str | None, world: World, plan: RegistryPlan) -> set
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegistry]:
     """On SQLite, or with OCIREGISTRY_TEST_DATABASE=postgres on a PostgreSQL of its own: the
     policy's SQL must mean the same on both."""
-    cluster = PostgresCluster().start() if ON_POSTGRES else None
-    url = cluster.create_database("policy") if cluster else ""
-    running = InProcessRegistry(tmp_path_factory.mktemp("policy") / "data", database_url=url)
-    for user in USERS:
-        running.run(running.services.accounts.create_user(user, PASSWORD))
-    yield running
-    running.close()
-    if cluster is not None:
-        cluster.stop()
+    with (
+        database_url(chosen_database(), "policy") as url,
+        InProcessRegistry(tmp_path_factory.mktemp("policy") / "data", database_url=url) as running,
+    ):
+        for user in USERS:
+            running.run(running.services.accounts.create_user(user, PASSWORD))
+        yield running
 
 
 def auth_of(caller: str | None) -> tuple[str, str] | None:

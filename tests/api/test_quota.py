@@ -164,17 +164,17 @@ def test_racing_pushes_on_two_worker_processes_cannot_pass_the_quota_together(
 
 
 @pytest.fixture(scope="module")
-def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningServer]]:
+def two_instances(
+    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[RunningServer]]:
     """Two servers on one PostgreSQL database and one data folder, as behind a load balancer."""
-    cluster = PostgresCluster().start()
-    url = cluster.create_database("quota")
+    url = postgres.create_database("quota")
     data = Path(tmp_path_factory.mktemp("quota-instances")) / "data"
     first = RunningServer(data, env={URL_ENV: url}).start()
     second = RunningServer(data, env={URL_ENV: url}).start()
     yield [first, second]
     second.stop()
     first.stop()
-    cluster.stop()
 
 
 def test_racing_pushes_on_two_postgresql_instances_cannot_pass_the_quota_together(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from support.oci import make_image, push_image
-from support.pgcluster import URL_ENV, PostgresCluster
+from support.pgcluster import URL_ENV
 from support.server import RunningServer
 
 TAGS = 120  # three batches of APPLY_BATCH (50)
@@ -41,18 +41,11 @@ def _wait_for(predicate: Callable[[], Any], what: str) -> Any:
     return found
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """The server's database: SQLite in its data folder, or a PostgreSQL cluster of its own
+@pytest.fixture
+def database_env(database_url: str) -> dict[str, str]:
+    """The server's database: SQLite in its data folder, or a PostgreSQL database of its own
     (the heartbeat's compare-and-set compares timestamps as each database stores them)."""
-    if request.param == "sqlite":
-        yield {}
-        return
-    cluster = PostgresCluster().start()
-    try:
-        yield {URL_ENV: cluster.create_database("crash")}
-    finally:
-        cluster.stop()
+    return {URL_ENV: database_url} if database_url else {}
 
 
 def test_an_apply_killed_midway_is_finished_after_the_restart(

@@ -7,7 +7,6 @@ SQLite or, with OCIREGISTRY_TEST_DATABASE=postgres, on a PostgreSQL of its own."
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -19,9 +18,9 @@ from hypothesis import strategies as st
 
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import PostgresCluster
+from support.pgcluster import chosen_database, database_url
 
-ON_POSTGRES = os.environ.get("OCIREGISTRY_TEST_DATABASE") == "postgres"
+ON_POSTGRES = chosen_database() == "postgres"
 IMAGES = ["app", "lib/core"]
 TAGS = ["v1", "v2", "rc-1", "rc-2", "dev", "latest"]
 _names = itertools.count()
@@ -29,13 +28,13 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegistry]:
-    cluster = PostgresCluster().start() if ON_POSTGRES else None
-    url = cluster.create_database("retention") if cluster else ""
-    running = InProcessRegistry(tmp_path_factory.mktemp("retention") / "data", database_url=url)
-    yield running
-    running.close()
-    if cluster is not None:
-        cluster.stop()
+    with (
+        database_url(chosen_database(), "retention") as url,
+        InProcessRegistry(
+            tmp_path_factory.mktemp("retention") / "data", database_url=url
+        ) as running,
+    ):
+        yield running
 
 
 rule = st.fixed_dictionaries(

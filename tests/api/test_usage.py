@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from ociregistry.content.gc import GarbageCollector
 from ociregistry.db.models import Image, Manifest, Registry
 from support.inprocess import InProcessRegistry
 from support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
-from support.pgcluster import PostgresCluster
+from support.pgcluster import chosen_database, database_url
 
 LAYERS = [f"shared layer {n} ".encode() * (40 + 17 * n) for n in range(6)]
 REGISTRIES = 3
@@ -36,20 +35,18 @@ TAGS = ("1.0", "2.0", "latest")
 _examples = itertools.count()
 
 
-ON_POSTGRES = os.environ.get("OCIREGISTRY_TEST_DATABASE") == "postgres"  # as in conftest.py
+ON_POSTGRES = chosen_database() == "postgres"
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegistry]:
     """On SQLite, or with OCIREGISTRY_TEST_DATABASE=postgres on a PostgreSQL of its own: the
     counting statements must mean the same on both."""
-    cluster = PostgresCluster().start() if ON_POSTGRES else None
-    url = cluster.create_database("usage") if cluster else ""
-    running = InProcessRegistry(tmp_path_factory.mktemp("usage") / "data", database_url=url)
-    yield running
-    running.close()
-    if cluster is not None:
-        cluster.stop()
+    with (
+        database_url(chosen_database(), "usage") as url,
+        InProcessRegistry(tmp_path_factory.mktemp("usage") / "data", database_url=url) as running,
+    ):
+        yield running
 
 
 def _image(layers: tuple[int, ...], config: int) -> tuple[bytes, list[bytes]]:

@@ -43,6 +43,9 @@ TAGS = ("latest", "v1", "v2")
 LAYERS = [f"shared layer {n}".encode() * 64 for n in range(6)]
 THREADS = 8
 ROUNDS = 15  # per thread: the code before the lock order failed with 19 bad answers in 30 rounds
+# For conftest's `postgres`: lock waits longer than deadlock_timeout are logged too, evidence of
+# who waits on whom.
+POSTGRES_SETTINGS = {"log_lock_waits": "on", "deadlock_timeout": "200ms"}
 
 
 def _digest(data: bytes) -> str:
@@ -51,14 +54,6 @@ def _digest(data: bytes) -> str:
 
 def _descriptor(media_type: str, data: bytes) -> dict[str, object]:
     return {"mediaType": media_type, "digest": _digest(data), "size": len(data)}
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    # Lock waits longer than deadlock_timeout are logged too: evidence of who waits on whom.
-    cluster = PostgresCluster({"log_lock_waits": "on", "deadlock_timeout": "200ms"}).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
 def pg_server(
     postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:

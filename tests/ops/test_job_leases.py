@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from support.pgcluster import URL_ENV, PostgresCluster
 from support.server import RunningServer
@@ -50,13 +48,6 @@ class Run:
     @property
     def pid(self) -> int:
         return int(self.holder.split(":")[-2])
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
 
 
 def _runs(postgres: PostgresCluster) -> list[Run]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from support.oci import make_image, push_image
 from support.pgcluster import URL_ENV, PostgresCluster
@@ -19,13 +18,6 @@ from support.server import RunningServer
 
 SHORT = {"OCIREGISTRY_JOB_LEASE_SECONDS": "3", "OCIREGISTRY_RETENTION_CHECK_SECONDS": "1"}
 WAIT_SECONDS = 120  # a bound on waiting, never an assertion on speed
-
-
-@pytest.fixture
-def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
 
 
 def _wait_for(predicate: Callable[[], bool], what: str) -> None:

@@ -3,7 +3,6 @@ in flight still needs."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,34 +16,18 @@ from ociregistry.content.gc import GarbageCollector
 from ociregistry.names import RepositoryName
 from support.inprocess import InProcessRegistry
 from support.oci import digest_of
-from support.pgcluster import PostgresCluster
 
 REGISTRY = "gc"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessRegistry]:
+@pytest.fixture
+def registry(database_url: str, tmp_path: Path) -> Iterator[InProcessRegistry]:
     """On both databases: the candidates are recorded by dialect-specific upserts."""
-    database_url = ""
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("postgres")
-        database_url = cluster.create_database(f"gc{next(_databases)}")
-    running = InProcessRegistry(tmp_path / "data", database_url=database_url)
-    running.run(running.services.registries.create(REGISTRY, public=True))
-    yield running
-    running.close()
+    with InProcessRegistry(tmp_path / "data", database_url=database_url) as running:
+        running.run(running.services.registries.create(REGISTRY, public=True))
+        yield running
 
 
 def push_blob(registry: InProcessRegistry, image: str, data: bytes) -> str:

@@ -11,7 +11,8 @@ import hashlib
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -55,6 +56,17 @@ class InProcessRegistry:
         self.run(self.client.aclose())
         self.run(self._lifespan.__aexit__(None, None, None))
         self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 async def push_image(client: httpx.AsyncClient, repo: str, image: Any, tag: str) -> None:

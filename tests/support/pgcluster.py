@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,18 @@ import pytest
 from support.server import free_port
 
 URL_ENV = "OCIREGISTRY_DATABASE_URL"
+# `OCIREGISTRY_TEST_DATABASE=postgres` runs the suite's databases on PostgreSQL instead of the
+# embedded SQLite: scripts/test runs the API and access tests a second time so.
+DATABASE_ENV = "OCIREGISTRY_TEST_DATABASE"
+
+
+def chosen_database() -> str:
+    """`sqlite` or `postgres`: the database this run puts under the shared server and under the
+    modules that follow the run's choice (`database_url`)."""
+    database = os.environ.get(DATABASE_ENV, "sqlite")
+    if database not in ("sqlite", "postgres"):
+        pytest.exit(f"{DATABASE_ENV} must be sqlite or postgres, not {database!r}", returncode=4)
+    return database
 
 
 def _binaries() -> Path | None:
@@ -107,3 +121,17 @@ class PostgresCluster:
             "-l", str(self.data / "log"), "restart",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr + done.stdout
+
+
+@contextmanager
+def database_url(database: str, name: str) -> Iterator[str]:
+    """The `database_url` of a registry on `database`: "" (SQLite in its data folder) for
+    `sqlite`; for `postgres`, database `name` on a cluster of its own, stopped on leaving."""
+    if database == "sqlite":
+        yield ""
+        return
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.create_database(name)
+    finally:
+        cluster.stop()

@@ -10,7 +10,6 @@ driver itself), on PostgreSQL from SQLAlchemy, which runs every write there.
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,29 +22,15 @@ from sqlalchemy.engine import Engine
 
 from support.inprocess import InProcessRegistry
 from support.oci import digest_of, make_image
-from support.pgcluster import PostgresCluster
 
 REGISTRY = "cost"
-_databases = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessRegistry]:
-    database_url = ""
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("postgres")
-        database_url = cluster.create_database(f"cost{next(_databases)}")
-    running = InProcessRegistry(tmp_path / "data", database_url=database_url)
-    running.run(running.services.registries.create(REGISTRY, public=True))
-    yield running
-    running.close()
+@pytest.fixture
+def registry(database_url: str, tmp_path: Path) -> Iterator[InProcessRegistry]:
+    with InProcessRegistry(tmp_path / "data", database_url=database_url) as running:
+        running.run(running.services.registries.create(REGISTRY, public=True))
+        yield running
 
 
 @dataclass
