@@ -30,7 +30,8 @@ from pathlib import Path
 
 import httpx
 
-from memory_bench import group_pids, memory_of
+from memory_bench import memory_of
+from registry.harness import cpu_ticks, free_port, group_pids, group_stats
 
 ADMIN_PASSWORD = secrets.token_urlsafe(12)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,23 +43,8 @@ def log(message: str) -> None:
     print(f"[asgi] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def group_cpu(leader: int) -> float:
-    total = 0
-    for pid in group_pids(leader):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return sum(cpu_ticks(fields) for _, fields in group_stats(leader)) / CLOCK_TICKS
 
 
 class Running:

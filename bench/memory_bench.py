@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import os
 import secrets
 import shutil
@@ -59,6 +60,8 @@ from growth_bench import (
     free_port,
     seed,
 )
+from registry.content import upload_in_chunks
+from registry.harness import group_pids
 
 MIB = 1 << 20
 CHUNK = MIB
@@ -88,20 +91,6 @@ def memory_of(pid: int) -> dict[str, int] | None:
         return None
     values["USS"] = values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
     return values
-
-
-def group_pids(leader: int) -> list[int]:
-    """Every process of a process group (the supervisor and its workers)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(stat[2]) == leader:
-                found.append(int(entry))
-    return sorted(found)
 
 
 def role(pid: int, supervisor: int) -> str:
@@ -202,23 +191,9 @@ def push_big(client: httpx.Client, repo: str, chunk: bytes, digest: str, chunked
         )
         response.raise_for_status()
         return
-    started = client.post(f"/v2/{repo}/blobs/uploads/")
-    started.raise_for_status()
-    location = started.headers["Location"]
-    piece = chunk * PATCH_MIB
-    for offset in range(0, size, len(piece)):
-        patched = client.patch(
-            location,
-            content=piece,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Range": f"{offset}-{offset + len(piece) - 1}",
-            },
-        )
-        patched.raise_for_status()
-        location = patched.headers["Location"]
-    done = client.put(location, params={"digest": digest})
-    done.raise_for_status()
+    upload_in_chunks(
+        client, repo, itertools.repeat(chunk * PATCH_MIB, BIG_BLOB_MIB // PATCH_MIB), digest
+    )
 
 
 def pull_big(client: httpx.Client, repo: str, digest: str) -> int:
@@ -331,7 +306,7 @@ def main() -> int:
         server.stop()
 
         log(f"seeding {args.repositories:,} images and tags")
-        seed(f"sqlite:///{data_dir / 'registry.db'}", Seeded(), args.repositories)
+        seed(f"sqlite+aiosqlite:///{data_dir / 'registry.db'}", Seeded(), args.repositories)
         server.start()
         with Sampler(server.process.pid) as sampler:
             authorization = bearer_token(server, basic)  # lists: catalog and ci pull

@@ -22,13 +22,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 
-from registry.content import curl_upload, probe_upload_form
+from registry.content import curl_upload, probe_upload_form, upload_in_chunks
 from registry.harness import (
     APP_REPO,
     FORM_POST,
@@ -36,13 +37,13 @@ from registry.harness import (
     HTTP_TIMEOUT,
     MB,
     MIB,
-    OCTET_STREAM,
+    STAT_MINFLT,
     Distribution,
     OurServer,
     Server,
     auth_headers,
-    expect,
-    with_query,
+    group_pids,
+    group_stats,
     write_random_file,
 )
 
@@ -53,40 +54,19 @@ def monolithic(server: Server, path: Path, digest: str, form: str, chunk_mib: in
 
 def chunked(server: Server, path: Path, digest: str, form: str, chunk_mib: int) -> None:
     """POST, PATCHes of `chunk_mib` with Content-Range, PUT ?digest=: what docker push does."""
-    chunk = chunk_mib * MIB
     with (
         path.open("rb") as source,
         httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as client,
     ):
         client.headers.update(auth_headers(server, [APP_REPO]))
-        response = expect(client.post(f"/v2/{APP_REPO}/blobs/uploads/"), 202, "POST upload")
-        location = response.headers["location"]
-        offset = 0
-        while block := source.read(chunk):
-            headers = {
-                "Content-Type": OCTET_STREAM,
-                "Content-Range": f"{offset}-{offset + len(block) - 1}",
-            }
-            response = expect(client.patch(location, content=block, headers=headers), 202, "PATCH")
-            location = response.headers["location"]
-            offset += len(block)
-        expect(client.put(with_query(location, digest=digest)), 201, "PUT ?digest=")
+        upload_in_chunks(client, APP_REPO, iter(partial(source.read, chunk_mib * MIB), b""), digest)
 
 
 def page_faults(server: Server) -> int:
-    """Minor page faults of the server's processes so far (field 10 of /proc/PID/stat): each
-    fresh page of memory the allocator gets from the kernel costs one."""
+    """Minor page faults of the server's processes so far: each fresh page of memory the
+    allocator gets from the kernel costs one."""
     assert server.process is not None
-    faults = 0
-    for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat_path.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == server.process.pid:
-            faults += int(fields[7])
-    return faults
+    return sum(int(fields[STAT_MINFLT]) for _, fields in group_stats(server.process.pid))
 
 
 Case = Callable[[Server, Path, str, str, int], None]
@@ -95,17 +75,8 @@ Case = Callable[[Server, Path, str, str, int], None]
 def worker_pids(server: Server) -> list[int]:
     """Every process of the server's group but the group leader (our supervisor)."""
     assert server.process is not None
-    pids = []
-    for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat_path.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        pid = int(stat_path.parent.name)
-        if int(fields[2]) == server.process.pid and pid != server.process.pid:
-            pids.append(pid)
-    return pids or [server.process.pid]
+    leader = server.process.pid
+    return [pid for pid in group_pids(leader) if pid != leader] or [leader]
 
 
 @contextlib.contextmanager

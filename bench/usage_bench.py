@@ -39,7 +39,6 @@ import secrets
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,7 +47,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from registry.cases import make_pushes, push_all
+from registry.cases import make_pushes, push_all, run_workers
 from registry.content import image_config, image_manifest
 from registry.harness import (
     FORM_POST,
@@ -56,10 +55,13 @@ from registry.harness import (
     OCI_MANIFEST,
     OCTET_STREAM,
     REGISTRY,
+    STAT_PPID,
     OurServer,
     auth_headers,
+    cpu_ticks,
     expect,
     log,
+    process_stats,
     sha256_digest,
 )
 
@@ -107,18 +109,11 @@ class UsageServer(OurServer):
         total = super().cpu_seconds()
         if self.postmaster is None:
             return total
-        ticks = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if self.postmaster in (int(entry), int(fields[1])):
-                ticks += int(fields[11]) + int(fields[12])
-            if int(entry) == self.postmaster:
-                ticks += int(fields[13]) + int(fields[14])
+        ticks = sum(
+            cpu_ticks(fields)
+            for pid, fields in process_stats()
+            if self.postmaster in (pid, int(fields[STAT_PPID]))
+        )
         return total + ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -167,34 +162,21 @@ async def put_manifests(server: OurServer, count: int, label: str) -> tuple[floa
                 await upload(client, repo, layer)
         for repo, _, config, _ in work:
             await upload(client, repo, config)
-    queue: asyncio.Queue[tuple[str, str, bytes, bytes]] = asyncio.Queue()
-    for item in work:
-        queue.put_nowait(item)
-    connected = asyncio.Barrier(CONCURRENCY + 1)
 
-    async def worker() -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(
-            base_url=server.url, headers=headers, limits=limits, timeout=HTTP_TIMEOUT
-        ) as client:
-            await client.get("/v2/")
-            await connected.wait()
-            while not queue.empty():
-                repo, tag, _, manifest = queue.get_nowait()
-                response = await client.put(
-                    f"/v2/{repo}/manifests/{tag}",
-                    content=manifest,
-                    headers={"Content-Type": OCI_MANIFEST},
-                )
-                expect(response, 201, "PUT manifest")
+    async def put_manifest(client: httpx.AsyncClient, item: tuple[str, str, bytes, bytes]) -> None:
+        repo, tag, _, manifest = item
+        response = await client.put(
+            f"/v2/{repo}/manifests/{tag}",
+            content=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        )
+        expect(response, 201, "PUT manifest")
 
-    tasks = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
-    await connected.wait()
-    cpu_before = server.cpu_seconds()
-    started = time.perf_counter()
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
-    return count / elapsed, (server.cpu_seconds() - cpu_before) * 1000 / count
+    cpu: list[float] = []
+    elapsed = await run_workers(
+        server, headers, work, CONCURRENCY, put_manifest, lambda: cpu.append(server.cpu_seconds())
+    )
+    return count / elapsed, (server.cpu_seconds() - cpu[0]) * 1000 / count
 
 
 async def upload(client: httpx.AsyncClient, repo: str, blob: bytes) -> None:

@@ -13,14 +13,23 @@ import statistics
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
-from .content import SeedData, curl_base, curl_request, curl_upload, image_config, image_manifest
+from .content import (
+    SeedData,
+    curl_base,
+    curl_request,
+    curl_upload,
+    image_config,
+    image_manifest,
+    upload_in_chunks,
+)
 from .harness import (
     APP_REPO,
     FORM_POST,
@@ -46,6 +55,8 @@ from .harness import (
     with_query,
     write_random_file,
 )
+
+T = TypeVar("T")
 
 # Measurements
 # --------------------------------------------------------------------------------------------
@@ -227,11 +238,8 @@ def monolithic_upload(bench: Bench, server: Server, run: int) -> float:
 
 
 def chunked_upload(bench: Bench, server: Server, run: int) -> float:
-    """POST, PATCH 8 MiB chunks with Content-Range, PUT ?digest=: what docker push does.
-
-    Each PATCH needs the Location of the one before (Distribution signs the offset into it), so
-    this is a loop over one kept-alive httpx connection, reading each chunk from the file.
-    """
+    """POST, PATCH 8 MiB chunks with Content-Range, PUT ?digest=: what docker push does, read
+    from the file chunk by chunk over one kept-alive httpx connection."""
     size = bench.settings.blob_mib * MIB
     chunk = bench.settings.chunk_mib * MIB
     with (
@@ -241,20 +249,7 @@ def chunked_upload(bench: Bench, server: Server, run: int) -> float:
     ):
         client.headers.update(auth_headers(server, [APP_REPO]))
         started = time.perf_counter()
-        response = expect(client.post(f"/v2/{APP_REPO}/blobs/uploads/"), 202, "POST upload")
-        location = response.headers["location"]
-        offset = 0
-        while block := source.read(chunk):
-            headers = {
-                "Content-Type": OCTET_STREAM,
-                "Content-Range": f"{offset}-{offset + len(block) - 1}",
-            }
-            response = expect(
-                client.patch(location, content=block, headers=headers), 202, "PATCH chunk"
-            )
-            location = response.headers["location"]
-            offset += len(block)
-        expect(client.put(with_query(location, digest=digest)), 201, "PUT ?digest=")
+        upload_in_chunks(client, APP_REPO, iter(partial(source.read, chunk), b""), digest)
         seconds = time.perf_counter() - started
     check_blob(server, digest, size)
     return size / seconds / MB
@@ -414,15 +409,23 @@ async def push_one(client: httpx.AsyncClient, push: SmallPush, form: str) -> Non
     expect(response, 201, "PUT manifest")
 
 
-async def push_all(server: Server, pushes: list[SmallPush], concurrency: int, form: str) -> float:
-    """Workers, each with one kept-alive connection, take pushes off a shared queue.
+async def run_workers(
+    server: Server,
+    headers: dict[str, str],
+    items: Iterable[T],
+    concurrency: int,
+    handle: Callable[[httpx.AsyncClient, T], Awaitable[None]],
+    on_connected: Callable[[], object] = lambda: None,
+) -> float:
+    """Workers, each with one kept-alive connection, take items off a shared queue and
+    `handle` them; the seconds they took.
 
-    The clock starts once every worker has connected, so it times pushes, not TCP handshakes.
+    The clock starts once every worker has connected (`on_connected` runs then, to start
+    other meters), so it times the work, not TCP handshakes.
     """
-    queue: asyncio.Queue[SmallPush] = asyncio.Queue()
-    for push in pushes:
-        queue.put_nowait(push)
-    headers = auth_headers(server, sorted({push.repo for push in pushes}))
+    queue: asyncio.Queue[T] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
     connected = asyncio.Barrier(concurrency + 1)
 
     async def worker() -> None:
@@ -433,13 +436,20 @@ async def push_all(server: Server, pushes: list[SmallPush], concurrency: int, fo
             await client.get("/v2/")
             await connected.wait()
             while not queue.empty():
-                await push_one(client, queue.get_nowait(), form)
+                await handle(client, queue.get_nowait())
 
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     await connected.wait()
+    on_connected()
     started = time.perf_counter()
     await asyncio.gather(*tasks)
     return time.perf_counter() - started
+
+
+async def push_all(server: Server, pushes: list[SmallPush], concurrency: int, form: str) -> float:
+    """Each push by one of `concurrency` workers with a connection each; the seconds taken."""
+    headers = auth_headers(server, sorted({push.repo for push in pushes}))
+    return await run_workers(server, headers, pushes, concurrency, partial(push_one, form=form))
 
 
 def small_pushes(bench: Bench, server: Server, details: Details) -> float:

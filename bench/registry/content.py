@@ -7,6 +7,7 @@ import json
 import os
 import random
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,3 +216,23 @@ def curl_upload(server: Server, path: Path, digest: str, form: str) -> float:
     if status != 201:
         raise BenchError(f"{server.label}: PUT of the whole blob answered {status}")
     return post_seconds + put_seconds
+
+
+def upload_in_chunks(client: httpx.Client, repo: str, blocks: Iterable[bytes], digest: str) -> None:
+    """POST, a PATCH with Content-Range for each block, PUT ?digest=: what docker push does.
+
+    Each PATCH needs the Location of the one before (Distribution signs the offset into it), so
+    this is a loop over one kept-alive connection; `blocks` may read them from a file as it goes.
+    """
+    response = expect(client.post(f"/v2/{repo}/blobs/uploads/"), 202, "POST upload")
+    location = response.headers["location"]
+    offset = 0
+    for block in blocks:
+        headers = {
+            "Content-Type": OCTET_STREAM,
+            "Content-Range": f"{offset}-{offset + len(block) - 1}",
+        }
+        response = expect(client.patch(location, content=block, headers=headers), 202, "PATCH")
+        location = response.headers["location"]
+        offset += len(block)
+    expect(client.put(with_query(location, digest=digest)), 201, "PUT ?digest=")

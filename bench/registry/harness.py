@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +198,45 @@ def write_random_file(path: Path, size: int) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
+# Indexes into the fields of /proc/PID/stat that follow the command name (`proc(5)` numbers them
+# from 1 with the pid and the command first: these are its fields 5, 10, 14 to 17).
+STAT_PPID = 1
+STAT_PGRP = 2
+STAT_MINFLT = 7
+STAT_CPU = slice(11, 15)  # utime stime cutime cstime, in clock ticks
+
+
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Each running process's pid and the fields of its /proc/PID/stat after the command name
+    (which may hold spaces), skipping processes that end while they are read."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        yield int(entry), text.rpartition(")")[2].split()
+
+
+def group_stats(leader: int) -> Iterator[tuple[int, list[str]]]:
+    """`process_stats` of the processes of `leader`'s process group: a server started with
+    `start_new_session` and every worker it forks."""
+    for pid, fields in process_stats():
+        if int(fields[STAT_PGRP]) == leader:
+            yield pid, fields
+
+
+def group_pids(leader: int) -> list[int]:
+    """Every process of `leader`'s process group (a supervisor and its workers), in pid order."""
+    return sorted(pid for pid, _ in group_stats(leader))
+
+
+def cpu_ticks(fields: list[str]) -> int:
+    """User and system CPU of a process and of its children that it waited for."""
+    return sum(int(value) for value in fields[STAT_CPU])
+
+
 def ensure_tools() -> None:
     """Install the reference server and the load generators from Debian when they are missing.
 
@@ -295,15 +335,7 @@ class Server:
         """
         if self.process is None:
             return 0.0
-        ticks = 0
-        for stat_path in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat_path.read_text()
-            except OSError:
-                continue
-            fields = text[text.rindex(")") + 2 :].split()
-            if int(fields[2]) == self.process.pid:  # field 5 of stat: the process group
-                ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        ticks = sum(cpu_ticks(fields) for _, fields in group_stats(self.process.pid))
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self) -> str:
