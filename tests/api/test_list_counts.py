@@ -14,30 +14,18 @@ Everything runs against the session's real server, over HTTP, on SQLite or Postg
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from apitools import ok, unique
 from support.images import build_image
 from support.server import RunningServer
 
 API = "/api/v1"
 SEARCH_COUNT_LIMIT = 1000  # catalog/console.py
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url}: expected {status}, got "
-        f"{response.status_code} {response.text}"
-    )
-    return response.json() if response.content else None
 
 
 @pytest.fixture

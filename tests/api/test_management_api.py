@@ -30,9 +30,10 @@ from typing import Any
 import httpx
 import pytest
 
-from apitools import without_scheduled_fields
+from apitools import ok, unique, without_scheduled_fields
 from support.images import OCI_MANIFEST, Image, build_image
 from support.server import RunningServer
+from support.waiting import wait_for
 
 API = "/api/v1"
 RESOURCE_ID = re.compile(r"reg-[0-9a-z]{8,}")
@@ -40,18 +41,6 @@ DELETION_DEADLINE_SECONDS = 60.0
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url}: expected {status}, got "
-        f"{response.status_code} {response.text}"
-    )
-    return response.json() if response.content else None
 
 
 def refused(
@@ -74,14 +63,6 @@ def refused(
 
 def moment(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def wait_until(condition: Callable[[], bool], deadline_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {deadline_seconds} s")
-        time.sleep(0.05)
 
 
 def push(http: httpx.Client, repository: str, image: Image, tag: str) -> list[int]:
@@ -115,10 +96,11 @@ def delete_registry(http: httpx.Client, name: str) -> None:
     """Delete a registry with its images, and wait until it is gone."""
     response = http.delete(f"{API}/registries/{name}", params={"delete_images": "true"})
     assert response.status_code in (202, 204), response.text
-    wait_until(
+    wait_for(
         lambda: http.get(f"{API}/registries/{name}").status_code == 404,
-        DELETION_DEADLINE_SECONDS,
         f"registry {name} to be deleted",
+        DELETION_DEADLINE_SECONDS,
+        every=0.05,
     )
 
 
@@ -976,10 +958,11 @@ def test_registry_whose_images_lost_every_tag_is_empty(world: World) -> None:
     assert ok(http.get(f"{API}/registries/{name}"))["image_count"] == 0
     response = http.delete(f"{API}/registries/{name}")
     assert response.status_code in (202, 204), response.text
-    wait_until(
+    wait_for(
         lambda: http.get(f"{API}/registries/{name}").status_code == 404,
-        DELETION_DEADLINE_SECONDS,
         f"registry {name} to be deleted",
+        DELETION_DEADLINE_SECONDS,
+        every=0.05,
     )
 
 
@@ -1083,10 +1066,11 @@ def race_registry_round(world: World, pause: float) -> None:
 
     run_together(pushing, deleting)
     assert all(status in (201, 202, 400, 404) for status in statuses), statuses
-    wait_until(
+    wait_for(
         lambda: http.get(f"{API}/registries/{registry}").status_code == 404,
-        DELETION_DEADLINE_SECONDS,
         f"{registry} to be deleted",
+        DELETION_DEADLINE_SECONDS,
+        every=0.05,
     )
     assert http.get(f"/v2/{registry}/app/tags/list").status_code == 404
     # Nothing of the old registry survives into a new one of the same name.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from support.oci import make_image, push_image
 from support.pgcluster import URL_ENV
 from support.server import RunningServer
+from support.waiting import wait_for
 
 TAGS = 120  # three batches of APPLY_BATCH (50)
 WAIT_SECONDS = 180  # a bound on waiting, never an assertion on speed
@@ -31,14 +31,6 @@ PAUSED = {
     "OCIREGISTRY_RETENTION_CHECK_SECONDS": "0",  # only the API applies, until the crash
 }
 RESUMING = {"OCIREGISTRY_JOB_LEASE_SECONDS": "3", "OCIREGISTRY_RETENTION_CHECK_SECONDS": "1"}
-
-
-def _wait_for(predicate: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-    return found
 
 
 @pytest.fixture
@@ -82,7 +74,7 @@ def test_an_apply_killed_midway_is_finished_after_the_restart(
                 shown = client.get(f"{plans}/{plan['id']}").json()
                 return shown if (shown["result"] or {}).get("items_done", 0) >= 50 else None
 
-            shown = _wait_for(first_batch_done, "the first batch of the apply")
+            shown = wait_for(first_batch_done, "the first batch of the apply", WAIT_SECONDS)
             assert shown["status"] == "applying"
             assert shown["result"]["tags_deleted"] == 50  # the first batch, committed
             # A second apply while the first runs: refused, saying so, changing nothing.
@@ -101,7 +93,7 @@ def test_an_apply_killed_midway_is_finished_after_the_restart(
                 shown = client.get(f"{plans}/{plan['id']}").json()
                 return shown if shown["status"] == "applied" else None
 
-            done = _wait_for(finished, "the interrupted apply to be finished")
+            done = wait_for(finished, "the interrupted apply to be finished", WAIT_SECONDS)
             assert done["result"]["resumed"] is True
             assert done["result"]["tags_deleted"] == TAGS  # before the crash and after
             assert done["result"]["kept"] == []

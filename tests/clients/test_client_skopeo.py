@@ -21,6 +21,8 @@ from support.images import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Image,
+    Index,
     build_image,
     build_index,
     read_dir_layout_manifest,
@@ -43,6 +45,19 @@ def raw_manifest(skopeo: Skopeo, reference: str) -> bytes:
     return output.encode()
 
 
+def pull_back_as_oci(
+    skopeo: Skopeo, remote: str, back: Path, content: Image | Index, media_type: str, *flags: str
+) -> None:
+    """Pull `remote` with skopeo into an OCI layout at `back` and find `content` (an image or an
+    index) there whole: its manifest under `v1`, of `media_type`, and every blob."""
+    skopeo(*PULL, *flags, f"docker://{remote}", f"oci:{back}:v1")
+    manifest = read_oci_layout_manifest(back, "v1")
+    assert manifest.digest == content.digest
+    assert manifest.media_type == media_type
+    for blob in content.blobs():
+        assert read_oci_layout_blob(back, blob.digest).data == blob.data
+
+
 def test_skopeo_round_trips_oci_image(
     server: RunningServer, registry: str, skopeo: Skopeo, tmp_path: Path, admin_creds: str
 ) -> None:
@@ -53,13 +68,7 @@ def test_skopeo_round_trips_oci_image(
     skopeo(*PUSH, "--dest-creds", admin_creds, f"oci:{source}:v1", f"docker://{remote}")
     assert raw_manifest(skopeo, remote) == image.manifest.data
 
-    back = tmp_path / "back"
-    skopeo(*PULL, f"docker://{remote}", f"oci:{back}:v1")
-    manifest = read_oci_layout_manifest(back, "v1")
-    assert manifest.digest == image.digest
-    assert manifest.media_type == OCI_MANIFEST
-    for blob in image.blobs():
-        assert read_oci_layout_blob(back, blob.digest).data == blob.data
+    pull_back_as_oci(skopeo, remote, tmp_path / "back", image, OCI_MANIFEST)
 
 
 def test_skopeo_round_trips_docker_v2s2_image(
@@ -122,13 +131,7 @@ def test_skopeo_round_trips_multi_arch_index(
         child_manifest = raw_manifest(skopeo, f"{remote.rsplit(':', 1)[0]}@{child.digest}")
         assert child_manifest == child.manifest.data
 
-    back = tmp_path / "back"
-    skopeo(*PULL, "--all", f"docker://{remote}", f"oci:{back}:v1")
-    manifest = read_oci_layout_manifest(back, "v1")
-    assert manifest.digest == index.digest
-    assert manifest.media_type == OCI_INDEX
-    for blob in index.blobs():
-        assert read_oci_layout_blob(back, blob.digest).data == blob.data
+    pull_back_as_oci(skopeo, remote, tmp_path / "back", index, OCI_INDEX, "--all")
 
 
 def test_skopeo_inspect_and_list_tags(

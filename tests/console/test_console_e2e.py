@@ -18,9 +18,7 @@ import os
 import re
 import shutil
 import subprocess
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from apitools import without_scheduled_fields
+from apitools import ok, unique, without_scheduled_fields
 from support.images import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -39,6 +37,7 @@ from support.images import (
     write_oci_layout,
 )
 from support.server import RunningServer
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.clients
 
@@ -63,25 +62,12 @@ SKOPEO_TIMEOUT_SECONDS = 300
 # -- helpers --------------------------------------------------------------------------------
 
 
-def unique(prefix: str) -> str:
-    """A name no other test (or earlier run on the shared server) uses."""
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
 def rfc3339(value: Any) -> datetime:
     """A SPEC §5 time: an RFC 3339 string in UTC."""
     assert isinstance(value, str) and RFC3339.fullmatch(value), f"not an RFC 3339 time: {value!r}"
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     assert moment.utcoffset() == UTC.utcoffset(None), f"not UTC: {value!r}"
     return moment
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url}: expected {status}, got "
-        f"{response.status_code} {response.text}"
-    )
-    return response.json() if response.content else None
 
 
 def api_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -93,14 +79,6 @@ def api_error(response: httpx.Response, status: int, code: str) -> dict[str, Any
     assert error["code"] == code, error
     assert error["message"], error
     return error
-
-
-def wait_until(condition: Callable[[], bool], deadline_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {deadline_seconds} s")
-        time.sleep(0.1)
 
 
 class Skopeo:
@@ -249,7 +227,7 @@ def wait_gone(http: httpx.Client, registry: str) -> None:
         assert ok(response)["status"] == "deleting", response.text
         return False
 
-    wait_until(gone, DELETION_DEADLINE_SECONDS, f"registry {registry} to be deleted")
+    wait_for(gone, f"registry {registry} to be deleted", DELETION_DEADLINE_SECONDS)
 
 
 # -- the walk-through -----------------------------------------------------------------------

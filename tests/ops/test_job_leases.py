@@ -9,14 +9,13 @@ Intervals and the lease are made short so that a few seconds show many runs.
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from support.pgcluster import URL_ENV, PostgresCluster
 from support.server import RunningServer
+from support.waiting import wait_for
 
 JOBS = {
     "upload-purge",
@@ -94,13 +93,6 @@ def _assert_no_overlap(runs: list[Run], dead: frozenset[int] | set[int] = frozen
             assert after.started >= before.finished, f"{name} ran twice at once: {before} {after}"
 
 
-def _wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.5)
-
-
 def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
     postgres: PostgresCluster, tmp_path: Path
 ) -> None:
@@ -113,7 +105,7 @@ def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
             runs = [r for r in _runs(postgres) if r.finished is not None]
             return all(sum(r.name == name for r in runs) >= times for name in JOBS)
 
-        _wait_for(lambda: each_job_ran(4), "four runs of every job")
+        wait_for(lambda: each_job_ran(4), "four runs of every job", WAIT_SECONDS, every=0.5)
         _assert_no_overlap(_runs(postgres))
 
         # Kill the instance that holds the pull-count refresh; its leases must move.
@@ -137,7 +129,7 @@ def test_two_instances_never_run_a_job_at_once_and_a_killed_ones_leases_move(
                 for name in held_by_victim
             )
 
-        _wait_for(taken_over, f"the survivor to take over {held_by_victim}")
+        wait_for(taken_over, f"the survivor to take over {held_by_victim}", WAIT_SECONDS, every=0.5)
         runs = _runs(postgres)
         _assert_no_overlap(runs, dead=victim_pids)
         for name in held_by_victim:

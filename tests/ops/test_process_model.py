@@ -12,12 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from support.server import RunningServer
+from support.waiting import wait_for
 
 # Native extensions loaded by the application (database, tokens, passwords, event loop).
 APPLICATION_EXTENSIONS = ("_sqlite3", "sqlalchemy", "cryptography", "_cffi_backend", "uvloop")
@@ -57,15 +57,6 @@ def _serving(server: RunningServer) -> set[int]:
     return {pid for pid in _workers(server) if f"[{pid}] Application startup complete" in log}
 
 
-def _wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_the_supervisor_imports_none_of_the_application(server: RunningServer) -> None:
     assert server.process is not None
     supervisor = server.process.pid
@@ -92,7 +83,7 @@ def test_sighup_replaces_every_worker_and_sigint_stops_cleanly(fresh_server: Run
         now = _workers(server)
         return len(now) == server.workers and not now & before
 
-    _wait_for(replaced, "new workers in place of the old ones")
+    wait_for(replaced, "new workers in place of the old ones", DEADLINE_SECONDS)
 
     def serving() -> bool:
         try:
@@ -100,7 +91,7 @@ def test_sighup_replaces_every_worker_and_sigint_stops_cleanly(fresh_server: Run
         except httpx.HTTPError:
             return False
 
-    _wait_for(serving, "the new workers to serve")
+    wait_for(serving, "the new workers to serve", DEADLINE_SECONDS)
     metrics_dir = Path(
         Path(f"/proc/{server.process.pid}/cmdline")
         .read_bytes()
@@ -165,7 +156,7 @@ def test_a_worker_that_cannot_start_during_an_outage_does_not_stop_the_server(
     """A worker killed while the storage is away is replaced by one whose start fails; the
     other worker keeps serving, and once the storage is back a new worker starts. Before,
     the supervisor took that failed start for a broken installation and stopped everything."""
-    _wait_for(lambda: len(_serving(fresh_server)) == 2, "two workers serving")
+    wait_for(lambda: len(_serving(fresh_server)) == 2, "two workers serving", DEADLINE_SECONDS)
     assert fresh_server.process is not None
     storage = fresh_server.data_dir / "storage"
     aside = fresh_server.data_dir / "storage-aside"
@@ -175,18 +166,23 @@ def test_a_worker_that_cannot_start_during_an_outage_does_not_stop_the_server(
     try:
         os.kill(victim, signal.SIGKILL)
         process = fresh_server.process
-        _wait_for(
+        wait_for(
             lambda: (
                 "failed its start while another serves" in fresh_server.log()
                 or process.poll() is not None
             ),
             "the supervisor to see a replacement worker fail its start",
+            DEADLINE_SECONDS,
         )
         assert fresh_server.process.poll() is None, fresh_server.log()
         assert httpx.get(f"{fresh_server.url}/livez").status_code == 200
     finally:
         storage.unlink()
         aside.rename(storage)
-    _wait_for(lambda: len(_workers(fresh_server)) == 2, "a replacement worker")
-    _wait_for(lambda: httpx.get(f"{fresh_server.url}/readyz").status_code == 200, "readiness again")
+    wait_for(lambda: len(_workers(fresh_server)) == 2, "a replacement worker", DEADLINE_SECONDS)
+    wait_for(
+        lambda: httpx.get(f"{fresh_server.url}/readyz").status_code == 200,
+        "readiness again",
+        DEADLINE_SECONDS,
+    )
     assert fresh_server.process.poll() is None

@@ -6,8 +6,6 @@ never overlap (each run is a row of `job_runs`)."""
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,16 +13,10 @@ import httpx
 from support.oci import make_image, push_image
 from support.pgcluster import URL_ENV, PostgresCluster
 from support.server import RunningServer
+from support.waiting import wait_for
 
 SHORT = {"OCIREGISTRY_JOB_LEASE_SECONDS": "3", "OCIREGISTRY_RETENTION_CHECK_SECONDS": "1"}
 WAIT_SECONDS = 120  # a bound on waiting, never an assertion on speed
-
-
-def _wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.5)
 
 
 def _retention_runs(postgres: PostgresCluster) -> list[tuple[float, float | None, str]]:
@@ -60,10 +52,20 @@ def test_a_schedule_runs_once_across_two_instances(
             def plans() -> list[dict]:
                 return client.get("/api/v1/registries/sched/retention/plans").json()["items"]
 
-            _wait_for(lambda: any(p["status"] == "applied" for p in plans()), "a scheduled plan")
+            wait_for(
+                lambda: any(p["status"] == "applied" for p in plans()),
+                "a scheduled plan",
+                WAIT_SECONDS,
+                every=0.5,
+            )
             # Many more looks at the schedule, on both instances' workers: none is due.
             seen = len(_retention_runs(postgres))
-            _wait_for(lambda: len(_retention_runs(postgres)) >= seen + 8, "eight more looks")
+            wait_for(
+                lambda: len(_retention_runs(postgres)) >= seen + 8,
+                "eight more looks",
+                WAIT_SECONDS,
+                every=0.5,
+            )
             (plan,) = plans()
             assert (plan["trigger"], plan["status"]) == ("schedule", "applied")
             assert plan["created_by"] == "retention-schedule"

@@ -22,8 +22,7 @@ import hashlib
 import json
 import random
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import httpx
 import pytest
 
 from support.server import RunningServer
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -242,14 +242,6 @@ def assert_blob_served(client: httpx.Client, repo: str, content: Content) -> Non
 # -- crashes ---------------------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -263,7 +255,12 @@ def crash(server: RunningServer) -> None:
     (a zombie no longer holds sockets; nobody may reap orphans in a container)."""
     pids = server.pids()
     server.kill()
-    wait_until(lambda: not any(_alive(pid) for pid in pids), f"server processes {pids} to die")
+    wait_for(
+        lambda: not any(_alive(pid) for pid in pids),
+        f"server processes {pids} to die",
+        WAIT_SECONDS,
+        every=0.02,
+    )
 
 
 def stored_bytes(server: RunningServer, upload_id: str = "*") -> int:
@@ -288,9 +285,11 @@ def crashing_midway(
     sent, crashed = 0, False
     for piece in body:
         if not crashed and sent >= after:
-            wait_until(
+            wait_for(
                 lambda: stored_bytes(server, upload_id) >= stored,
                 f"the server to store {stored} bytes of the upload",
+                WAIT_SECONDS,
+                every=0.02,
             )
             crash(server)
             crashed = True
@@ -422,15 +421,7 @@ def test_created_survives_sigkill(fresh_server: RunningServer, registry_name: st
         assert_blob_served(client, repo, content)
         assert_image_served(client, repo, before, "before")
         after = small_image("promise-after", extra_layers=(content,))
-        for blob in after.blobs:
-            response = client.post(
-                f"/v2/{repo}/blobs/uploads/",
-                params={"digest": sha256(blob)},
-                content=blob,
-                headers=OCTETS,
-            )
-            assert response.status_code == 201, response.text
-        put_manifest(client, repo, after, "after")
+        push_small_image(client, repo, after, "after")
     crash(server)
 
     server.start()
