@@ -17,6 +17,7 @@ from ociregistry.blobstore.base import CheckedDriver
 from ociregistry.blobstore.driver import FileInfo, StorageError
 from ociregistry.blobstore.factory import close_driver, create_driver
 from ociregistry.blobstore.filesystem import FilesystemDriver
+from ociregistry.blobstore.store import digest_of_path
 from ociregistry.blobstore.transfer import CopyReport, copy_blobs, source_blobs
 from ociregistry.catalog.fsck import FsckReport, as_json, check_store
 from ociregistry.cli.base import check_data_folder, run_services, say, settings_of
@@ -108,7 +109,9 @@ def storage_copy(args: argparse.Namespace) -> int:
         destination = create_driver(target.storage, target.storage_path, settings=target)
         try:
             blobs = await source_blobs(source)
-            progress = _Progress(f"copying to {args.to}", sum(info.size for info in blobs))
+            # What the copy will go through: objects that are no blobs are ignored, not copied.
+            total = sum(info.size for info in blobs if digest_of_path(info.path) is not None)
+            progress = _Progress(f"copying to {args.to}", total)
 
             def done(info: FileInfo, outcome: str) -> None:
                 progress.step(info.size, f"{outcome} {info.path} ({info.size} bytes)")
