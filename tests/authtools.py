@@ -42,13 +42,7 @@ TOKEN_SERVICE = "ociregistry"
 
 def cli(server: RunningServer, *args: str, stdin: str | None = None) -> str:
     """Run `ociregistry <args> --data-dir …` with `stdin`; fail loudly, return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "ociregistry", *args, "--data-dir", str(server.data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=server.env,
-    )
+    result = server.cli(*args, stdin=stdin, check=False)
     assert result.returncode == 0, f"ociregistry {' '.join(args)}: {result.stderr}"
     return result.stdout
 

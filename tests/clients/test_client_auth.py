@@ -23,7 +23,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,15 +70,9 @@ class Team:
 def ociregistry(
     server: RunningServer, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`ociregistry ARGS --data-dir …` on the server's data folder, as `RunningServer.cli`
-    runs it, with something to read on stdin (`--password-stdin`)."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "ociregistry", *args, "--data-dir", str(server.data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=server.env,
-    )
+    """`ociregistry ARGS --data-dir …` on the server's data folder, with something to read on
+    stdin (`--password-stdin`); it must succeed."""
+    completed = server.cli(*args, stdin=stdin, check=False)
     assert completed.returncode == 0, (
         f"ociregistry {' '.join(args)} exited {completed.returncode}:\n"
         f"{completed.stdout}{completed.stderr}"

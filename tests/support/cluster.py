@@ -189,9 +189,11 @@ class Cluster:
         the bucket and the S3 credentials."""
         return self.instances[0].env
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """`ociregistry <args>` on the shared database and bucket (any instance's would do)."""
-        return self.instances[0].cli(*args, check=check)
+        return self.instances[0].cli(*args, check=check, stdin=stdin)
 
     def log(self) -> str:
         """Every instance's log, one after the other: a request may have landed on any."""

@@ -144,10 +144,14 @@ class RunningServer:
         self.stop()
         return self.start()
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run `ociregistry <args>` against this server's data folder."""
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `ociregistry <args>` against this server's data folder, with `stdin` to read
+        (`--password-stdin`)."""
         return subprocess.run(
             [sys.executable, "-m", "ociregistry", *args, "--data-dir", str(self.data_dir)],
+            input=stdin,
             capture_output=True,
             text=True,
             env=self.env,
