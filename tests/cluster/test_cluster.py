@@ -14,14 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support import conformance
 from support.cluster import SHIPPED, Cluster, directives, render
 from support.images import build_image, rootfs_tar, write_oci_layout
 from support.oci import make_image, push_image, start_upload
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v2"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-import test_conformance as conformance
 from clienttools import Docker, Skopeo, find_tool
 from test_pull_counts import ACCEPT, wait_for_counts
 

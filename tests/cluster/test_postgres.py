@@ -12,8 +12,6 @@ Nothing that must be shared between requests may live only in one process's memo
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +21,7 @@ import httpx
 import pytest
 
 from authtools import basic, bearer, jwt_header, request_token, token_for
+from support.conformance import MIN_TESTS, REGISTRY, run_suite, totals
 from support.oci import (
     blob_status,
     catalog,
@@ -54,32 +53,14 @@ def pg_server(
     running.stop()
 
 
-def test_conformance_suite_passes_on_postgres(pg_server: RunningServer) -> None:
-    pg_server.create_registry("conformance")
-    env = {name: value for name, value in os.environ.items() if not name.startswith("OCI_")}
-    env["OCI_AUTOMATIC_CROSSMOUNT"] = "1"
-    env["OCI_USERNAME"], env["OCI_PASSWORD"] = pg_server.admin
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ociregistry.conformance",
-            "--url",
-            pg_server.url,
-            "--namespace",
-            "conformance/repo",
-            "--crossmount-namespace",
-            "conformance/cross",
-            "--strict",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " failed" not in result.stdout
+def test_conformance_suite_passes_on_postgres(pg_server: RunningServer, tmp_path: Path) -> None:
+    pg_server.create_registry(REGISTRY)
+    result, report = run_suite(pg_server, tmp_path / "junit.xml")
+    counts = totals(report)
+    summary = f"{counts}\n{result.stdout[-5000:]}\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, summary
+    assert counts["failures"] == counts["errors"] == 0, summary
+    assert counts["tests"] >= MIN_TESTS, summary
 
 
 def _push(client: httpx.Client, repo: str, tag: str) -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,12 +28,10 @@ import httpx
 import pytest
 
 from ociregistry.blobstore.s3 import MAX_ATTEMPTS, MIN_PART_SIZE
+from support import conformance
 from support.oci import error_of, make_image, patch_chunk, push_blob, push_image, start_upload
 from support.s3gateway import CountingProxy, S3Gateway, ThrottlingProxy
 from support.server import RunningServer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "v2"))
-import test_conformance as conformance
 
 pytestmark = pytest.mark.s3
 
@@ -50,6 +48,29 @@ def _s3_server(
         **env,
     }
     return RunningServer(data_dir, workers=workers, env=settings).start()
+
+
+@contextmanager
+def _behind(
+    proxy: CountingProxy | ThrottlingProxy,
+    gateway: S3Gateway,
+    data_dir: Path,
+    bucket: str,
+    prefix: str,
+    **env: str,
+) -> Iterator[RunningServer]:
+    """A registry on the bucket that reaches S3 only through `proxy` (a relay that counts or
+    throttles); the server stopped and the relay closed on leaving."""
+    try:
+        server = _s3_server(
+            gateway, data_dir, bucket, prefix, OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url, **env
+        )
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        proxy.close()
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +120,7 @@ def test_finishing_a_64_mib_chunked_upload_reads_nothing_back_from_s3(
     s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path, registry_name: str
 ) -> None:
     proxy = CountingProxy(s3_gateway.port)
-    server = _s3_server(
-        s3_gateway,
-        tmp_path / "data",
-        s3_bucket,
-        "counted",
-        OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url,
-    )
-    try:
+    with _behind(proxy, s3_gateway, tmp_path / "data", s3_bucket, "counted") as server:
         server.create_registry(registry_name)
         data = os.urandom(64 * MIB)
         digest = _sha256(data)
@@ -123,9 +137,6 @@ def test_finishing_a_64_mib_chunked_upload_reads_nothing_back_from_s3(
             assert sent - sent_before < 256 * 1024
             answer = client.get(f"/v2/{registry_name}/big/blobs/{digest}", follow_redirects=True)
             assert answer.status_code == 200 and _sha256(answer.content) == digest
-    finally:
-        server.stop()
-        proxy.close()
 
 
 def test_blob_get_redirects_to_a_presigned_url_the_gateway_honours(
@@ -208,16 +219,15 @@ def test_throttling_is_retried_and_past_the_bound_answers_503_unavailable(
     s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path, registry_name: str
 ) -> None:
     proxy = ThrottlingProxy(s3_gateway.port)
-    server = _s3_server(
+    repo = f"{registry_name}/app"
+    with _behind(
+        proxy,
         s3_gateway,
         tmp_path / "data",
         s3_bucket,
         "throttled",
-        OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url,
         OCIREGISTRY_S3_REDIRECT="false",
-    )
-    repo = f"{registry_name}/app"
-    try:
+    ) as server:
         server.create_registry(registry_name)
         with httpx.Client(base_url=server.url, timeout=120.0, auth=server.admin) as client:
             # A few SlowDowns are absorbed by the retries: the client never sees them.
@@ -253,24 +263,14 @@ def test_throttling_is_retried_and_past_the_bound_answers_503_unavailable(
             again = push_blob(client, repo, refused_data)
             assert again.status_code == 201, again.text
             assert client.get(f"/v2/{repo}/blobs/{digest}").content == refused_data
-    finally:
-        server.stop()
-        proxy.close()
 
 
 def test_manifest_and_blob_reads_send_nothing_to_s3_and_uploads_advertise_the_part_minimum(
     s3_gateway: S3Gateway, s3_bucket: str, tmp_path: Path, registry_name: str
 ) -> None:
     proxy = CountingProxy(s3_gateway.port)
-    server = _s3_server(
-        s3_gateway,
-        tmp_path / "data",
-        s3_bucket,
-        "cached",
-        OCIREGISTRY_S3_ENDPOINT_URL=proxy.endpoint_url,
-    )
     repo = f"{registry_name}/app"
-    try:
+    with _behind(proxy, s3_gateway, tmp_path / "data", s3_bucket, "cached") as server:
         server.create_registry(registry_name)
         with httpx.Client(base_url=server.url, timeout=120.0, auth=server.admin) as client:
             opened = client.post(f"/v2/{repo}/blobs/uploads/")
@@ -296,9 +296,6 @@ def test_manifest_and_blob_reads_send_nothing_to_s3_and_uploads_advertise_the_pa
             # Not one request to S3: manifest bytes came from the process's cache by digest,
             # blob sizes from the database, and a presigned URL is signed locally.
             assert proxy.counts() == (sent, received)
-    finally:
-        server.stop()
-        proxy.close()
 
 
 def test_conformance_suite_passes_on_s3(
