@@ -96,7 +96,8 @@ def postgres(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Each test twice: on SQLite ("", the registry's own file in its data folder) and on a
-    fresh database of the module's PostgreSQL cluster, for code whose SQL differs by dialect."""
+    fresh database of the module's PostgreSQL cluster, for code whose SQL differs by dialect.
+    (A module-scoped registry takes `support.pgcluster.fresh_database` instead.)"""
     if request.param == "sqlite":
         return ""
     postgres: PostgresCluster = request.getfixturevalue("postgres")

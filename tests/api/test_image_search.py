@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ociregistry.catalog.listings import full_name_matches
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import database_url
+from support.pgcluster import fresh_database
 
 ALPHABET = "ab-/."
 # Registry and image names that meet at the `/` in every way a search can straddle it.
@@ -55,7 +55,7 @@ def registry(
 ) -> Iterator[InProcessRegistry]:
     """Platform registries holding one image of each name, on SQLite and on PostgreSQL."""
     with (
-        database_url(request.param, "search") as url,
+        fresh_database(request.param, "search") as url,
         InProcessRegistry(tmp_path_factory.mktemp("search") / "data", database_url=url) as running,
     ):
         for name in REGISTRIES:

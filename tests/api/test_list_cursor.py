@@ -22,7 +22,7 @@ import pytest
 from ociregistry.api.common import MAX_PAGED_ITEMS
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import database_url
+from support.pgcluster import fresh_database
 
 PLATFORM = ("cur-p1", "cur-p2", "cur-p3")
 USER = ("cur-u1", "cur-u2", "cur-u3", "cur-u4", "cur-u5")
@@ -66,7 +66,7 @@ def registry(
     """Platform registries of a few images with equal pull counts (ties across registries),
     an image with several tags, and user registries, three of them public."""
     with (
-        database_url(request.param, "cursor") as url,
+        fresh_database(request.param, "cursor") as url,
         InProcessRegistry(tmp_path_factory.mktemp("cursor") / "data", database_url=url) as running,
     ):
         running.run(_seed(running))

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ociregistry.db.database import Database
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import database_url
+from support.pgcluster import fresh_database
 
 LARGE = ("images", "tags", "manifests", "manifest_references", "image_blobs")
 MENTIONS_LARGE = re.compile(r"\b(" + "|".join(LARGE) + r")\b")
@@ -109,7 +109,7 @@ def registry(
     """A registry with a user registry and two platform registries of a few images each,
     and an image `app0` with a few tags; on SQLite and on a PostgreSQL of its own."""
     with (
-        database_url(request.param, "plans") as url,
+        fresh_database(request.param, "plans") as url,
         InProcessRegistry(tmp_path_factory.mktemp("plans") / "data", database_url=url) as running,
     ):
         running.run(_seed(running))

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from ociregistry.auth.policy import ALL_RIGHTS, Principal, ordered
 from support.inprocess import ADMIN_PASSWORD, InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import chosen_database, database_url
+from support.pgcluster import chosen_database, fresh_database
 
 USERS = ("ann", "bob", "cid", "dee")  # plain users; `admin` is the platform admin
 PASSWORD = "property-password-1"
@@ -101,7 +101,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegi
     """On SQLite, or with OCIREGISTRY_TEST_DATABASE=postgres on a PostgreSQL of its own: the
     policy's SQL must mean the same on both."""
     with (
-        database_url(chosen_database(), "policy") as url,
+        fresh_database(chosen_database(), "policy") as url,
         InProcessRegistry(tmp_path_factory.mktemp("policy") / "data", database_url=url) as running,
     ):
         for user in USERS:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
-from support.pgcluster import chosen_database, database_url
+from support.pgcluster import chosen_database, fresh_database
 
 ON_POSTGRES = chosen_database() == "postgres"
 IMAGES = ["app", "lib/core"]
@@ -29,7 +29,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegistry]:
     with (
-        database_url(chosen_database(), "retention") as url,
+        fresh_database(chosen_database(), "retention") as url,
         InProcessRegistry(
             tmp_path_factory.mktemp("retention") / "data", database_url=url
         ) as running,

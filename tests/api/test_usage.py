@@ -26,7 +26,7 @@ from ociregistry.content.gc import GarbageCollector
 from ociregistry.db.models import Image, Manifest, Registry
 from support.inprocess import InProcessRegistry
 from support.oci import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, canonical_json, digest_of
-from support.pgcluster import chosen_database, database_url
+from support.pgcluster import chosen_database, fresh_database
 
 LAYERS = [f"shared layer {n} ".encode() * (40 + 17 * n) for n in range(6)]
 REGISTRIES = 3
@@ -43,7 +43,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessRegi
     """On SQLite, or with OCIREGISTRY_TEST_DATABASE=postgres on a PostgreSQL of its own: the
     counting statements must mean the same on both."""
     with (
-        database_url(chosen_database(), "usage") as url,
+        fresh_database(chosen_database(), "usage") as url,
         InProcessRegistry(tmp_path_factory.mktemp("usage") / "data", database_url=url) as running,
     ):
         yield running

@@ -124,7 +124,7 @@ class PostgresCluster:
 
 
 @contextmanager
-def database_url(database: str, name: str) -> Iterator[str]:
+def fresh_database(database: str, name: str) -> Iterator[str]:
     """The `database_url` of a registry on `database`: "" (SQLite in its data folder) for
     `sqlite`; for `postgres`, database `name` on a cluster of its own, stopped on leaving."""
     if database == "sqlite":
