@@ -226,13 +226,18 @@ class Images:
         row = await self.db.first(query, params)
         return None if row is None else ManifestRecord(*row)
 
-    async def missing_references(self, repo: RepositoryName, parsed: ParsedManifest) -> None:
-        """Raise MANIFEST_BLOB_UNKNOWN for anything `parsed` needs but `repo` lacks: one read,
-        compiled once and run on the driver, before the manifest's bytes are written."""
+    async def missing_references(
+        self, repo: RepositoryName, parsed: ParsedManifest, *, also: Sequence[Digest] = ()
+    ) -> set[Digest]:
+        """Raise MANIFEST_BLOB_UNKNOWN for anything `parsed` needs but `repo` lacks, and
+        return those of the manifests `also` that `repo` holds: one read, compiled once and
+        run on the driver, before the manifest's bytes are written."""
         blobs = [d for d in parsed.blobs if not d.foreign]
-        if not blobs and not parsed.children:
-            return
-        wanted = sorted({str(d.digest) for d in (*blobs, *parsed.children)})
+        wanted = sorted(
+            {str(d.digest) for d in (*blobs, *parsed.children)} | {str(d) for d in also}
+        )
+        if not wanted:
+            return set()
         postgresql = not self.db.url.startswith("sqlite")
         rows = await self.db.rows(
             _HELD_POSTGRESQL if postgresql else _HELD_SQLITE,
@@ -242,6 +247,7 @@ class Images:
         for kind, digest, size in rows:
             held[kind][digest] = size
         _check_references(repo, parsed, held["blob"], held["manifest"])
+        return {d for d in also if str(d) in held["manifest"]}
 
     async def record_manifest(
         self,
