@@ -8,11 +8,14 @@ are already durable in the blob store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, literal_column, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,10 +32,11 @@ from ociregistry.catalog.usage import (
     lock_for_manifests,
     manifest_entries,
     note_stored,
+    raise_unlinked,
     remove_manifests,
 )
 from ociregistry.db import locks
-from ociregistry.db.database import Database
+from ociregistry.db.database import Database, execute_on_driver
 from ociregistry.db.models import (
     Image,
     ImageBlob,
@@ -42,9 +46,8 @@ from ociregistry.db.models import (
     Tag,
     utcnow,
 )
-from ociregistry.db.sql import insert_ignore_statement, upsert_statement
+from ociregistry.db.sql import insert_ignore_statement
 from ociregistry.errors import (
-    ManifestBlobUnknown,
     ManifestInvalid,
     NameUnknown,
 )
@@ -223,10 +226,28 @@ class Images:
         row = await self.db.first(query, params)
         return None if row is None else ManifestRecord(*row)
 
-    async def missing_references(self, repo: RepositoryName, parsed: ParsedManifest) -> None:
-        """Raise MANIFEST_BLOB_UNKNOWN for anything `parsed` needs but `repo` lacks."""
-        async with self.db.read() as conn:
-            await conn.run_sync(lambda sync: _check_references(sync, repo, parsed))
+    async def missing_references(
+        self, repo: RepositoryName, parsed: ParsedManifest, *, also: Sequence[Digest] = ()
+    ) -> set[Digest]:
+        """Raise MANIFEST_BLOB_UNKNOWN for anything `parsed` needs but `repo` lacks, and
+        return those of the manifests `also` that `repo` holds: one read, compiled once and
+        run on the driver, before the manifest's bytes are written."""
+        blobs = [d for d in parsed.blobs if not d.foreign]
+        wanted = sorted(
+            {str(d.digest) for d in (*blobs, *parsed.children)} | {str(d) for d in also}
+        )
+        if not wanted:
+            return set()
+        postgresql = not self.db.url.startswith("sqlite")
+        rows = await self.db.rows(
+            _HELD_POSTGRESQL if postgresql else _HELD_SQLITE,
+            _params(repo, digests=wanted if postgresql else json.dumps(wanted)),
+        )
+        held: dict[str, dict[str, int]] = {"blob": {}, "manifest": {}}
+        for kind, digest, size in rows:
+            held[kind][digest] = size
+        _check_references(repo, parsed, held["blob"], held["manifest"])
+        return {d for d in also if str(d) in held["manifest"]}
 
     async def record_manifest(
         self,
@@ -325,6 +346,70 @@ _STORED_MANIFESTS = select(Manifest.digest, Manifest.size).where(
 _TOUCH_IMAGE = (
     update(Image).where(Image.id == bindparam("image_id")).values(updated_at=bindparam("now"))
 )
+# The registry (its immutable-tag patterns) and the image of a manifest push, in one read.
+_TARGET = (
+    select(Registry.id, Registry.immutable_tags, Image.id)
+    .select_from(Registry)
+    .outerjoin(Image, and_(Image.registry_id == Registry.id, Image.name == bindparam("image")))
+    .where(Registry.name == bindparam("registry"), Registry.status == bindparam("status"))
+)
+_MANIFEST_COLUMNS = Manifest.__table__.c
+_INSERT_REFERENCE = ManifestReference.__table__.insert().values(
+    manifest_id=bindparam("r_manifest_id"),
+    position=bindparam("r_position"),
+    digest=bindparam("r_digest"),
+    kind=bindparam("r_kind"),
+    size=bindparam("r_size"),
+    platform=bindparam("r_platform"),
+)
+# Blobs and child manifests of a manifest about to be pushed that its image holds, in one
+# read on the driver: `digests` is a JSON array on SQLite, an array on PostgreSQL.
+_HELD = """
+    WITH image AS (
+        SELECT images.id FROM images JOIN registries ON registries.id = images.registry_id
+        WHERE registries.name = :registry AND registries.status = 'available'
+          AND images.name = :image
+    )
+    SELECT 'blob', digest, size FROM image_blobs
+    WHERE image_id = (SELECT id FROM image) AND digest {wanted}
+    UNION ALL
+    SELECT 'manifest', digest, size FROM manifests
+    WHERE image_id = (SELECT id FROM image) AND digest {wanted}
+"""
+_HELD_SQLITE = text(_HELD.format(wanted="IN (SELECT value FROM json_each(:digests))"))
+_HELD_POSTGRESQL = text(_HELD.format(wanted="= ANY(CAST(:digests AS text[]))"))
+
+
+@cache
+def _link_manifest_statement(dialect: str) -> Any:
+    """Link a manifest's own bytes into its image (add_manifest counts them)."""
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(ImageBlob.__table__)
+    return insert.values(
+        image_id=bindparam("l_image_id"),
+        digest=bindparam("l_digest"),
+        size=bindparam("l_size"),
+        created_at=bindparam("l_created_at"),
+    ).on_conflict_do_nothing(index_elements=["image_id", "digest"])
+
+
+@cache
+def _insert_manifest_statement(dialect: str) -> Any:
+    """Insert a manifest unless its image holds it, RETURNING its new id."""
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(Manifest.__table__)
+    return (
+        insert.values(
+            image_id=bindparam("m_image_id"),
+            digest=bindparam("m_digest"),
+            media_type=bindparam("m_media_type"),
+            size=bindparam("m_size"),
+            artifact_type=bindparam("m_artifact_type"),
+            subject=bindparam("m_subject"),
+            annotations=bindparam("m_annotations"),
+            created_at=bindparam("m_created_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["image_id", "digest"])
+        .returning(_MANIFEST_COLUMNS.id)
+    )
 
 
 def _ensure_image(conn: Connection, repo: RepositoryName, *, lock: bool = False) -> tuple[int, int]:
@@ -387,32 +472,29 @@ def link_blob_in(conn: Connection, repo: RepositoryName, digest: Digest, size: i
     _link_blob(conn, repo, str(digest), size)
 
 
-def _check_references(conn: Connection, repo: RepositoryName, parsed: ParsedManifest) -> None:
-    """Every blob (config and layers) must be in `repo`, with the size the manifest gives it:
-    a missing one is MANIFEST_BLOB_UNKNOWN. An index's child manifests may be absent (a sparse
-    index: the spec lets a registry accept one, and the conformance suite pushes them), but
-    one that is present must have the size the index gives it; a `subject` need not exist at
-    all. Foreign layers are held by no registry and are not checked."""
-    image_id = conn.scalar(_IMAGE_ID, _params(repo))
+def _check_references(
+    repo: RepositoryName,
+    parsed: ParsedManifest,
+    blobs: dict[str, int],
+    manifests: dict[str, int],
+) -> None:
+    """Every blob (config and layers) must be in `repo` (`blobs`: those it holds of them,
+    with their sizes), with the size the manifest gives it: a missing one is
+    MANIFEST_BLOB_UNKNOWN. An index's child manifests may be absent (a sparse index: the spec
+    lets a registry accept one, and the conformance suite pushes them), but one that is
+    present (in `manifests`) must have the size the index gives it; a `subject` need not
+    exist at all. Foreign layers are held by no registry and are not checked."""
     checks = (
-        ("blob", [d for d in parsed.blobs if not d.foreign], _STORED_BLOBS, True),
-        ("manifest", parsed.children, _STORED_MANIFESTS, False),
+        ("blob", [d for d in parsed.blobs if not d.foreign], blobs, True),
+        ("manifest", parsed.children, manifests, False),
     )
-    for kind, descriptors, query, required in checks:
+    for kind, descriptors, stored, required in checks:
         wanted = {str(d.digest): d.size for d in descriptors}
         if not wanted:
             continue
-        stored: dict[str, int] = {}
-        if image_id is not None:
-            rows = conn.execute(query, {"image_id": image_id, "digests": list(wanted)})
-            stored = {digest: size for digest, size in rows.all()}
         missing = sorted(set(wanted) - set(stored))
         if missing and required:
-            raise ManifestBlobUnknown(
-                f"the manifest references {len(missing)} {kind}(s) that {repo.full} does "
-                f"not hold, first {missing[0]}; push them before the manifest",
-                detail={"digests": missing[:20]},
-            )
+            raise_unlinked(missing, repo.full)
         wrong = sorted(
             digest for digest, size in wanted.items() if stored.get(digest, size) != size
         )
@@ -436,15 +518,26 @@ def _record_manifest(
     parsed: ParsedManifest,
     tags: Sequence[str],
 ) -> None:
-    registry_id, image_id = _ensure_image(conn, repo, lock=True)
-    _check_references(conn, repo, parsed)  # again, inside the transaction, under its lock
+    """The manifest's transaction. Its references were checked before its bytes were
+    written (`missing_references`); under the transaction's lock `add_manifest` checks them
+    again as it counts them (a blob unlinked meanwhile adds no usage row, and the push is
+    refused), so no statement of its own does. Every statement is compiled once and, on
+    SQLite, run on the driver (`execute_on_driver`)."""
+    registry_id, image_id, patterns = _target(conn, repo, bool(tags))
     now = utcnow()
-    _link(conn, image_id, digest, size, stored=False)
-    manifest_id = conn.scalar(_MANIFEST_ID, {"image_id": image_id, "digest": digest})
+    dialect = conn.dialect.name
+    execute_on_driver(
+        conn,
+        _link_manifest_statement(dialect),
+        {"l_image_id": image_id, "l_digest": digest, "l_size": size, "l_created_at": now},
+    )
+    manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
     if manifest_id is None:
-        manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
+        (manifest_id,) = execute_on_driver(
+            conn, _MANIFEST_ID, {"image_id": image_id, "digest": digest}
+        )[0]
+    else:
         add_manifest(conn, registry_id, image_id, manifest_entries(digest, size, parsed))
-    patterns = registry_patterns(conn, registry_id) if tags else []
     for tag in dict.fromkeys(tags):
         params = {
             "image_id": image_id,
@@ -453,20 +546,24 @@ def _record_manifest(
             "pull_count": 0,
             "created_at": now,
         }
-        rule = rule_for(patterns, tag)
-        if rule is not None:
-            write_tag(conn, params, rule, repo.full)
-            continue
-        conn.execute(
-            upsert_statement(
-                conn.dialect.name,
-                Tag.__table__,
-                ("image_id", "name"),
-                ("manifest_id", "created_at"),
-            ),
-            params,
+        write_tag(conn, params, rule_for(patterns, tag), repo.full)
+    execute_on_driver(conn, _TOUCH_IMAGE, {"image_id": image_id, "now": now})
+
+
+def _target(conn: Connection, repo: RepositoryName, tagged: bool) -> tuple[int, int, list[str]]:
+    """The ids of the registry and the image a manifest is pushed into (the image made on
+    the first push), locked on PostgreSQL in the lock order of db/database.py; and the
+    registry's immutable-tag patterns when tags are to be written. On SQLite, where nothing
+    is locked, one statement on the driver while the image exists."""
+    if conn.dialect.name == "sqlite":
+        rows = execute_on_driver(
+            conn, _TARGET, {"registry": repo.registry, "image": repo.image, "status": "available"}
         )
-    conn.execute(_TOUCH_IMAGE, {"image_id": image_id, "now": now})
+        if rows and rows[0][2] is not None:
+            registry_id, patterns, image_id = rows[0]
+            return registry_id, image_id, json.loads(patterns) if patterns else []
+    registry_id, image_id = _ensure_image(conn, repo, lock=True)
+    return registry_id, image_id, registry_patterns(conn, registry_id) if tagged else []
 
 
 def _unlink_blob(conn: Connection, repo: RepositoryName, digest: str) -> bool:
@@ -544,42 +641,50 @@ def delete_unneeded_manifest(conn: Connection, repo: RepositoryName, digest: str
 
 def _insert_manifest(
     conn: Connection, image_id: int, digest: str, size: int, parsed: ParsedManifest
-) -> int:
-    result = conn.execute(
-        Manifest.__table__.insert(),
+) -> int | None:
+    """Insert the manifest's row and its references; None when the image holds it already."""
+    dialect = conn.dialect.name
+    inserted = execute_on_driver(
+        conn,
+        _insert_manifest_statement(dialect),
         {
-            "image_id": image_id,
-            "digest": digest,
-            "media_type": parsed.media_type,
-            "size": size,
-            "artifact_type": parsed.artifact_type,
-            "subject": str(parsed.subject.digest) if parsed.subject else None,
-            "annotations": parsed.annotations,
-            "created_at": utcnow(),
+            "m_image_id": image_id,
+            "m_digest": digest,
+            "m_media_type": parsed.media_type,
+            "m_size": size,
+            "m_artifact_type": parsed.artifact_type,
+            "m_subject": str(parsed.subject.digest) if parsed.subject else None,
+            "m_annotations": parsed.annotations,
+            "m_created_at": utcnow(),
         },
     )
-    manifest_id = result.inserted_primary_key[0]
+    if not inserted:
+        return None
+    manifest_id: int = inserted[0][0]
     references = [
         {
-            "manifest_id": manifest_id,
-            "position": i,
-            "digest": str(d.digest),
-            "kind": "foreign" if d.foreign else "blob",  # foreign: not held, not counted
-            "size": d.size,
-            "platform": None,
+            "r_manifest_id": manifest_id,
+            "r_position": i,
+            "r_digest": str(d.digest),
+            "r_kind": "foreign" if d.foreign else "blob",  # foreign: not held, not counted
+            "r_size": d.size,
+            "r_platform": None,
         }
         for i, d in enumerate(parsed.blobs)
     ] + [
         {
-            "manifest_id": manifest_id,
-            "position": len(parsed.blobs) + i,
-            "digest": str(d.digest),
-            "kind": "manifest",
-            "size": d.size,
-            "platform": d.platform,
+            "r_manifest_id": manifest_id,
+            "r_position": len(parsed.blobs) + i,
+            "r_digest": str(d.digest),
+            "r_kind": "manifest",
+            "r_size": d.size,
+            "r_platform": d.platform,
         }
         for i, d in enumerate(parsed.children)
     ]
-    if references:
-        conn.execute(ManifestReference.__table__.insert(), references)
+    if dialect == "sqlite":
+        for reference in references:  # a few microseconds each on the driver
+            execute_on_driver(conn, _INSERT_REFERENCE, reference)
+    elif references:
+        conn.execute(_INSERT_REFERENCE, references)  # one round trip
     return manifest_id

@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ociregistry.db.database import execute_on_driver
 from ociregistry.db.models import Image, Manifest, Registry, Tag
 from ociregistry.errors import ImmutableTag, NameInvalid
 
@@ -62,18 +64,34 @@ def registry_patterns(conn: Connection, registry_id: int) -> list[str]:
     return conn.scalar(_PATTERNS, {"registry_id": registry_id}) or []
 
 
-def write_tag(conn: Connection, params: dict[str, Any], rule: str | None, where: str) -> None:
-    """Point a tag at a manifest (insert or move it). When `rule` makes the tag immutable, it
-    is only ever inserted or re-pointed at the same manifest; anything else is refused with
-    403 DENIED naming the tag and the rule."""
+@cache
+def _write_tag_statement(dialect: str, immutable: bool) -> Any:
+    """Insert a tag or re-point it, RETURNING its id when it was written: an immutable tag
+    only ever at the manifest it points at already."""
     table = Tag.__table__
-    insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-    statement = insert.on_conflict_do_update(
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    insert = insert.values(
+        image_id=bindparam("t_image_id"),
+        name=bindparam("t_name"),
+        manifest_id=bindparam("t_manifest_id"),
+        pull_count=bindparam("t_pull_count"),
+        created_at=bindparam("t_created_at"),
+    )
+    return insert.on_conflict_do_update(
         index_elements=["image_id", "name"],
         set_={"manifest_id": insert.excluded.manifest_id, "created_at": insert.excluded.created_at},
-        where=(table.c.manifest_id == insert.excluded.manifest_id) if rule else None,
-    )
-    if conn.execute(statement, params).rowcount or not rule:
+        where=(table.c.manifest_id == insert.excluded.manifest_id) if immutable else None,
+    ).returning(table.c.id)
+
+
+def write_tag(conn: Connection, params: dict[str, Any], rule: str | None, where: str) -> None:
+    """Point a tag at a manifest (insert or move it), in one statement compiled once (run on
+    the driver on SQLite). When `rule` makes the tag immutable, it is only ever inserted or
+    re-pointed at the same manifest; anything else is refused with 403 DENIED naming the tag
+    and the rule."""
+    statement = _write_tag_statement(conn.dialect.name, rule is not None)
+    written = execute_on_driver(conn, statement, {f"t_{k}": v for k, v in params.items()})
+    if written or rule is None:
         return
     current = conn.scalar(
         select(Manifest.digest)

@@ -41,13 +41,14 @@ from ociregistry.db import locks
 from ociregistry.db.models import (
     BlobUsage,
     Image,
+    ImageBlob,
     ImageUsage,
     Manifest,
     ManifestReference,
     Registry,
     RegistryUsage,
 )
-from ociregistry.errors import NameInvalid, QuotaExceeded
+from ociregistry.errors import ManifestBlobUnknown, NameInvalid, QuotaExceeded
 from ociregistry.manifests.parse import ParsedManifest
 
 Entries = Mapping[str, int]  # digest -> size
@@ -120,6 +121,16 @@ _POSTGRESQL_UP = {
     )
     for name, key in _KEYS.items()
 }
+# The image level counts only blobs linked into the image: a manifest's sizes come from the
+# links, and a blob the manifest names but the image does not hold (unlinked since the check
+# before the transaction) adds no row, which the caller sees and refuses the push for. So the
+# references are checked under the transaction's lock at no cost of a statement of its own.
+_SQLITE_IMAGE_UP = (
+    "INSERT INTO image_usage (image_id, digest, size, refs) "
+    "SELECT image_id, digest, size, 1 FROM image_blobs WHERE image_id = ? AND digest = ? "
+    "ON CONFLICT (image_id, digest) DO UPDATE SET refs = refs + 1 "
+    "RETURNING size, refs"
+)
 _SQLITE_STORED = (
     "INSERT INTO blob_usage (digest, size, refs) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"
 )
@@ -140,8 +151,8 @@ _POSTGRESQL_ADD = text(
     """
     WITH image_level AS (
         INSERT INTO image_usage (image_id, digest, size, refs)
-        SELECT :image, d, s, 1
-        FROM unnest(CAST(:digests AS text[]), CAST(:sizes AS bigint[])) AS t(d, s) ORDER BY d
+        SELECT image_id, digest, size, 1 FROM image_blobs
+        WHERE image_id = :image AND digest = ANY(CAST(:digests AS text[])) ORDER BY digest
         ON CONFLICT (image_id, digest) DO UPDATE SET refs = image_usage.refs + 1
         RETURNING digest, size, refs
     ), new_in_image AS (
@@ -172,7 +183,8 @@ _POSTGRESQL_ADD = text(
         RETURNING digest
     )
     SELECT (SELECT bytes FROM added), (SELECT count(*) FROM grown),
-           (SELECT count(*) FROM image_size), (SELECT count(*) FROM platform_level)
+           (SELECT count(*) FROM image_level), (SELECT count(*) FROM image_size),
+           (SELECT count(*) FROM platform_level)
     """
 )
 
@@ -311,37 +323,62 @@ def _refuse(conn: Connection, registry_id: int, added: int) -> None:
 
 
 def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Entries) -> None:
-    """A manifest was added to an image: count its references, refusing it (QuotaExceeded,
-    and the caller's transaction rolls back) if its new bytes exceed the registry's quota.
-    At most five statements, whatever the number of layers: one per level, and the image's
-    and the registry's sizes; a blob the image held already stops at the first. On
-    PostgreSQL, one statement in all (_POSTGRESQL_ADD)."""
+    """A manifest was added to an image: count its references, refusing it if one of its
+    blobs is not linked into the image (ManifestBlobUnknown) or if its new bytes exceed the
+    registry's quota (QuotaExceeded); the caller's transaction then rolls back. A blob the
+    image held already stops at the first level; on SQLite one statement per blob and level
+    and the image's and the registry's sizes, run on the driver; on PostgreSQL one statement
+    in all (_POSTGRESQL_ADD)."""
     raw = _sqlite3(conn)
     if raw is None and conn.dialect.name == "postgresql":
         digests = sorted(entries)
-        added, grown, *_ = conn.execute(
+        added, grown, linked, *_ = conn.execute(
             _POSTGRESQL_ADD,
-            {
-                "image": image_id,
-                "registry": registry_id,
-                "digests": digests,
-                "sizes": [entries[d] for d in digests],
-            },
+            {"image": image_id, "registry": registry_id, "digests": digests},
         ).one()
+        if linked < len(digests):
+            _unlinked(conn, image_id, digests)
         if added and not grown:
             _refuse(conn, registry_id, int(added))
         return
-    new_in_image = _count_up(conn, "image_usage", image_id, entries)
+    if raw is None:  # pragma: no cover - SQLite is always run on its sqlite3 connection
+        raise RuntimeError("usage upkeep on SQLite needs the transaction's sqlite3 connection")
+    new_in_image = {}
+    missing = []
+    for digest in sorted(entries):
+        row = raw.execute(_SQLITE_IMAGE_UP, (image_id, digest)).fetchone()
+        if row is None:
+            missing.append(digest)
+        elif row[1] == 1:
+            new_in_image[digest] = row[0]
+    if missing:
+        raise_unlinked(missing)
     if not new_in_image:
         return
-    added = sum(new_in_image.values())
-    if raw is not None:
-        raw.execute(_SQLITE_IMAGE_SIZE, (added, image_id))
-    else:
-        conn.execute(_IMAGE_SIZE, {"b_id": image_id, "b_delta": added})
+    raw.execute(_SQLITE_IMAGE_SIZE, (sum(new_in_image.values()), image_id))
     new_in_registry = _count_up(conn, "registry_usage", registry_id, new_in_image)
     _registry_grows(conn, registry_id, sum(new_in_registry.values()))
     _count_up(conn, "blob_usage", None, new_in_registry)
+
+
+def raise_unlinked(missing: list[str], what: str = "the image") -> None:
+    """MANIFEST_BLOB_UNKNOWN for blobs a manifest names that `what` does not hold."""
+    raise ManifestBlobUnknown(
+        f"the manifest references {len(missing)} blob(s) that {what} does not hold, first "
+        f"{missing[0]}; push them before the manifest",
+        detail={"digests": missing[:20]},
+    )
+
+
+def _unlinked(conn: Connection, image_id: int, digests: list[str]) -> None:
+    linked = set(
+        conn.scalars(
+            select(ImageBlob.digest).where(
+                ImageBlob.image_id == image_id, ImageBlob.digest.in_(digests)
+            )
+        )
+    )
+    raise_unlinked([digest for digest in digests if digest not in linked])
 
 
 def _remove(conn: Connection, registry_id: int, image_id: int, digests: Iterable[str]) -> None:

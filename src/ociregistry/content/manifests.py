@@ -123,28 +123,23 @@ class Manifests:
                     f"the manifest's bytes have digest {digest}, not {reference.digest}",
                     detail={"expected": str(reference.digest), "actual": str(digest)},
                 )
+            parsed: ParsedManifest = parse_manifest(body, content_type)
+            await self.images.missing_references(repo, parsed)
         else:
-            digest = await self._digest_by_tag(repo, body)
-        parsed: ParsedManifest = parse_manifest(body, content_type)
-        await self.images.missing_references(repo, parsed)
+            parsed = parse_manifest(body, content_type)
+            # The digest a manifest pushed by tag is known by: sha256, unless `repo` already
+            # holds these very bytes under another algorithm (pushed by a sha512 digest
+            # first), which the client then expects to be answered (the conformance suite's
+            # sha512 data). Looked up in the same read as the references.
+            others = [Digest.of(body, a) for a in HEX_LENGTHS if a != DEFAULT_ALGORITHM]
+            held = await self.images.missing_references(repo, parsed, also=others)
+            digest = next((d for d in others if d in held), Digest.of(body, DEFAULT_ALGORITHM))
         await self.blobs.put(digest, body)  # durable before any row points at it
         await self.images.record_manifest(
             repo, digest, len(body), parsed, reference.tag, more_tags=tags
         )
         self.cache.put(str(digest), body)
         return PushedManifest(digest, parsed.subject.digest if parsed.subject else None, [*tags])
-
-    async def _digest_by_tag(self, repo: RepositoryName, body: bytes) -> Digest:
-        """The digest a manifest pushed by tag is known by: sha256, unless `repo` already
-        holds these very bytes under another algorithm (pushed by a sha512 digest first), which
-        the client then expects to be answered (the conformance suite's sha512 data)."""
-        for algorithm in HEX_LENGTHS:
-            if algorithm == DEFAULT_ALGORITHM:
-                continue
-            other = Digest.of(body, algorithm)
-            if await self.images.find_manifest(repo, digest=other) is not None:
-                return other
-        return Digest.of(body, DEFAULT_ALGORITHM)
 
     async def delete(
         self, repo: RepositoryName, reference: Reference, *, immutable_too: bool = False
