@@ -403,11 +403,21 @@ _LINK_INTO_IMAGE = (
 )
 
 
+# PostgreSQL: the image found by name and kept from a deletion under way (`locks.image_kept`)
+# in one round trip, where the registry's id, the image's and its lock took three.
+_IMAGE_KEPT = _IMAGE_ID.with_for_update(read=True, key_share=True, of=Image)
+
+
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
     if conn.dialect.name == "sqlite":
         values = _params(repo, digest=digest, size=size, now=utcnow(), available="available")
         if execute_on_driver(conn, _LINK_INTO_IMAGE, values):
             note_stored(conn, digest, size)
+            return
+    elif conn.dialect.name == "postgresql":
+        image_id = conn.scalar(_IMAGE_KEPT, _params(repo))
+        if image_id is not None:
+            _link(conn, image_id, digest, size)
             return
     _link(conn, _ensure_image(conn, repo)[1], digest, size)
 
