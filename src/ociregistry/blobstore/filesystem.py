@@ -34,6 +34,7 @@ never waits on the disk. Temporary files start with a dot, a name no registry pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -74,7 +75,7 @@ async def _in_thread(function: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, partial(function, *args))
 
 
-def _fsync_directory(path: Path) -> None:
+def _fsync_directory(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -95,19 +96,20 @@ def _make_folder(folder: Path) -> None:
     _fsync_directory(folder.parent)
 
 
-def _publish(temporary: Path, target: Path) -> None:
+def _publish(temporary: str | Path, target: str | Path) -> None:
     """Rename a synced file into place and make the new name durable. The target's folder
     is made only when the rename finds none: a blob's folder (one of 256 per algorithm)
     almost always exists, and trying to make it first costs two system calls per blob."""
+    folder = os.path.dirname(target)
     try:
         os.replace(temporary, target)
     except FileNotFoundError:  # the target's folder is missing: the temporary file is there
-        _make_folder(target.parent)
+        _make_folder(Path(folder))
         os.replace(temporary, target)
-    _fsync_directory(target.parent)
+    _fsync_directory(folder)
 
 
-def _write_whole(temporary: Path, target: Path, pieces: list[bytes], size: int) -> None:
+def _write_whole(temporary: str, target: str, pieces: list[bytes], size: int) -> None:
     """Write a whole object of `size` bytes (a small blob, a manifest) into place, all in one
     thread hop: the temporary file written, synced, renamed and its folder synced. Above
     `DIRECT_FROM_BYTES` the bytes go around the page cache, as a stream's do."""
@@ -129,8 +131,13 @@ def _write_whole(temporary: Path, target: Path, pieces: list[bytes], size: int) 
             os.close(fd)
         _publish(temporary, target)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _unlink(temporary)
         raise
+
+
+def _unlink(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
 
 
 def _delete(target: Path) -> None:
@@ -308,7 +315,7 @@ class _StreamWriter:
             _give_back(buffer)
 
 
-def _sync_and_publish(fd: int, temporary: Path, target: Path) -> None:
+def _sync_and_publish(fd: int, temporary: str, target: str) -> None:
     os.fsync(fd)
     _publish(temporary, target)
 
@@ -347,12 +354,15 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         (self.root / INCOMING).mkdir(parents=True, exist_ok=True)
+        self._incoming_folder = str(self.root / INCOMING)
 
     def _full(self, path: str) -> Path:
         return self.root / path
 
-    def _incoming(self) -> Path:
-        return self.root / INCOMING / uuid.uuid4().hex
+    def _incoming(self) -> str:
+        """A new temporary file's name (a string: built per object written, where joining
+        `Path`s costs several times as much)."""
+        return f"{self._incoming_folder}/{uuid.uuid4().hex}"
 
     async def get_content(self, path: str) -> bytes:
         try:
@@ -361,7 +371,8 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(path) from None
 
     async def put_content(self, path: str, data: bytes) -> None:
-        await _in_thread(_write_whole, self._incoming(), self._full(path), [data], len(data))
+        target = f"{self.root}/{path}"
+        await _in_thread(_write_whole, self._incoming(), target, [data], len(data))
 
     async def reader(
         self, path: str, offset: int = 0, length: int | None = None
@@ -413,7 +424,7 @@ class FilesystemDriver(StorageDriver):
         by count) is written whole in one thread hop (`_write_whole`) once it ended, where
         creating, writing, closing the writer and syncing took four. A longer one is
         written batch by batch as it arrives, its first batch included."""
-        target = self._full(path)
+        target = f"{self.root}/{path}"
         temporary = self._incoming()
         source = aiter(chunks)
         first: list[bytes] = []
@@ -433,7 +444,7 @@ class FilesystemDriver(StorageDriver):
             await _in_thread(_sync_and_publish, fd, temporary, target)
             return size
         except BaseException:
-            await asyncio.shield(_in_thread(temporary.unlink, True))
+            await asyncio.shield(_in_thread(_unlink, temporary))
             raise
         finally:
             os.close(fd)
