@@ -27,7 +27,9 @@ The bytes are durable only after the same `fsync`/`fdatasync` as before (`O_DIRE
 the cache, not the disk's own): the rules above do not change.
 
 All blocking calls run in a worker thread, several system calls per hop, so the event loop
-never waits on the disk. Temporary files start with a dot, a name no registry path has, so
+never waits on the disk. An object that ends within one batch (a manifest, a config, a small
+layer) is written whole in one hop once its last byte arrived: created, written, synced,
+renamed, its folder synced. Temporary files start with a dot, a name no registry path has, so
 `walk` never yields them.
 """
 
