@@ -170,15 +170,75 @@ def test_a_claim_is_one_statement_on_the_driver(
 def test_the_claim_records_the_garbage_candidate_on_the_driver(
     registry: InProcessRegistry, writes: Writes
 ) -> None:
-    """Each pushed blob is recorded as a garbage candidate (one upsert), so a blob written but
-    never linked is still collected; on SQLite that statement too is compiled once and run on
-    the driver."""
+    """A blob pushed in chunks is recorded as a garbage candidate (one upsert) in its first
+    claim, before its bytes, so a blob written but never linked is still collected; on SQLite
+    that statement too is compiled once and run on the driver."""
     registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
     writes.statements.clear()
     writes.through_sqlalchemy.clear()
 
-    registry.run(_upload(registry, f"{REGISTRY}/app", b"another small layer"))
+    client = registry.client
+    started = registry.run(client.post(f"/v2/{REGISTRY}/app/blobs/uploads/"))
+    patched = registry.run(client.patch(started.headers["location"], content=b"a chunk"))
+    assert patched.status_code == 202, patched.text
+    candidates_before_the_put = writes.of("blob_candidates")
+    blob = b"a chunk, and its end"
+    done = registry.run(
+        client.put(
+            patched.headers["location"],
+            params={"digest": digest_of(blob)},
+            content=blob[len(b"a chunk") :],
+        )
+    )
+    assert done.status_code == 201, done.text
 
-    assert writes.of("blob_candidates") == ["INSERT"]
+    assert candidates_before_the_put == []  # a PATCH's claim records no candidate
+    assert writes.of("blob_candidates") == ["INSERT"]  # the PUT's claim, before its bytes
     if registry.services.db.url.startswith("sqlite"):
         assert writes.of("blob_candidates", writes.through_sqlalchemy) == []
+
+
+def test_a_small_blob_pushed_whole_is_linked_in_one_statement_and_no_candidate(
+    registry: InProcessRegistry, writes: Writes
+) -> None:
+    """The PUT that carries a fresh session's whole blob writes the link in the transaction
+    that drops the session, and a link is a reference the collector checks: no garbage
+    candidate is recorded beside it. On SQLite the link into an image that exists is one
+    statement on the driver (the image found by name within it), not a lookup of the
+    registry, one of the image and an insert through SQLAlchemy; with the session's drop and
+    the blob's usage row, the PUT writes three statements. On PostgreSQL the image is found
+    and kept from a deletion under way in one statement, where that took three."""
+    registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
+    writes.statements.clear()
+    writes.through_sqlalchemy.clear()
+
+    blob = b"another small layer"
+    registry.run(_upload(registry, f"{REGISTRY}/app", blob))
+
+    assert writes.of("blob_candidates") == []
+    assert writes.of("image_blobs") == ["INSERT"]
+    if registry.services.db.url.startswith("sqlite"):
+        assert writes.through_sqlalchemy == []
+        written = [
+            sql.split()[0].upper() for sql in writes.statements if not sql.startswith("SELECT")
+        ]
+        assert written == ["INSERT", "DELETE", "INSERT", "INSERT"]  # session; drop, link, usage
+    else:  # the image found and kept from deletion in one round trip, not three
+        lookups = [sql for sql in writes.statements if "images" in sql or "registries" in sql]
+        assert len(lookups) == 1 and "FOR KEY SHARE OF images" in lookups[0]
+    fetched = registry.run(registry.client.get(f"/v2/{REGISTRY}/app/blobs/{digest_of(blob)}"))
+    assert fetched.content == blob
+
+
+def test_a_blob_pushed_whole_into_a_new_image_is_linked_and_the_image_made(
+    registry: InProcessRegistry, writes: Writes
+) -> None:
+    """The first blob of an image finds no image to link into in one statement: the image
+    is then made, and the blob linked into it."""
+    registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
+    blob = b"the first layer of a new image"
+    registry.run(_upload(registry, f"{REGISTRY}/new", blob))
+    fetched = registry.run(registry.client.get(f"/v2/{REGISTRY}/new/blobs/{digest_of(blob)}"))
+    assert fetched.status_code == 200 and fetched.content == blob
+    again = registry.run(registry.client.head(f"/v2/{REGISTRY}/app/blobs/{digest_of(blob)}"))
+    assert again.status_code == 404  # linked into the new image only

@@ -27,13 +27,16 @@ The bytes are durable only after the same `fsync`/`fdatasync` as before (`O_DIRE
 the cache, not the disk's own): the rules above do not change.
 
 All blocking calls run in a worker thread, several system calls per hop, so the event loop
-never waits on the disk. Temporary files start with a dot, a name no registry path has, so
+never waits on the disk. An object that ends within one batch (a manifest, a config, a small
+layer) is written whole in one hop once its last byte arrived: created, written, synced,
+renamed, its folder synced. Temporary files start with a dot, a name no registry path has, so
 `walk` never yields them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -59,6 +62,7 @@ from ociregistry.blobstore.driver import (
 READ_CHUNK_BYTES = 1 << 20  # large enough that one thread hop per chunk costs nothing
 WRITE_BATCH_BYTES = 4 << 20  # incoming chunks are written together, one `pwritev` per batch
 WRITE_BATCH_PIECES = 512  # and at most this many in one (the system's IOV_MAX is 1,024)
+DIRECT_FROM_BYTES = 64 << 10  # an object written whole goes around the cache from this size
 DIRECT_ALIGNMENT = 4096  # what O_DIRECT wants of addresses, offsets and lengths (a page)
 DIRECT_BUFFER_BYTES = 4 << 20  # a batch (a larger one is written in two); reused
 FREE_BUFFERS_KEPT = 2  # for the next streams; more streams at once map more, then unmap them
@@ -73,7 +77,7 @@ async def _in_thread(function: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, partial(function, *args))
 
 
-def _fsync_directory(path: Path) -> None:
+def _fsync_directory(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -81,23 +85,61 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _publish(temporary: Path, target: Path) -> None:
-    """Rename a synced file into place and make the new name durable."""
-    os.replace(temporary, target)
-    _fsync_directory(target.parent)
-
-
-def _write_atomically(target: Path, temporary: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _make_folder(folder: Path) -> None:
+    """Create `folder` and the folders above it that are missing, each new name made durable
+    (its parent synced), as a renamed file's is."""
+    if folder.is_dir():
+        return
+    _make_folder(folder.parent)
     try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+        folder.mkdir()
+    except FileExistsError:  # made meanwhile by another request; its own synced it
+        return
+    _fsync_directory(folder.parent)
+
+
+def _publish(temporary: str | Path, target: str | Path) -> None:
+    """Rename a synced file into place and make the new name durable. The target's folder
+    is made only when the rename finds none: a blob's folder (one of 256 per algorithm)
+    almost always exists, and trying to make it first costs two system calls per blob."""
+    folder = os.path.dirname(target)
+    try:
+        os.replace(temporary, target)
+    except FileNotFoundError:  # the target's folder is missing: the temporary file is there
+        _make_folder(Path(folder))
+        os.replace(temporary, target)
+    _fsync_directory(folder)
+
+
+def _write_whole(temporary: str, target: str, pieces: list[bytes], size: int) -> None:
+    """Write a whole object of `size` bytes (a small blob, a manifest) into place, all in one
+    thread hop: the temporary file written, synced, renamed and its folder synced. Above
+    `DIRECT_FROM_BYTES` the bytes go around the page cache, as a stream's do."""
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            if size >= DIRECT_FROM_BYTES:
+                writer = _StreamWriter(fd, 0)
+                try:
+                    writer.write(pieces)
+                except BaseException:
+                    writer.release()
+                    raise
+                writer.close()
+            else:
+                _write_batch(fd, pieces, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         _publish(temporary, target)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _unlink(temporary)
         raise
+
+
+def _unlink(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
 
 
 def _delete(target: Path) -> None:
@@ -275,12 +317,7 @@ class _StreamWriter:
             _give_back(buffer)
 
 
-def _create_incoming(target: Path, temporary: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
-
-def _sync_and_publish(fd: int, temporary: Path, target: Path) -> None:
+def _sync_and_publish(fd: int, temporary: str, target: str) -> None:
     os.fsync(fd)
     _publish(temporary, target)
 
@@ -306,18 +343,28 @@ def _scan(directory: Path, hidden: bool = False) -> list[tuple[str, bool, int, f
     return entries
 
 
+async def _joined(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
 class FilesystemDriver(StorageDriver):
     """Stores every path as a file under one root directory."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         (self.root / INCOMING).mkdir(parents=True, exist_ok=True)
+        self._incoming_folder = str(self.root / INCOMING)
 
     def _full(self, path: str) -> Path:
         return self.root / path
 
-    def _incoming(self) -> Path:
-        return self.root / INCOMING / uuid.uuid4().hex
+    def _incoming(self) -> str:
+        """A new temporary file's name (a string: built per object written, where joining
+        `Path`s costs several times as much)."""
+        return f"{self._incoming_folder}/{uuid.uuid4().hex}"
 
     async def get_content(self, path: str) -> bytes:
         try:
@@ -326,7 +373,8 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(path) from None
 
     async def put_content(self, path: str, data: bytes) -> None:
-        await _in_thread(_write_atomically, self._full(path), self._incoming(), data)
+        target = f"{self.root}/{path}"
+        await _in_thread(_write_whole, self._incoming(), target, [data], len(data))
 
     async def reader(
         self, path: str, offset: int = 0, length: int | None = None
@@ -374,15 +422,31 @@ class FilesystemDriver(StorageDriver):
         await _in_thread(_delete, self._full(path))
 
     async def put_stream(self, path: str, chunks: AsyncIterable[bytes]) -> int:
-        target = self._full(path)
+        """A stream that ends within its first batch (a config, a small layer: most blobs
+        by count) is written whole in one thread hop (`_write_whole`) once it ended, where
+        creating, writing, closing the writer and syncing took four. A longer one is
+        written batch by batch as it arrives, its first batch included."""
+        target = f"{self.root}/{path}"
         temporary = self._incoming()
-        fd = await _in_thread(_create_incoming, target, temporary)
+        source = aiter(chunks)
+        first: list[bytes] = []
+        size = 0
+        async for chunk in source:
+            if chunk:
+                first.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_BATCH_BYTES or len(first) >= WRITE_BATCH_PIECES:
+                    break
+        else:
+            await _in_thread(_write_whole, temporary, target, first, size)
+            return size
+        fd = await _in_thread(os.open, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            size = await self._write_from(fd, 0, chunks)
+            size = await self._write_from(fd, 0, _joined(first, source))
             await _in_thread(_sync_and_publish, fd, temporary, target)
             return size
         except BaseException:
-            await asyncio.shield(_in_thread(temporary.unlink, True))
+            await asyncio.shield(_in_thread(_unlink, temporary))
             raise
         finally:
             os.close(fd)
@@ -486,7 +550,6 @@ class FilesystemDriver(StorageDriver):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            target.parent.mkdir(parents=True, exist_ok=True)
             _publish(data, target)
             _delete(data.parent)
 

@@ -416,8 +416,8 @@ class Uploads:
         written), `after(connection, size)` in the one that drops it, once the blob is
         visible and durable: if it fails, the session stays, and the client may finish again.
         A session that received nothing yet is finished without a claim (`_finish_whole`):
-        both then run in the one transaction that drops it. A digest mismatch cancels the
-        session (the client starts again), as Distribution."""
+        one transaction then drops it and runs `after` (or `before`, if the drop lost). A
+        digest mismatch cancels the session (the client starts again), as Distribution."""
         if session.offset == 0:
             return await self._finish_whole(session, digest, body, before, after)
         claimed = await self._claim(session, session.offset, before)
@@ -451,10 +451,11 @@ class Uploads:
 
         No claim is needed while the bytes stream: they go straight to the blob's own place,
         verified, where nothing but these very bytes can ever be written. Then one durable
-        transaction drops the session by compare-and-set (still empty, no live claim),
-        records the garbage candidate (`before`) and links the blob (`after`). A request that
-        wrote to the session meanwhile keeps it: this one then fails as a claim that lost
-        would, and its blob, written but unlinked, is a garbage candidate all the same. The
+        transaction drops the session by compare-and-set (still empty, no live claim) and
+        links the blob (`after`); a link is a reference, so no garbage candidate is recorded
+        beside it. A request that wrote to the session meanwhile keeps it: this one then fails
+        as a claim that lost would, and its blob, written but unlinked, is recorded as a
+        garbage candidate (`before`) in that same transaction. The
         price: a process killed between the blob's rename and that commit (milliseconds)
         leaves an unlinked blob no candidate names, which `ociregistry fsck` reports and a
         push of the same digest links (a chunked upload still records it before the bytes)."""
@@ -496,15 +497,19 @@ class Uploads:
         after: Callable[[Connection, int], None] | None,
         size: int,
     ) -> tuple[bool, Any]:
-        """Drop a session still empty and unclaimed, running `before` in any case and
-        `after(connection, size)` if it went; (dropped, its storage state) or (False, the
-        offset and claim found instead, or None when it is gone)."""
+        """Drop a session still empty and unclaimed and run `after(connection, size)` if it
+        went, else `before` (or `before` when there is no `after`); (dropped, its storage
+        state) or (False, the offset and claim found instead, or None when it is gone).
+
+        `before` records the blob as a garbage candidate, `after` links it: a link is a
+        reference the collector checks for, committed with the drop, so the candidate would
+        only be dropped by the next collection. It is recorded where the blob stays unlinked."""
         stale = utcnow() - timedelta(seconds=CLAIM_LEASE_SECONDS)
 
         def drop(conn: Connection, dead: str | None) -> tuple[bool, Any]:
             values = {"upload": session.id, "empty": 0, "stale": stale, "dead": dead}
             dropped = execute_on_driver(conn, _DROP_FRESH, values)
-            if before is not None:
+            if before is not None and (not dropped or after is None):
                 before(conn)
             if not dropped:
                 found = execute_on_driver(conn, _HOLDER, {"upload": session.id})

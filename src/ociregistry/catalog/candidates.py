@@ -4,8 +4,11 @@ billed per thousand keys).
 
 Every deletion that can leave a blob unreferenced (a manifest, an image, a registry's images,
 an unlinked blob, the untagged cleanup) records the digests it dropped here, with the time, in
-the same transaction. A finished upload records its blob too, *before* the bytes are written:
-if the process dies between writing the blob and linking it, the blob is still findable. The
+the same transaction. An upload that takes chunks records its blob too, in its claim, *before*
+the bytes are written: if the process dies between writing the blob and linking it, the blob is
+still findable. A fresh session finished in one request (a small blob, docker's usual push)
+writes its link in the transaction that drops the session instead; a link is a reference, so it
+records a candidate only when that drop loses (`content/blobpushes.py`). The
 collector takes candidates older than the grace window, checks again that nothing references
 them, deletes them from the store in batches and drops their rows; a candidate that is
 referenced by then is simply dropped. Recording again refreshes the time, so a blob pushed

@@ -457,7 +457,52 @@ def _link(conn: Connection, image_id: int, digest: str, size: int, *, stored: bo
         note_stored(conn, digest, size)
 
 
+# A blob linked into an image that exists already (every blob push but an image's first), the
+# image found by its registry's and its own name within the same statement: one statement on
+# the driver where looking up the registry, then the image, then inserting took three
+# executions through SQLAlchemy. SQLite only, whose writers take turns: on PostgreSQL the image
+# must be kept from a deletion under way first (`locks.image_kept`). RETURNING tells a link
+# made from none made (no such image, or linked already): `_ensure_image` then decides.
+_LINK_INTO_IMAGE = (
+    sqlite.insert(ImageBlob)
+    .from_select(
+        ["image_id", "digest", "size", "created_at"],
+        select(
+            Image.id,
+            bindparam("digest", type_=ImageBlob.digest.type),
+            bindparam("size", type_=ImageBlob.size.type),
+            bindparam("now", type_=ImageBlob.created_at.type),
+        )
+        .select_from(Image)
+        .join(Registry, Registry.id == Image.registry_id)
+        # A WHERE (SQLite then never reads ON CONFLICT as the join's ON) of bound values only.
+        .where(
+            Registry.name == bindparam("registry"),
+            Registry.status == bindparam("available"),
+            Image.name == bindparam("image"),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=["image_id", "digest"])
+    .returning(ImageBlob.image_id)
+)
+
+
+# PostgreSQL: the image found by name and kept from a deletion under way (`locks.image_kept`)
+# in one round trip, where the registry's id, the image's and its lock took three.
+_IMAGE_KEPT = _IMAGE_ID.with_for_update(read=True, key_share=True, of=Image)
+
+
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
+    if conn.dialect.name == "sqlite":
+        values = _params(repo, digest=digest, size=size, now=utcnow(), available="available")
+        if execute_on_driver(conn, _LINK_INTO_IMAGE, values):
+            note_stored(conn, digest, size)
+            return
+    elif conn.dialect.name == "postgresql":
+        image_id = conn.scalar(_IMAGE_KEPT, _params(repo))
+        if image_id is not None:
+            _link(conn, image_id, digest, size)
+            return
     _link(conn, _ensure_image(conn, repo)[1], digest, size)
 
 

@@ -3,9 +3,12 @@
 The blob becomes visible in storage first (durable), then the repository's link is written, so
 a 201 never names a blob the store lacks. The blob is recorded as a garbage candidate
 (`catalog/candidates.py`), so a blob written but never linked is still collected: before the
-bytes when a session takes chunks (in its claim), and with the link when the request carries
-the whole blob of a fresh session (one transaction, the session's drop; a process killed
-between the blob's rename and that commit leaves an unlinked blob for `ociregistry fsck`).
+bytes when a session takes chunks (in its claim). When the request carries the whole blob of a
+fresh session, the link is written in the transaction that drops the session, and a link is
+a reference the collector checks: no candidate is needed beside it, and one is recorded only
+when that drop loses (another request wrote to the session), in the same transaction. A
+process killed between the blob's rename and that commit leaves an unlinked blob for
+`ociregistry fsck`, as before.
 The `/v2` handlers call this; it knows nothing of HTTP.
 """
 
@@ -34,7 +37,8 @@ class BlobPushes:
         """Take the last chunk of a session, check the digest, store and link the blob.
 
         The garbage candidate is recorded in the session's claim and the link written with its
-        drop; a fresh session finished whole does both in its drop (see `Uploads.finish`)."""
+        drop; a fresh session finished whole links in its drop, and records the candidate
+        only if the drop loses (see `Uploads._finish_whole`)."""
         return await self.uploads.finish(
             session,
             digest,
