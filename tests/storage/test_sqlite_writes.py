@@ -185,40 +185,90 @@ print("released", flush=True)
 """
 
 
-async def test_a_write_behind_another_process_waits_on_the_thread(
-    db: Database, path: Path, commits: list[str]
+class _Holder:
+    """Another process that holds SQLite's write lock (with a row of its own in it) until
+    told to commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._line() == "holding"
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def release(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        assert self._line() == "released"
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+async def _until(db: Database, count: str, write: asyncio.Task[object]) -> None:
+    for _ in range(1000):  # the loop turning all along
+        await asyncio.sleep(0.01)
+        if db.write_counts[count]:
+            break
+    assert db.write_counts[count]
+    assert not write.done()
+
+
+async def test_a_write_behind_another_process_waits_on_the_loop(
+    db: Database, path: Path, commits: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While another process (a second worker, the CLI) holds SQLite's write lock, a write
-    must wait for it, and it waits on the writer thread, never in the busy handler on the
-    event loop: the loop goes on serving (here: it is what lets the other process go on)."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    """While another process (a second worker, the CLI) holds SQLite's write lock for a
+    moment, a write tries its BEGIN again between other tasks on the loop, never in the
+    busy handler, and then runs there as usual: no thread hop."""
+    monkeypatch.setattr(sqlite_writes, "BUSY_POLLS", 100_000)  # however slow the release
+    holder = _Holder(path)
     try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline().strip() == "holding"
         ran_on: list[str] = []
         write = asyncio.create_task(db.transaction(_insert(7, ran_on), durable=False))
-        for _ in range(1000):  # until the write waits on the thread, the loop turning
-            await asyncio.sleep(0.01)
-            if db.write_counts["busy"]:
-                break
-        assert db.write_counts["busy"] == 1
-        assert not write.done()
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
+        await _until(db, "busy polls", write)
+        holder.release()
         await write
-        assert holder.stdout.readline().strip() == "released"
     finally:
-        holder.kill()
-        holder.wait()
+        holder.stop()
+
+    assert ran_on == [threading.current_thread().name]
+    assert commits == ran_on
+    assert db.write_counts["inline"] == 1 and db.write_counts["busy polls"] >= 1
+    assert set(db.write_counts) == {"inline", "busy polls"}
+    assert await _numbers(db) == [6, 7]
+
+
+async def test_a_write_behind_another_process_waits_long_on_the_thread(
+    db: Database, path: Path, commits: list[str]
+) -> None:
+    """When the other process holds the lock past the tries on the loop, the write waits
+    for it on the writer thread, in SQLite's busy handler; the loop goes on serving (here:
+    it is what lets the other process go on)."""
+    holder = _Holder(path)
+    try:
+        ran_on: list[str] = []
+        write = asyncio.create_task(db.transaction(_insert(7, ran_on), durable=False))
+        await _until(db, "busy", write)
+        holder.release()
+        await write
+    finally:
+        holder.stop()
 
     assert len(ran_on) == 1 and ran_on[0].startswith(WRITER_THREAD)
     assert len(commits) == 1 and commits[0].startswith(WRITER_THREAD)
-    assert db.write_counts == {"busy": 1, "on thread": 1}
+    assert db.write_counts == {
+        "busy polls": sqlite_writes.BUSY_POLLS,
+        "busy": 1,
+        "on thread": 1,
+    }
     assert await _numbers(db) == [6, 7]
 
 

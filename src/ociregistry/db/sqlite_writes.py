@@ -11,11 +11,13 @@ of the push after the request handling itself. So a transaction here:
 
 1. begins on the event loop with `BEGIN IMMEDIATE` and no busy timeout. This process's
    writers take turns already (`Database._write_turn`), so only another process (a second
-   worker, the CLI) can hold SQLite's write lock: then the `BEGIN` fails at once, and the
-   whole transaction runs on the writer thread, whose busy handler may wait. The loop never
-   waits on the busy handler.
-2. runs its work on the loop, under a budget of `INLINE_BUDGET_SECONDS` that a progress
-   handler of sqlite3 checks while statements run. A work that takes longer (a garbage
+   worker, the CLI) can hold SQLite's write lock: then the `BEGIN` fails at once, is tried
+   again every millisecond for a while (`asyncio.sleep` between tries: the loop serves
+   other requests meanwhile), and when the lock is still held after that, the whole
+   transaction runs on the writer thread, whose busy handler may wait. The loop never waits
+   in the busy handler.
+2. runs its work on the loop, under a budget of `INLINE_BUDGET_SECONDS` of CPU that a
+   progress handler of sqlite3 checks while statements run. A work that takes longer (a garbage
    collection, the deletion of a large image) is interrupted, rolled back, and run again
    from the start on the writer thread, so no long write stalls the worker's requests. A
    work must therefore be a unit that can run twice: its only effects are its statements
@@ -49,20 +51,29 @@ from sqlalchemy.engine import Connection, Engine
 T = TypeVar("T")
 
 WRITER_THREAD = "ociregistry-sqlite-writer"
-# The longest a write may hold the event loop before it goes to the writer thread instead.
-# A small push's transactions take well under a millisecond; a spurious move (a process
-# descheduled mid-work) costs only the work done twice, never correctness.
+# The most CPU a write may spend on the event loop before it goes to the writer thread
+# instead. CPU time of the loop's thread, not wall time: waits for the GIL (sqlite3 lets it
+# go around each statement, and another thread may hold it for the 5 ms switch interval) and
+# for the processor on a loaded machine say nothing of the work's size, and moved 1 % of a
+# small push's transactions when they counted. A small push's transactions take well under a
+# millisecond.
 INLINE_BUDGET_SECONDS = 0.005
 # SQLite virtual machine instructions between two checks of the budget (each a Python call
 # of about a microsecond; a thousand instructions take some tens of microseconds).
 PROGRESS_STEPS = 1000
+# While another process holds the write lock: how often, and how many times, the event loop
+# tries the BEGIN again before the transaction goes to the writer thread, whose busy handler
+# then waits (up to SQLITE_BUSY_TIMEOUT_MS).
+BUSY_POLL_SECONDS = 0.001  # libuv (uvloop) times in whole milliseconds
+BUSY_POLLS = 20
 
 
 class SQLiteWrites:
     """Runs `work(connection)` as one transaction on `durable` (FULL) or `relaxed` (NORMAL)
     connections, as the module docstring says. `counts` says where each one went:
-    "inline" (begun and worked on the loop), "busy" (another process held the write lock:
-    run on the thread), "long" (over the budget: run again on the thread), "commit on
+    "inline" (begun and worked on the loop), "busy polls" (tries of the `BEGIN` again while
+    another process held the write lock), "busy" (it held the lock past them: run on the
+    thread), "long" (over the budget: run again on the thread), "commit on
     thread" (a durable commit), "on thread" (every transaction the thread ran whole)."""
 
     def __init__(self, durable: Engine, relaxed: Engine, busy_timeout_ms: int) -> None:
@@ -82,16 +93,16 @@ class SQLiteWrites:
         connection = engine.connect()
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        if not self._begin_now(driver):
+        if not self._begin_now(driver) and not await self._begin_soon(driver, connection):
             connection.close()
             self.counts["busy"] += 1
             return await self._on_thread(engine, work)
-        deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
+        deadline = time.thread_time() + INLINE_BUDGET_SECONDS
         overran = False
 
         def over_budget() -> int:
             nonlocal overran
-            overran = overran or time.perf_counter() > deadline
+            overran = overran or time.thread_time() > deadline
             return 1 if overran else 0  # non-zero interrupts the statement
 
         transaction = connection.begin()  # SQLAlchemy's record of the BEGIN made above
@@ -143,6 +154,22 @@ class SQLiteWrites:
         finally:
             driver.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         return True
+
+    async def _begin_soon(self, driver: sqlite3.Connection, connection: Connection) -> bool:
+        """Try the `BEGIN` again every `BUSY_POLL_SECONDS` while the loop serves others,
+        `BUSY_POLLS` times: another worker's transactions hold the lock for a millisecond or
+        so, and SQLite's own busy handler would sleep 1, 2, 5, 10 ms between its tries, on a
+        thread. False when the lock is still held after that."""
+        try:
+            for _ in range(BUSY_POLLS):
+                self.counts["busy polls"] += 1
+                await asyncio.sleep(BUSY_POLL_SECONDS)
+                if self._begin_now(driver):
+                    return True
+        except BaseException:  # cancelled while waiting: nothing was begun
+            connection.close()
+            raise
+        return False
 
     async def _on_thread(self, engine: Engine, work: Callable[[Connection], T]) -> T:
         """The whole transaction on the writer thread, its busy handler free to wait."""
