@@ -17,8 +17,8 @@ PostgreSQL commits every transaction durably.
 
 SQLite's write transactions run on the event loop when they are short and no other process
 holds the write lock, their durable commits (and the others) on one writer thread:
-`sqlite_writes` says how and why (the GIL hand-offs of a thread per transaction cost a small
-push more system time than anything else).
+`sqlite_writes` says how and why (a transaction on a pool thread handed the GIL back and
+forth around every statement).
 
 SQLite reads run inline on the event loop, on one connection per process: they are indexed
 point lookups in a local file that take microseconds, less than a hop to a worker thread
