@@ -15,6 +15,11 @@ A process crash loses nothing either way: the commit is in the WAL, in the page 
 saves one fsync per such commit, two of the three per blob a small push pays otherwise.
 PostgreSQL commits every transaction durably.
 
+SQLite's write transactions run on the event loop when they are short and no other process
+holds the write lock, their durable commits (and the others) on one writer thread:
+`sqlite_writes` says how and why (a transaction on a pool thread handed the GIL back and
+forth around every statement).
+
 SQLite reads run inline on the event loop, on one connection per process: they are indexed
 point lookups in a local file that take microseconds, less than a hop to a worker thread
 would. Lists and counts (the console's searches, `COUNT` over subqueries) can take
@@ -75,6 +80,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -84,6 +90,8 @@ from sqlalchemy import Executable, create_engine, event, exc, text
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.engine.result import ScalarResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ociregistry.db.sqlite_writes import SQLiteWrites
 
 T = TypeVar("T")
 log = logging.getLogger("ociregistry.db")
@@ -96,8 +104,11 @@ _PRAGMAS = (
     "foreign_keys=ON",
 )
 # The same, for the writer of commits that need no fsync of their own (see above).
-_RELAXED_PRAGMAS = tuple(
-    "synchronous=NORMAL" if pragma == "synchronous=FULL" else pragma for pragma in _PRAGMAS
+# Its commits may run on the event loop, so they never checkpoint (a checkpoint syncs and
+# copies pages): the durable commits, on the writer thread, do (see `sqlite_writes`).
+_RELAXED_PRAGMAS = (
+    *("synchronous=NORMAL" if pragma == "synchronous=FULL" else pragma for pragma in _PRAGMAS),
+    "wal_autocheckpoint=0",
 )
 
 
@@ -241,7 +252,9 @@ def _sqlite_sync_engine(url: str, pragmas: tuple[str, ...] = _PRAGMAS) -> Engine
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction begun on the event loop made its BEGIN already, without waiting.
+        if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -303,6 +316,7 @@ class Database:
         self._inline: InlineReader | None = None
         self._sync_writer: Engine | None = None
         self._relaxed_writer: Engine | None = None
+        self._sqlite_writes: SQLiteWrites | None = None
         self._offloaded: Engine | None = None
         # SQLite takes one writer at a time; queueing this process's writers here costs
         # nothing, while letting them collide costs busy-handler sleeps of milliseconds.
@@ -314,6 +328,9 @@ class Database:
             self._writer = _sqlite_engine(url)
             self._sync_writer = _sqlite_sync_engine(url)
             self._relaxed_writer = _sqlite_sync_engine(url, _RELAXED_PRAGMAS)
+            self._sqlite_writes = SQLiteWrites(
+                self._sync_writer, self._relaxed_writer, SQLITE_BUSY_TIMEOUT_MS
+            )
             self._offloaded = _sqlite_read_engine(url)
         else:
             self._writer = create_async_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=0)
@@ -331,17 +348,14 @@ class Database:
         On PostgreSQL a `work` that PostgreSQL kills in a deadlock or a serialization failure
         runs again from the start, in a new transaction (RETRY_ATTEMPTS runs in all): it must
         have no effect but its statements and what it returns. SQLite needs no retry, since
-        its writers take turns."""
-        if self._sync_writer is not None:
-            engine = self._sync_writer if durable else self._relaxed_writer
-            assert engine is not None
+        its writers take turns.
 
-            def run() -> T:
-                with engine.begin() as connection:
-                    return work(connection)
-
+        On SQLite the work runs on the event loop when it is short and no other process
+        holds the write lock, else on one writer thread; a durable commit is made on that
+        thread (see `sqlite_writes`). So there too a `work` must be able to run twice."""
+        if self._sqlite_writes is not None:
             async with self._write_turn:
-                return await asyncio.to_thread(run)
+                return await self._sqlite_writes.run(work, durable)
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
                 async with self._writer.begin() as connection:
@@ -487,7 +501,14 @@ class Database:
         if self._relaxed_writer is not None:
             watch(self._relaxed_writer)
 
+    @property
+    def write_counts(self) -> Counter[str]:
+        """Where SQLite's write transactions ran (see `SQLiteWrites.counts`); empty elsewhere."""
+        return Counter() if self._sqlite_writes is None else self._sqlite_writes.counts
+
     async def dispose(self) -> None:
+        if self._sqlite_writes is not None:
+            self._sqlite_writes.dispose()
         if self._inline is not None:
             self._inline.dispose()
         if self._sync_writer is not None:
