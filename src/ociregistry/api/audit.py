@@ -8,10 +8,16 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ociregistry.api.common import caller, list_params, listing, rfc3339, services
+from ociregistry.api.common import (
+    caller,
+    encode_cursor,
+    keyset_params,
+    listing,
+    rfc3339,
+    services,
+)
 from ociregistry.auth.policy import is_platform_admin
-from ociregistry.catalog.audit import AUDIT_SORTS, AuditRecord
-from ociregistry.catalog.listings import parse_sort
+from ociregistry.catalog.audit import AuditRecord
 from ociregistry.db.models import AuditEvent, Registry
 from ociregistry.errors import InvalidArgument
 
@@ -38,8 +44,7 @@ def event_json(event: AuditRecord) -> dict:
 
 async def list_events(request: Request) -> JSONResponse:
     principal = await caller(request)
-    page, q, sort = list_params(request)
-    order = parse_sort(sort, AUDIT_SORTS, "-at")
+    page, q, sort = keyset_params(request, "audit")
     filters = {}
     for name in FILTERS:
         value = request.query_params.get(name)
@@ -53,7 +58,12 @@ async def list_events(request: Request) -> JSONResponse:
     else:
         owned = select(Registry.name).where(policy.administered(principal))
         where = AuditEvent.registry_name.in_(owned)
-    events, total = await services(request).audit.list(
-        where=where, filters=filters, q=q, order=order, page=page
+    events, total, following = await services(request).audit.page(
+        where=where, filters=filters, q=q, sort=sort, page=page
     )
-    return listing([event_json(event) for event in events], total, page)
+    return listing(
+        [event_json(event) for event in events],
+        total,
+        page,
+        following=encode_cursor("audit", sort, q, following),
+    )

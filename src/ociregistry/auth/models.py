@@ -38,6 +38,7 @@ class ProjectGroup(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    member_count: Mapped[int] = mapped_column(Integer, server_default="0")  # kept by triggers
 
 
 class GroupMember(Base):

@@ -20,14 +20,23 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from ociregistry.catalog.listings import Page
+from ociregistry.catalog.listings import (
+    Key,
+    Page,
+    Total,
+    bounded_total,
+    keyset_order,
+    keyset_page,
+    keyset_rows,
+    name_contains,
+    searched_first,
+)
 from ociregistry.db.database import Database
 from ociregistry.db.models import AuditEvent, utcnow
-from ociregistry.db.sql import escape_like
 
 PRUNE_EVERY_SECONDS = 3600
 
@@ -116,23 +125,31 @@ class AuditLog:
             else:
                 batch.set_result(None)
 
-    async def list(
+    async def page(
         self,
         *,
         where: ColumnElement[bool],
         filters: dict[str, str],
         q: str | None,
-        order: list[Any],
+        sort: str | None,
         page: Page,
-    ) -> tuple[list[AuditRecord], int]:
+    ) -> tuple[list[AuditRecord], Total, Key | None]:
         """Events matching `where` (the policy's condition for the caller), `filters` (exact
-        actor, action, registry, outcome) and `q` (in the target), in `order`."""
+        actor, action, registry, outcome) and `q` (in the target), newest first unless `sort`
+        says `at`: a range of the index of the filter's column, the time and the id
+        (migration 0018), after the page's key; their number counted up to
+        SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
         conditions = [where]
-        if q:
-            conditions.append(AuditEvent.target.like(f"%{escape_like(q)}%", escape="\\"))
         for name, value in filters.items():
             column = AuditEvent.registry_name if name == "registry" else getattr(AuditEvent, name)
             conditions.append(column == value)
+        chosen = select(AuditEvent.id).where(*conditions)
+        if q:
+            url = self.db.url
+            named = name_contains(url, AuditEvent.id, AuditEvent.target, "audit_search", q)
+            chosen = searched_first(url, chosen.where(named), AuditEvent.id)
+            conditions = [AuditEvent.id.in_(chosen)]
+        order = keyset_order(sort, AUDIT_SORTS, "-at", AuditEvent.id)
         query = select(
             AuditEvent.actor,
             AuditEvent.client,
@@ -148,12 +165,7 @@ class AuditLog:
             AuditEvent.id,
         ).where(*conditions)
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, AuditEvent.id.desc())
-                    .offset(page.offset)
-                    .limit(page.size)
-                )
-            ).all()
-        return [AuditRecord(*row) for row in rows], total or 0
+            total = await bounded_total(conn, chosen)
+            rows = (await conn.execute(keyset_page(query, order, page))).all()
+        rows, following = keyset_rows(rows, page, order)
+        return [AuditRecord(*row) for row in rows], total, following
