@@ -348,6 +348,7 @@ def _seed_accounts(conn: Connection, seeded: Seeded, size: int) -> None:
                 {"group_id": groups[f"grp{n:06d}"], "user_id": user, "role": "owner"},
                 {"group_id": crowd, "user_id": user, "role": "guest"},
             ]
+            members[-2:] = [m | {"username": f"u{n:06d}"} for m in members[-2:]]
         conn.execute(insert(GroupMember), [m | {"created_at": base} for m in members])
         conn.execute(
             insert(PersonalAccessToken),

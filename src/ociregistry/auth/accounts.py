@@ -38,9 +38,8 @@ from ociregistry.catalog.listings import (
     Page,
     Total,
     bounded_total,
+    keyset_fetch,
     keyset_order,
-    keyset_page,
-    keyset_rows,
     name_contains,
     searched_first,
 )
@@ -221,6 +220,7 @@ class Accounts:
                     GroupMember.__table__.insert().values(
                         group_id=group.inserted_primary_key[0],
                         user_id=user_id,
+                        username=username,
                         role="owner",
                         created_at=utcnow(),
                     )
@@ -289,10 +289,9 @@ class Accounts:
         query = select(*_USER_COLUMNS)
         if q:
             query = query.where(User.id.in_(chosen))
-        query = keyset_page(query, order, page)
         async with self.db.read(offload=True) as conn:
             total = await bounded_total(conn, chosen)
-            rows, following = keyset_rows((await conn.execute(query)).all(), page, order)
+            rows, following = await keyset_fetch(conn, query, order, page)
         return [UserInfo(*row) for row in rows], total, following
 
     async def _update_user(self, username: str, **values: object) -> None:
@@ -539,8 +538,7 @@ class Accounts:
             query = query.where(PersonalAccessToken.user_id == user_id)
         async with self.db.read(offload=True) as conn:
             total = await bounded_total(conn, chosen)
-            rows = (await conn.execute(keyset_page(query, order, page))).all()
-        rows, following = keyset_rows(rows, page, order)
+            rows, following = await keyset_fetch(conn, query, order, page)
         return [TokenInfo(*row) for row in rows], total, following
 
     async def revoke_token(self, username: str, public_id: str) -> None:

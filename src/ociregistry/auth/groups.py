@@ -19,9 +19,8 @@ from ociregistry.catalog.listings import (
     Page,
     Total,
     bounded_total,
+    keyset_fetch,
     keyset_order,
-    keyset_page,
-    keyset_rows,
     name_contains,
     searched_first,
 )
@@ -34,7 +33,9 @@ _GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 
 GROUP_SORTS: dict[str, Any] = {"name": ProjectGroup.name, "created_at": ProjectGroup.created_at}
-MEMBER_SORTS: dict[str, Any] = {"name": User.username, "username": User.username}
+# A member's username is kept beside the membership (usernames never change), so that a
+# group's members by name are one range of the index (group, username) (migration 0018).
+MEMBER_SORTS: dict[str, Any] = {"name": GroupMember.username, "username": GroupMember.username}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,11 @@ class Groups:
             group_id = result.inserted_primary_key[0]
             await conn.execute(
                 GroupMember.__table__.insert().values(
-                    group_id=group_id, user_id=owner_id, role="owner", created_at=utcnow()
+                    group_id=group_id,
+                    user_id=owner_id,
+                    username=owner,
+                    role="owner",
+                    created_at=utcnow(),
                 )
             )
         return group_id
@@ -100,7 +105,11 @@ class Groups:
             if group_id is None or user_id is None:
                 raise AccountUnknown(f"no project group {group!r} or no user {username!r}")
             upsert = dialect_insert(conn, GroupMember.__table__).values(
-                group_id=group_id, user_id=user_id, role=role, created_at=utcnow()
+                group_id=group_id,
+                user_id=user_id,
+                username=username,
+                role=role,
+                created_at=utcnow(),
             )
             await conn.execute(
                 upsert.on_conflict_do_update(
@@ -183,10 +192,10 @@ class Groups:
             chosen = searched_first(url, chosen.where(named), ProjectGroup.id)
             conditions = [ProjectGroup.id.in_(chosen)]
         order = keyset_order(sort, GROUP_SORTS, "name", ProjectGroup.id)
-        query = keyset_page(self._view_query(user_id).where(*conditions), order, page)
+        query = self._view_query(user_id).where(*conditions)
         async with self.db.read(offload=True) as conn:
             total = await bounded_total(conn, chosen)
-            rows, following = keyset_rows((await conn.execute(query)).all(), page, order)
+            rows, following = await keyset_fetch(conn, query, order, page)
         return [GroupView(*row) for row in rows], total, following
 
     async def member_page(
@@ -194,19 +203,16 @@ class Groups:
     ) -> tuple[list[Member], Total, Key | None]:
         """One page of a group's members by name, after the page's key; the total is the
         group's maintained member count."""
-        order = keyset_order(sort, MEMBER_SORTS, "username", User.id)
+        order = keyset_order(sort, MEMBER_SORTS, "username", GroupMember.user_id)
         group_id = select(ProjectGroup.id).where(ProjectGroup.name == group).scalar_subquery()
-        query = (
-            select(User.username, GroupMember.role)
-            .join(GroupMember, GroupMember.user_id == User.id)
-            .where(GroupMember.group_id == group_id)
+        query = select(GroupMember.username, GroupMember.role).where(
+            GroupMember.group_id == group_id
         )
         async with self.db.read(offload=True) as conn:
             count = await conn.scalar(
                 select(ProjectGroup.member_count).where(ProjectGroup.name == group)
             )
-            rows = (await conn.execute(keyset_page(query, order, page))).all()
-        rows, following = keyset_rows(rows, page, order)
+            rows, following = await keyset_fetch(conn, query, order, page)
         return [Member(*row) for row in rows], Total(count or 0), following
 
     async def list(self) -> list[str]:

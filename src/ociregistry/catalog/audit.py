@@ -29,9 +29,8 @@ from ociregistry.catalog.listings import (
     Page,
     Total,
     bounded_total,
+    keyset_fetch,
     keyset_order,
-    keyset_page,
-    keyset_rows,
     name_contains,
     searched_first,
 )
@@ -128,18 +127,18 @@ class AuditLog:
     async def page(
         self,
         *,
-        where: ColumnElement[bool],
+        where: ColumnElement[bool] | None,
         filters: dict[str, str],
         q: str | None,
         sort: str | None,
         page: Page,
     ) -> tuple[list[AuditRecord], Total, Key | None]:
-        """Events matching `where` (the policy's condition for the caller), `filters` (exact
+        """Events matching `where` (the policy's condition for the caller, if any), `filters` (exact
         actor, action, registry, outcome) and `q` (in the target), newest first unless `sort`
         says `at`: a range of the index of the filter's column, the time and the id
         (migration 0018), after the page's key; their number counted up to
         SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
-        conditions = [where]
+        conditions = [] if where is None else [where]
         for name, value in filters.items():
             column = AuditEvent.registry_name if name == "registry" else getattr(AuditEvent, name)
             conditions.append(column == value)
@@ -166,6 +165,5 @@ class AuditLog:
         ).where(*conditions)
         async with self.db.read(offload=True) as conn:
             total = await bounded_total(conn, chosen)
-            rows = (await conn.execute(keyset_page(query, order, page))).all()
-        rows, following = keyset_rows(rows, page, order)
+            rows, following = await keyset_fetch(conn, query, order, page)
         return [AuditRecord(*row) for row in rows], total, following

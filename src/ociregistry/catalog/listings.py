@@ -493,34 +493,39 @@ def _decode_keyset(after: Key, order: KeysetOrder) -> Key:
     return tuple(values)
 
 
-def _beyond_nullable(order: KeysetOrder, key: Key) -> ColumnElement[bool]:
-    """`_beyond` over a nullable sort column, whose NULLs come first ascending."""
+def _ranges(order: KeysetOrder, key: Key) -> list[ColumnElement[bool]]:
+    """The index ranges holding the rows after `key`, in the list's order: one range, but
+    for a nullable sort column, whose NULLs (first ascending, last descending) are a range
+    of their own; a condition joining both (`OR`) could only be tested row by row."""
     column, id_column = order.keys
+    if not order.nullable:
+        return [_beyond(order.keys, key, order.descending)]
     value, row_id = key
+    if value is None and order.descending:
+        return [and_(column.is_(None), id_column < row_id)]
     if value is None:
-        if order.descending:
-            return and_(column.is_(None), id_column < row_id)
-        return or_(column.is_not(None), and_(column.is_(None), id_column > row_id))
+        return [and_(column.is_(None), id_column > row_id), column.is_not(None)]
     beyond = _beyond(order.keys, key, order.descending)
-    return or_(beyond, column.is_(None)) if order.descending else beyond
+    return [beyond, column.is_(None)] if order.descending else [beyond]
 
 
-def keyset_page(query: Select[Any], order: KeysetOrder, page: Page) -> Select[Any]:
-    """`query`'s rows of `page` (one more, to tell whether more follow), with the key columns
-    last: after the page's key (an index range) or, by number, after its offset."""
+async def keyset_fetch(
+    conn: Any, query: Select[Any], order: KeysetOrder, page: Page
+) -> tuple[list[Any], Key | None]:
+    """`query`'s rows of `page`, in `order`: after the page's key (each of its index ranges
+    in turn, until the page is full) or, by number, after its offset; and the key of the
+    last row when more rows follow."""
+    ranges: list[Any] = [None]
     if page.after is not None:
-        after = _decode_keyset(page.after, order)
-        if order.nullable:
-            query = query.where(_beyond_nullable(order, after))
-        else:
-            query = query.where(_beyond(order.keys, after, order.descending))
-    query = query.add_columns(*order.keys).order_by(*order.order)
-    return query.offset(page.offset).limit(page.size + 1)
-
-
-def keyset_rows(rows: list[Any], page: Page, order: KeysetOrder) -> tuple[list[Any], Key | None]:
-    """The rows of a `keyset_page` without their key columns, and the key of the last one
-    when more rows follow."""
+        ranges = list(_ranges(order, _decode_keyset(page.after, order)))
+    rows: list[Any] = []
+    for condition in ranges:
+        part = query if condition is None else query.where(condition)
+        part = part.add_columns(*order.keys).order_by(*order.order)
+        part = part.offset(page.offset).limit(page.size + 1 - len(rows))
+        rows += (await conn.execute(part)).all()
+        if len(rows) > page.size:
+            break
     rows, following = _last_key(rows, page, len(order.keys))
     return [row[: -len(order.keys)] for row in rows], following
 

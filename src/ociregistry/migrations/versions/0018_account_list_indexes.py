@@ -7,12 +7,18 @@ Create Date: 2026-12-06 08:40:00
 Issue 15, flat growth, for the management lists that paged by number with an exact COUNT(*)
 per request. Each sort they offer gets an index that ends with the row id (the lists'
 tie-break), so a page after a cursor is one index range read in order; each filter of the
-audit log gets one too (its column, then the time, then the id). `project_groups.member_count`
-is kept by triggers on `group_members`, as `images.tag_count` is (migration 0009), so the group
-list no longer counts every group's members per row. Name searches (`LIKE '%q%'` of user,
-group and token names and of audit targets) get trigram indexes as image and tag names have:
-FTS5 tables kept by triggers on SQLite, `pg_trgm` on PostgreSQL (when the extension can be
-created). The indexed names and targets never change, so insert and delete keep the tables.
+audit log gets one too (its column, then the time, then the id).
+
+`project_groups.member_count` is kept by triggers on `group_members`, as `images.tag_count`
+is (migration 0009), so the group list no longer counts every group's members per row.
+`group_members.username` keeps each member's username (usernames never change), so that a
+group's members by name are one range of the index (group, username) instead of a sort of
+every member.
+
+Name searches (`LIKE '%q%'` of user, group and token names and of audit targets) get trigram
+indexes as image and tag names have: FTS5 tables kept by triggers on SQLite, `pg_trgm` on
+PostgreSQL (when the extension can be created). The indexed names and targets never change,
+so insert and delete keep the tables.
 
 A nullable sort column (a token's last use, its expiry) lists its NULLs first ascending (as
 SQLite does); on PostgreSQL its index says so (`NULLS FIRST`), or it could not give that order.
@@ -115,6 +121,15 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("member_count", sa.Integer(), nullable=False, server_default="0")
         )
+    with op.batch_alter_table("group_members") as batch:
+        batch.add_column(sa.Column("username", sa.String(64), nullable=False, server_default=""))
+    op.execute(
+        "UPDATE group_members SET username = (SELECT username FROM users"
+        " WHERE users.id = group_members.user_id)"
+    )
+    op.create_index(
+        "ix_group_members_username", "group_members", ["group_id", "username", "user_id"]
+    )
     op.execute(
         "UPDATE project_groups SET member_count = (SELECT count(*) FROM group_members"
         " WHERE group_members.group_id = project_groups.id)"
@@ -135,8 +150,8 @@ def _trigram_indexes() -> None:
     try:
         with bind.begin_nested():
             bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-            for search, table, column in _SEARCHES:
-                index = f"ix_{search}_trgm ON {table} USING gin ({column} gin_trgm_ops)"
+            for _search, table, column in _SEARCHES:
+                index = f"ix_{table}_{column}_trgm ON {table} USING gin ({column} gin_trgm_ops)"
                 bind.execute(sa.text(f"CREATE INDEX {index}"))
     except sa.exc.DBAPIError:
         pass
@@ -147,8 +162,8 @@ def downgrade() -> None:
     if postgresql:
         op.execute("DROP TRIGGER IF EXISTS group_members_counted ON group_members")
         op.execute("DROP FUNCTION IF EXISTS ociregistry_count_members()")
-        for search, _table, _column in _SEARCHES:
-            op.execute(f"DROP INDEX IF EXISTS ix_{search}_trgm")
+        for _search, table, column in _SEARCHES:
+            op.execute(f"DROP INDEX IF EXISTS ix_{table}_{column}_trgm")
     else:
         op.execute("DROP TRIGGER IF EXISTS group_members_counted_in")
         op.execute("DROP TRIGGER IF EXISTS group_members_counted_out")
@@ -158,6 +173,9 @@ def downgrade() -> None:
             op.execute(f"DROP TABLE IF EXISTS {search}")
     with op.batch_alter_table("project_groups") as batch:
         batch.drop_column("member_count")
+    op.drop_index("ix_group_members_username", table_name="group_members")
+    with op.batch_alter_table("group_members") as batch:
+        batch.drop_column("username")
     for name, table, columns in _REPLACED:
         op.create_index(name, table, columns)
     for name, table, _columns in reversed(_INDEXES):
