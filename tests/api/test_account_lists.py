@@ -43,6 +43,7 @@ LISTS = [
     ("/api/v1/project-groups", ("name", "-name", "created_at", "-created_at"), "name"),
     ("/api/v1/project-groups?q=walker", ("name", "-created_at"), "name"),
     (MEMBERS, ("username", "-username"), "username"),
+    (f"{MEMBERS}?q=member", ("username", "-username"), "username"),
     (
         TOKEN_LIST,
         (
@@ -346,13 +347,16 @@ def test_the_cursor_shows_each_caller_what_the_policy_lets_them_see(
     registry.run(services.groups.create("viewer-team", "viewer"))
     registry.run(services.groups.set_member("crowd", "viewer", "guest"))
     registry.run(services.registries.create("viewed", kind="user", owner="viewer"))
+    registry.run(services.registries.create("viewed2", kind="user", owner="viewer"))
     registry.run(
         services.db.transaction(
             lambda conn: write_events(
                 conn,
                 [
                     AuditRecord("x", "127.0.0.1", None, "a.b", "POST", f"/t/{n}", reg, 200, "ok")
-                    for n, reg in enumerate(("viewed", "walked", "viewed", None, "viewed"))
+                    for n, reg in enumerate(
+                        ("viewed", "walked", "viewed2", None, "viewed", "viewed2", "viewed")
+                    )
                 ],
             )
         )
@@ -369,10 +373,15 @@ def test_the_cursor_shows_each_caller_what_the_policy_lets_them_see(
         assert len(_walk(registry, "/api/v1/project-groups", registry.client, "name")) > 3
         assert _walk(registry, "/api/v1/users/me/tokens", viewer, "name") == ["v0", "v1", "v2"]
         assert _get(registry, TOKEN_LIST, viewer).status_code == 404
-        events = _walk(registry, "/api/v1/audit-log", viewer, "registry")
-        assert events and set(events) == {"viewed"}
+        # Their two registries' events, each registry's range merged, page after page.
+        for sort in ("-at", "at"):
+            events = _walk(registry, f"/api/v1/audit-log?sort={sort}", viewer, "id")
+            one_page = _get(registry, "/api/v1/audit-log", viewer, sort=sort, page_size=100)
+            assert events == [event["id"] for event in one_page.json()["items"]]
+            assert {e["registry"] for e in one_page.json()["items"]} == {"viewed", "viewed2"}
+            assert len(events) == 5
         everything = _walk(registry, "/api/v1/audit-log?action=a.b", registry.client, "registry")
-        assert len(everything) == 5
+        assert len(everything) == 7
         refused = _get(registry, "/api/v1/users", viewer)
         assert refused.status_code == 403, refused.text
         assert refused.json()["error"]["code"] == "PERMISSION_DENIED"

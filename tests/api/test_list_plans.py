@@ -435,6 +435,7 @@ PLAN_CASES = [
     ("/api/v1/project-groups?sort=-created_at&page_size=2&cursor={next}", None),
     ("/api/v1/project-groups?q=walker", "groups"),
     (ACCOUNT_MEMBERS, None),
+    (f"{ACCOUNT_MEMBERS}?q=walker", "users"),
     (f"{ACCOUNT_MEMBERS}?sort=-username&page_size=2&cursor={{next}}", None),
     (ACCOUNT_TOKENS, None),
     (f"{ACCOUNT_TOKENS}?sort=-created_at&page_size=2&cursor={{next}}", None),

@@ -4,7 +4,6 @@ every event; a registry's owners see the events of their registries (the policy'
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -18,7 +17,6 @@ from ociregistry.api.common import (
 )
 from ociregistry.auth.policy import is_platform_admin
 from ociregistry.catalog.audit import AuditRecord
-from ociregistry.db.models import AuditEvent, Registry
 from ociregistry.errors import InvalidArgument
 
 FILTERS = ("actor", "action", "registry", "outcome")
@@ -52,13 +50,12 @@ async def list_events(request: Request) -> JSONResponse:
             if len(value) > MAX_FILTER_LENGTH:
                 raise InvalidArgument(f"{name} is too long", detail={"field": name})
             filters[name] = value
-    policy = services(request).policy
-    where = None  # platform admins see every event
+    parts = services(request)
+    registries = None  # platform admins see every event, others their registries'
     if not is_platform_admin(principal):
-        owned = select(Registry.name).where(policy.administered(principal))
-        where = AuditEvent.registry_name.in_(owned)
-    events, total, following = await services(request).audit.page(
-        where=where, filters=filters, q=q, sort=sort, page=page
+        registries = parts.policy.administered(principal)
+    events, total, following = await parts.audit.page(
+        registries=registries, filters=filters, q=q, sort=sort, page=page
     )
     return listing(
         [event_json(event) for event in events],

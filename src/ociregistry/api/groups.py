@@ -78,15 +78,15 @@ async def create_group(request: Request) -> JSONResponse:
 async def list_members(request: Request) -> JSONResponse:
     principal = await caller(request)
     await _group_id(request, principal)
-    page, _, sort = keyset_params(request, "members")
+    page, q, sort = keyset_params(request, "members")
     members, total, following = await services(request).groups.member_page(
-        request.path_params["group"], sort=sort, page=page
+        request.path_params["group"], q=q, sort=sort, page=page
     )
     return listing(
         [{"username": m.username, "role": m.role} for m in members],
         total,
         page,
-        following=encode_cursor("members", sort, None, following),
+        following=encode_cursor("members", sort, q, following),
     )
 
 

@@ -34,6 +34,7 @@ from ociregistry.auth.secrets import (
 )
 from ociregistry.catalog.listings import (
     FIRST_PAGE,
+    TRIGRAM,
     Key,
     Page,
     Total,
@@ -132,6 +133,15 @@ _TOKEN_STATE = select(
 )
 
 
+_TOKEN_COLUMNS = (  # a TokenInfo's
+    PersonalAccessToken.public_id,
+    PersonalAccessToken.name,
+    PersonalAccessToken.read_only,
+    PersonalAccessToken.expires_at,
+    PersonalAccessToken.revoked_at,
+    PersonalAccessToken.last_used_at,
+    PersonalAccessToken.created_at,
+)
 _REVOKED_SESSION = select(RevokedSession.jti).where(RevokedSession.jti == bindparam("jti"))
 
 
@@ -477,15 +487,7 @@ class Accounts:
         """One page of a user's tokens whose name contains `q`, and how many there are
         (oldest first unless `order` says otherwise)."""
         query = (
-            select(
-                PersonalAccessToken.public_id,
-                PersonalAccessToken.name,
-                PersonalAccessToken.read_only,
-                PersonalAccessToken.expires_at,
-                PersonalAccessToken.revoked_at,
-                PersonalAccessToken.last_used_at,
-                PersonalAccessToken.created_at,
-            )
+            select(*_TOKEN_COLUMNS)
             .join(User, User.id == PersonalAccessToken.user_id)
             .where(User.username == username)
         )
@@ -517,21 +519,13 @@ class Accounts:
             named = name_contains(
                 url, PersonalAccessToken.id, PersonalAccessToken.name, "tokens_search", q
             )
-            # `user_id + 0`: driven from the trigram index, not a walk of the user's tokens
-            chosen = select(PersonalAccessToken.id).where(
-                PersonalAccessToken.user_id + 0 == user_id, named
-            )
+            mine = PersonalAccessToken.user_id == user_id
+            if len(q) >= TRIGRAM:  # `+ 0`: from the trigram index, not a walk of the tokens
+                mine = PersonalAccessToken.user_id + 0 == user_id
+            chosen = select(PersonalAccessToken.id).where(mine, named)
             chosen = searched_first(url, chosen, PersonalAccessToken.id)
         order = keyset_order(sort, TOKEN_SORTS, "created_at", PersonalAccessToken.id)
-        query = select(
-            PersonalAccessToken.public_id,
-            PersonalAccessToken.name,
-            PersonalAccessToken.read_only,
-            PersonalAccessToken.expires_at,
-            PersonalAccessToken.revoked_at,
-            PersonalAccessToken.last_used_at,
-            PersonalAccessToken.created_at,
-        )
+        query = select(*_TOKEN_COLUMNS)
         if q:
             query = query.where(PersonalAccessToken.id.in_(chosen))
         else:

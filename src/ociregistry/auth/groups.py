@@ -199,21 +199,37 @@ class Groups:
         return [GroupView(*row) for row in rows], total, following
 
     async def member_page(
-        self, group: str, *, sort: str | None = None, page: Page = FIRST_PAGE
+        self,
+        group: str,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = FIRST_PAGE,
     ) -> tuple[list[Member], Total, Key | None]:
-        """One page of a group's members by name, after the page's key; the total is the
-        group's maintained member count."""
+        """One page of a group's members by name (whose name contains `q`), after the page's
+        key; the total is the group's maintained member count, or a search's matches
+        counted up to SEARCH_COUNT_LIMIT. A search finds the users of that name first
+        (their trigram index), then their memberships."""
         order = keyset_order(sort, MEMBER_SORTS, "username", GroupMember.user_id)
         group_id = select(ProjectGroup.id).where(ProjectGroup.name == group).scalar_subquery()
         query = select(GroupMember.username, GroupMember.role).where(
             GroupMember.group_id == group_id
         )
+        if q:
+            url = self.db.url
+            named = name_contains(url, User.id, User.username, "users_search", q)
+            users = searched_first(url, select(User.id).where(named), User.id)
+            query = query.where(GroupMember.user_id.in_(users))
         async with self.db.read(offload=True) as conn:
-            count = await conn.scalar(
-                select(ProjectGroup.member_count).where(ProjectGroup.name == group)
-            )
+            if q:
+                total = await bounded_total(conn, query)
+            else:
+                count = await conn.scalar(
+                    select(ProjectGroup.member_count).where(ProjectGroup.name == group)
+                )
+                total = Total(count or 0)
             rows, following = await keyset_fetch(conn, query, order, page)
-        return [Member(*row) for row in rows], Total(count or 0), following
+        return [Member(*row) for row in rows], total, following
 
     async def list(self) -> list[str]:
         async with self.db.read() as conn:

@@ -509,15 +509,19 @@ def _ranges(order: KeysetOrder, key: Key) -> list[ColumnElement[bool]]:
     return [beyond, column.is_(None)] if order.descending else [beyond]
 
 
+def keyset_ranges(order: KeysetOrder, after: Key | None) -> list[ColumnElement[bool]]:
+    """The conditions of the index ranges after the key `after` (none without one), for a
+    query that reads them in parts of its own."""
+    return [] if after is None else _ranges(order, _decode_keyset(after, order))
+
+
 async def keyset_fetch(
     conn: Any, query: Select[Any], order: KeysetOrder, page: Page
 ) -> tuple[list[Any], Key | None]:
     """`query`'s rows of `page`, in `order`: after the page's key (each of its index ranges
     in turn, until the page is full) or, by number, after its offset; and the key of the
     last row when more rows follow."""
-    ranges: list[Any] = [None]
-    if page.after is not None:
-        ranges = list(_ranges(order, _decode_keyset(page.after, order)))
+    ranges: list[Any] = keyset_ranges(order, page.after) or [None]
     rows: list[Any] = []
     for condition in ranges:
         part = query if condition is None else query.where(condition)
