@@ -11,19 +11,25 @@ cursor changes nothing of it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import delete, func, select, update
 
 from ociregistry.api.common import MAX_PAGED_ITEMS
 from ociregistry.auth.models import PersonalAccessToken, ProjectGroup, User
 from ociregistry.catalog.audit import AuditRecord, write_events
+from ociregistry.db.database import MIGRATIONS, _sqlite_engine
 from ociregistry.db.models import AuditEvent, utcnow
 from support.inprocess import InProcessRegistry
 from support.pgcluster import PostgresCluster
@@ -404,3 +410,59 @@ def test_searches_find_names_through_their_index(registry: InProcessRegistry) ->
     assert events["items"] and all("walked/path/1" in e["target"] for e in events["items"])
     groups = _get(registry, "/api/v1/project-groups", q="rowd").json()["items"]
     assert [g["name"] for g in groups] == ["crowd"]
+
+
+def test_migration_0018_keeps_the_memberships_and_counts_them(tmp_path: Path) -> None:
+    """A database of before 0018, with memberships, comes through the upgrade (and back)
+    with every membership, its username and the groups' member counts (SQLite: a batch copy
+    of `project_groups` would have dropped the table under them, cascading)."""
+    data = tmp_path / "data"
+    running = InProcessRegistry(data)
+    try:
+        running.run(running.services.accounts.create_user("miguser", PASSWORD))
+        running.run(running.services.groups.create("miggroup", "miguser"))
+        running.run(running.services.groups.set_member("miggroup", "admin", "guest"))
+    finally:
+        running.close()
+    url = f"sqlite+aiosqlite:///{data / 'registry.db'}"
+    for step, target in ((command.downgrade, "0016"), (command.upgrade, "head")):
+        with sqlite3.connect(data / "registry.db") as conn:
+            before = conn.execute("SELECT count(*) FROM group_members").fetchone()[0]
+        _alembic(url, step, target)
+        with sqlite3.connect(data / "registry.db") as conn:
+            assert conn.execute("SELECT count(*) FROM group_members").fetchone()[0] == before
+    running = InProcessRegistry(data)
+    try:
+        members = _get(running, "/api/v1/project-groups/miggroup/members").json()
+        assert members["items"] == [
+            {"username": "admin", "role": "guest"},
+            {"username": "miguser", "role": "owner"},
+        ]
+        groups = _get(running, "/api/v1/project-groups", q="miggroup").json()["items"]
+        assert [(g["name"], g["member_count"]) for g in groups] == [("miggroup", 2)]
+        users = _get(running, "/api/v1/users", q="iguse").json()["items"]
+        assert [u["username"] for u in users] == ["miguser"]  # the search table rebuilt
+    finally:
+        running.close()
+
+
+def _alembic(url: str, step: Any, target: str) -> None:
+    """Run an Alembic step on the database as the server's migration does (its engine, with
+    SQLite's foreign keys enforced)."""
+
+    async def go() -> None:
+        engine = _sqlite_engine(url)
+        try:
+            async with engine.begin() as conn:
+
+                def work(sync: Any) -> None:
+                    config = Config()
+                    config.set_main_option("script_location", str(MIGRATIONS))
+                    config.attributes["connection"] = sync
+                    step(config, target)
+
+                await conn.run_sync(work)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())

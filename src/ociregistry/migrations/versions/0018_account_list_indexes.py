@@ -117,12 +117,15 @@ def upgrade() -> None:
         op.execute(f"CREATE INDEX {name} ON {table} ({terms})")
     for name, table, _columns in _REPLACED:
         op.drop_index(name, table_name=table)
-    with op.batch_alter_table("project_groups") as batch:
-        batch.add_column(
-            sa.Column("member_count", sa.Integer(), nullable=False, server_default="0")
-        )
-    with op.batch_alter_table("group_members") as batch:
-        batch.add_column(sa.Column("username", sa.String(64), nullable=False, server_default=""))
+    # Plain ALTER TABLE on both databases: a batch copy of a table on SQLite drops the old
+    # one, and dropping `project_groups` would cascade to every membership.
+    op.add_column(
+        "project_groups",
+        sa.Column("member_count", sa.Integer(), nullable=False, server_default="0"),
+    )
+    op.add_column(
+        "group_members", sa.Column("username", sa.String(64), nullable=False, server_default="")
+    )
     op.execute(
         "UPDATE group_members SET username = (SELECT username FROM users"
         " WHERE users.id = group_members.user_id)"
@@ -171,11 +174,9 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {search}_in")
             op.execute(f"DROP TRIGGER IF EXISTS {search}_out")
             op.execute(f"DROP TABLE IF EXISTS {search}")
-    with op.batch_alter_table("project_groups") as batch:
-        batch.drop_column("member_count")
+    op.drop_column("project_groups", "member_count")  # ALTER TABLE (SQLite 3.35+)
     op.drop_index("ix_group_members_username", table_name="group_members")
-    with op.batch_alter_table("group_members") as batch:
-        batch.drop_column("username")
+    op.drop_column("group_members", "username")
     for name, table, columns in _REPLACED:
         op.create_index(name, table, columns)
     for name, table, _columns in reversed(_INDEXES):
