@@ -31,8 +31,7 @@ from ociregistry.auth.models import PersonalAccessToken, ProjectGroup, User
 from ociregistry.catalog.audit import AuditRecord, write_events
 from ociregistry.db.database import MIGRATIONS, _sqlite_engine
 from ociregistry.db.models import AuditEvent, utcnow
-from support.inprocess import InProcessRegistry
-from support.pgcluster import PostgresCluster
+from support.inprocess import InProcessRegistry, on_database
 
 PASSWORD = "long-enough-password"
 USERS = 7  # besides admin and the members below
@@ -80,16 +79,10 @@ _counter = itertools.count()
 def registry(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InProcessRegistry]:
-    cluster = PostgresCluster().start() if request.param == "postgres" else None
-    url = cluster.create_database("accounts") if cluster else ""
-    running = InProcessRegistry(tmp_path_factory.mktemp("accounts") / "data", database_url=url)
-    try:
+    data = tmp_path_factory.mktemp("accounts") / "data"
+    with on_database(request.param, data, "accounts") as running:
         running.run(_seed(running))
         yield running
-    finally:
-        running.close()
-        if cluster is not None:
-            cluster.stop()
 
 
 async def _seed(registry: InProcessRegistry) -> None:
