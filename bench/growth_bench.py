@@ -23,6 +23,13 @@ deep page: the page in the middle of the `ci` tags and of the platform images, 1
 reached by following each answer's `next` cursor (by page number on a server without cursors).
 `--only REGEXP` measures only the requests whose label matches it.
 
+The lists of accounts grow too, read by the platform admin: N users (`u000000`, ...), each in
+a group of its own (`grp000000`, ...), all of them members of one group `crowd`; N personal
+access tokens of `admin` (some never used, some never expiring); N audit events (spread over
+50 actors, 5 actions, the 10 registries and two outcomes). The admin's lists of users, groups,
+`crowd`'s members, its tokens and the audit log are measured first pages, sorts, searches,
+filters, and the middle page by cursor.
+
 Run `python bench/growth_bench.py` (a few minutes at --sizes 1000,10000,100000 with 2 s per
 request; needs `wrk`). `--database postgresql` runs the same on a throw-away PostgreSQL cluster
 (tests/support/pgcluster.py; Debian's `postgresql`, as root). Progress goes to stderr, the
@@ -56,7 +63,9 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ociregistry.auth.models import GroupMember, PersonalAccessToken, ProjectGroup, User
 from ociregistry.db.models import (
+    AuditEvent,
     Image,
     ImageBlob,
     Manifest,
@@ -187,6 +196,7 @@ class Server:
 class Seeded:
     images: int = 0
     ci_tags: int = 0
+    accounts: int = 0  # users, their groups, `crowd`'s members, admin's tokens, audit events
 
 
 def seed(database_url: str, seeded: Seeded, size: int) -> None:
@@ -203,7 +213,7 @@ def seed(database_url: str, seeded: Seeded, size: int) -> None:
         await engine.dispose()
 
     asyncio.run(run())
-    seeded.images = seeded.ci_tags = size
+    seeded.images = seeded.ci_tags = seeded.accounts = size
 
 
 # On PostgreSQL the rows go in with triggers off (a superuser's `session_replication_role`),
@@ -216,6 +226,8 @@ _RECOUNT = (
     " WHERE image_blobs.image_id = images.id)",
     "UPDATE registries SET image_count = (SELECT count(*) FROM images"
     " WHERE images.registry_id = registries.id AND images.tag_count > 0)",
+    "UPDATE project_groups SET member_count = (SELECT count(*) FROM group_members"
+    " WHERE group_members.group_id = project_groups.id)",
 )
 
 
@@ -275,6 +287,91 @@ def _seed_rows(conn: Connection, seeded: Seeded, size: int) -> None:
             [ci_image] * len(numbers),
             [f"ci{n}" for n in numbers],
             [f"t{n:06d}" for n in numbers],
+        )
+    _seed_accounts(conn, seeded, size)
+
+
+ACTIONS = ("registry.update", "image.delete", "tag.delete", "auth.login", "token.create")
+CROWD = "crowd"
+
+
+def _seed_accounts(conn: Connection, seeded: Seeded, size: int) -> None:
+    """Users, their own groups and `crowd`'s members, admin's tokens and audit events, as
+    the API leaves them, up to `size` of each."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    admin = conn.scalar(select(User.id).where(User.username == "admin"))
+    crowd = conn.scalar(select(ProjectGroup.id).where(ProjectGroup.name == CROWD))
+    if crowd is None:
+        crowd = conn.execute(
+            insert(ProjectGroup).values(
+                resource_id="grp-crowd", name=CROWD, description="", created_at=base
+            )
+        ).inserted_primary_key[0]
+    registries = USER_REGISTRIES + PLATFORM_REGISTRIES
+    for start in range(seeded.accounts, size, BATCH):
+        numbers = range(start, min(size, start + BATCH))
+        moment = [base + timedelta(seconds=n) for n in numbers]
+        conn.execute(
+            insert(User),
+            [
+                {"username": f"u{n:06d}", "password_hash": "!", "created_at": moment[i]}
+                | {"updated_at": moment[i], "is_admin": False, "disabled": False}
+                for i, n in enumerate(numbers)
+            ],
+        )
+        # The batch by a range of names (an index range): an `IN` of 5,000 names
+        # was a sequential scan on PostgreSQL, whose statistics were of the empty table.
+        users = dict(
+            conn.execute(
+                select(User.username, User.id).where(
+                    User.username.between(f"u{start:06d}", f"u{numbers[-1]:06d}")
+                )
+            ).all()
+        )
+        conn.execute(
+            insert(ProjectGroup),
+            [
+                {"resource_id": f"grp-{n:06d}", "name": f"grp{n:06d}", "description": ""}
+                | {"created_at": moment[i]}
+                for i, n in enumerate(numbers)
+            ],
+        )
+        groups = dict(
+            conn.execute(
+                select(ProjectGroup.name, ProjectGroup.id).where(
+                    ProjectGroup.name.between(f"grp{start:06d}", f"grp{numbers[-1]:06d}")
+                )
+            ).all()
+        )
+        members = []
+        for n in numbers:
+            user = users[f"u{n:06d}"]
+            members += [
+                {"group_id": groups[f"grp{n:06d}"], "user_id": user, "role": "owner"},
+                {"group_id": crowd, "user_id": user, "role": "guest"},
+            ]
+            members[-2:] = [m | {"username": f"u{n:06d}"} for m in members[-2:]]
+        conn.execute(insert(GroupMember), [m | {"created_at": base} for m in members])
+        conn.execute(
+            insert(PersonalAccessToken),
+            [
+                {"public_id": f"pat{n:06d}", "user_id": admin, "name": f"tok{n:06d}"}
+                | {"secret_hash": "!", "read_only": n % 2 == 0, "created_at": moment[i]}
+                | {"last_used_at": None if n % 3 == 0 else moment[i] + timedelta(days=n % 7)}
+                | {"expires_at": None if n % 4 == 0 else moment[i] + timedelta(days=90)}
+                for i, n in enumerate(numbers)
+            ],
+        )
+        conn.execute(
+            insert(AuditEvent),
+            [
+                {"at": moment[i], "actor": f"u{n % 50:06d}", "client": "127.0.0.1"}
+                | {"request_id": None, "action": ACTIONS[n % len(ACTIONS)], "method": "POST"}
+                | {"target": f"/api/v1/registries/{registries[n % 10]}/images/img{n:06d}"}
+                | {"registry": registries[n % 10], "status": 200 if n % 10 else 403}
+                | {"outcome": "success" if n % 10 else "denied", "detail": None}
+                for i, n in enumerate(numbers)
+            ],
         )
 
 
@@ -369,19 +466,61 @@ def cases() -> list[tuple[str, str]]:
     ]
 
 
+def account_cases() -> list[tuple[str, str]]:
+    """The lists of accounts and the audit log, as the platform admin reads them in the
+    console (its users, groups, a group's members, its tokens and audit screens)."""
+    members = f"/api/v1/project-groups/{CROWD}/members"
+    tokens = "/api/v1/users/admin/tokens"
+    audit = "/api/v1/audit-log"
+    return [
+        ("api users", "/api/v1/users"),
+        ("api users, -created_at", "/api/v1/users?sort=-created_at"),
+        ("api users, search", "/api/v1/users?q=u0001"),
+        ("api groups", "/api/v1/project-groups"),
+        ("api groups, -created_at", "/api/v1/project-groups?sort=-created_at"),
+        ("api groups, search", "/api/v1/project-groups?q=grp0001"),
+        ("api members (crowd)", members),
+        ("api members, -username", f"{members}?sort=-username"),
+        ("api tokens", tokens),
+        ("api tokens, -created_at (console)", f"{tokens}?sort=-created_at"),
+        ("api tokens, -last_used_at", f"{tokens}?sort=-last_used_at"),
+        ("api tokens, search", f"{tokens}?q=tok0001"),
+        ("api audit log", audit),
+        ("api audit log, actor", f"{audit}?actor=u000007"),
+        ("api audit log, action", f"{audit}?action=tag.delete"),
+        ("api audit log, registry", f"{audit}?registry=p001"),
+        ("api audit log, outcome", f"{audit}?outcome=denied"),
+        ("api audit log, search", f"{audit}?q=img0001"),
+    ]
+
+
 DEEP_PAGE_SIZE = 100
 
 
-def deep_cases(server: Server, authorization: str, size: int) -> list[tuple[str, str]]:
-    """The page in the middle of the `ci` tags and of the platform images, 100 a page: by its
+def deep_cases(
+    server: Server, authorization: str, size: int, *, accounts: bool = False, only: str = ""
+) -> list[tuple[str, str]]:
+    """The page in the middle of the `ci` tags and of the platform images (`accounts`: of
+    the users, `crowd`'s members, admin's tokens and the audit log), 100 a page: by its
     cursor when the list answers one (`next`), as a client paging through follows it; else
-    by its number (page size/200), which reads every row before it."""
+    by its number (page size/200), which reads every row before it. Only the lists whose
+    label matches `only`."""
     tags = f"/api/v1/registries/{CI_REGISTRY}/images/{CI_IMAGE}/-/tags"
     found = []
-    for label, path, count in (
+    lists = [
         ("api tags, deep page (middle)", tags, size),
         ("api platform images, deep page (middle)", "/api/v1/platform/images", size // 2),
-    ):
+    ]
+    if accounts:
+        lists = [
+            ("api users, deep page (middle)", "/api/v1/users", size),
+            ("api members, deep page (middle)", f"/api/v1/project-groups/{CROWD}/members", size),
+            ("api tokens, deep page (middle)", "/api/v1/users/admin/tokens", size),
+            ("api audit log, deep page (middle)", "/api/v1/audit-log", size),
+        ]
+    for label, path, count in lists:
+        if not re.search(only, label):
+            continue
         middle = max(1, count // (2 * DEEP_PAGE_SIZE))
         first = f"{path}?page_size={DEEP_PAGE_SIZE}"
         headers = {"Authorization": authorization}
@@ -482,9 +621,11 @@ def main() -> int:
     with workspace(args.keep) as folder, database(args.database) as (database_url, postmaster):
         data_dir = folder / "data"
         password = secrets.token_urlsafe(12)
-        env = {**os.environ, "OCIREGISTRY_ADMIN_PASSWORD": secrets.token_urlsafe(12)}
+        admin_password = secrets.token_urlsafe(12)
+        env = {**os.environ, "OCIREGISTRY_ADMIN_PASSWORD": admin_password}
         env["OCIREGISTRY_PULL_COUNTING"] = "0"  # list costs only
         env["OCIREGISTRY_TOKEN_TTL_SECONDS"] = "3600"
+        env["OCIREGISTRY_AUDIT_LOG_RETENTION_DAYS"] = "0"  # the seeded events are old
         if database_url:
             env["OCIREGISTRY_DATABASE_URL"] = database_url
         else:
@@ -499,6 +640,7 @@ def main() -> int:
         for name in PLATFORM_REGISTRIES:
             server.cli("registry", "create", name, "--platform")
         basic = "Basic " + base64.b64encode(f"{USER}:{password}".encode()).decode()
+        admin_basic = "Basic " + base64.b64encode(f"admin:{admin_password}".encode()).decode()
         seeded = Seeded()
         table: dict[str, dict[int, Figure]] = {}
         try:
@@ -510,15 +652,22 @@ def main() -> int:
                 server.start()
                 try:
                     authorization = bearer_token(server, basic)
+                    admin = bearer_token(server, admin_basic)
                     chosen = [
-                        (label, path)
-                        for label, path in cases() + deep_cases(server, authorization, size)
-                        if re.search(args.only, label)
+                        (label, path, authorization)
+                        for label, path in cases()
+                        + deep_cases(server, authorization, size, only=args.only)
                     ]
-                    for label, path in chosen:
-                        table.setdefault(label, {})[size] = measure(
-                            server, path, authorization, args.seconds
-                        )
+                    chosen += [
+                        (label, path, admin)
+                        for label, path in account_cases()
+                        + deep_cases(server, admin, size, accounts=True, only=args.only)
+                    ]
+                    for label, path, who in chosen:
+                        if re.search(args.only, label):
+                            table.setdefault(label, {})[size] = measure(
+                                server, path, who, args.seconds
+                            )
                 finally:
                     server.stop()
         finally:

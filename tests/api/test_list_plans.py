@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ociregistry.auth.models import PersonalAccessToken
+from ociregistry.catalog.audit import AuditRecord, write_events
 from ociregistry.db.database import Database
+from ociregistry.db.models import utcnow
 from support.inprocess import InProcessRegistry, push_image
 from support.oci import make_image
 from support.pgcluster import fresh_database
@@ -131,6 +134,32 @@ async def _seed(registry: InProcessRegistry) -> None:
         await push_image(
             registry.client, f"{USER_REGISTRY}/app0", make_image(f"tag{number}"), f"t{number}"
         )
+    await _seed_accounts(registry)
+
+
+async def _seed_accounts(registry: InProcessRegistry) -> None:
+    """Users in a group `plans-crowd`, tokens of admin (some used, some expiring) and audit
+    events, for the lists of accounts."""
+    services = registry.services
+    await services.groups.create("plans-crowd", "admin")
+    for number in range(3):
+        await services.accounts.create_user(f"walker{number}", "long-enough-password")
+        await services.groups.set_member("plans-crowd", f"walker{number}", "guest")
+        await services.accounts.create_token("admin", f"ci-t{number}")
+    async with services.db.write() as conn:
+        await conn.execute(
+            update(PersonalAccessToken)
+            .where(PersonalAccessToken.name == "ci-t1")
+            .values(last_used_at=utcnow(), expires_at=utcnow())
+        )
+    events = [
+        AuditRecord(
+            "walker-actor", "127.0.0.1", None, "walk.step", "POST", f"/walked/path/{n}",
+            "walked", 403, "denied",
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    await services.db.transaction(lambda conn: write_events(conn, events))
 
 
 def _following(registry: InProcessRegistry, path: str) -> str:
@@ -186,7 +215,11 @@ def _recorded(
 
 
 def _sqlite_faults(
-    database: Path, statement: str, parameters: Any, search: str | None
+    database: Path,
+    statement: str,
+    parameters: Any,
+    search: str | None,
+    tables: tuple[str, ...] = LARGE,
 ) -> list[str]:
     """What in the plan of `statement` reads more than a page: a scan of a large table, or a
     sort of rows found through an index other than a primary key lookup (the order the page
@@ -196,7 +229,7 @@ def _sqlite_faults(
     faults, groups, children = [], {}, {}
     for node, parent, _unused, detail in rows:
         children.setdefault(parent, []).append((node, detail))
-        if re.match(r"SCAN (" + "|".join(LARGE) + r")\b", detail):
+        if re.match(r"SCAN (" + "|".join(tables) + r")\b", detail):
             faults.append(detail)
 
     def loops(parent: int) -> list[str]:
@@ -215,19 +248,21 @@ def _sqlite_faults(
         ranges = [
             d
             for d in details
-            if re.match(r"SEARCH (" + "|".join(LARGE) + r") USING (COVERING )?INDEX", d)
+            if re.match(r"SEARCH (" + "|".join(tables) + r") USING (COVERING )?INDEX", d)
         ]
         if sorted_here and ranges and search is None:
             faults.append(f"sorted after {ranges[0]}")
     return faults
 
 
-def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
+def _postgres_faults(
+    plan: dict[str, Any], search: str | None, tables: tuple[str, ...] = LARGE
+) -> list[str]:
     faults: list[str] = []
 
     def walk(node: dict[str, Any], finding: bool = False) -> None:
         relation = node.get("Relation Name")
-        if node["Node Type"] == "Seq Scan" and relation in LARGE:
+        if node["Node Type"] == "Seq Scan" and relation in tables:
             faults.append(f"Seq Scan on {relation}")
         # A search's matches (the CTE `found`) come from a condition on the name: reading a
         # whole index, or every image of a registry (the registry alone as the condition), to
@@ -235,7 +270,7 @@ def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
         finding = finding or str(node.get("Subplan Name", "")).startswith("CTE found")
         reads = node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
         index = str(node.get("Index Name", ""))
-        named = re.search(r"\bname\b", str(node.get("Index Cond", "")))
+        named = re.search(r"\b(name|username|target)\b", str(node.get("Index Cond", "")))
         if finding and reads and not index.endswith("_pkey") and not named:
             faults.append(f"{node['Node Type']} of {index} without the name in a search")
         if node["Node Type"] == "Sort" and search is None:
@@ -243,7 +278,7 @@ def _postgres_faults(plan: dict[str, Any], search: str | None) -> list[str]:
                 # rows found by primary key (a list of ids: a bitmap of the pkey too) are few
                 indexes = [child, *child.get("Plans", [])]
                 by_key = any(str(n.get("Index Name", "")).endswith("_pkey") for n in indexes)
-                if child.get("Relation Name") in LARGE and not by_key:
+                if child.get("Relation Name") in tables and not by_key:
                     faults.append(f"Sort of {child['Node Type']} on {child['Relation Name']}")
         for child in node.get("Plans", []):
             walk(child, finding)
@@ -370,4 +405,100 @@ def test_v2_tag_page_reads_one_image_found_first(registry: InProcessRegistry, pa
         for statement, parameters in statements:
             joined = _sqlite_joined(database, statement, parameters)
             faults += [f"joined to {d}\n    in {statement}" for d in joined]
+    assert not faults, f"GET {path}:\n" + "\n".join(faults)
+
+
+# -- the lists of accounts and the audit log ---------------------------------------------------
+
+ACCOUNT_MEMBERS = "/api/v1/project-groups/plans-crowd/members"
+ACCOUNT_TOKENS = "/api/v1/users/admin/tokens"
+ACCOUNT_TABLES = ("users", "project_groups", "group_members", "personal_access_tokens", "audit_log")
+MENTIONS_ACCOUNTS = re.compile(r"\b(" + "|".join(ACCOUNT_TABLES) + r")\b")
+# (search name: SQLite's FTS5 table `<name>_search`; PostgreSQL's trigram index)
+TRIGRAMS = {
+    "users": "ix_users_username_trgm",
+    "groups": "ix_project_groups_name_trgm",
+    "tokens": "ix_personal_access_tokens_name_trgm",
+    "audit": "ix_audit_log_target_trgm",
+}
+PLAN_CASES = [
+    ("/api/v1/users", None),
+    ("/api/v1/users?sort=-created_at", None),
+    ("/api/v1/users?q=walker", "users"),
+    ("/api/v1/users?page_size=2&cursor={next}", None),
+    ("/api/v1/users?sort=-created_at&page_size=2&cursor={next}", None),
+    ("/api/v1/project-groups", None),
+    ("/api/v1/project-groups?sort=-created_at&page_size=2&cursor={next}", None),
+    ("/api/v1/project-groups?q=walker", "groups"),
+    (ACCOUNT_MEMBERS, None),
+    (f"{ACCOUNT_MEMBERS}?q=walker", "users"),
+    (f"{ACCOUNT_MEMBERS}?sort=-username&page_size=2&cursor={{next}}", None),
+    (ACCOUNT_TOKENS, None),
+    (f"{ACCOUNT_TOKENS}?sort=-created_at&page_size=2&cursor={{next}}", None),
+    (f"{ACCOUNT_TOKENS}?sort=name&page_size=2&cursor={{next}}", None),
+    (f"{ACCOUNT_TOKENS}?sort=-last_used_at", None),
+    (f"{ACCOUNT_TOKENS}?sort=-last_used_at&page_size=2&cursor={{next}}", None),
+    (f"{ACCOUNT_TOKENS}?sort=expires_at&page_size=2&cursor={{next}}", None),
+    (f"{ACCOUNT_TOKENS}?q=ci-t", "tokens"),
+    ("/api/v1/audit-log", None),
+    ("/api/v1/audit-log?page_size=2&cursor={next}", None),
+    ("/api/v1/audit-log?sort=at&page_size=2&cursor={next}", None),
+    ("/api/v1/audit-log?actor=walker-actor", None),
+    ("/api/v1/audit-log?action=walk.step", None),
+    ("/api/v1/audit-log?registry=walked", None),
+    ("/api/v1/audit-log?outcome=denied", None),
+    ("/api/v1/audit-log?actor=walker-actor&page_size=2&cursor={next}", None),
+    ("/api/v1/audit-log?action=walk.step&page_size=2&cursor={next}", None),
+    ("/api/v1/audit-log?registry=walked&page_size=2&cursor={next}", None),
+    ("/api/v1/audit-log?outcome=denied&page_size=2&cursor={next}", None),
+    ("/api/v1/audit-log?q=walked/path", "audit"),
+]
+
+
+def _is_bounded_count(statement: str) -> bool:
+    return bool(re.search(r"\bcount\(", statement, re.IGNORECASE)) and bool(
+        re.search(r"\bLIMIT\b", statement, re.IGNORECASE)
+    )
+
+
+def _whole_list_in_order(fault: str, statement: str) -> bool:
+    scan = re.match(r"SCAN (\w+) USING (COVERING )?INDEX", fault)
+    return scan is not None and not re.search(
+        rf"\bFROM {scan.group(1)}\s+WHERE\b", statement, re.IGNORECASE
+    )
+
+
+@pytest.mark.parametrize(("path", "search"), PLAN_CASES)
+def test_each_list_reads_an_index_range_and_counts_to_a_bound(
+    registry: InProcessRegistry, path: str, search: str | None
+) -> None:
+    """No scan of a whole table and no sort of rows found through an index, but for the
+    total, which reads at most SEARCH_COUNT_LIMIT index entries (its count has a LIMIT);
+    a search goes through the trigram index of what it searches."""
+    statements = _recorded(registry, path, MENTIONS_ACCOUNTS)
+    unbounded = [
+        s for s, _ in statements if re.search(r"\bcount\(", s, re.I) and not _is_bounded_count(s)
+    ]
+    assert not unbounded, f"GET {path} counts every row:\n" + "\n".join(unbounded)
+    listed = [(s, p) for s, p in statements if not _is_bounded_count(s)]
+    faults: list[str] = []
+    if registry.settings.database_url.startswith("postgresql"):
+        for (statement, _), plan in zip(listed, _postgres_plans(registry, listed), strict=True):
+            found = _postgres_faults(plan[0]["Plan"], search, ACCOUNT_TABLES)
+            faults += [f"{fault}\n    in {statement}" for fault in found]
+        if search:
+            index = TRIGRAMS[search]
+            assert _postgres_index_exists(registry, index), f"GET {path}: no index {index}"
+    else:
+        database = Path(registry.settings.data_dir) / "registry.db"
+        for statement, parameters in listed:
+            found = _sqlite_faults(database, statement, parameters, search, ACCOUNT_TABLES)
+            # A whole list's page (no condition on its table) is its index read in order
+            # up to the LIMIT: a SCAN to SQLite, but of a page only.
+            found = [f for f in found if not _whole_list_in_order(f, statement)]
+            faults += [f"{fault}\n    in {statement}" for fault in found]
+        if search:
+            assert any(f"{search}_search" in statement for statement, _ in statements), (
+                f"GET {path}: no query went through {search}_search"
+            )
     assert not faults, f"GET {path}:\n" + "\n".join(faults)

@@ -27,8 +27,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from ociregistry import api
-from ociregistry.api.groups import GROUP_SORTS
 from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS
+from ociregistry.auth.groups import GROUP_SORTS, MEMBER_SORTS
 from ociregistry.catalog.audit import AUDIT_SORTS
 from ociregistry.catalog.listings import IMAGE_SORTS, REGISTRY_SORTS, TAG_SORTS
 from support.server import ADMIN_PASSWORD, ADMIN_USER, RunningServer
@@ -49,6 +49,7 @@ PAGINATED = {
     ("/api/v1/platform/images", "get"): IMAGE_SORTS,
     (IMAGE + "/-/tags", "get"): TAG_SORTS,
     ("/api/v1/project-groups", "get"): GROUP_SORTS,
+    ("/api/v1/project-groups/{group}/members", "get"): MEMBER_SORTS,
     ("/api/v1/users", "get"): USER_SORTS,
     ("/api/v1/audit-log", "get"): AUDIT_SORTS,
     ("/api/v1/users/{username}/tokens", "get"): TOKEN_SORTS,
@@ -394,7 +395,7 @@ def test_every_documented_sort_is_accepted(
     client: httpx.Client, registry: str, path: str, method: str
 ) -> None:
     push_image(client, f"{registry}/app", "v1", f"sorts {registry}")
-    url = path.format(registry=registry, image="app", username="me")
+    url = path.format(registry=registry, image="app", username="me", group=ADMIN_USER)
     parameters = _parameters(DOCUMENT["paths"][path], DOCUMENT["paths"][path][method])
     for value in parameters[("query", "sort")]["schema"]["enum"]:
         conforms(client.get(url, params={"sort": value, "page_size": 100}), path)

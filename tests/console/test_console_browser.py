@@ -1370,3 +1370,49 @@ def test_audit_log_page(browser: Browser, server: RunningServer) -> None:
         console.assert_clean()
     finally:
         context.close()
+
+
+def test_users_and_members_page_by_cursor(browser: Browser, server: RunningServer) -> None:
+    """Issue 15: the user list and a group's members follow each answer's `next` cursor
+    (page numbers reach only the first 1,000 items of a list); back is page 1 again."""
+    prefix, group = unique("cu"), unique("cg")
+    names = [f"{prefix}-{n:02d}" for n in range(23)]
+    with api_as(server, server.admin) as admin:
+        assert admin.post("/api/v1/project-groups", json={"name": group}).status_code == 201
+        for name in names:
+            created = admin.post(
+                "/api/v1/users", json={"username": name, "password": "pw-long-enough"}
+            )
+            assert created.status_code == 201, created.text
+            member = admin.put(
+                f"/api/v1/project-groups/{group}/members/{name}", json={"role": "guest"}
+            )
+            assert member.status_code == 200, member.text
+    context = browser.new_context(locale="en-US", viewport=VIEWPORT)
+    try:
+        console = Console(context, server).sign_in(*server.admin)
+        page = console.page
+        page.click("[data-nav=users]")
+        console.search(prefix)
+        rows = console.table("user-table").locator("tr")
+        pages = page.locator("[data-testid=user-table] .pager-page")
+        expect(rows).to_have_count(20)
+        expect(rows.first).to_have_attribute("data-key", names[0])
+        with page.expect_request(lambda r: "/api/v1/users?" in r.url and "cursor=" in r.url):
+            page.click("[data-testid=user-table] .pager button:has-text('Next')")
+        expect(rows).to_have_count(3)
+        expect(rows.last).to_have_attribute("data-key", names[-1])
+        expect(pages).to_contain_text("2")
+        page.click("[data-testid=user-table] .pager button:has-text('Prev')")
+        expect(rows.first).to_have_attribute("data-key", names[0])
+
+        console.open(f"groups/{group}")
+        members = page.locator("[data-testid=member-table] tbody tr")
+        expect(members).to_have_count(20)  # admin, then the first 19 by name
+        with page.expect_request(lambda r: "/members?" in r.url and "cursor=" in r.url):
+            page.click("[data-testid=member-table] .pager button:has-text('Next')")
+        expect(members).to_have_count(4)
+        expect(members.last).to_have_attribute("data-key", names[-1])
+        console.assert_clean()
+    finally:
+        context.close()

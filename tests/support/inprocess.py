@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Coroutine
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -20,6 +20,7 @@ from ociregistry.app import create_app
 from ociregistry.cli import prepare
 from ociregistry.config import Settings
 from ociregistry.services import Services
+from support.pgcluster import PostgresCluster
 
 T = TypeVar("T")
 ADMIN_PASSWORD = "in-process-admin"
@@ -67,6 +68,24 @@ class InProcessRegistry:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextmanager
+def on_database(kind: str, data_dir: Path, name: str) -> Iterator[InProcessRegistry]:
+    """An in-process registry on SQLite in `data_dir` (`kind` "sqlite") or on a database
+    `name` of a PostgreSQL cluster of its own ("postgres"), closed (and the cluster stopped)
+    afterwards."""
+    cluster = PostgresCluster().start() if kind == "postgres" else None
+    try:
+        url = cluster.create_database(name) if cluster else ""
+        running = InProcessRegistry(data_dir, database_url=url)
+        try:
+            yield running
+        finally:
+            running.close()
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 async def push_image(client: httpx.AsyncClient, repo: str, image: Any, tag: str) -> None:

@@ -4,15 +4,19 @@ every event; a registry's owners see the events of their registries (the policy'
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ociregistry.api.common import caller, list_params, listing, rfc3339, services
+from ociregistry.api.common import (
+    caller,
+    encode_cursor,
+    keyset_params,
+    listing,
+    rfc3339,
+    services,
+)
 from ociregistry.auth.policy import is_platform_admin
-from ociregistry.catalog.audit import AUDIT_SORTS, AuditRecord
-from ociregistry.catalog.listings import parse_sort
-from ociregistry.db.models import AuditEvent, Registry
+from ociregistry.catalog.audit import AuditRecord
 from ociregistry.errors import InvalidArgument
 
 FILTERS = ("actor", "action", "registry", "outcome")
@@ -38,8 +42,7 @@ def event_json(event: AuditRecord) -> dict:
 
 async def list_events(request: Request) -> JSONResponse:
     principal = await caller(request)
-    page, q, sort = list_params(request)
-    order = parse_sort(sort, AUDIT_SORTS, "-at")
+    page, q, sort = keyset_params(request, "audit")
     filters = {}
     for name in FILTERS:
         value = request.query_params.get(name)
@@ -47,13 +50,16 @@ async def list_events(request: Request) -> JSONResponse:
             if len(value) > MAX_FILTER_LENGTH:
                 raise InvalidArgument(f"{name} is too long", detail={"field": name})
             filters[name] = value
-    policy = services(request).policy
-    if is_platform_admin(principal):
-        where = AuditEvent.id.is_not(None)
-    else:
-        owned = select(Registry.name).where(policy.administered(principal))
-        where = AuditEvent.registry_name.in_(owned)
-    events, total = await services(request).audit.list(
-        where=where, filters=filters, q=q, order=order, page=page
+    parts = services(request)
+    registries = None  # platform admins see every event, others their registries'
+    if not is_platform_admin(principal):
+        registries = parts.policy.administered(principal)
+    events, total, following = await parts.audit.page(
+        registries=registries, filters=filters, q=q, sort=sort, page=page
     )
-    return listing([event_json(event) for event in events], total, page)
+    return listing(
+        [event_json(event) for event in events],
+        total,
+        page,
+        following=encode_cursor("audit", sort, q, following),
+    )

@@ -232,10 +232,10 @@ def list_params(request: Request) -> tuple[Page, str | None, str | None]:
 
 
 def keyset_params(request: Request, kind: str) -> tuple[Page, str | None, str | None]:
-    """`list_params` of a catalog list (`kind`: registries, images or tags), which pages by
-    number only within its first MAX_PAGED_ITEMS items and by `cursor` at any depth: the
-    `next` of the answer before, which carries the list's sort and search (a request may
-    repeat them, not change them)."""
+    """`list_params` of a list that pages by number only within its first MAX_PAGED_ITEMS
+    items and by `cursor` at any depth (`kind` names the list: registries, images, tags,
+    users, groups, members, tokens, audit): the `next` of the answer before, which carries
+    the list's sort and search (a request may repeat them, not change them)."""
     page, q, sort = list_params(request)
     text = request.query_params.get("cursor")
     if text is None:
@@ -302,8 +302,8 @@ def listing(
     following: str | bool | None = False,
 ) -> JSONResponse:
     """A page of a list (SPEC §5). A search that stopped counting says so: `total_exact`
-    false, and `total` is then a lower bound (see catalog/listings.py). A catalog list
-    (`following` not False) carries `next`, the cursor of the page after this one or null;
+    false, and `total` is then a lower bound (see catalog/listings.py). A list paged by
+    cursor (`following` not False) carries `next`, the cursor of the page after this one or null;
     a page found by cursor has no number."""
     body: dict[str, Any] = {"items": items, "total": total}
     if page.after is None:

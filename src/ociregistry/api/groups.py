@@ -10,17 +10,17 @@ from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
     caller,
+    encode_cursor,
     json_body,
-    list_params,
+    keyset_params,
     listing,
     no_content,
     rfc3339,
     services,
     writer,
 )
-from ociregistry.auth.groups import GROUP_SORTS, GroupView
+from ociregistry.auth.groups import GroupView
 from ociregistry.auth.policy import Principal, is_platform_admin
-from ociregistry.catalog.listings import parse_sort
 from ociregistry.errors import NotFound, PermissionDenied
 
 
@@ -47,16 +47,20 @@ def _group_json(view: GroupView) -> dict[str, Any]:
 
 async def list_groups(request: Request) -> JSONResponse:
     principal = await caller(request)
-    page, q, sort = list_params(request)
-    views, total = await services(request).groups.views(
+    page, q, sort = keyset_params(request, "groups")
+    views, total, following = await services(request).groups.page(
         user_id=principal.user_id,
         everything=is_platform_admin(principal),
         q=q,
-        order=parse_sort(sort, GROUP_SORTS, "name"),
-        offset=page.offset,
-        limit=page.size,
+        sort=sort,
+        page=page,
     )
-    return listing([_group_json(view) for view in views], total, page)
+    return listing(
+        [_group_json(view) for view in views],
+        total,
+        page,
+        following=encode_cursor("groups", sort, q, following),
+    )
 
 
 async def create_group(request: Request) -> JSONResponse:
@@ -66,19 +70,23 @@ async def create_group(request: Request) -> JSONResponse:
     await services(request).groups.create(
         body["name"], principal.username, body.get("description", "")
     )
-    views, _ = await services(request).groups.views(
-        user_id=principal.user_id, everything=True, name=body["name"], limit=1
-    )
-    return JSONResponse(_group_json(views[0]), status_code=201)
+    view = await services(request).groups.view(body["name"], user_id=principal.user_id)
+    assert view is not None
+    return JSONResponse(_group_json(view), status_code=201)
 
 
 async def list_members(request: Request) -> JSONResponse:
     principal = await caller(request)
     await _group_id(request, principal)
-    members = await services(request).groups.members(request.path_params["group"])
-    items = [{"username": m.username, "role": m.role} for m in members]
-    return JSONResponse(
-        {"items": items, "total": len(items), "page": 1, "page_size": max(len(items), 1)}
+    page, q, sort = keyset_params(request, "members")
+    members, total, following = await services(request).groups.member_page(
+        request.path_params["group"], q=q, sort=sort, page=page
+    )
+    return listing(
+        [{"username": m.username, "role": m.role} for m in members],
+        total,
+        page,
+        following=encode_cursor("members", sort, q, following),
     )
 
 

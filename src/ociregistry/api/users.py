@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse, Response
 
 from ociregistry.api.common import (
     caller,
+    encode_cursor,
     json_body,
-    list_params,
+    keyset_params,
     listing,
     no_content,
     platform_admin,
@@ -20,10 +21,9 @@ from ociregistry.api.common import (
     services,
     writer,
 )
-from ociregistry.auth.accounts import TOKEN_SORTS, USER_SORTS, TokenInfo, UserInfo
+from ociregistry.auth.accounts import TokenInfo, UserInfo
 from ociregistry.auth.policy import Principal, is_platform_admin
 from ociregistry.auth.throttle import account_key
-from ociregistry.catalog.listings import parse_sort
 from ociregistry.errors import InvalidArgument, NotFound
 
 
@@ -70,15 +70,15 @@ def _self_or_admin(request: Request, principal: Principal) -> str:
 async def list_users(request: Request) -> JSONResponse:
     principal = await caller(request)
     _admin(principal)
-    page, q, sort = list_params(request)
-    users, total = await services(request).accounts.list_users(
-        q=q,
-        order=parse_sort(sort, USER_SORTS, "username"),
-        offset=page.offset,
-        limit=page.size,
-    )
+    page, q, sort = keyset_params(request, "users")
+    users, total, following = await services(request).accounts.user_page(q=q, sort=sort, page=page)
     blocked = await _blocked(request, users)
-    return listing([_user_json(u, blocked) for u in users], total, page)
+    return listing(
+        [_user_json(u, blocked) for u in users],
+        total,
+        page,
+        following=encode_cursor("users", sort, q, following),
+    )
 
 
 async def create_user(request: Request) -> JSONResponse:
@@ -136,15 +136,16 @@ async def unlock_user(request: Request) -> JSONResponse:
 async def list_tokens(request: Request) -> JSONResponse:
     principal = await caller(request)
     username = _self_or_admin(request, principal)
-    page, q, sort = list_params(request)
-    tokens, total = await services(request).accounts.list_tokens(
-        username,
-        q=q,
-        order=parse_sort(sort, TOKEN_SORTS, "created_at"),
-        offset=page.offset,
-        limit=page.size,
+    page, q, sort = keyset_params(request, "tokens")
+    tokens, total, following = await services(request).accounts.token_page(
+        username, q=q, sort=sort, page=page
     )
-    return listing([_token_json(t) for t in tokens], total, page)
+    return listing(
+        [_token_json(t) for t in tokens],
+        total,
+        page,
+        following=encode_cursor("tokens", sort, q, following),
+    )
 
 
 async def create_token(request: Request) -> JSONResponse:

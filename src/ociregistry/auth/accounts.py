@@ -32,6 +32,18 @@ from ociregistry.auth.secrets import (
     secret_matches,
     verify_password,
 )
+from ociregistry.catalog.listings import (
+    FIRST_PAGE,
+    TRIGRAM,
+    Key,
+    Page,
+    Total,
+    bounded_total,
+    keyset_fetch,
+    keyset_order,
+    name_contains,
+    searched_first,
+)
 from ociregistry.db.database import Database
 from ociregistry.db.models import as_utc, new_resource_id, utcnow
 from ociregistry.db.sql import insert_ignore
@@ -121,6 +133,15 @@ _TOKEN_STATE = select(
 )
 
 
+_TOKEN_COLUMNS = (  # a TokenInfo's
+    PersonalAccessToken.public_id,
+    PersonalAccessToken.name,
+    PersonalAccessToken.read_only,
+    PersonalAccessToken.expires_at,
+    PersonalAccessToken.revoked_at,
+    PersonalAccessToken.last_used_at,
+    PersonalAccessToken.created_at,
+)
 _REVOKED_SESSION = select(RevokedSession.jti).where(RevokedSession.jti == bindparam("jti"))
 
 
@@ -209,6 +230,7 @@ class Accounts:
                     GroupMember.__table__.insert().values(
                         group_id=group.inserted_primary_key[0],
                         user_id=user_id,
+                        username=username,
                         role="owner",
                         created_at=utcnow(),
                     )
@@ -261,6 +283,26 @@ class Accounts:
             page = query.order_by(*(order or [User.username.asc()]), User.id)
             rows = (await conn.execute(page.offset(offset).limit(limit))).all()
         return [UserInfo(*row) for row in rows], total or 0
+
+    async def user_page(
+        self, *, q: str | None = None, sort: str | None = None, page: Page = FIRST_PAGE
+    ) -> tuple[list[UserInfo], Total, Key | None]:
+        """One page of users whose name contains `q` (literally), in the order of `sort`
+        (an index range: after the page's key, see catalog/listings.py); their number
+        counted up to SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
+        url = self.db.url
+        chosen = select(User.id)
+        if q:
+            chosen = chosen.where(name_contains(url, User.id, User.username, "users_search", q))
+            chosen = searched_first(url, chosen, User.id)
+        order = keyset_order(sort, USER_SORTS, "username", User.id)
+        query = select(*_USER_COLUMNS)
+        if q:
+            query = query.where(User.id.in_(chosen))
+        async with self.db.read(offload=True) as conn:
+            total = await bounded_total(conn, chosen)
+            rows, following = await keyset_fetch(conn, query, order, page)
+        return [UserInfo(*row) for row in rows], total, following
 
     async def _update_user(self, username: str, **values: object) -> None:
         async with self.db.write() as conn:
@@ -445,15 +487,7 @@ class Accounts:
         """One page of a user's tokens whose name contains `q`, and how many there are
         (oldest first unless `order` says otherwise)."""
         query = (
-            select(
-                PersonalAccessToken.public_id,
-                PersonalAccessToken.name,
-                PersonalAccessToken.read_only,
-                PersonalAccessToken.expires_at,
-                PersonalAccessToken.revoked_at,
-                PersonalAccessToken.last_used_at,
-                PersonalAccessToken.created_at,
-            )
+            select(*_TOKEN_COLUMNS)
             .join(User, User.id == PersonalAccessToken.user_id)
             .where(User.username == username)
         )
@@ -466,6 +500,40 @@ class Accounts:
             )
             rows = (await conn.execute(page.offset(offset).limit(limit))).all()
         return [TokenInfo(*row) for row in rows], total or 0
+
+    async def token_page(
+        self,
+        username: str,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = FIRST_PAGE,
+    ) -> tuple[list[TokenInfo], Total, Key | None]:
+        """One page of a user's tokens whose name contains `q`, in the order of `sort`
+        (oldest first by default): a range of an index of (user, sort column, id); their
+        number counted up to SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
+        url = self.db.url
+        user_id = select(User.id).where(User.username == username).scalar_subquery()
+        chosen = select(PersonalAccessToken.id).where(PersonalAccessToken.user_id == user_id)
+        if q:
+            named = name_contains(
+                url, PersonalAccessToken.id, PersonalAccessToken.name, "tokens_search", q
+            )
+            mine = PersonalAccessToken.user_id == user_id
+            if len(q) >= TRIGRAM:  # `+ 0`: from the trigram index, not a walk of the tokens
+                mine = PersonalAccessToken.user_id + 0 == user_id
+            chosen = select(PersonalAccessToken.id).where(mine, named)
+            chosen = searched_first(url, chosen, PersonalAccessToken.id)
+        order = keyset_order(sort, TOKEN_SORTS, "created_at", PersonalAccessToken.id)
+        query = select(*_TOKEN_COLUMNS)
+        if q:
+            query = query.where(PersonalAccessToken.id.in_(chosen))
+        else:
+            query = query.where(PersonalAccessToken.user_id == user_id)
+        async with self.db.read(offload=True) as conn:
+            total = await bounded_total(conn, chosen)
+            rows, following = await keyset_fetch(conn, query, order, page)
+        return [TokenInfo(*row) for row in rows], total, following
 
     async def revoke_token(self, username: str, public_id: str) -> None:
         async with self.db.write() as conn:

@@ -8,10 +8,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.auth.accounts import ROLES
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
+from ociregistry.catalog.listings import (
+    FIRST_PAGE,
+    Key,
+    Page,
+    Total,
+    bounded_total,
+    keyset_fetch,
+    keyset_order,
+    name_contains,
+    searched_first,
+)
 from ociregistry.db.database import Database
 from ociregistry.db.models import new_resource_id, utcnow
 from ociregistry.db.sql import dialect_insert
@@ -21,6 +33,9 @@ _GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 
 GROUP_SORTS: dict[str, Any] = {"name": ProjectGroup.name, "created_at": ProjectGroup.created_at}
+# A member's username is kept beside the membership (usernames never change), so that a
+# group's members by name are one range of the index (group, username) (migration 0018).
+MEMBER_SORTS: dict[str, Any] = {"name": GroupMember.username, "username": GroupMember.username}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +81,11 @@ class Groups:
             group_id = result.inserted_primary_key[0]
             await conn.execute(
                 GroupMember.__table__.insert().values(
-                    group_id=group_id, user_id=owner_id, role="owner", created_at=utcnow()
+                    group_id=group_id,
+                    user_id=owner_id,
+                    username=owner,
+                    role="owner",
+                    created_at=utcnow(),
                 )
             )
         return group_id
@@ -86,7 +105,11 @@ class Groups:
             if group_id is None or user_id is None:
                 raise AccountUnknown(f"no project group {group!r} or no user {username!r}")
             upsert = dialect_insert(conn, GroupMember.__table__).values(
-                group_id=group_id, user_id=user_id, role=role, created_at=utcnow()
+                group_id=group_id,
+                user_id=user_id,
+                username=username,
+                role=role,
+                created_at=utcnow(),
             )
             await conn.execute(
                 upsert.on_conflict_do_update(
@@ -119,55 +142,94 @@ class Groups:
             ).all()
         return [Member(*row) for row in rows]
 
-    async def views(
-        self,
-        *,
-        user_id: int | None,
-        everything: bool,
-        q: str | None = None,
-        name: str | None = None,
-        order: list[Any] | None = None,
-        offset: int = 0,
-        limit: int = 20,
-    ) -> tuple[list[GroupView], int]:
-        """Groups `user_id` belongs to (all of them with `everything`), with member counts
-        and the user's role in each."""
-        member_count = (
-            select(func.count())
-            .where(GroupMember.group_id == ProjectGroup.id)
-            .correlate(ProjectGroup)
-            .scalar_subquery()
-        )
+    @staticmethod
+    def _view_query(user_id: int | None) -> Select[Any]:
+        """Groups with their maintained member counts (migration 0018) and the role of
+        `user_id` in each."""
         my_role = (
             select(GroupMember.role)
             .where(GroupMember.group_id == ProjectGroup.id, GroupMember.user_id == user_id)
             .correlate(ProjectGroup)
             .scalar_subquery()
         )
-        query = select(
+        return select(
             ProjectGroup.resource_id,
             ProjectGroup.name,
             ProjectGroup.description,
-            member_count,
+            ProjectGroup.member_count,
             my_role,
             ProjectGroup.created_at,
         )
+
+    async def view(self, name: str, *, user_id: int | None) -> GroupView | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(self._view_query(user_id).where(ProjectGroup.name == name))
+            ).first()
+        return None if row is None else GroupView(*row)
+
+    async def page(
+        self,
+        *,
+        user_id: int | None,
+        everything: bool,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = FIRST_PAGE,
+    ) -> tuple[list[GroupView], Total, Key | None]:
+        """Groups `user_id` belongs to (all of them with `everything`) whose name contains
+        `q`, in the order of `sort`: an index range after the page's key (a member's groups
+        come from the index of members by user); their number counted up to
+        SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
+        url = self.db.url
+        conditions: list[ColumnElement[bool]] = []
         if not everything:
-            query = query.where(my_role.is_not(None))
+            mine = select(GroupMember.group_id).where(GroupMember.user_id == user_id)
+            conditions.append(ProjectGroup.id.in_(mine))
+        chosen = select(ProjectGroup.id).where(*conditions)
         if q:
-            query = query.where(ProjectGroup.name.contains(q, autoescape=True))
-        if name is not None:
-            query = query.where(ProjectGroup.name == name)
+            named = name_contains(url, ProjectGroup.id, ProjectGroup.name, "groups_search", q)
+            chosen = searched_first(url, chosen.where(named), ProjectGroup.id)
+            conditions = [ProjectGroup.id.in_(chosen)]
+        order = keyset_order(sort, GROUP_SORTS, "name", ProjectGroup.id)
+        query = self._view_query(user_id).where(*conditions)
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*(order or [ProjectGroup.name]), ProjectGroup.id)
-                    .offset(offset)
-                    .limit(limit)
+            total = await bounded_total(conn, chosen)
+            rows, following = await keyset_fetch(conn, query, order, page)
+        return [GroupView(*row) for row in rows], total, following
+
+    async def member_page(
+        self,
+        group: str,
+        *,
+        q: str | None = None,
+        sort: str | None = None,
+        page: Page = FIRST_PAGE,
+    ) -> tuple[list[Member], Total, Key | None]:
+        """One page of a group's members by name (whose name contains `q`), after the page's
+        key; the total is the group's maintained member count, or a search's matches
+        counted up to SEARCH_COUNT_LIMIT. A search finds the users of that name first
+        (their trigram index), then their memberships."""
+        order = keyset_order(sort, MEMBER_SORTS, "username", GroupMember.user_id)
+        group_id = select(ProjectGroup.id).where(ProjectGroup.name == group).scalar_subquery()
+        query = select(GroupMember.username, GroupMember.role).where(
+            GroupMember.group_id == group_id
+        )
+        if q:
+            url = self.db.url
+            named = name_contains(url, User.id, User.username, "users_search", q)
+            users = searched_first(url, select(User.id).where(named), User.id)
+            query = query.where(GroupMember.user_id.in_(users))
+        async with self.db.read(offload=True) as conn:
+            if q:
+                total = await bounded_total(conn, query)
+            else:
+                count = await conn.scalar(
+                    select(ProjectGroup.member_count).where(ProjectGroup.name == group)
                 )
-            ).all()
-        return [GroupView(*row) for row in rows], total or 0
+                total = Total(count or 0)
+            rows, following = await keyset_fetch(conn, query, order, page)
+        return [Member(*row) for row in rows], total, following
 
     async def list(self) -> list[str]:
         async with self.db.read() as conn:

@@ -38,6 +38,7 @@ class ProjectGroup(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    member_count: Mapped[int] = mapped_column(Integer, server_default="0")  # kept by triggers
 
 
 class GroupMember(Base):
@@ -50,6 +51,8 @@ class GroupMember(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     role: Mapped[str] = mapped_column(String(16))  # owner | developer | guest
+    # the user's, kept here for the member list's order (migration 0018)
+    username: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -20,14 +20,25 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from ociregistry.catalog.listings import Page
+from ociregistry.catalog.listings import (
+    MERGE_LIMIT,
+    Key,
+    KeysetOrder,
+    Page,
+    Total,
+    bounded_total,
+    keyset_fetch,
+    keyset_order,
+    keyset_ranges,
+    name_contains,
+    searched_first,
+)
 from ociregistry.db.database import Database
-from ociregistry.db.models import AuditEvent, utcnow
-from ociregistry.db.sql import escape_like
+from ociregistry.db.models import AuditEvent, Registry, utcnow
 
 PRUNE_EVERY_SECONDS = 3600
 
@@ -116,44 +127,78 @@ class AuditLog:
             else:
                 batch.set_result(None)
 
-    async def list(
+    async def page(
         self,
         *,
-        where: ColumnElement[bool],
+        registries: ColumnElement[bool] | None,
         filters: dict[str, str],
         q: str | None,
-        order: list[Any],
+        sort: str | None,
         page: Page,
-    ) -> tuple[list[AuditRecord], int]:
-        """Events matching `where` (the policy's condition for the caller), `filters` (exact
-        actor, action, registry, outcome) and `q` (in the target), in `order`."""
-        conditions = [where]
-        if q:
-            conditions.append(AuditEvent.target.like(f"%{escape_like(q)}%", escape="\\"))
+    ) -> tuple[list[AuditRecord], Total, Key | None]:
+        """Events of the registries matching `registries` (None: every event; the policy
+        decides which the caller sees), matching `filters` (exact actor, action, registry,
+        outcome) and `q` (in the target), newest first unless `sort` says `at`: a range of
+        the index of the filter's column, the time and the id (migration 0018), after the
+        page's key (for a few registries, each one's range, merged); their number counted
+        up to SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
+        names: list[str] | None = None
+        if registries is not None:
+            async with self.db.read() as conn:
+                names = list((await conn.scalars(select(Registry.name).where(registries))).all())
+        conditions: list[ColumnElement[bool]] = []
+        if names is not None:
+            conditions.append(AuditEvent.registry_name.in_(names))
         for name, value in filters.items():
             column = AuditEvent.registry_name if name == "registry" else getattr(AuditEvent, name)
             conditions.append(column == value)
-        query = select(
-            AuditEvent.actor,
-            AuditEvent.client,
-            AuditEvent.request_id,
-            AuditEvent.action,
-            AuditEvent.method,
-            AuditEvent.target,
-            AuditEvent.registry_name,
-            AuditEvent.status,
-            AuditEvent.outcome,
-            AuditEvent.detail,
-            AuditEvent.at,
-            AuditEvent.id,
-        ).where(*conditions)
+        chosen = select(AuditEvent.id).where(*conditions)
+        order = keyset_order(sort, AUDIT_SORTS, "-at", AuditEvent.id)
+        listed = conditions
+        if q:
+            url = self.db.url
+            named = name_contains(url, AuditEvent.id, AuditEvent.target, "audit_search", q)
+            chosen = searched_first(url, chosen.where(named), AuditEvent.id)
+            listed = [AuditEvent.id.in_(chosen)]
+        elif names is not None and 1 < len(names) <= MERGE_LIMIT:
+            listed = [_best_of_each(names, conditions[1:], order, page)]
+        query = select(*_EVENT_COLUMNS).where(*listed)
         async with self.db.read(offload=True) as conn:
-            total = await conn.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (
-                await conn.execute(
-                    query.order_by(*order, AuditEvent.id.desc())
-                    .offset(page.offset)
-                    .limit(page.size)
-                )
-            ).all()
-        return [AuditRecord(*row) for row in rows], total or 0
+            total = await bounded_total(conn, chosen)
+            rows, following = await keyset_fetch(conn, query, order, page)
+        return [AuditRecord(*row) for row in rows], total, following
+
+
+_EVENT_COLUMNS = (  # an AuditRecord's
+    AuditEvent.actor,
+    AuditEvent.client,
+    AuditEvent.request_id,
+    AuditEvent.action,
+    AuditEvent.method,
+    AuditEvent.target,
+    AuditEvent.registry_name,
+    AuditEvent.status,
+    AuditEvent.outcome,
+    AuditEvent.detail,
+    AuditEvent.at,
+    AuditEvent.id,
+)
+
+
+def _best_of_each(
+    registries: list[str], conditions: list[ColumnElement[bool]], order: KeysetOrder, page: Page
+) -> ColumnElement[bool]:
+    """The events of a page of several registries' events are among the first of each
+    registry's own range (of the index (registry, time, id)) after the page's key: those
+    few ids, not every event of those registries sorted."""
+    ranged = [*conditions, *keyset_ranges(order, page.after)]
+    best = page.offset + page.size + 1
+    parts = [
+        select(AuditEvent.id)
+        .where(AuditEvent.registry_name == name, *ranged)
+        .order_by(*order.order)
+        .limit(best)
+        .subquery()
+        for name in registries
+    ]
+    return AuditEvent.id.in_(union_all(*(select(part.c.id) for part in parts)))

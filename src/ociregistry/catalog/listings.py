@@ -84,6 +84,7 @@ class Page:
         return 0 if self.after is not None else (self.number - 1) * self.size
 
 
+FIRST_PAGE = Page()  # the default page of a list: number 1, 20 items
 Key = tuple[Any, ...]  # a row's sort key, as JSON values (times as RFC 3339 strings)
 _NO_ID = 2**31 - 1  # above every row id (ids are 32-bit integers on PostgreSQL)
 
@@ -427,6 +428,133 @@ async def _count_matches(conn: Any, query: Select[Any]) -> Total:
     if found > SEARCH_COUNT_LIMIT:
         return Total(SEARCH_COUNT_LIMIT, exact=False)
     return Total(found)
+
+
+# -- keyset pages of any list ----------------------------------------------------------------
+# The catalog's own lists above build their pages by hand (merges of registries' ranges);
+# the other lists (users, groups and members, tokens, the audit log) are each one table's
+# rows in one index's order, and share these steps.
+
+
+@dataclass(frozen=True, slots=True)
+class KeysetOrder:
+    """A list's order by `sort`: its ORDER BY terms and the columns of a row's key (the sort
+    column, then the row id). A nullable sort column orders its NULLs as the smallest
+    values, as SQLite does and as an index holds them on both databases."""
+
+    order: tuple[Any, ...]
+    keys: tuple[Any, ...]
+    descending: bool
+    nullable: bool
+
+
+def keyset_order(
+    sort: str | None, allowed: dict[str, Any], default: str, id_column: Any
+) -> KeysetOrder:
+    """The order of `sort` among `allowed` (400 naming the field otherwise), `id_column` the
+    tie-break."""
+    parse_sort(sort, allowed, default)  # refuses a field not allowed
+    field, descending = _sort_field(sort, allowed, default)
+    column = allowed[field]
+    nullable = bool(getattr(column, "nullable", False))
+    order = [column.desc() if descending else column.asc()]
+    if nullable:  # NULLs first ascending, last descending, on both databases
+        order = [order[0].nulls_last() if descending else order[0].nulls_first()]
+    order.append(id_column.desc() if descending else id_column.asc())
+    return KeysetOrder(tuple(order), (column, id_column), descending, nullable)
+
+
+def _decode_keyset(after: Key, order: KeysetOrder) -> Key:
+    """`after` as values of the key columns, each of its column's type; 400 when it does
+    not fit (a cursor of another list or sort, or made up)."""
+    valid = isinstance(after, tuple | list) and len(after) == len(order.keys)
+    values: list[Any] = []
+    for column, value in zip(order.keys, after, strict=False) if valid else ():
+        kind = column.type.python_type
+        if value is None and column is order.keys[0] and order.nullable:
+            values.append(None)
+        elif kind is datetime and isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                valid = False
+                break
+            values.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        elif isinstance(value, kind) and not isinstance(value, bool) and kind is not datetime:
+            values.append(value)
+        else:
+            valid = False
+            break
+    if not valid:
+        raise InvalidArgument(
+            "cursor does not belong to this list and sort; use the `next` of its last answer",
+            detail={"field": "cursor"},
+        )
+    return tuple(values)
+
+
+def _ranges(order: KeysetOrder, key: Key) -> list[ColumnElement[bool]]:
+    """The index ranges holding the rows after `key`, in the list's order: one range, but
+    for a nullable sort column, whose NULLs (first ascending, last descending) are a range
+    of their own; a condition joining both (`OR`) could only be tested row by row."""
+    column, id_column = order.keys
+    if not order.nullable:
+        return [_beyond(order.keys, key, order.descending)]
+    value, row_id = key
+    if value is None and order.descending:
+        return [and_(column.is_(None), id_column < row_id)]
+    if value is None:
+        return [and_(column.is_(None), id_column > row_id), column.is_not(None)]
+    beyond = _beyond(order.keys, key, order.descending)
+    return [beyond, column.is_(None)] if order.descending else [beyond]
+
+
+def keyset_ranges(order: KeysetOrder, after: Key | None) -> list[ColumnElement[bool]]:
+    """The conditions of the index ranges after the key `after` (none without one), for a
+    query that reads them in parts of its own."""
+    return [] if after is None else _ranges(order, _decode_keyset(after, order))
+
+
+async def keyset_fetch(
+    conn: Any, query: Select[Any], order: KeysetOrder, page: Page
+) -> tuple[list[Any], Key | None]:
+    """`query`'s rows of `page`, in `order`: after the page's key (each of its index ranges
+    in turn, until the page is full) or, by number, after its offset; and the key of the
+    last row when more rows follow."""
+    ranges: list[Any] = keyset_ranges(order, page.after) or [None]
+    rows: list[Any] = []
+    for condition in ranges:
+        part = query if condition is None else query.where(condition)
+        part = part.add_columns(*order.keys).order_by(*order.order)
+        part = part.offset(page.offset).limit(page.size + 1 - len(rows))
+        rows += (await conn.execute(part)).all()
+        if len(rows) > page.size:
+            break
+    rows, following = _last_key(rows, page, len(order.keys))
+    return [row[: -len(order.keys)] for row in rows], following
+
+
+async def bounded_total(conn: Any, query: Select[Any]) -> Total:
+    """How many rows `query` selects, counted up to SEARCH_COUNT_LIMIT (`exact` False past
+    it): a list that no trigger counts pays for at most that many index entries."""
+    return await _count_matches(conn, query)
+
+
+def name_contains(
+    url: str, id_column: Any, column: Any, search_table: str, q: str
+) -> ColumnElement[bool]:
+    """Rows whose `column` contains `q`, found on SQLite through the trigram FTS5 table
+    `search_table` (when `q` has at least TRIGRAM characters) and on PostgreSQL through the
+    column's `pg_trgm` index (with `searched_first`)."""
+    named = _contains(column, q)
+    if url.startswith("sqlite") and len(q) >= TRIGRAM:
+        return and_(id_column.in_(_name_search(search_table, q)), named)
+    return named
+
+
+def searched_first(url: str, chosen: Select[Any], id_column: Any) -> Select[Any]:
+    """The ids of a search found before they are sorted, on PostgreSQL (see _found_first)."""
+    return _found_first(chosen, id_column) if url.startswith("postgresql") else chosen
 
 
 class Listings:

@@ -194,8 +194,12 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_log"
     __table_args__ = (
-        Index("ix_audit_log_at", "at"),
-        Index("ix_audit_log_registry_at", "registry", "at"),
+        # every filter of the list, then its order (migration 0018)
+        Index("ix_audit_log_at_id", "at", "id"),
+        Index("ix_audit_log_registry_at_id", "registry", "at", "id"),
+        Index("ix_audit_log_actor_at", "actor", "at", "id"),
+        Index("ix_audit_log_action_at", "action", "at", "id"),
+        Index("ix_audit_log_outcome_at", "outcome", "at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

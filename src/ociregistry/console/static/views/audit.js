@@ -6,7 +6,7 @@ import { h } from "../dom.js";
 import { t } from "../i18n.js";
 import { fmtTime, pageHeader } from "./common.js";
 import { searchBox } from "./registries.js";
-import { createTable } from "./table.js";
+import { createTable, pageQuery } from "./table.js";
 
 const OUTCOME_BADGES = { success: "badge-ok", denied: "badge-warn", failure: "badge-danger" };
 
@@ -31,7 +31,7 @@ export function auditView() {
       },
       { label: "col.requestId", cell: (e) => h("span", { class: "mono small muted" }, e.request_id || "-") },
     ],
-    load: ({ page, pageSize }) => api.get("/api/v1/audit-log", { page, page_size: pageSize, q: filters.q }),
+    load: (paging) => api.get("/api/v1/audit-log", { ...pageQuery(paging), q: filters.q }),
   });
   const el = h(
     "section",

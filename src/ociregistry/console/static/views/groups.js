@@ -6,7 +6,7 @@ import { h } from "../dom.js";
 import { t } from "../i18n.js";
 import { button, field, fmtCount, fmtTime, link, pageHeader, showError, toast } from "./common.js";
 import { openDialog } from "./dialog.js";
-import { createTable } from "./table.js";
+import { createTable, pageQuery } from "./table.js";
 
 const ROLES = ["owner", "developer", "guest"];
 const enc = encodeURIComponent;
@@ -41,7 +41,7 @@ export function groupsView() {
         cell: (g) => link(`#/groups/${enc(g.name)}`, t("groups.members"), { class: "btn btn-link", dataset: { op: "members" } }),
       },
     ],
-    load: ({ page, pageSize }) => api.get("/api/v1/project-groups", { page, page_size: pageSize }),
+    load: (paging) => api.get("/api/v1/project-groups", pageQuery(paging)),
   });
   const el = h(
     "section",
@@ -116,7 +116,7 @@ export function membersView(ctx, { group }) {
             : h("span", { class: "muted" }, "-"),
       },
     ],
-    load: () => api.get(`/api/v1/project-groups/${enc(group)}/members`),
+    load: (paging) => api.get(`/api/v1/project-groups/${enc(group)}/members`, pageQuery(paging)),
   });
 
   const username = h("input", { type: "text", placeholder: t("form.username"), "aria-label": t("form.username"), dataset: { testid: "member-username" } });

@@ -78,10 +78,18 @@ export function searchBox(placeholderKey, onSearch) {
     "aria-label": t(placeholderKey),
     dataset: { testid: "search" },
   });
-  const run = debounce(() => onSearch(input.value.trim()), 300);
-  input.addEventListener("input", run);
+  // Each text is searched once: Enter searches at once, and the typing's pending search of
+  // the same text must not come 300 ms later and take the list back to its first page.
+  let searched = "";
+  const search = () => {
+    const text = input.value.trim();
+    if (text === searched) return;
+    searched = text;
+    onSearch(text);
+  };
+  input.addEventListener("input", debounce(search, 300));
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") onSearch(input.value.trim());
+    if (event.key === "Enter") search();
   });
   return input;
 }

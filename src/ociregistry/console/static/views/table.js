@@ -8,9 +8,9 @@ import { describeError } from "./common.js";
 export const PAGE_SIZES = [10, 20, 50, 100];
 
 /**
- * The query of one page: by its number, or (`cursor`) after the page before it. The catalog
- * lists (registries, images, tags) answer a `next` cursor and serve page numbers only near
- * their start, so the table follows their cursors; other lists page by number.
+ * The query of one page: by its number, or (`cursor`) after the page before it. Every list
+ * answers a `next` cursor and serves page numbers only near its start, so the table follows
+ * its cursors.
  */
 export function pageQuery({ page, pageSize, cursor }) {
   return cursor ? { cursor, page_size: pageSize } : { page, page_size: pageSize };

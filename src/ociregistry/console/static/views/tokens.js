@@ -6,7 +6,7 @@ import { h } from "../dom.js";
 import { t } from "../i18n.js";
 import { button, commandCell, copyButton, field, fmtTime, pageHeader, showError, toast } from "./common.js";
 import { openDialog } from "./dialog.js";
-import { createTable } from "./table.js";
+import { createTable, pageQuery } from "./table.js";
 
 function tokenStatus(token) {
   if (token.revoked_at) return ["tokens.status.revoked", "badge-muted"];
@@ -42,7 +42,7 @@ export function tokensView(ctx) {
             : button("action.revoke", () => openRevoke(tok), { kind: "link-danger", dataset: { op: "revoke" } }),
       },
     ],
-    load: ({ page, pageSize }) => api.get("/api/v1/users/me/tokens", { page, page_size: pageSize, sort: "-created_at" }),
+    load: (paging) => api.get("/api/v1/users/me/tokens", { ...pageQuery(paging), sort: "-created_at" }),
   });
 
   const el = h(

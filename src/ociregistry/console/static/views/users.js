@@ -6,7 +6,7 @@ import { t } from "../i18n.js";
 import { button, field, fmtTime, pageHeader, showError, toast } from "./common.js";
 import { openDialog } from "./dialog.js";
 import { listToolbar } from "./registries.js";
-import { createTable } from "./table.js";
+import { createTable, pageQuery } from "./table.js";
 
 const enc = encodeURIComponent;
 const USER_SORTS = [
@@ -55,7 +55,7 @@ export function usersView(ctx) {
           ),
       },
     ],
-    load: ({ page, pageSize }) => api.get("/api/v1/users", { page, page_size: pageSize, q: filters.q, sort: filters.sort }),
+    load: (paging) => api.get("/api/v1/users", { ...pageQuery(paging), q: filters.q, sort: filters.sort }),
   });
   const el = h(
     "section",

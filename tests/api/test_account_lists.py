@@ -1,0 +1,461 @@
+"""The lists of users, project groups and their members, access tokens and the audit log page
+by cursor at any depth, as the catalog lists do (issue 15, goal 4).
+
+Each answer carries `next`, the cursor of the page after it; page numbers reach the first
+MAX_PAGED_ITEMS items. Following the cursors must give every item that stays in the list
+exactly once and in the list's order, in every sort (ties of equal sort values and NULLs of
+nullable sort columns included) and for searches and filters, while items are added and
+removed between the pages; on SQLite and PostgreSQL. Who sees what is the policy's: the
+cursor changes nothing of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, func, select, update
+
+from ociregistry.api.common import MAX_PAGED_ITEMS
+from ociregistry.auth.models import PersonalAccessToken, ProjectGroup, User
+from ociregistry.catalog.audit import AuditRecord, write_events
+from ociregistry.db.database import MIGRATIONS, _sqlite_engine
+from ociregistry.db.models import AuditEvent, utcnow
+from support.inprocess import InProcessRegistry, on_database
+
+PASSWORD = "long-enough-password"
+USERS = 7  # besides admin and the members below
+GROUP_MEMBERS = 6
+TOKENS = 9
+EVENTS = 16
+CHANGED_PAGES = 4  # the walks add and remove an item before each of their first pages
+MEMBERS = "/api/v1/project-groups/crowd/members"
+TOKEN_LIST = "/api/v1/users/admin/tokens"
+# (list, its sorts, the key naming an item)
+LISTS = [
+    ("/api/v1/users", ("username", "-username", "name", "created_at", "-created_at"), "username"),
+    ("/api/v1/users?q=walker", ("username", "-created_at"), "username"),
+    ("/api/v1/project-groups", ("name", "-name", "created_at", "-created_at"), "name"),
+    ("/api/v1/project-groups?q=walker", ("name", "-created_at"), "name"),
+    (MEMBERS, ("username", "-username"), "username"),
+    (f"{MEMBERS}?q=member", ("username", "-username"), "username"),
+    (
+        TOKEN_LIST,
+        (
+            "name",
+            "-name",
+            "created_at",
+            "-created_at",
+            "last_used_at",
+            "-last_used_at",
+            "expires_at",
+            "-expires_at",
+        ),
+        "id",
+    ),
+    (f"{TOKEN_LIST}?q=ci-t", ("name", "-expires_at"), "id"),
+    ("/api/v1/audit-log", ("-at", "at"), "id"),
+    ("/api/v1/audit-log?actor=walker-actor", ("-at", "at"), "id"),
+    ("/api/v1/audit-log?action=walk.step", ("-at",), "id"),
+    ("/api/v1/audit-log?outcome=denied", ("-at",), "id"),
+    ("/api/v1/audit-log?registry=walked", ("-at",), "id"),
+    ("/api/v1/audit-log?q=walked/path", ("-at", "at"), "id"),
+]
+CASES = [(path, sort, key) for path, sorts, key in LISTS for sort in sorts]
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcessRegistry]:
+    data = tmp_path_factory.mktemp("accounts") / "data"
+    with on_database(request.param, data, "accounts") as running:
+        running.run(_seed(running))
+        yield running
+
+
+async def _seed(registry: InProcessRegistry) -> None:
+    """Users (and so groups, one each), a crowded group, tokens with ties and NULLs in their
+    nullable columns, and audit events with ties of their times."""
+    services = registry.services
+    for number in range(USERS):
+        await services.accounts.create_user(f"walker{number}", PASSWORD)
+    await services.groups.create("crowd", "admin")
+    for number in range(GROUP_MEMBERS):
+        await services.accounts.create_user(f"member{number}", PASSWORD)
+        await services.groups.set_member("crowd", f"member{number}", "guest")
+    for number in range(TOKENS):
+        await services.accounts.create_token("admin", f"ci-t{number}")
+    now = utcnow()
+    async with services.db.write() as conn:  # ties, and NULLs (never used, never expires)
+        for number, token in enumerate(
+            (await conn.scalars(select(PersonalAccessToken.id).order_by("id"))).all()
+        ):
+            used = None if number % 3 == 0 else now - timedelta(hours=number % 2)
+            expires = None if number % 4 == 0 else now + timedelta(days=number % 2)
+            await conn.execute(
+                update(PersonalAccessToken)
+                .where(PersonalAccessToken.id == token)
+                .values(last_used_at=used, expires_at=expires)
+            )
+    await services.db.transaction(lambda conn: write_events(conn, _events(EVENTS, now)))
+
+
+def _events(count: int, at: Any) -> list[AuditRecord]:
+    """`count` events, three at a time at the same instant."""
+    return [
+        AuditRecord(
+            actor="walker-actor" if number % 2 else "someone",
+            client="127.0.0.1",
+            request_id=None,
+            action="walk.step" if number % 3 else "walk.other",
+            method="POST",
+            target=f"/api/v1/walked/path/{number}",
+            registry="walked" if number % 2 == 0 else None,
+            status=403 if number % 4 == 0 else 200,
+            outcome="denied" if number % 4 == 0 else "success",
+            at=at - timedelta(seconds=number // 3),
+        )
+        for number in range(count)
+    ]
+
+
+def _get(registry: InProcessRegistry, path: str, client: Any = None, **params: Any) -> Any:
+    path, _, query = path.partition("?")
+    client = client or registry.client
+    return registry.run(client.get(path, params=[*parse_qsl(query), *params.items()]))
+
+
+def _with(path: str, sort: str) -> str:
+    return f"{path}{'&' if '?' in path else '?'}sort={sort}"
+
+
+def _change(registry: InProcessRegistry, path: str) -> tuple[set[str], set[str]]:
+    """Add an item to the list of `path` and remove one, between two pages: the names (or
+    ids) that came and went, as the list names its items."""
+    n = next(_counter)
+    services = registry.services
+
+    async def work() -> tuple[set[str], set[str]]:
+        if path.startswith("/api/v1/users?") or path == "/api/v1/users":
+            added = await services.accounts.create_user(f"walker-new{n}", PASSWORD)
+            async with services.db.write() as conn:
+                gone = await conn.scalar(
+                    select(User.username)
+                    .where(User.username.like("walker-new%"), User.id != added.id)
+                    .limit(1)
+                )
+                await conn.execute(delete(User).where(User.username == gone))
+            return {added.username}, {gone} if gone else set()
+        if path.startswith("/api/v1/project-groups?") or path == "/api/v1/project-groups":
+            await services.groups.create(f"walker-g{n}", "admin")
+            async with services.db.write() as conn:
+                gone = await conn.scalar(
+                    select(ProjectGroup.name)
+                    .where(ProjectGroup.name.like("walker-g%"), ProjectGroup.name != f"walker-g{n}")
+                    .limit(1)
+                )
+                await conn.execute(delete(ProjectGroup).where(ProjectGroup.name == gone))
+            return {f"walker-g{n}"}, {gone} if gone else set()
+        if path.startswith(MEMBERS):
+            await services.accounts.create_user(f"member-new{n}", PASSWORD)
+            await services.groups.set_member("crowd", f"member-new{n}", "developer")
+            members, _, _ = await services.groups.member_page("crowd")
+            gone = next((m.username for m in members if m.username.startswith("member-new")), None)
+            if gone and gone != f"member-new{n}":
+                await services.groups.remove_member("crowd", gone)
+                return {f"member-new{n}"}, {gone}
+            return {f"member-new{n}"}, set()
+        if path.startswith(TOKEN_LIST):
+            info, _ = await services.accounts.create_token("admin", f"ci-tnew{n}")
+            async with services.db.write() as conn:
+                gone = await conn.scalar(
+                    select(PersonalAccessToken.public_id)
+                    .where(
+                        PersonalAccessToken.name.like("ci-tnew%"),
+                        PersonalAccessToken.public_id != info.public_id,
+                    )
+                    .limit(1)
+                )
+                await conn.execute(
+                    delete(PersonalAccessToken).where(PersonalAccessToken.public_id == gone)
+                )
+            return {info.public_id}, {gone} if gone else set()
+        async with services.db.read() as conn:
+            last = await conn.scalar(select(func.max(AuditEvent.id)))
+        await services.db.transaction(lambda conn: write_events(conn, _events(3, utcnow())))
+        async with services.db.write() as conn:
+            added = set(
+                (await conn.scalars(select(AuditEvent.id).where(AuditEvent.id > last))).all()
+            )
+            gone = await conn.scalar(
+                select(AuditEvent.id).where(AuditEvent.id <= last).order_by(AuditEvent.id.desc())
+            )
+            await conn.execute(delete(AuditEvent).where(AuditEvent.id == gone))
+        return added, {gone}
+
+    return registry.run(work())
+
+
+@pytest.mark.parametrize(("path", "sort", "key"), CASES)
+def test_following_the_cursor_reads_every_item_once_in_order_while_the_list_changes(
+    registry: InProcessRegistry, path: str, sort: str, key: str
+) -> None:
+    before = _get(registry, _with(path, sort), page_size=100)
+    assert before.status_code == 200, before.text
+    expected = [item[key] for item in before.json()["items"]]
+    assert len(expected) >= 4, f"{path}: too few items to page through: {expected}"
+    assert before.json()["next"] is None
+
+    answer = _get(registry, _with(path, sort), page_size=2).json()
+    assert answer["page"] == 1
+    walked = [item[key] for item in answer["items"]]
+    came: set[Any] = set()
+    went: set[Any] = set()
+    pages = 0
+    while answer["next"] is not None:
+        pages += 1
+        if pages <= CHANGED_PAGES:  # then no more, or a list growing at its end never ends
+            added, removed = _change(registry, path)
+            came |= added
+            went |= removed
+        response = _get(registry, path, page_size=2, cursor=answer["next"], sort=sort)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert "page" not in answer  # a page found by cursor has no number
+        walked += [item[key] for item in answer["items"]]
+        assert len(walked) <= 3 * len(expected) + 10, f"{path} {sort}: read {walked}"
+    assert len(walked) == len(set(walked)), f"{path} {sort}: read twice: {walked}"
+    stayed = [item for item in expected if item not in went]
+    assert [item for item in walked if item in stayed] == stayed, f"{path} {sort}"
+    assert not set(walked) - set(expected) - came, f"{path} {sort}: read what never was"
+    # What the walk read is in the list's order: the order a single page gives now.
+    after = _get(registry, _with(path, sort), page_size=100).json()["items"]
+    now = [item[key] for item in after]
+    assert [item for item in walked if item in now] == [item for item in now if item in walked]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/users",
+        "/api/v1/project-groups",
+        MEMBERS,
+        TOKEN_LIST,
+        "/api/v1/audit-log",
+        "/api/v1/audit-log?actor=walker-actor",
+    ],
+)
+def test_a_page_number_past_the_bound_points_to_the_cursor(
+    registry: InProcessRegistry, path: str
+) -> None:
+    for size in (20, 100):
+        deepest = (MAX_PAGED_ITEMS - 1) // size + 1
+        assert _get(registry, path, page=deepest, page_size=size).status_code == 200
+        response = _get(registry, path, page=deepest + 1, page_size=size)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "INVALID_ARGUMENT"
+        assert (error["detail"]["field"], error["detail"]["max_page"]) == ("page", deepest)
+        assert "cursor" in error["message"]
+
+
+def test_a_cursor_of_another_list_or_that_does_not_fit_is_refused(
+    registry: InProcessRegistry,
+) -> None:
+    users = _get(registry, "/api/v1/users", page_size=2).json()
+    tokens = _get(registry, TOKEN_LIST, page_size=2, sort="-last_used_at").json()
+    assert users["next"] and tokens["next"]
+    refused = [
+        ("/api/v1/project-groups", {"cursor": users["next"]}, "cursor"),
+        ("/api/v1/audit-log", {"cursor": tokens["next"]}, "cursor"),
+        (TOKEN_LIST, {"cursor": tokens["next"], "sort": "name"}, "sort"),
+        (TOKEN_LIST, {"cursor": tokens["next"], "page": "2"}, "cursor"),
+        ("/api/v1/users", {"cursor": users["next"], "q": "walker"}, "q"),
+        ("/api/v1/users", {"sort": "password_hash"}, "sort"),
+    ]
+    for path, params, field in refused:
+        response = _get(registry, path, page_size=2, **params)
+        assert response.status_code == 400, (path, params, response.text)
+        error = response.json()["error"]
+        assert (error["code"], error["detail"]["field"]) == ("INVALID_ARGUMENT", field), error
+
+
+def test_totals_are_bounded_and_member_counts_kept(registry: InProcessRegistry) -> None:
+    """Totals are counted (up to the bound) as before; a group's member count follows its
+    members as they come and go."""
+    users = _get(registry, "/api/v1/users", page_size=1).json()
+    count = registry.run(_user_count(registry))
+    assert (users["total"], users.get("total_exact", True)) == (count, True)
+
+    def crowd() -> dict[str, Any]:
+        groups = _get(registry, "/api/v1/project-groups", q="crowd").json()["items"]
+        return next(group for group in groups if group["name"] == "crowd")
+
+    members = _get(registry, MEMBERS, page_size=1).json()
+    assert crowd()["member_count"] == members["total"] >= GROUP_MEMBERS + 1
+    registry.run(registry.services.accounts.create_user("counted", PASSWORD))
+    registry.run(registry.services.groups.set_member("crowd", "counted", "guest"))
+    assert crowd()["member_count"] == members["total"] + 1
+    registry.run(registry.services.groups.set_member("crowd", "counted", "owner"))  # no change
+    assert crowd()["member_count"] == members["total"] + 1
+    registry.run(registry.services.groups.remove_member("crowd", "counted"))
+    assert crowd()["member_count"] == members["total"]
+
+
+async def _user_count(registry: InProcessRegistry) -> int:
+    async with registry.services.db.read() as conn:
+        return len((await conn.scalars(select(User.id))).all())
+
+
+def _signed_in(registry: InProcessRegistry, username: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=registry.app),
+        base_url="http://registry.test",
+        auth=(username, PASSWORD),
+    )
+
+
+def _walk(registry: InProcessRegistry, path: str, client: httpx.AsyncClient, key: str) -> list[Any]:
+    answer = _get(registry, path, client, page_size=1).json()
+    walked = [item[key] for item in answer["items"]]
+    while answer["next"]:
+        answer = _get(registry, path, client, page_size=1, cursor=answer["next"]).json()
+        walked += [item[key] for item in answer["items"]]
+    return walked
+
+
+def test_the_cursor_shows_each_caller_what_the_policy_lets_them_see(
+    registry: InProcessRegistry,
+) -> None:
+    """Admins see every item; others their own groups, their own tokens, and the events of
+    the registries they administer; the user list is for admins only."""
+    services = registry.services
+    registry.run(services.accounts.create_user("viewer", PASSWORD))
+    registry.run(services.groups.create("viewer-team", "viewer"))
+    registry.run(services.groups.set_member("crowd", "viewer", "guest"))
+    registry.run(services.registries.create("viewed", kind="user", owner="viewer"))
+    registry.run(services.registries.create("viewed2", kind="user", owner="viewer"))
+    registry.run(
+        services.db.transaction(
+            lambda conn: write_events(
+                conn,
+                [
+                    AuditRecord("x", "127.0.0.1", None, "a.b", "POST", f"/t/{n}", reg, 200, "ok")
+                    for n, reg in enumerate(
+                        ("viewed", "walked", "viewed2", None, "viewed", "viewed2", "viewed")
+                    )
+                ],
+            )
+        )
+    )
+    viewer = _signed_in(registry, "viewer")
+    try:
+        for number in range(3):
+            created = registry.run(
+                viewer.post("/api/v1/users/me/tokens", json={"name": f"v{number}"})
+            )
+            assert created.status_code == 201, created.text
+        groups = _walk(registry, "/api/v1/project-groups", viewer, "name")
+        assert groups == ["crowd", "viewer", "viewer-team"]
+        assert len(_walk(registry, "/api/v1/project-groups", registry.client, "name")) > 3
+        assert _walk(registry, "/api/v1/users/me/tokens", viewer, "name") == ["v0", "v1", "v2"]
+        assert _get(registry, TOKEN_LIST, viewer).status_code == 404
+        # Their two registries' events, each registry's range merged, page after page.
+        for sort in ("-at", "at"):
+            events = _walk(registry, f"/api/v1/audit-log?sort={sort}", viewer, "id")
+            one_page = _get(registry, "/api/v1/audit-log", viewer, sort=sort, page_size=100)
+            assert events == [event["id"] for event in one_page.json()["items"]]
+            assert {e["registry"] for e in one_page.json()["items"]} == {"viewed", "viewed2"}
+            assert len(events) == 5
+        everything = _walk(registry, "/api/v1/audit-log?action=a.b", registry.client, "registry")
+        assert len(everything) == 7
+        refused = _get(registry, "/api/v1/users", viewer)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "PERMISSION_DENIED"
+    finally:
+        registry.run(viewer.aclose())
+
+
+def test_searches_find_names_through_their_index(registry: InProcessRegistry) -> None:
+    """A search matches inside the name, literally (`_` and `%` are characters), short or
+    long, and the same on both databases."""
+    assert [u["username"] for u in _get(registry, "/api/v1/users", q="lker3").json()["items"]] == [
+        "walker3"
+    ]
+    assert _get(registry, "/api/v1/users", q="lk").json()["total"] >= USERS
+    assert _get(registry, "/api/v1/users", q="%").json()["items"] == []
+    tokens = _get(registry, TOKEN_LIST, q="i-t1", page_size=100).json()["items"]
+    assert {t["name"] for t in tokens} >= {"ci-t1"}
+    assert all("i-t1" in t["name"] for t in tokens)
+    events = _get(registry, "/api/v1/audit-log", q="walked/path/1", page_size=100).json()
+    assert events["items"] and all("walked/path/1" in e["target"] for e in events["items"])
+    groups = _get(registry, "/api/v1/project-groups", q="rowd").json()["items"]
+    assert [g["name"] for g in groups] == ["crowd"]
+
+
+def test_migration_0018_keeps_the_memberships_and_counts_them(tmp_path: Path) -> None:
+    """A database of before 0018, with memberships, comes through the upgrade (and back)
+    with every membership, its username and the groups' member counts (SQLite: a batch copy
+    of `project_groups` would have dropped the table under them, cascading)."""
+    data = tmp_path / "data"
+    running = InProcessRegistry(data)
+    try:
+        running.run(running.services.accounts.create_user("miguser", PASSWORD))
+        running.run(running.services.groups.create("miggroup", "miguser"))
+        running.run(running.services.groups.set_member("miggroup", "admin", "guest"))
+    finally:
+        running.close()
+    url = f"sqlite+aiosqlite:///{data / 'registry.db'}"
+    for step, target in ((command.downgrade, "0016"), (command.upgrade, "head")):
+        with sqlite3.connect(data / "registry.db") as conn:
+            before = conn.execute("SELECT count(*) FROM group_members").fetchone()[0]
+        _alembic(url, step, target)
+        with sqlite3.connect(data / "registry.db") as conn:
+            assert conn.execute("SELECT count(*) FROM group_members").fetchone()[0] == before
+    running = InProcessRegistry(data)
+    try:
+        members = _get(running, "/api/v1/project-groups/miggroup/members").json()
+        assert members["items"] == [
+            {"username": "admin", "role": "guest"},
+            {"username": "miguser", "role": "owner"},
+        ]
+        groups = _get(running, "/api/v1/project-groups", q="miggroup").json()["items"]
+        assert [(g["name"], g["member_count"]) for g in groups] == [("miggroup", 2)]
+        users = _get(running, "/api/v1/users", q="iguse").json()["items"]
+        assert [u["username"] for u in users] == ["miguser"]  # the search table rebuilt
+    finally:
+        running.close()
+
+
+def _alembic(url: str, step: Any, target: str) -> None:
+    """Run an Alembic step on the database as the server's migration does (its engine, with
+    SQLite's foreign keys enforced)."""
+
+    async def go() -> None:
+        engine = _sqlite_engine(url)
+        try:
+            async with engine.begin() as conn:
+
+                def work(sync: Any) -> None:
+                    config = Config()
+                    config.set_main_option("script_location", str(MIGRATIONS))
+                    config.attributes["connection"] = sync
+                    step(config, target)
+
+                await conn.run_sync(work)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
