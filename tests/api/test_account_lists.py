@@ -405,8 +405,8 @@ def test_searches_find_names_through_their_index(registry: InProcessRegistry) ->
     assert [g["name"] for g in groups] == ["crowd"]
 
 
-def test_migration_0018_keeps_the_memberships_and_counts_them(tmp_path: Path) -> None:
-    """A database of before 0018, with memberships, comes through the upgrade (and back)
+def test_migration_0017_keeps_the_memberships_and_counts_them(tmp_path: Path) -> None:
+    """A database of before 0017, with memberships, comes through the upgrade (and back)
     with every membership, its username and the groups' member counts (SQLite: a batch copy
     of `project_groups` would have dropped the table under them, cascading)."""
     data = tmp_path / "data"

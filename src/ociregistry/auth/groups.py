@@ -34,7 +34,7 @@ _GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 GROUP_SORTS: dict[str, Any] = {"name": ProjectGroup.name, "created_at": ProjectGroup.created_at}
 # A member's username is kept beside the membership (usernames never change), so that a
-# group's members by name are one range of the index (group, username) (migration 0018).
+# group's members by name are one range of the index (group, username) (migration 0017).
 MEMBER_SORTS: dict[str, Any] = {"name": GroupMember.username, "username": GroupMember.username}
 
 
@@ -144,7 +144,7 @@ class Groups:
 
     @staticmethod
     def _view_query(user_id: int | None) -> Select[Any]:
-        """Groups with their maintained member counts (migration 0018) and the role of
+        """Groups with their maintained member counts (migration 0017) and the role of
         `user_id` in each."""
         my_role = (
             select(GroupMember.role)

@@ -51,7 +51,7 @@ class GroupMember(Base):
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     role: Mapped[str] = mapped_column(String(16))  # owner | developer | guest
-    # the user's, kept here for the member list's order (migration 0018)
+    # the user's, kept here for the member list's order (migration 0017)
     username: Mapped[str] = mapped_column(String(64), server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -139,7 +139,7 @@ class AuditLog:
         """Events of the registries matching `registries` (None: every event; the policy
         decides which the caller sees), matching `filters` (exact actor, action, registry,
         outcome) and `q` (in the target), newest first unless `sort` says `at`: a range of
-        the index of the filter's column, the time and the id (migration 0018), after the
+        the index of the filter's column, the time and the id (migration 0017), after the
         page's key (for a few registries, each one's range, merged); their number counted
         up to SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
         names: list[str] | None = None

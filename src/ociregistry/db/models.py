@@ -194,7 +194,7 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_log"
     __table_args__ = (
-        # every filter of the list, then its order (migration 0018)
+        # every filter of the list, then its order (migration 0017)
         Index("ix_audit_log_at_id", "at", "id"),
         Index("ix_audit_log_registry_at_id", "registry", "at", "id"),
         Index("ix_audit_log_actor_at", "actor", "at", "id"),
