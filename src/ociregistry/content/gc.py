@@ -7,10 +7,10 @@ A candidate is collected when nothing references it (`image_blobs`, which holds 
 configs and manifests alike, and `manifest_references`) and when it was recorded longer ago
 than the grace period. The grace period is what protects pushes in flight: a finished upload
 records its blob again (or links it, which is a reference), so a blob pushed a moment ago waits
-a whole window, even while no manifest references it yet. Candidates go in batches (one query for a thousand, then one
-`delete_many`, which is a single DeleteObjects request on S3), each batch checked again right
-before it goes; a candidate found referenced is simply dropped. The store is never listed:
-only `ociregistry fsck` walks it.
+a whole window, even while no manifest references it yet. Candidates go in batches (one query
+for a thousand, then one `delete_many`, which is a single DeleteObjects request on S3), each
+batch checked again right before it goes; a candidate found referenced is simply dropped. The
+store is never listed: only `ociregistry fsck` walks it.
 
 With `delete_untagged`, manifests that no tag points at, no index lists and that refer to no
 subject still present are deleted first (as `registry garbage-collect --delete-untagged`
