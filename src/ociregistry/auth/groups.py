@@ -15,6 +15,7 @@ from ociregistry.auth.accounts import ROLES
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog.listings import (
     FIRST_PAGE,
+    SEARCH_COUNT_LIMIT,
     Key,
     Page,
     Total,
@@ -23,6 +24,7 @@ from ociregistry.catalog.listings import (
     keyset_order,
     name_contains,
     searched_first,
+    searched_ids,
 )
 from ociregistry.db.database import Database
 from ociregistry.db.models import new_resource_id, utcnow
@@ -192,9 +194,16 @@ class Groups:
             chosen = searched_first(url, chosen.where(named), ProjectGroup.id)
             conditions = [ProjectGroup.id.in_(chosen)]
         order = keyset_order(sort, GROUP_SORTS, "name", ProjectGroup.id)
-        query = self._view_query(user_id).where(*conditions)
         async with self.db.read(offload=True) as conn:
-            total = await bounded_total(conn, chosen)
+            found = await searched_ids(conn, chosen) if q else None
+            if found is not None:  # the search's matches, all of them: sort only those
+                total = Total(len(found))
+                conditions = [ProjectGroup.id.in_(found)]
+            elif q:
+                total = Total(SEARCH_COUNT_LIMIT, exact=False)
+            else:
+                total = await bounded_total(conn, chosen)
+            query = self._view_query(user_id).where(*conditions)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [GroupView(*row) for row in rows], total, following
 

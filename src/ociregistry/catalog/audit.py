@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.catalog.listings import (
     MERGE_LIMIT,
+    SEARCH_COUNT_LIMIT,
     Key,
     KeysetOrder,
     Page,
@@ -36,6 +37,7 @@ from ociregistry.catalog.listings import (
     keyset_ranges,
     name_contains,
     searched_first,
+    searched_ids,
 )
 from ociregistry.db.database import Database
 from ociregistry.db.models import AuditEvent, Registry, utcnow
@@ -162,9 +164,16 @@ class AuditLog:
             listed = [AuditEvent.id.in_(chosen)]
         elif names is not None and 1 < len(names) <= MERGE_LIMIT:
             listed = [_best_of_each(names, conditions[1:], order, page)]
-        query = select(*_EVENT_COLUMNS).where(*listed)
         async with self.db.read(offload=True) as conn:
-            total = await bounded_total(conn, chosen)
+            found = await searched_ids(conn, chosen) if q else None
+            if found is not None:  # the search's matches, all of them: sort only those
+                total = Total(len(found))
+                listed = [AuditEvent.id.in_(found)]
+            elif q:
+                total = Total(SEARCH_COUNT_LIMIT, exact=False)
+            else:
+                total = await bounded_total(conn, chosen)
+            query = select(*_EVENT_COLUMNS).where(*listed)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [AuditRecord(*row) for row in rows], total, following
 

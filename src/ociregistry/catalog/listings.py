@@ -540,6 +540,16 @@ async def bounded_total(conn: Any, query: Select[Any]) -> Total:
     return await _count_matches(conn, query)
 
 
+async def searched_ids(conn: Any, chosen: Select[Any]) -> list[int] | None:
+    """The ids a search selects when there are at most SEARCH_COUNT_LIMIT of them (None:
+    more). Read once, they are both the search's exact total and the few rows its page is
+    sorted from: a trigram index costs more as the table grows when the text's trigrams are
+    common (every `grp…`, `…/images/img…`), so a request reads it once rather than twice
+    (the total, then the page)."""
+    ids = list((await conn.scalars(chosen.limit(SEARCH_COUNT_LIMIT + 1))).all())
+    return ids if len(ids) <= SEARCH_COUNT_LIMIT else None
+
+
 def name_contains(
     url: str, id_column: Any, column: Any, search_table: str, q: str
 ) -> ColumnElement[bool]:
