@@ -19,6 +19,7 @@ from ociregistry.catalog.listings import (
     Key,
     Page,
     Total,
+    among,
     bounded_total,
     keyset_fetch,
     keyset_order,
@@ -198,7 +199,7 @@ class Groups:
             found = await searched_ids(conn, chosen) if q else None
             if found is not None:  # the search's matches, all of them: sort only those
                 total = Total(len(found))
-                conditions = [ProjectGroup.id.in_(found)]
+                conditions = [among(url, ProjectGroup.id, found)]
             elif q:
                 total = Total(SEARCH_COUNT_LIMIT, exact=False)
             else:

@@ -31,6 +31,7 @@ from ociregistry.catalog.listings import (
     KeysetOrder,
     Page,
     Total,
+    among,
     bounded_total,
     keyset_fetch,
     keyset_order,
@@ -157,8 +158,8 @@ class AuditLog:
         chosen = select(AuditEvent.id).where(*conditions)
         order = keyset_order(sort, AUDIT_SORTS, "-at", AuditEvent.id)
         listed = conditions
+        url = self.db.url
         if q:
-            url = self.db.url
             named = name_contains(url, AuditEvent.id, AuditEvent.target, "audit_search", q)
             chosen = searched_first(url, chosen.where(named), AuditEvent.id)
             listed = [AuditEvent.id.in_(chosen)]
@@ -168,7 +169,7 @@ class AuditLog:
             found = await searched_ids(conn, chosen) if q else None
             if found is not None:  # the search's matches, all of them: sort only those
                 total = Total(len(found))
-                listed = [AuditEvent.id.in_(found)]
+                listed = [among(url, AuditEvent.id, found)]
             elif q:
                 total = Total(SEARCH_COUNT_LIMIT, exact=False)
             else:

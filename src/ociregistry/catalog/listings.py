@@ -23,6 +23,7 @@ starts at that key (keyset pagination).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,9 @@ from sqlalchemy import (
     BigInteger,
     Integer,
     Select,
+    String,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -44,6 +47,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -548,6 +552,17 @@ async def searched_ids(conn: Any, chosen: Select[Any]) -> list[int] | None:
     (the total, then the page)."""
     ids = list((await conn.scalars(chosen.limit(SEARCH_COUNT_LIMIT + 1))).all())
     return ids if len(ids) <= SEARCH_COUNT_LIMIT else None
+
+
+def among(url: str, column: Any, ids: list[int]) -> ColumnElement[bool]:
+    """`column` is one of `ids` (searched_ids'), as one statement whatever their number: a
+    PostgreSQL array, a SQLite JSON array. A list of bound values (`IN (?, ?, …)`) would be
+    a new statement for each number of matches, each prepared and cached anew, pushing the
+    hot statements out of each connection's cache."""
+    if url.startswith("postgresql"):
+        return column == any_(bindparam(None, ids, type_=ARRAY(Integer)))
+    listed = func.json_each(bindparam(None, json.dumps(ids), type_=String))
+    return column.in_(select(literal_column("value")).select_from(listed))
 
 
 def name_contains(
