@@ -215,6 +215,12 @@ def seed(database_url: str, seeded: Seeded, size: int) -> None:
                 # vacuumed away long ago. VACUUM runs outside a transaction.
                 vacuum = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await vacuum.execute(text("VACUUM ANALYZE"))
+                # The recounts rewrite every row of these tables at once, and a GIN (trigram)
+                # index keeps the scars after VACUUM: a name search of 100,000 groups read it
+                # in 5.3 ms, against 1.1 ms after the same counts were raised one row per
+                # transaction (85% HOT updates, as use makes them) and 0.7 ms rebuilt.
+                for table in _RECOUNTED:
+                    await vacuum.execute(text(f"REINDEX TABLE {table}"))
             else:
                 await conn.execute(text("ANALYZE"))
                 await conn.commit()
@@ -237,6 +243,8 @@ _RECOUNT = (
     "UPDATE project_groups SET member_count = (SELECT count(*) FROM group_members"
     " WHERE group_members.group_id = project_groups.id)",
 )
+
+_RECOUNTED = ("images", "registries", "project_groups")
 
 
 def _seed(conn: Connection, seeded: Seeded, size: int) -> None:
