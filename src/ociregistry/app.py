@@ -29,6 +29,7 @@ from ociregistry.content.gc import GarbageCollector
 from ociregistry.db.database import is_retryable
 from ociregistry.errors import RegistryError
 from ociregistry.ops import access, audit, health, metrics, shutdown
+from ociregistry.ops.unread_body import ReadUnreadBody
 from ociregistry.services import Services
 from ociregistry.v2.common import (
     ApiVersionHeader,
@@ -250,6 +251,8 @@ def create_app(settings: Settings) -> Starlette:
             # Pulls' hottest requests skip the rest of the stack (v2/fastpath.py says why
             # and what it keeps doing for them): keep it right after the access middleware.
             Middleware(HotRoutes, routes=routes, handlers=exception_handlers),
+            # Answers that leave a body unread wait for it (ops/unread_body.py: nginx).
+            Middleware(ReadUnreadBody),
             Middleware(ApiVersionHeader),
             Middleware(console.ConsoleHeaders),
             Middleware(audit.AuditLogMiddleware),
