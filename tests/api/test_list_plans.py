@@ -505,7 +505,10 @@ def test_each_list_reads_an_index_range_and_counts_to_a_bound(
 
 
 SEARCHED_ONCE = [
+    ("/api/v1/users?q=walker", "/api/v1/users?q=walker1", "users"),
     ("/api/v1/project-groups?q=walker", "/api/v1/project-groups?q=walker1", "groups"),
+    (f"{ACCOUNT_MEMBERS}?q=walker", f"{ACCOUNT_MEMBERS}?q=walker1", "users"),
+    (f"{ACCOUNT_TOKENS}?q=ci-t", f"{ACCOUNT_TOKENS}?q=ci-t1", "tokens"),
     ("/api/v1/audit-log?q=walked/path", "/api/v1/audit-log?q=walked/path/1", "audit"),
 ]
 
