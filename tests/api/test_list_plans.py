@@ -534,3 +534,80 @@ def test_search_reads_its_trigram_index_once(
         )
         pages.append([s for s in statements if not marker.search(s)])
     assert pages[0] and pages[0] == pages[1], f"the pages of {path} and {narrower} differ"
+
+
+def _postgres_generic_plans(
+    registry: InProcessRegistry, statements: list[tuple[str, Any]]
+) -> list[Any]:
+    """The plans PostgreSQL keeps for `statements` once it has prepared them a few times
+    (the generic plans, which know no parameter's value), as asyncpg's cached statements
+    get them under a steady load."""
+
+    async def explain() -> list[Any]:
+        engine = create_async_engine(registry.settings.database_url)
+        plans = []
+        try:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+                await conn.exec_driver_sql("SET enable_seqscan = off")  # as at 100,000 rows
+                for number, (statement, parameters) in enumerate(statements):
+                    await conn.exec_driver_sql(f"PREPARE generic{number} AS {statement}")
+                    values = ", ".join(_literal(value) for value in parameters)
+                    result = await conn.exec_driver_sql(
+                        f"EXPLAIN (FORMAT JSON) EXECUTE generic{number}({values})"
+                    )
+                    document = result.scalar_one()
+                    plans.append(json.loads(document) if isinstance(document, str) else document)
+        finally:
+            await engine.dispose()
+        return plans
+
+    return registry.run(explain())
+
+
+def _literal(value: Any) -> str:
+    """`value` as SQL (EXPLAIN EXECUTE takes no bound parameters)."""
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    assert isinstance(value, int), value
+    return str(value)
+
+
+def test_members_search_finds_the_memberships_by_user(registry: InProcessRegistry) -> None:
+    """A search of a group's members finds the users first, then their memberships by user:
+    never a walk of the group's members in name order testing each against the users
+    found, which PostgreSQL's generic plan chose (the group's size unknown to it), reading
+    all 100,000 members of `crowd` per request (8x the cost at 1,000)."""
+    path = f"{ACCOUNT_MEMBERS}?q=walker"
+    statements = [
+        (s, p) for s, p in _recorded(registry, path, MENTIONS_ACCOUNTS) if "group_members" in s
+    ]
+    assert statements, f"GET {path} read no memberships"
+    walks: list[str] = []
+    if registry.settings.database_url.startswith("postgresql"):
+        for (statement, _), plan in zip(
+            statements, _postgres_generic_plans(registry, statements), strict=True
+        ):
+            nodes = [plan[0]["Plan"]]
+            while nodes:
+                node = nodes.pop()
+                nodes += node.get("Plans", [])
+                index = str(node.get("Index Name", ""))
+                by_user = "user_id" in str(node.get("Index Cond", ""))
+                scanned = node.get("Relation Name") == "group_members" and not index
+                scanned = scanned and node["Node Type"] == "Seq Scan"
+                if scanned or ("group_members" in index and not by_user):
+                    walks.append(f"{node['Node Type']} {index}\n  {statement}")
+    else:
+        database = Path(registry.settings.data_dir) / "registry.db"
+        with sqlite3.connect(database) as conn:
+            for statement, parameters in statements:
+                plan = conn.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
+                walks += [
+                    f"{row[3]}\n  {statement}"
+                    for row in plan
+                    if "group_members" in row[3] and "user_id=" not in row[3]
+                ]
+    assert not walks, f"GET {path} walks the group's members:\n" + "\n".join(walks)
