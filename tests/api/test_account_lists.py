@@ -412,12 +412,16 @@ WORDED_TARGETS = {
     "tag": "/api/v1/registries/tailsteam/images/tailsapp/-/tags/v1.2.3",
     "webapp": "/api/v1/registries/tailsteam/images/tailswebapp",
     "upload": "/v2/tailsteam/tailsapp_store/blobs/uploads/\u00e9crit-7",
+    "digest": f"/v2/tailsteam/tailsapp/blobs/sha256:{'0123456789abcdef' * 4}",
 }
 # (q, the events of WORDED_TARGETS it finds: on SQLite, on PostgreSQL)
 WORD_SEARCHES = [
-    ("tailsapp", {"manifest", "tag", "upload"}, None),  # a word, and the start of one
-    ("tailsteam/tailsapp", {"manifest", "upload"}, None),  # across a separator
-    ("/tailsapp/", {"manifest", "tag"}, None),  # separators before the first word
+    ("tailsapp", {"manifest", "tag", "upload", "digest"}, None),  # a word, the start of one
+    ("tailsteam/tailsapp", {"manifest", "upload", "digest"}, None),  # across a separator
+    ("/tailsapp/", {"manifest", "tag", "digest"}, None),  # separators before the first word
+    ("0123456789abcdef" * 4, {"digest"}, None),  # longer than the tails kept (64)
+    ("blobs/sha256:" + "0123456789abcdef" * 4, {"digest"}, None),
+    ("blobs/sha256:" + "0123456789abcdef" * 4 + "0", set(), None),
     ("_store", {"upload"}, None),
     ("2.3", {"tag"}, None),  # `3` starts a word after `.`
     ("\u00e9crit", {"upload"}, None),  # non-ASCII characters are word characters

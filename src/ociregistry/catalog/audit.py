@@ -143,10 +143,11 @@ class AuditLog:
     ) -> tuple[list[AuditRecord], Total, Key | None]:
         """Events of the registries matching `registries` (None: every event; the policy
         decides which the caller sees), matching `filters` (exact actor, action, registry,
-        outcome) and `q` (in the target), newest first unless `sort` says `at`: a range of
-        the index of the filter's column, the time and the id (migration 0017), after the
-        page's key (for a few registries, each one's range, merged); their number counted
-        up to SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
+        outcome) and `q` (from a word of the target: `target_words`), newest first unless
+        `sort` says `at`: a range of the index of the filter's column, the time and the id
+        (migration 0017), after the page's key (for a few registries, each one's range,
+        merged); their number counted up to SEARCH_COUNT_LIMIT; the key of the last row
+        when more follow."""
         names: list[str] | None = None
         if registries is not None:
             async with self.db.read() as conn:
