@@ -22,9 +22,10 @@ deleted event's tails are found again from its target, by their key, so no secon
 (by event) doubles the table.
 SQLite reads the positions of a target's characters from `audit_target_positions` (1 to
 MAX_TARGET, the targets' length) because a trigger cannot hold a recursive query;
-PostgreSQL's trigger uses generate_series and folds with translate() (not lower(), which
-folds beyond ASCII by the database's locale), and its tails sort by code point (COLLATE
-"C") so a prefix is one range. The trigram index stays for a `q` that holds no word.
+PostgreSQL's trigger splits the target with a regular expression and folds with
+translate() (not lower(), which folds beyond ASCII by the database's locale), and its
+tails sort by code point (COLLATE "C") so a prefix is one range. The trigram index stays
+for a `q` that holds no word.
 """
 
 from collections.abc import Sequence
@@ -75,16 +76,23 @@ _SQLITE = (
 )
 
 
-def _postgresql_word(character: str) -> str:
-    return f"({character} ~ '[0-9A-Za-z]' OR ascii({character}) > 127)"
+_SEPARATOR = r"[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"  # ASCII, not a letter or digit
+_WORD = r"[^\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
 
 
 def _postgresql_tails(target: str, event_id: str) -> str:
-    here, before = f"substr({target}, n, 1)", f"substr({target}, n - 1, 1)"
+    """The same rows as _sqlite_tails: the target split where a word follows a separator
+    (one pass of a regular expression; a test of each character, as SQLite does it, took
+    twice the CPU), each piece's start (its offset, summed) a tail's if a word starts there."""
+    pieces = (
+        f"SELECT (sum(length(piece)) OVER (ORDER BY o) - length(piece) + 1)::integer AS n"
+        f" FROM regexp_split_to_table({target}, '(?<={_SEPARATOR})(?={_WORD})')"
+        " WITH ORDINALITY AS pieces(piece, o)"
+    )
     folded = f"translate(substr({target}, n, {TAIL}), '{_UPPER}', '{_UPPER.lower()}')"
     return (
-        f"SELECT {folded} AS tail, {event_id} FROM generate_series(1, length({target})) AS n"
-        f" WHERE {_postgresql_word(here)} AND (n = 1 OR NOT {_postgresql_word(before)})"
+        f"SELECT {folded} AS tail, {event_id} FROM ({pieces}) AS starts"
+        f" WHERE substr({target}, n, 1) ~ '{_WORD}'"
     )
 
 
