@@ -497,6 +497,7 @@ def account_cases() -> list[tuple[str, str]]:
         ("api groups, search", "/api/v1/project-groups?q=grp0001"),
         ("api members (crowd)", members),
         ("api members, -username", f"{members}?sort=-username"),
+        ("api members, search", f"{members}?q=u0001"),
         ("api tokens", tokens),
         ("api tokens, -created_at (console)", f"{tokens}?sort=-created_at"),
         ("api tokens, -last_used_at", f"{tokens}?sort=-last_used_at"),

@@ -24,7 +24,8 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, inspect, select, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from ociregistry.api.common import MAX_PAGED_ITEMS
 from ociregistry.auth.models import PersonalAccessToken, ProjectGroup, User
@@ -32,6 +33,7 @@ from ociregistry.catalog.audit import AuditRecord, write_events
 from ociregistry.db.database import MIGRATIONS, _sqlite_engine
 from ociregistry.db.models import AuditEvent, utcnow
 from support.inprocess import InProcessRegistry, on_database
+from support.pgcluster import fresh_database
 
 PASSWORD = "long-enough-password"
 USERS = 7  # besides admin and the members below
@@ -405,6 +407,56 @@ def test_searches_find_names_through_their_index(registry: InProcessRegistry) ->
     assert [g["name"] for g in groups] == ["crowd"]
 
 
+WORDED_TARGETS = {
+    "manifest": "/v2/tailsteam/tailsapp/manifests/sha256:ABCdef0123",
+    "tag": "/api/v1/registries/tailsteam/images/tailsapp/-/tags/v1.2.3",
+    "webapp": "/api/v1/registries/tailsteam/images/tailswebapp",
+    "upload": "/v2/tailsteam/tailsapp_store/blobs/uploads/\u00e9crit-7",
+    "digest": f"/v2/tailsteam/tailsapp/blobs/sha256:{'0123456789abcdef' * 4}",
+}
+# (q, the events of WORDED_TARGETS it finds: on SQLite, on PostgreSQL)
+WORD_SEARCHES = [
+    ("tailsapp", {"manifest", "tag", "upload", "digest"}, None),  # a word, the start of one
+    ("tailsteam/tailsapp", {"manifest", "upload", "digest"}, None),  # across a separator
+    ("/tailsapp/", {"manifest", "tag", "digest"}, None),  # separators before the first word
+    ("0123456789abcdef" * 4, {"digest"}, None),  # longer than the tails kept (64)
+    ("blobs/sha256:" + "0123456789abcdef" * 4, {"digest"}, None),
+    ("blobs/sha256:" + "0123456789abcdef" * 4 + "0", set(), None),
+    ("_store", {"upload"}, None),
+    ("2.3", {"tag"}, None),  # `3` starts a word after `.`
+    ("\u00e9crit", {"upload"}, None),  # non-ASCII characters are word characters
+    ("sha256:ABCd", {"manifest"}, None),
+    ("ABCDEF", {"manifest"}, set()),  # LIKE: ASCII case folded on SQLite, not on PostgreSQL
+    ("webapp", set(), None),  # inside a word: not a match (before migration 0019: one)
+    ("crit", set(), None),
+    ("1.2.3", set(), None),  # `1` is inside the word `v1`
+    ("-/", {"tag"}, None),  # no word: found by the trigram index (or a scan), as before
+    ("tails%", set(), None),  # literally
+]
+
+
+def test_the_audit_search_finds_the_words_of_targets(registry: InProcessRegistry) -> None:
+    """The audit log's `q` matches where a word of the target starts (the B-tree of
+    migration 0019 holds each target's tails from each word), whatever precedes it in `q`;
+    separators before the first word of `q` are matched as they are. Case as LIKE has it on
+    each database."""
+    events = [
+        AuditRecord("tailor", "127.0.0.1", None, "tails.put", "PUT", target, None, 201, "success")
+        for target in WORDED_TARGETS.values()
+    ]
+    registry.run(registry.services.db.transaction(lambda conn: write_events(conn, events)))
+    named = {target: name for name, target in WORDED_TARGETS.items()}
+    postgresql = registry.settings.database_url.startswith("postgresql")
+    wrong = []
+    for q, on_sqlite, on_postgresql in WORD_SEARCHES:
+        expected = on_postgresql if postgresql and on_postgresql is not None else on_sqlite
+        answer = _get(registry, "/api/v1/audit-log", q=q, actor="tailor", page_size=100).json()
+        found = {named[e["target"]] for e in answer["items"]}
+        if found != expected or answer["total"] != len(expected):
+            wrong.append(f"q={q!r}: {sorted(found)} ({answer['total']}), not {sorted(expected)}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_migration_0017_keeps_the_memberships_and_counts_them(tmp_path: Path) -> None:
     """A database of before 0017, with memberships, comes through the upgrade (and back)
     with every membership, its username and the groups' member counts (SQLite: a batch copy
@@ -439,12 +491,66 @@ def test_migration_0017_keeps_the_memberships_and_counts_them(tmp_path: Path) ->
         running.close()
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_migration_0019_finds_the_events_logged_before_it(tmp_path: Path, database: str) -> None:
+    """Migration 0019 indexes the words of the targets already in the log (and its
+    downgrade drops what it made): an event written before it, and one written while the
+    database was back at the revision before, are found by their words after it."""
+    data = tmp_path / "data"
+    with fresh_database(database, "tails") as url:
+        with InProcessRegistry(data, database_url=url) as running:
+            before = AuditRecord(
+                "migrant", "127.0.0.1", None, "m.put", "PUT", "/v2/migteam/early", None, 201, "ok"
+            )
+            running.run(running.services.db.transaction(lambda c: write_events(c, [before])))
+        engine_url = url or f"sqlite+aiosqlite:///{data / 'registry.db'}"
+        _alembic(engine_url, command.downgrade, "-1")
+        late = {
+            "at": utcnow(), "actor": "migrant", "client": "127.0.0.1", "action": "m.put",
+            "method": "PUT", "status": 201, "target": "/v2/migteam/late", "outcome": "ok",
+        }  # fmt: skip
+        _on(engine_url, lambda conn: conn.execute(AuditEvent.__table__.insert(), [late]))
+        assert "audit_target_tails" not in _on(engine_url, _tables)
+        _alembic(engine_url, command.upgrade, "head")
+        with InProcessRegistry(data, database_url=url) as running:
+            found = _get(running, "/api/v1/audit-log", q="migteam/", page_size=100).json()
+            targets = sorted(e["target"] for e in found["items"])
+            assert targets == ["/v2/migteam/early", "/v2/migteam/late"]
+            assert _get(running, "/api/v1/audit-log", q="igteam").json()["items"] == []
+        # and an event that goes takes its tails along (retention deletes events)
+        gone = AuditEvent.__table__.delete().where(AuditEvent.actor == "migrant")
+        _on(engine_url, lambda conn: conn.execute(gone))
+        left = _on(engine_url, lambda conn: conn.exec_driver_sql(_TAILS_OF_MIGTEAM).scalar())
+        assert left == 0
+
+
+_TAILS_OF_MIGTEAM = "SELECT count(*) FROM audit_target_tails WHERE tail LIKE 'migteam%'"
+
+
+def _tables(conn: Any) -> list[str]:
+    return inspect(conn).get_table_names()
+
+
+def _on(url: str, work: Any) -> Any:
+    """`work(connection)` in a transaction of the database at `url`."""
+
+    async def go() -> Any:
+        engine = _sqlite_engine(url) if url.startswith("sqlite") else create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                return await conn.run_sync(work)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
 def _alembic(url: str, step: Any, target: str) -> None:
     """Run an Alembic step on the database as the server's migration does (its engine, with
     SQLite's foreign keys enforced)."""
 
     async def go() -> None:
-        engine = _sqlite_engine(url)
+        engine = _sqlite_engine(url) if url.startswith("sqlite") else create_async_engine(url)
         try:
             async with engine.begin() as conn:
 

@@ -225,12 +225,24 @@ class Groups:
         query = select(GroupMember.username, GroupMember.role).where(
             GroupMember.group_id == group_id
         )
+        url = self.db.url
+        users = select(User.id)
         if q:
-            url = self.db.url
             named = name_contains(url, User.id, User.username, "users_search", q)
-            users = searched_first(url, select(User.id).where(named), User.id)
-            query = query.where(GroupMember.user_id.in_(users))
+            users = searched_first(url, users.where(named), User.id)
         async with self.db.read(offload=True) as conn:
+            # The users of that name, read once from their trigram index (searched_ids):
+            # the few memberships among them are both the total and the page, found by
+            # user (`group_id + 0`: not a walk of the group's members in name order, which
+            # a generic plan of PostgreSQL chose, reading all 100,000 of `crowd`'s).
+            found = await searched_ids(conn, users) if q else None
+            if found is not None:
+                query = select(GroupMember.username, GroupMember.role).where(
+                    GroupMember.group_id + 0 == group_id,
+                    among(url, GroupMember.user_id, found),
+                )
+            elif q:
+                query = query.where(GroupMember.user_id.in_(users))
             if q:
                 total = await bounded_total(conn, query)
             else:

@@ -13,6 +13,7 @@ retention run) can put its events in that transaction with `write_events`."""
 from __future__ import annotations
 
 import asyncio
+import string
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, select, union_all
+from sqlalchemy import Integer, String, and_, column, delete, select, table, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -42,6 +43,7 @@ from ociregistry.catalog.listings import (
 )
 from ociregistry.db.database import Database
 from ociregistry.db.models import AuditEvent, Registry, utcnow
+from ociregistry.db.sql import escape_like
 
 PRUNE_EVERY_SECONDS = 3600
 
@@ -141,10 +143,11 @@ class AuditLog:
     ) -> tuple[list[AuditRecord], Total, Key | None]:
         """Events of the registries matching `registries` (None: every event; the policy
         decides which the caller sees), matching `filters` (exact actor, action, registry,
-        outcome) and `q` (in the target), newest first unless `sort` says `at`: a range of
-        the index of the filter's column, the time and the id (migration 0017), after the
-        page's key (for a few registries, each one's range, merged); their number counted
-        up to SEARCH_COUNT_LIMIT; the key of the last row when more follow."""
+        outcome) and `q` (from a word of the target: `target_words`), newest first unless
+        `sort` says `at`: a range of the index of the filter's column, the time and the id
+        (migration 0017), after the page's key (for a few registries, each one's range,
+        merged); their number counted up to SEARCH_COUNT_LIMIT; the key of the last row
+        when more follow."""
         names: list[str] | None = None
         if registries is not None:
             async with self.db.read() as conn:
@@ -160,7 +163,9 @@ class AuditLog:
         listed = conditions
         url = self.db.url
         if q:
-            named = name_contains(url, AuditEvent.id, AuditEvent.target, "audit_search", q)
+            named = target_words(q)
+            if named is None:  # no word in `q`: its trigrams (migration 0017)
+                named = name_contains(url, AuditEvent.id, AuditEvent.target, "audit_search", q)
             chosen = searched_first(url, chosen.where(named), AuditEvent.id)
             listed = [AuditEvent.id.in_(chosen)]
         elif names is not None and 1 < len(names) <= MERGE_LIMIT:
@@ -177,6 +182,38 @@ class AuditLog:
             query = select(*_EVENT_COLUMNS).where(*listed)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [AuditRecord(*row) for row in rows], total, following
+
+
+# The tails of each event's target that start a word, first TAIL characters, ASCII folded to
+# lower case (migration 0019, kept by triggers on audit_log).
+_TAILS = table("audit_target_tails", column("tail", String), column("event_id", Integer))
+TAIL = 64
+_SEPARATORS = "".join(chr(c) for c in range(128) if not chr(c).isalnum())
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_LAST_CHARACTER = "\U0010ffff"  # after every character a tail may hold next
+
+
+def target_words(q: str) -> ColumnElement[bool] | None:
+    """Events whose target holds `q` from the start of a word (a letter, a digit or a
+    non-ASCII character after the start or an ASCII separator: `/`, `-`, `.`, `:`, `_`,
+    `@`…), as the console's search of target paths means it (`team-a/app`, `app:1.0`,
+    `sha256:12ab`, `/v2/team-a`); None when `q` holds no word. One range of the B-tree of
+    the targets' tails that start a word (migration 0019): its length is the number of
+    matches, where a trigram index of the targets read posting lists as long as a part of
+    the whole log (every target shares `/ap`, `api`, `/v1`, `reg`…). Separators before the
+    first word of `q` are matched in the target, not looked up (a separator precedes every
+    word), and LIKE checks the whole of `q` (the index holds TAIL characters of a tail)."""
+    words = q.lstrip(_SEPARATORS)
+    if not words:
+        return None
+    low = words[:TAIL].translate(_ASCII_LOWER)
+    tails = select(_TAILS.c.event_id).where(
+        _TAILS.c.tail >= low, _TAILS.c.tail < low + _LAST_CHARACTER
+    )
+    # `|| ''`: checked on the events found, never a way to find them (PostgreSQL's planner
+    # would weigh the trigram index of the targets for it)
+    held = (AuditEvent.target + "").like(f"%{escape_like(q)}%", escape="\\")
+    return and_(AuditEvent.id.in_(tails), held)
 
 
 _EVENT_COLUMNS = (  # an AuditRecord's

@@ -23,7 +23,7 @@ export const CATALOGUE = {
     en: "Every change, deletion, sign-in and failed sign-in: actor, time, client address, request ID, target and outcome. Platform admins see all of it, registry owners their registries' events.",
   },
   "audit.empty": { "zh-CN": "暂无审计记录", en: "No audit events" },
-  "audit.search": { "zh-CN": "按对象路径搜索", en: "Search by target path" },
+  "audit.search": { "zh-CN": "按对象路径搜索（从词首）", en: "Search target paths (from a word's start)" },
   "audit.outcome.success": { "zh-CN": "成功", en: "Success" },
   "audit.outcome.denied": { "zh-CN": "拒绝", en: "Denied" },
   "audit.outcome.failure": { "zh-CN": "失败", en: "Failed" },
