@@ -4,7 +4,9 @@
 On a shared machine the HTTP figures of `bench/usage_bench.py` move by ±10 % from run to run,
 more than the cost they measure. This one runs a manifest PUT's transaction
 (`catalog.images._record_manifest`, as the PUT handler runs it) in-process on a fresh SQLite
-database, with usage upkeep and with it made a no-op (as usage_bench.py does), and counts the
+database, with usage upkeep and with it made a no-op (as usage_bench.py does: no usage rows,
+the SQLite triggers of migration 0018 dropped, but the manifest's references checked in its
+transaction by one statement, as the upkeep's image-level upsert checks them), and counts the
 pages each commit appends to the WAL (automatic checkpoints off, so the WAL's length is the
 count): a commit's I/O, and most of its CPU, is proportional to them, and the count does not
 depend on the machine's load. It also prints the process's CPU per transaction (timed, so as
@@ -33,6 +35,7 @@ from typing import Any
 from sqlalchemy import event
 
 import ociregistry.catalog.images as images
+import ociregistry.catalog.usage as usage
 from ociregistry.db.database import _sqlite_sync_engine, migrate
 from ociregistry.db.models import Registry
 from ociregistry.manifests.parse import parse_manifest
@@ -50,7 +53,7 @@ def sha256(data: bytes) -> str:
 class Database:
     """A migrated SQLite database with one registry, written as the server writes it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, kept: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "registry.db"
         url = f"sqlite+aiosqlite:///{self.path}"
@@ -63,6 +66,9 @@ class Database:
         )
         with self.engine.begin() as conn:
             conn.execute(Registry.__table__.insert(), {"resource_id": "bench", "name": "bench"})
+            if not kept:  # SQLite's upkeep runs in triggers too (migration 0018)
+                for trigger in usage.SQLITE_TRIGGERS:
+                    conn.exec_driver_sql(f"DROP TRIGGER {trigger}")
         self.layers = [os.urandom(2000), os.urandom(3000)]
 
     def wal_pages(self) -> float:
@@ -118,11 +124,22 @@ class Database:
         return (self.wal_pages() - pages) / len(work), cpu
 
 
+def check_only(conn: Any, registry_id: int, image_id: int, entries: Any) -> None:
+    """The "off" upkeep: no usage rows, but the manifest's references checked under the
+    transaction's lock as the upkeep checks them (one statement on the driver)."""
+    digests = sorted(entries)
+    statement = usage._sqlite_linked(len(digests))
+    linked = conn.connection.driver_connection.execute(statement, (image_id, *digests))
+    if len(linked.fetchall()) < len(digests):
+        raise RuntimeError("a manifest's blob is not linked")
+
+
 def upkeep(on: bool) -> None:
     if on:
         images.add_manifest, images.note_stored = UPKEEP
     else:
-        images.add_manifest = images.note_stored = lambda *args, **kwargs: None
+        images.add_manifest = check_only
+        images.note_stored = lambda *args, **kwargs: None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     figures: dict[str, list[tuple[float, float]]] = {"kept": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="usage-pages-") as tmp:
-        databases = {label: Database(Path(tmp) / label) for label in figures}
+        databases = {label: Database(Path(tmp) / label, kept=label == "kept") for label in figures}
         for round_number in range(args.rounds):
             for label in figures if round_number % 2 == 0 else list(figures)[::-1]:
                 upkeep(label == "kept")

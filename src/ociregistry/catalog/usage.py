@@ -15,14 +15,16 @@ tables count those references at three levels, so every figure is a sum over one
 
 Adding a manifest adds one reference per blob at the image level; only a blob new to the image
 goes up a level, and only one new to the registry reaches the platform. Removing works the
-same way down. The registry's `size_bytes` changes by one conditional UPDATE, which is also
-where a quota is enforced: two pushes racing on different workers or instances serialise on
-that row, and the second sees the first's bytes (SPEC: a 403 is decided in the database, not
-from a figure read earlier). Rows are touched in digest order, so transactions on PostgreSQL
-lock them in one order and never deadlock on each other. A transaction that removes several
-manifests or images changes `blob_usage` once per manifest or image, so in several passes: it
-locks every row it may change first, in digest order (`lock_for_manifests`, `lock_for_images`),
-right after its registry and image locks (the lock order of db/database.py).
+same way down. On SQLite adding is one statement, the image level, which triggers carry up
+(migration 0018); on PostgreSQL one statement of data-modifying CTEs. The registry's
+`size_bytes` grows in the database, which is also where a quota is enforced: two pushes
+racing on different workers or instances serialise on that row, and the second sees the
+first's bytes (SPEC: a 403 is decided in the database, not from a figure read earlier). Rows
+are touched in digest order, so transactions on PostgreSQL lock them in one order and never
+deadlock on each other. A transaction that removes several manifests or images changes
+`blob_usage` once per manifest or image, so in several passes: it locks every row it may
+change first, in digest order (`lock_for_manifests`, `lock_for_images`), right after its
+registry and image locks (the lock order of db/database.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -96,49 +98,47 @@ _KEYS = {"image_usage": "image_id", "registry_usage": "registry_id", "blob_usage
 # Statements are built once per database kind (see catalog/images.py): building and compiling
 # one costs more than running it, and these run on every manifest push.
 
-# Adding references RETURNs each blob's count, so the blobs a level had none of before are
-# known without another query; blobs go in digest order, so transactions on PostgreSQL lock
-# rows in one order and never deadlock on each other. On PostgreSQL a level is one statement
-# for all of a manifest's blobs (two arrays, unnest): a round trip each would cost more than
-# the work. On SQLite the statements run on the transaction's own sqlite3 connection, one per
-# blob, a few microseconds each (a multi-row VALUES or json_each was measured no faster);
-# through the SQL layer each would cost several times what SQLite spends on it, while the
-# push holds SQLite's one write lock.
-_SQLITE_UP = {
-    name: f"INSERT INTO {name} ({key + ', ' if key else ''}digest, size, refs) "
-    f"VALUES ({'?, ' if key else ''}?, ?, 1) "
-    f"ON CONFLICT ({key + ', ' if key else ''}digest) DO UPDATE SET refs = refs + 1 "
-    "RETURNING refs"
-    for name, key in _KEYS.items()
-}
-_POSTGRESQL_UP = {
-    name: text(
-        f"INSERT INTO {name} ({key + ', ' if key else ''}digest, size, refs) "
-        f"SELECT {':key, ' if key else ''}d, s, 1 "
-        "FROM unnest(CAST(:digests AS text[]), CAST(:sizes AS bigint[])) AS t(d, s) ORDER BY d "
-        f"ON CONFLICT ({key + ', ' if key else ''}digest) DO UPDATE SET refs = {name}.refs + 1 "
-        "RETURNING digest, size, refs"
+# On SQLite a manifest's references are one statement on the transaction's own sqlite3
+# connection: the image level for all its blobs, counted from the links, so a blob the
+# manifest names but the image does not hold (unlinked since the check before the
+# transaction) adds no row and is missing from what it RETURNs; the caller refuses the push.
+# The references are so checked under the transaction's lock at no cost of a statement of
+# their own. Triggers (migration 0018) carry each blob new to the image up to the registry and
+# the platform, and the sizes of the image and the registry with it, inside SQLite: as a
+# statement each through Python they cost ten round trips per PUT for a few microseconds of
+# SQLite's work each. A registry taken above its quota aborts the statement (SQLite undoes
+# it): QUOTA_ABORT.
+QUOTA_ABORT = "ociregistry: registry quota exceeded"
+SQLITE_TRIGGERS = ("usage_blob_stored", "usage_image_added", "usage_registry_added")
+_SQLITE_BATCH = 500  # blobs per statement, well within SQLite's limit of bound values
+
+
+@cache
+def _sqlite_image_up(count: int) -> str:
+    return (
+        "INSERT INTO image_usage (image_id, digest, size, refs) "
+        "SELECT image_id, digest, size, 1 FROM image_blobs "
+        f"WHERE image_id = ? AND digest IN ({_marks(count)}) "
+        "ON CONFLICT (image_id, digest) DO UPDATE SET refs = refs + 1 "
+        "RETURNING digest"
     )
-    for name, key in _KEYS.items()
-}
-# The image level counts only blobs linked into the image: a manifest's sizes come from the
-# links, and a blob the manifest names but the image does not hold (unlinked since the check
-# before the transaction) adds no row, which the caller sees and refuses the push for. So the
-# references are checked under the transaction's lock at no cost of a statement of its own.
-_SQLITE_IMAGE_UP = (
-    "INSERT INTO image_usage (image_id, digest, size, refs) "
-    "SELECT image_id, digest, size, 1 FROM image_blobs WHERE image_id = ? AND digest = ? "
-    "ON CONFLICT (image_id, digest) DO UPDATE SET refs = refs + 1 "
-    "RETURNING size, refs"
-)
-_SQLITE_STORED = (
-    "INSERT INTO blob_usage (digest, size, refs) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"
-)
-_SQLITE_IMAGE_SIZE = "UPDATE images SET size_bytes = size_bytes + ? WHERE id = ?"
-_SQLITE_REGISTRY_GROWS = (
-    "UPDATE registries SET size_bytes = size_bytes + ?1 "
-    "WHERE id = ?2 AND (quota_bytes <= 0 OR size_bytes + ?1 <= quota_bytes)"
-)
+
+
+@cache
+def _sqlite_linked(count: int) -> str:
+    return (
+        f"SELECT digest, size FROM image_blobs WHERE image_id = ? AND digest IN ({_marks(count)})"
+    )
+
+
+@cache
+def _sqlite_held(count: int, registry: bool = False) -> str:
+    table, key = ("registry_usage", "registry_id") if registry else ("image_usage", "image_id")
+    return f"SELECT digest FROM {table} WHERE {key} = ? AND digest IN ({_marks(count)})"
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 # On PostgreSQL the whole of add_manifest is this one statement: a round trip to the server
@@ -220,12 +220,6 @@ _REGISTRY_SIZE = (
     .where(Registry.id == bindparam("b_id"))
     .values(size_bytes=Registry.size_bytes + bindparam("b_delta"))
 )
-_REGISTRY_GROWS = _REGISTRY_SIZE.where(
-    or_(
-        Registry.quota_bytes <= 0,
-        Registry.size_bytes + bindparam("b_delta") <= Registry.quota_bytes,
-    )
-)
 
 
 def _sqlite3(conn: Connection) -> sqlite3.Connection | None:
@@ -233,29 +227,6 @@ def _sqlite3(conn: Connection) -> sqlite3.Connection | None:
     connection a synchronous one (Database.transaction)."""
     driver = conn.connection.driver_connection
     return driver if isinstance(driver, sqlite3.Connection) else None
-
-
-def _count_up(conn: Connection, name: str, key: int | None, entries: Entries) -> dict[str, int]:
-    """One more reference to each blob at one level, in one statement; the blobs that had
-    none before."""
-    if not entries:
-        return {}
-    raw = _sqlite3(conn)
-    if raw is not None:
-        new = {}
-        for digest in sorted(entries):
-            size = entries[digest]
-            params = (key, digest, size) if key is not None else (digest, size)
-            if raw.execute(_SQLITE_UP[name], params).fetchone()[0] == 1:
-                new[digest] = size
-        return new
-    else:
-        digests = sorted(entries)
-        rows = conn.execute(
-            _POSTGRESQL_UP[name],
-            {"key": key, "digests": digests, "sizes": [entries[d] for d in digests]},
-        ).all()
-    return {digest: size for digest, size, refs in rows if refs == 1}
 
 
 def _count_down(
@@ -282,10 +253,8 @@ def _count_down(
 
 def note_stored(conn: Connection, digest: str, size: int) -> None:
     """A blob entered the store (linked into an image): from now on it is either referenced
-    or awaiting garbage collection."""
-    raw = _sqlite3(conn)
-    if raw is not None:
-        raw.execute(_SQLITE_STORED, (digest, size))
+    or awaiting garbage collection. On SQLite the link's trigger (usage_blob_stored) did it."""
+    if conn.dialect.name == "sqlite":
         return
     conn.execute(_stored(conn.dialect.name), {"digest": digest, "size": size, "refs": 0})
 
@@ -293,19 +262,6 @@ def note_stored(conn: Connection, digest: str, size: int) -> None:
 def note_collected(conn: Connection, digest: str) -> None:
     """Garbage collection removed a blob's bytes."""
     conn.execute(delete(_BLOB).where(_BLOB.c.digest == digest, _BLOB.c.refs == 0))
-
-
-def _registry_grows(conn: Connection, registry_id: int, added: int) -> None:
-    """Add `added` bytes to the registry, unless that takes it above its quota."""
-    if not added:
-        return
-    raw = _sqlite3(conn)
-    if raw is not None:
-        if raw.execute(_SQLITE_REGISTRY_GROWS, (added, registry_id)).rowcount:
-            return
-    elif conn.execute(_REGISTRY_GROWS, {"b_id": registry_id, "b_delta": added}).rowcount:
-        return
-    _refuse(conn, registry_id, added)
 
 
 def _refuse(conn: Connection, registry_id: int, added: int) -> None:
@@ -326,9 +282,9 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     """A manifest was added to an image: count its references, refusing it if one of its
     blobs is not linked into the image (ManifestBlobUnknown) or if its new bytes exceed the
     registry's quota (QuotaExceeded); the caller's transaction then rolls back. A blob the
-    image held already stops at the first level; on SQLite one statement per blob and level
-    and the image's and the registry's sizes, run on the driver; on PostgreSQL one statement
-    in all (_POSTGRESQL_ADD)."""
+    image held already stops at the first level. One statement in all: on SQLite the image
+    level, run on the driver, which triggers carry up (migration 0018); on PostgreSQL every
+    level (_POSTGRESQL_ADD)."""
     raw = _sqlite3(conn)
     if raw is None and conn.dialect.name == "postgresql":
         digests = sorted(entries)
@@ -343,22 +299,38 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
         return
     if raw is None:  # pragma: no cover - SQLite is always run on its sqlite3 connection
         raise RuntimeError("usage upkeep on SQLite needs the transaction's sqlite3 connection")
-    new_in_image = {}
-    missing = []
-    for digest in sorted(entries):
-        row = raw.execute(_SQLITE_IMAGE_UP, (image_id, digest)).fetchone()
-        if row is None:
-            missing.append(digest)
-        elif row[1] == 1:
-            new_in_image[digest] = row[0]
-    if missing:
-        raise_unlinked(missing)
-    if not new_in_image:
-        return
-    raw.execute(_SQLITE_IMAGE_SIZE, (sum(new_in_image.values()), image_id))
-    new_in_registry = _count_up(conn, "registry_usage", registry_id, new_in_image)
-    _registry_grows(conn, registry_id, sum(new_in_registry.values()))
-    _count_up(conn, "blob_usage", None, new_in_registry)
+    digests = sorted(entries)
+    counted: set[str] = set()
+    for start in range(0, len(digests), _SQLITE_BATCH):
+        batch = digests[start : start + _SQLITE_BATCH]
+        try:
+            rows = raw.execute(_sqlite_image_up(len(batch)), (image_id, *batch)).fetchall()
+        except sqlite3.IntegrityError as error:
+            if QUOTA_ABORT not in str(error):
+                raise
+            _refuse_on_sqlite(conn, raw, registry_id, image_id, digests)
+        counted.update(digest for (digest,) in rows)
+    if len(counted) < len(digests):
+        raise_unlinked(sorted(set(digests) - counted))
+
+
+def _refuse_on_sqlite(
+    conn: Connection, raw: sqlite3.Connection, registry_id: int, image_id: int, digests: list[str]
+) -> None:
+    """The quota trigger undid the statement: what the push misses (refused first, as
+    PostgreSQL does) or the bytes it would add to the registry, for the message."""
+    linked: dict[str, int] = {}
+    held: set[str] = set()  # in the image or the registry already: no bytes added
+    for start in range(0, len(digests), _SQLITE_BATCH):
+        batch = digests[start : start + _SQLITE_BATCH]
+        linked.update(raw.execute(_sqlite_linked(len(batch)), (image_id, *batch)).fetchall())
+        held.update(d for (d,) in raw.execute(_sqlite_held(len(batch)), (image_id, *batch)))
+        held.update(
+            d for (d,) in raw.execute(_sqlite_held(len(batch), True), (registry_id, *batch))
+        )
+    if len(linked) < len(digests):
+        raise_unlinked(sorted(set(digests).difference(linked)))
+    _refuse(conn, registry_id, sum(size for digest, size in linked.items() if digest not in held))
 
 
 def raise_unlinked(missing: list[str], what: str = "the image") -> None:
