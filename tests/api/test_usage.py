@@ -429,9 +429,11 @@ def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Pat
 def test_the_usage_tables_are_clustered_on_their_keys_and_keep_their_figures(
     tmp_path: Path,
 ) -> None:
-    """Migration 0016 (the cost of exact usage): on SQLite the three usage tables are WITHOUT
-    ROWID (one b-tree per table, so a reference written dirties one page, not two), and going
-    down to 0015 and up again keeps every figure."""
+    """Migrations 0016 and 0018 (the cost of exact usage): on SQLite the image and registry
+    levels are WITHOUT ROWID, keyed by the blob's integer id (one b-tree per table, and a
+    push's new rows at its end), and the platform level is a rowid table clustered on that id
+    (its INTEGER PRIMARY KEY); going down to 0015 (the tables keyed by digest, and before 0016
+    rowid tables) and up again keeps every figure."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine
@@ -458,16 +460,35 @@ def test_the_usage_tables_are_clustered_on_their_keys_and_keep_their_figures(
         ).all()
         return {name: sql.rstrip().endswith("WITHOUT ROWID") for name, sql in rows}
 
+    def keys(connection: Any) -> dict[str, list[str]]:
+        return {
+            table: [
+                row[1]
+                for row in sorted(connection.exec_driver_sql(f"PRAGMA table_info({table})"))
+                if row[5]
+            ]
+            for table in _USAGE_TABLES
+        }
+
+    at_head = {"image_usage": True, "registry_usage": True, "blob_usage": False}
+    keyed_at_head = {
+        "image_usage": ["image_id", "blob_id"],
+        "registry_usage": ["registry_id", "blob_id"],
+        "blob_usage": ["id"],
+    }
     engine = create_engine(url)
     with engine.begin() as connection:
-        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, True)
+        assert clustered(connection) == at_head
+        assert keys(connection) == keyed_at_head
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
         command.downgrade(config, "0015")
         assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, False)
+        assert keys(connection)["blob_usage"] == ["digest"]
         command.upgrade(config, "head")
-        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, True)
+        assert clustered(connection) == at_head
+        assert keys(connection) == keyed_at_head
     engine.dispose()
     registry = InProcessRegistry(tmp_path / "data")
     try:

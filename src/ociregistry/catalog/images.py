@@ -582,6 +582,7 @@ def _record_manifest(
             conn, _MANIFEST_ID, {"image_id": image_id, "digest": digest}
         )[0]
     else:
+        note_stored(conn, digest, size)  # its id keys the usage rows (on SQLite, a trigger's)
         add_manifest(conn, registry_id, image_id, manifest_entries(digest, size, parsed))
     for tag in dict.fromkeys(tags):
         params = {
