@@ -6,9 +6,12 @@ workers, a bench user pushing with Bearer tokens), on the same machine in the sa
 
 - "kept": the registry as it ships, usage upkept in every manifest's transaction;
 - "off": the same code with the upkeep made a no-op (`catalog.usage.add_manifest` and
-  `note_stored`, as `catalog/images.py` calls them), by a `sitecustomize` module put on the
-  workers' `PYTHONPATH` by this script only. Nothing else differs: the same routes, the same
-  immutable-tag and quota code paths, the same audit middleware.
+  `note_stored`, as `catalog/images.py` calls them, and on SQLite the usage triggers of
+  migration 0018 dropped), by a `sitecustomize` module put on the workers' `PYTHONPATH` by
+  this script only. The comparison is fair: the "off" server still checks a manifest's
+  references in its transaction, one statement, as the upkeep's image-level upsert does
+  (counting only the blobs linked into the image). Nothing else differs: the same routes, the
+  same immutable-tag and quota code paths, the same audit middleware.
 
 Each round measures both, alternating which goes first:
 
@@ -70,11 +73,44 @@ TARGET_COST_PERCENT = 5.0
 CONCURRENCY = 8
 
 # Imported by every process of the "off" server before anything else (Python's `site`).
+# No usage rows, but the manifest's references checked in its transaction as the upkeep checks
+# them (there, the image-level upsert counts only linked blobs), in one statement; on SQLite
+# the usage triggers (migration 0018) dropped once the schema is up to date.
 UPKEEP_OFF = """
-import ociregistry.catalog.images as images
+import sqlite3
 
-images.add_manifest = lambda *args, **kwargs: None
+from sqlalchemy import make_url, select
+
+import ociregistry.catalog.images as images
+import ociregistry.catalog.usage as usage
+import ociregistry.db.database as database
+from ociregistry.db.models import ImageBlob
+
+
+def check_only(conn, registry_id, image_id, entries):
+    digests = sorted(entries)
+    driver = conn.connection.driver_connection
+    if isinstance(driver, sqlite3.Connection):
+        statement = usage._sqlite_linked(len(digests))
+        linked = driver.execute(statement, (image_id, *digests)).fetchall()
+    else:
+        where = (ImageBlob.image_id == image_id, ImageBlob.digest.in_(digests))
+        linked = conn.execute(select(ImageBlob.digest).where(*where)).all()
+    if len(linked) < len(digests):
+        usage.raise_unlinked(digests)
+
+
+def migrate(url, _migrate=database.migrate):
+    _migrate(url)
+    if url.startswith("sqlite"):
+        with sqlite3.connect(make_url(url).database) as conn:
+            for trigger in usage.SQLITE_TRIGGERS:
+                conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+
+
+images.add_manifest = check_only
 images.note_stored = lambda *args, **kwargs: None
+database.migrate = migrate
 """
 
 

@@ -4,7 +4,9 @@
 On a shared machine the HTTP figures of `bench/usage_bench.py` move by ±10 % from run to run,
 more than the cost they measure. This one runs a manifest PUT's transaction
 (`catalog.images._record_manifest`, as the PUT handler runs it) in-process on a fresh SQLite
-database, with usage upkeep and with it made a no-op (as usage_bench.py does), and counts the
+database, with usage upkeep and with it made a no-op (as usage_bench.py does: no usage rows,
+the SQLite triggers of migration 0018 dropped, but the manifest's references checked in its
+transaction by one statement, as the upkeep's image-level upsert checks them), and counts the
 pages each commit appends to the WAL (automatic checkpoints off, so the WAL's length is the
 count): a commit's I/O, and most of its CPU, is proportional to them, and the count does not
 depend on the machine's load. It also prints the process's CPU per transaction (timed, so as
@@ -13,7 +15,7 @@ noisy as the machine).
 The work is usage_bench.py's: manifests of 8 images, each with a config of its own and two
 layers every manifest shares, a tag each.
 
-    python bench/usage_pages_bench.py [--manifests N] [--rounds N]
+    python bench/usage_pages_bench.py [--manifests N] [--rounds N] [--pushed]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from sqlalchemy import event
 
 import ociregistry.catalog.images as images
+import ociregistry.catalog.usage as usage
 from ociregistry.db.database import _sqlite_sync_engine, migrate
 from ociregistry.db.models import Registry
 from ociregistry.manifests.parse import parse_manifest
@@ -50,7 +53,7 @@ def sha256(data: bytes) -> str:
 class Database:
     """A migrated SQLite database with one registry, written as the server writes it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, kept: bool) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "registry.db"
         url = f"sqlite+aiosqlite:///{self.path}"
@@ -63,6 +66,9 @@ class Database:
         )
         with self.engine.begin() as conn:
             conn.execute(Registry.__table__.insert(), {"resource_id": "bench", "name": "bench"})
+            if not kept:  # SQLite's upkeep runs in triggers too (migration 0018)
+                for trigger in usage.SQLITE_TRIGGERS:
+                    conn.exec_driver_sql(f"DROP TRIGGER {trigger}")
         self.layers = [os.urandom(2000), os.urandom(3000)]
 
     def wal_pages(self) -> float:
@@ -74,8 +80,10 @@ class Database:
         raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         raw.close()
 
-    def prepare(self, count: int, label: str) -> list[tuple[Any, ...]]:
-        """Upload (link) each manifest's blobs, as the pushes before the PUT do."""
+    def prepare(self, count: int, label: str, *, pushed: bool) -> list[tuple[Any, ...]]:
+        """Upload (link) each manifest's blobs, as the pushes before the PUT do: all before
+        the first PUT, or (`pushed`) each manifest's right before its PUT, as a client pushes
+        an image (`put` links them then, outside the figures)."""
         work = []
         for n in range(count):
             repo = RepositoryName("bench", f"put{n % 8}")
@@ -99,44 +107,72 @@ class Database:
                 ],
             }
             body = json.dumps(manifest).encode()
-            with self.engine.begin() as conn:
-                for blob in blobs:
-                    images.link_blob_in(conn, repo, sha256(blob), len(blob))
+            if not pushed:
+                self.link(repo, blobs)
             parsed = parse_manifest(body, OCI_MANIFEST)
-            work.append((repo, sha256(body), len(body), parsed, [f"{label}-{n}"]))
+            put = (repo, sha256(body), len(body), parsed, [f"{label}-{n}"])
+            work.append((blobs if pushed else [], put))
         return work
+
+    def link(self, repo: RepositoryName, blobs: list[bytes]) -> None:
+        with self.engine.begin() as conn:
+            for blob in blobs:
+                images.link_blob_in(conn, repo, sha256(blob), len(blob))
 
     def put(self, work: list[tuple[Any, ...]]) -> tuple[float, float]:
         """The PUTs' transactions: WAL pages and CPU microseconds per PUT."""
         self.checkpoint()
-        pages = self.wal_pages()
-        started = time.process_time()
-        for item in work:
+        pages = cpu = 0.0
+        for blobs, item in work:
+            if blobs:
+                self.link(item[0], blobs)
+            before = self.wal_pages()
+            started = time.process_time()
             with self.engine.begin() as conn:
                 images._record_manifest(conn, *item)
-        cpu = (time.process_time() - started) * 1e6 / len(work)
-        return (self.wal_pages() - pages) / len(work), cpu
+            cpu += time.process_time() - started
+            pages += self.wal_pages() - before
+        return pages / len(work), cpu * 1e6 / len(work)
+
+
+def check_only(conn: Any, registry_id: int, image_id: int, entries: Any) -> None:
+    """The "off" upkeep: no usage rows, but the manifest's references checked under the
+    transaction's lock as the upkeep checks them (one statement on the driver)."""
+    digests = sorted(entries)
+    statement = usage._sqlite_linked(len(digests))
+    linked = conn.connection.driver_connection.execute(statement, (image_id, *digests))
+    if len(linked.fetchall()) < len(digests):
+        raise RuntimeError("a manifest's blob is not linked")
 
 
 def upkeep(on: bool) -> None:
     if on:
         images.add_manifest, images.note_stored = UPKEEP
     else:
-        images.add_manifest = images.note_stored = lambda *args, **kwargs: None
+        images.add_manifest = check_only
+        images.note_stored = lambda *args, **kwargs: None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifests", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--pushed",
+        action="store_true",
+        help="link each manifest's blobs right before its PUT, as a client pushes an image "
+        "(default: every manifest's blobs before the first PUT, as usage_bench.py's PUTs)",
+    )
     args = parser.parse_args(argv)
     figures: dict[str, list[tuple[float, float]]] = {"kept": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="usage-pages-") as tmp:
-        databases = {label: Database(Path(tmp) / label) for label in figures}
+        databases = {label: Database(Path(tmp) / label, kept=label == "kept") for label in figures}
         for round_number in range(args.rounds):
             for label in figures if round_number % 2 == 0 else list(figures)[::-1]:
                 upkeep(label == "kept")
-                work = databases[label].prepare(args.manifests, f"{label}{round_number}")
+                work = databases[label].prepare(
+                    args.manifests, f"{label}{round_number}", pushed=args.pushed
+                )
                 figures[label].append(databases[label].put(work))
                 pages, cpu = figures[label][-1]
                 print(
@@ -151,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         kept = median(f[index] for f in figures["kept"])
         off = median(f[index] for f in figures["off"])
         print(f"{title:30} {kept:8.2f} {off:8.2f} {(kept - off) / off * 100:7.1f}%")
-    print(f"(medians of {args.rounds} rounds of {args.manifests} PUTs)")
+    order = "each right after its blobs" if args.pushed else "after all their blobs"
+    print(f"(medians of {args.rounds} rounds of {args.manifests} PUTs, {order})")
     return 0
 
 

@@ -429,9 +429,11 @@ def test_the_migration_fills_the_figures_from_the_stored_manifests(tmp_path: Pat
 def test_the_usage_tables_are_clustered_on_their_keys_and_keep_their_figures(
     tmp_path: Path,
 ) -> None:
-    """Migration 0016 (the cost of exact usage): on SQLite the three usage tables are WITHOUT
-    ROWID (one b-tree per table, so a reference written dirties one page, not two), and going
-    down to 0015 and up again keeps every figure."""
+    """Migrations 0016 and 0018 (the cost of exact usage): on SQLite the image and registry
+    levels are WITHOUT ROWID, keyed by the blob's integer id (one b-tree per table, and a
+    push's new rows at its end), and the platform level is a rowid table clustered on that id
+    (its INTEGER PRIMARY KEY); going down to 0015 (the tables keyed by digest, and before 0016
+    rowid tables) and up again keeps every figure."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine
@@ -458,16 +460,35 @@ def test_the_usage_tables_are_clustered_on_their_keys_and_keep_their_figures(
         ).all()
         return {name: sql.rstrip().endswith("WITHOUT ROWID") for name, sql in rows}
 
+    def keys(connection: Any) -> dict[str, list[str]]:
+        return {
+            table: [
+                row[1]
+                for row in sorted(connection.exec_driver_sql(f"PRAGMA table_info({table})"))
+                if row[5]
+            ]
+            for table in _USAGE_TABLES
+        }
+
+    at_head = {"image_usage": True, "registry_usage": True, "blob_usage": False}
+    keyed_at_head = {
+        "image_usage": ["image_id", "blob_id"],
+        "registry_usage": ["registry_id", "blob_id"],
+        "blob_usage": ["id"],
+    }
     engine = create_engine(url)
     with engine.begin() as connection:
-        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, True)
+        assert clustered(connection) == at_head
+        assert keys(connection) == keyed_at_head
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
         command.downgrade(config, "0015")
         assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, False)
+        assert keys(connection)["blob_usage"] == ["digest"]
         command.upgrade(config, "head")
-        assert clustered(connection) == dict.fromkeys(_USAGE_TABLES, True)
+        assert clustered(connection) == at_head
+        assert keys(connection) == keyed_at_head
     engine.dispose()
     registry = InProcessRegistry(tmp_path / "data")
     try:
@@ -490,3 +511,70 @@ async def _shown(registry: InProcessRegistry, names: list[str]) -> list[Any]:
         shown.append((body["size_bytes"], body["unique_bytes"], images["items"]))
     shown.append((await registry.client.get("/api/v1/platform/usage")).json())
     return shown
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
+    tmp_path: Path, database: str
+) -> None:
+    """Migration 0018 (usage rows keyed by integer blob ids, and on SQLite the triggers that
+    carry a reference up the levels), on SQLite and on PostgreSQL: going down to 0017 (keyed
+    by digest) and up again with images, shared layers, an index and an orphan keeps every
+    figure and every row, and the registry keeps counting exactly after it (a push, a
+    manifest's and an image's deletions)."""
+    import asyncio
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ociregistry.db.database import MIGRATIONS, _sqlite_engine
+
+    steps = (
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("push", (1, "app"), "1.0", ((0, 2), 1)),
+        ("index", (1, "tools/cli"), "2.0", [((1, 2), 2), ((3,), 3)], False),
+        ("orphan", (0, "app"), b"uploaded, never referenced"),
+    )
+    with fresh_database(database, "usage0018") as url:
+        registry = InProcessRegistry(tmp_path / "data", database_url=url)
+        scenario = Scenario(registry)
+        for step in steps:
+            registry.run(scenario.run(step))
+        before = registry.run(_shown(registry, scenario.names))
+        registry.run(_check(scenario))
+        registry.close()
+        url = url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
+
+        async def alembic(step: Any, target: str) -> Any:
+            engine = _sqlite_engine(url) if database == "sqlite" else create_async_engine(url)
+            try:
+                async with engine.begin() as conn:
+
+                    def work(sync: Any) -> Any:
+                        config = Config()
+                        config.set_main_option("script_location", str(MIGRATIONS))
+                        config.attributes["connection"] = sync
+                        step(config, target)
+                        return sync.exec_driver_sql("SELECT count(*) FROM image_usage").scalar()
+
+                    return await conn.run_sync(work)
+            finally:
+                await engine.dispose()
+
+        rows = asyncio.run(alembic(command.downgrade, "0017"))
+        assert rows == asyncio.run(alembic(command.upgrade, "head")) > 0
+        registry = InProcessRegistry(tmp_path / "data", database_url=url)
+        try:
+            assert registry.run(_shown(registry, scenario.names)) == before
+            scenario.r, scenario.client = registry, registry.client
+            registry.run(_check(scenario))
+            for step in (
+                ("push", (2, "app"), "3.0", ((0, 4), 4)),
+                ("delete_manifest", (0, "app"), "1.0"),
+                ("delete_image", (1, "tools/cli")),
+            ):
+                registry.run(scenario.run(step))
+                registry.run(_check(scenario))
+        finally:
+            registry.close()

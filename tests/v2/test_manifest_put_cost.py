@@ -84,7 +84,8 @@ def statements(registry: InProcessRegistry) -> Iterator[Statements]:
     engines += [engine for engine in (db._sync_writer, db._relaxed_writer) if engine is not None]
 
     def traced(sql: str) -> None:
-        if _kept(sql):
+        # sqlite3 reports a statement again as each of its triggers runs (tags, usage): once.
+        if _kept(sql) and not (seen.written and seen.written[-1] == sql):
             seen.written.append(sql)
 
     def checkout(dbapi: Any, _record: Any, _proxy: Any) -> None:
@@ -172,7 +173,8 @@ def test_a_manifest_put_checks_its_references_once_and_runs_on_the_driver(
             if any(table in sql for table in ("image_blobs", "manifests", "images"))
         ]
         assert len(catalog_reads) == 1, statements.read  # 3 before
-        assert len(statements.written) <= 23, statements.written  # 29 before
+        # 29 at first; 19 (counted as here) while usage ran a statement per blob and level
+        assert len(statements.written) <= 8, statements.written
 
 
 def test_a_blob_unlinked_after_the_check_refuses_the_manifest_in_its_transaction(

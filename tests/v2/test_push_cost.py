@@ -58,6 +58,9 @@ def writes(registry: InProcessRegistry) -> Iterator[Writes]:
     seen = Writes()
 
     def traced(sql: str) -> None:
+        # sqlite3 reports a statement again as each of its triggers runs (usage): once.
+        if seen.statements and seen.statements[-1] == sql:
+            return
         if not sql.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA", "--")):
             seen.statements.append(sql)
 
@@ -205,9 +208,10 @@ def test_a_small_blob_pushed_whole_is_linked_in_one_statement_and_no_candidate(
     that drops the session, and a link is a reference the collector checks: no garbage
     candidate is recorded beside it. On SQLite the link into an image that exists is one
     statement on the driver (the image found by name within it), not a lookup of the
-    registry, one of the image and an insert through SQLAlchemy; with the session's drop and
-    the blob's usage row, the PUT writes three statements. On PostgreSQL the image is found
-    and kept from a deletion under way in one statement, where that took three."""
+    registry, one of the image and an insert through SQLAlchemy; with the session's drop, the
+    PUT writes two statements (the link's trigger writes the blob's usage row). On PostgreSQL
+    the image is found and kept from a deletion under way in one statement, where that took
+    three."""
     registry.run(_upload(registry, f"{REGISTRY}/app", make_image("warm").blobs[0]))
     writes.statements.clear()
     writes.through_sqlalchemy.clear()
@@ -222,7 +226,9 @@ def test_a_small_blob_pushed_whole_is_linked_in_one_statement_and_no_candidate(
         written = [
             sql.split()[0].upper() for sql in writes.statements if not sql.startswith("SELECT")
         ]
-        assert written == ["INSERT", "DELETE", "INSERT", "INSERT"]  # session; drop, link, usage
+        # session; drop, link (whose trigger writes the blob's usage row: a statement of its
+        # own before migration 0018)
+        assert written == ["INSERT", "DELETE", "INSERT"]
     else:  # the image found and kept from deletion in one round trip, not three
         lookups = [sql for sql in writes.statements if "images" in sql or "registries" in sql]
         assert len(lookups) == 1 and "FOR KEY SHARE OF images" in lookups[0]

@@ -380,16 +380,37 @@ _HELD_SQLITE = text(_HELD.format(wanted="IN (SELECT value FROM json_each(:digest
 _HELD_POSTGRESQL = text(_HELD.format(wanted="= ANY(CAST(:digests AS text[]))"))
 
 
+# PostgreSQL: the manifest's own bytes linked and given their usage row (whose id keys the
+# usage rows of add_manifest) in one round trip; on SQLite the link's trigger gives the row.
+_LINK_MANIFEST_POSTGRESQL = text(
+    """
+    WITH linked AS (
+        INSERT INTO image_blobs (image_id, digest, size, created_at)
+        VALUES (:l_image_id, :l_digest, :l_size, :l_created_at)
+        ON CONFLICT (image_id, digest) DO NOTHING
+    )
+    INSERT INTO blob_usage (digest, size, refs) VALUES (:l_digest, :l_size, 0)
+    ON CONFLICT (digest) DO NOTHING
+    """
+).bindparams(bindparam("l_created_at", type_=ImageBlob.created_at.type))
+
+
 @cache
 def _link_manifest_statement(dialect: str) -> Any:
-    """Link a manifest's own bytes into its image (add_manifest counts them)."""
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(ImageBlob.__table__)
-    return insert.values(
-        image_id=bindparam("l_image_id"),
-        digest=bindparam("l_digest"),
-        size=bindparam("l_size"),
-        created_at=bindparam("l_created_at"),
-    ).on_conflict_do_nothing(index_elements=["image_id", "digest"])
+    """Link a manifest's own bytes into its image (add_manifest counts them), noting them
+    stored (`usage.note_stored`)."""
+    if dialect == "postgresql":
+        return _LINK_MANIFEST_POSTGRESQL
+    return (
+        sqlite.insert(ImageBlob.__table__)
+        .values(
+            image_id=bindparam("l_image_id"),
+            digest=bindparam("l_digest"),
+            size=bindparam("l_size"),
+            created_at=bindparam("l_created_at"),
+        )
+        .on_conflict_do_nothing(index_elements=["image_id", "digest"])
+    )
 
 
 @cache

@@ -4,25 +4,32 @@ A manifest *references* its own bytes and its config and layers (foreign layers,
 registry does not hold, excepted); an index's children are manifests of their own. Three
 tables count those references at three levels, so every figure is a sum over one index:
 
-- `image_usage` (image, digest): how many manifests of the image reference the blob; an
+- `image_usage` (image, blob): how many manifests of the image reference the blob; an
   image's `size_bytes` is the sum of the sizes of its rows.
-- `registry_usage` (registry, digest): in how many images of the registry the blob is
+- `registry_usage` (registry, blob): in how many images of the registry the blob is
   referenced; a registry's `size_bytes` is the sum of its rows, each blob once.
-- `blob_usage` (digest): in how many registries the blob is referenced. A row exists from
-  the moment a blob is first linked into any image (an upload, a mount, a manifest), so rows
-  with no reference are exactly the bytes awaiting garbage collection; rows referenced by one
-  registry only are that registry's `unique_bytes`.
+- `blob_usage` (blob: its id and digest): in how many registries the blob is referenced. A
+  row exists from the moment a blob is first linked into any image (an upload, a mount, a
+  manifest), so rows with no reference are exactly the bytes awaiting garbage collection;
+  rows referenced by one registry only are that registry's `unique_bytes`.
+
+A blob's id is given in the order blobs enter the store, so the rows a push adds at the two
+lower levels, keyed by it, go to the end of the image's and the registry's rows: a page per
+level, where rows keyed by digest took a page per blob and level (migration 0018; a page
+written costs a transaction about 10 µs on SQLite, its WAL frame, fsync and checkpoint).
 
 Adding a manifest adds one reference per blob at the image level; only a blob new to the image
 goes up a level, and only one new to the registry reaches the platform. Removing works the
-same way down. The registry's `size_bytes` changes by one conditional UPDATE, which is also
-where a quota is enforced: two pushes racing on different workers or instances serialise on
-that row, and the second sees the first's bytes (SPEC: a 403 is decided in the database, not
-from a figure read earlier). Rows are touched in digest order, so transactions on PostgreSQL
-lock them in one order and never deadlock on each other. A transaction that removes several
-manifests or images changes `blob_usage` once per manifest or image, so in several passes: it
-locks every row it may change first, in digest order (`lock_for_manifests`, `lock_for_images`),
-right after its registry and image locks (the lock order of db/database.py).
+same way down. On SQLite adding is one statement, the image level, which triggers carry up
+(migration 0018); on PostgreSQL one statement of data-modifying CTEs. The registry's
+`size_bytes` grows in the database, which is also where a quota is enforced: two pushes
+racing on different workers or instances serialise on that row, and the second sees the
+first's bytes (SPEC: a 403 is decided in the database, not from a figure read earlier). Rows
+are touched in digest order, so transactions on PostgreSQL lock them in one order and never
+deadlock on each other. A transaction that removes several manifests or images changes
+`blob_usage` once per manifest or image, so in several passes: it locks every row it may
+change first, in digest order (`lock_for_manifests`, `lock_for_images`), right after its
+registry and image locks (the lock order of db/database.py).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -96,49 +103,51 @@ _KEYS = {"image_usage": "image_id", "registry_usage": "registry_id", "blob_usage
 # Statements are built once per database kind (see catalog/images.py): building and compiling
 # one costs more than running it, and these run on every manifest push.
 
-# Adding references RETURNs each blob's count, so the blobs a level had none of before are
-# known without another query; blobs go in digest order, so transactions on PostgreSQL lock
-# rows in one order and never deadlock on each other. On PostgreSQL a level is one statement
-# for all of a manifest's blobs (two arrays, unnest): a round trip each would cost more than
-# the work. On SQLite the statements run on the transaction's own sqlite3 connection, one per
-# blob, a few microseconds each (a multi-row VALUES or json_each was measured no faster);
-# through the SQL layer each would cost several times what SQLite spends on it, while the
-# push holds SQLite's one write lock.
-_SQLITE_UP = {
-    name: f"INSERT INTO {name} ({key + ', ' if key else ''}digest, size, refs) "
-    f"VALUES ({'?, ' if key else ''}?, ?, 1) "
-    f"ON CONFLICT ({key + ', ' if key else ''}digest) DO UPDATE SET refs = refs + 1 "
-    "RETURNING refs"
-    for name, key in _KEYS.items()
-}
-_POSTGRESQL_UP = {
-    name: text(
-        f"INSERT INTO {name} ({key + ', ' if key else ''}digest, size, refs) "
-        f"SELECT {':key, ' if key else ''}d, s, 1 "
-        "FROM unnest(CAST(:digests AS text[]), CAST(:sizes AS bigint[])) AS t(d, s) ORDER BY d "
-        f"ON CONFLICT ({key + ', ' if key else ''}digest) DO UPDATE SET refs = {name}.refs + 1 "
-        "RETURNING digest, size, refs"
+# On SQLite a manifest's references are one statement on the transaction's own sqlite3
+# connection: the image level for all its blobs, counted from the links, so a blob the
+# manifest names but the image does not hold (unlinked since the check before the
+# transaction) adds no row, one fewer than it was given; the caller refuses the push.
+# The references are so checked under the transaction's lock at no cost of a statement of
+# their own. Triggers (migration 0018) carry each blob new to the image up to the registry and
+# the platform, and the sizes of the image and the registry with it, inside SQLite: as a
+# statement each through Python they cost ten round trips per PUT for a few microseconds of
+# SQLite's work each. A registry taken above its quota aborts the statement (SQLite undoes
+# it): QUOTA_ABORT.
+QUOTA_ABORT = "ociregistry: registry quota exceeded"
+SQLITE_TRIGGERS = ("usage_blob_stored", "usage_image_added", "usage_registry_added")
+_SQLITE_BATCH = 500  # blobs per statement, well within SQLite's limit of bound values
+
+
+@cache
+def _sqlite_image_up(count: int) -> str:
+    return (
+        "INSERT INTO image_usage (image_id, blob_id, size, refs) "
+        "SELECT l.image_id, b.id, l.size, 1 FROM image_blobs AS l "
+        "JOIN blob_usage AS b ON b.digest = l.digest "
+        f"WHERE l.image_id = ? AND l.digest IN ({_marks(count)}) "
+        "ON CONFLICT (image_id, blob_id) DO UPDATE SET refs = refs + 1 "
+        "RETURNING blob_id"
     )
-    for name, key in _KEYS.items()
-}
-# The image level counts only blobs linked into the image: a manifest's sizes come from the
-# links, and a blob the manifest names but the image does not hold (unlinked since the check
-# before the transaction) adds no row, which the caller sees and refuses the push for. So the
-# references are checked under the transaction's lock at no cost of a statement of its own.
-_SQLITE_IMAGE_UP = (
-    "INSERT INTO image_usage (image_id, digest, size, refs) "
-    "SELECT image_id, digest, size, 1 FROM image_blobs WHERE image_id = ? AND digest = ? "
-    "ON CONFLICT (image_id, digest) DO UPDATE SET refs = refs + 1 "
-    "RETURNING size, refs"
-)
-_SQLITE_STORED = (
-    "INSERT INTO blob_usage (digest, size, refs) VALUES (?, ?, 0) ON CONFLICT DO NOTHING"
-)
-_SQLITE_IMAGE_SIZE = "UPDATE images SET size_bytes = size_bytes + ? WHERE id = ?"
-_SQLITE_REGISTRY_GROWS = (
-    "UPDATE registries SET size_bytes = size_bytes + ?1 "
-    "WHERE id = ?2 AND (quota_bytes <= 0 OR size_bytes + ?1 <= quota_bytes)"
-)
+
+
+@cache
+def _sqlite_linked(count: int) -> str:
+    return (
+        f"SELECT digest, size FROM image_blobs WHERE image_id = ? AND digest IN ({_marks(count)})"
+    )
+
+
+@cache
+def _sqlite_held(count: int, registry: bool = False) -> str:
+    table, key = ("registry_usage", "registry_id") if registry else ("image_usage", "image_id")
+    return (
+        f"SELECT b.digest FROM blob_usage AS b JOIN {table} AS u ON u.blob_id = b.id "
+        f"WHERE u.{key} = ? AND b.digest IN ({_marks(count)})"
+    )
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 # On PostgreSQL the whole of add_manifest is this one statement: a round trip to the server
@@ -150,25 +159,27 @@ _SQLITE_REGISTRY_GROWS = (
 _POSTGRESQL_ADD = text(
     """
     WITH image_level AS (
-        INSERT INTO image_usage (image_id, digest, size, refs)
-        SELECT image_id, digest, size, 1 FROM image_blobs
-        WHERE image_id = :image AND digest = ANY(CAST(:digests AS text[])) ORDER BY digest
-        ON CONFLICT (image_id, digest) DO UPDATE SET refs = image_usage.refs + 1
-        RETURNING digest, size, refs
+        INSERT INTO image_usage (image_id, blob_id, size, refs)
+        SELECT l.image_id, b.id, l.size, 1 FROM image_blobs AS l
+        JOIN blob_usage AS b ON b.digest = l.digest
+        WHERE l.image_id = :image AND l.digest = ANY(CAST(:digests AS text[]))
+        ORDER BY l.digest
+        ON CONFLICT (image_id, blob_id) DO UPDATE SET refs = image_usage.refs + 1
+        RETURNING blob_id, size, refs
     ), new_in_image AS (
-        SELECT digest, size FROM image_level WHERE refs = 1
+        SELECT blob_id, size FROM image_level WHERE refs = 1
     ), image_size AS (
         UPDATE images
         SET size_bytes = size_bytes + (SELECT CAST(sum(size) AS bigint) FROM new_in_image)
         WHERE id = :image AND EXISTS (SELECT 1 FROM new_in_image)
         RETURNING id
     ), registry_level AS (
-        INSERT INTO registry_usage (registry_id, digest, size, refs)
-        SELECT :registry, digest, size, 1 FROM new_in_image ORDER BY digest
-        ON CONFLICT (registry_id, digest) DO UPDATE SET refs = registry_usage.refs + 1
-        RETURNING digest, size, refs
+        INSERT INTO registry_usage (registry_id, blob_id, size, refs)
+        SELECT :registry, blob_id, size, 1 FROM new_in_image ORDER BY blob_id
+        ON CONFLICT (registry_id, blob_id) DO UPDATE SET refs = registry_usage.refs + 1
+        RETURNING blob_id, size, refs
     ), new_in_registry AS (
-        SELECT digest, size FROM registry_level WHERE refs = 1
+        SELECT blob_id, size FROM registry_level WHERE refs = 1
     ), added AS (
         SELECT CAST(coalesce(sum(size), 0) AS bigint) AS bytes FROM new_in_registry
     ), grown AS (
@@ -178,7 +189,8 @@ _POSTGRESQL_ADD = text(
         RETURNING id
     ), platform_level AS (
         INSERT INTO blob_usage (digest, size, refs)
-        SELECT digest, size, 1 FROM new_in_registry ORDER BY digest
+        SELECT b.digest, n.size, 1 FROM new_in_registry AS n
+        JOIN blob_usage AS b ON b.id = n.blob_id ORDER BY b.digest
         ON CONFLICT (digest) DO UPDATE SET refs = blob_usage.refs + 1
         RETURNING digest
     )
@@ -195,18 +207,25 @@ def _stored(dialect: str) -> Any:
     return insert.on_conflict_do_nothing(index_elements=["digest"])
 
 
+_BLOB_ID = select(_BLOB.c.id).where(_BLOB.c.digest == bindparam("b_digest")).scalar_subquery()
+
+
 @cache
 def _down(table: Table) -> Any:
-    """One reference less; RETURNING the count left and the size."""
+    """One reference less; RETURNING the count left, the size and the blob's id. The levels
+    below the platform are keyed by the blob's id, found by its digest (a unique key)."""
     key = _KEYS[table.name]
-    conditions = [table.c.digest == bindparam("b_digest"), table.c.refs > 0]
     if key:
-        conditions.append(table.c[key] == bindparam("b_key"))
+        conditions = [table.c[key] == bindparam("b_key"), table.c.blob_id == _BLOB_ID]
+        blob_id = table.c.blob_id
+    else:
+        conditions = [table.c.digest == bindparam("b_digest")]
+        blob_id = table.c.id
     return (
         update(table)
-        .where(*conditions)
+        .where(*conditions, table.c.refs > 0)
         .values(refs=table.c.refs - 1)
-        .returning(table.c.refs, table.c.size)
+        .returning(table.c.refs, table.c.size, blob_id)
     )
 
 
@@ -220,12 +239,6 @@ _REGISTRY_SIZE = (
     .where(Registry.id == bindparam("b_id"))
     .values(size_bytes=Registry.size_bytes + bindparam("b_delta"))
 )
-_REGISTRY_GROWS = _REGISTRY_SIZE.where(
-    or_(
-        Registry.quota_bytes <= 0,
-        Registry.size_bytes + bindparam("b_delta") <= Registry.quota_bytes,
-    )
-)
 
 
 def _sqlite3(conn: Connection) -> sqlite3.Connection | None:
@@ -235,29 +248,6 @@ def _sqlite3(conn: Connection) -> sqlite3.Connection | None:
     return driver if isinstance(driver, sqlite3.Connection) else None
 
 
-def _count_up(conn: Connection, name: str, key: int | None, entries: Entries) -> dict[str, int]:
-    """One more reference to each blob at one level, in one statement; the blobs that had
-    none before."""
-    if not entries:
-        return {}
-    raw = _sqlite3(conn)
-    if raw is not None:
-        new = {}
-        for digest in sorted(entries):
-            size = entries[digest]
-            params = (key, digest, size) if key is not None else (digest, size)
-            if raw.execute(_SQLITE_UP[name], params).fetchone()[0] == 1:
-                new[digest] = size
-        return new
-    else:
-        digests = sorted(entries)
-        rows = conn.execute(
-            _POSTGRESQL_UP[name],
-            {"key": key, "digests": digests, "sizes": [entries[d] for d in digests]},
-        ).all()
-    return {digest: size for digest, size, refs in rows if refs == 1}
-
-
 def _count_down(
     conn: Connection, table: Table, key: int | None, digests: Iterable[str], *, keep: bool
 ) -> dict[str, int]:
@@ -265,16 +255,18 @@ def _count_down(
     unless `keep`)."""
     statement = _down(table)
     gone: dict[str, int] = {}
+    gone_ids = []
     for digest in sorted(digests):
         row = conn.execute(statement, {"b_digest": digest, "b_key": key}).first()
         if row is not None and row.refs == 0:
             gone[digest] = row.size
+            gone_ids.append(row[2])
     if gone and not keep:
         name = _KEYS[table.name]
         assert name is not None
         conn.execute(
             delete(table).where(
-                table.c[name] == key, table.c.digest.in_(list(gone)), table.c.refs == 0
+                table.c[name] == key, table.c.blob_id.in_(gone_ids), table.c.refs == 0
             )
         )
     return gone
@@ -282,10 +274,8 @@ def _count_down(
 
 def note_stored(conn: Connection, digest: str, size: int) -> None:
     """A blob entered the store (linked into an image): from now on it is either referenced
-    or awaiting garbage collection."""
-    raw = _sqlite3(conn)
-    if raw is not None:
-        raw.execute(_SQLITE_STORED, (digest, size))
+    or awaiting garbage collection. On SQLite the link's trigger (usage_blob_stored) did it."""
+    if conn.dialect.name == "sqlite":
         return
     conn.execute(_stored(conn.dialect.name), {"digest": digest, "size": size, "refs": 0})
 
@@ -293,19 +283,6 @@ def note_stored(conn: Connection, digest: str, size: int) -> None:
 def note_collected(conn: Connection, digest: str) -> None:
     """Garbage collection removed a blob's bytes."""
     conn.execute(delete(_BLOB).where(_BLOB.c.digest == digest, _BLOB.c.refs == 0))
-
-
-def _registry_grows(conn: Connection, registry_id: int, added: int) -> None:
-    """Add `added` bytes to the registry, unless that takes it above its quota."""
-    if not added:
-        return
-    raw = _sqlite3(conn)
-    if raw is not None:
-        if raw.execute(_SQLITE_REGISTRY_GROWS, (added, registry_id)).rowcount:
-            return
-    elif conn.execute(_REGISTRY_GROWS, {"b_id": registry_id, "b_delta": added}).rowcount:
-        return
-    _refuse(conn, registry_id, added)
 
 
 def _refuse(conn: Connection, registry_id: int, added: int) -> None:
@@ -326,9 +303,9 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     """A manifest was added to an image: count its references, refusing it if one of its
     blobs is not linked into the image (ManifestBlobUnknown) or if its new bytes exceed the
     registry's quota (QuotaExceeded); the caller's transaction then rolls back. A blob the
-    image held already stops at the first level; on SQLite one statement per blob and level
-    and the image's and the registry's sizes, run on the driver; on PostgreSQL one statement
-    in all (_POSTGRESQL_ADD)."""
+    image held already stops at the first level. One statement in all: on SQLite the image
+    level, run on the driver, which triggers carry up (migration 0018); on PostgreSQL every
+    level (_POSTGRESQL_ADD)."""
     raw = _sqlite3(conn)
     if raw is None and conn.dialect.name == "postgresql":
         digests = sorted(entries)
@@ -343,22 +320,41 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
         return
     if raw is None:  # pragma: no cover - SQLite is always run on its sqlite3 connection
         raise RuntimeError("usage upkeep on SQLite needs the transaction's sqlite3 connection")
-    new_in_image = {}
-    missing = []
-    for digest in sorted(entries):
-        row = raw.execute(_SQLITE_IMAGE_UP, (image_id, digest)).fetchone()
-        if row is None:
-            missing.append(digest)
-        elif row[1] == 1:
-            new_in_image[digest] = row[0]
-    if missing:
-        raise_unlinked(missing)
-    if not new_in_image:
-        return
-    raw.execute(_SQLITE_IMAGE_SIZE, (sum(new_in_image.values()), image_id))
-    new_in_registry = _count_up(conn, "registry_usage", registry_id, new_in_image)
-    _registry_grows(conn, registry_id, sum(new_in_registry.values()))
-    _count_up(conn, "blob_usage", None, new_in_registry)
+    digests = sorted(entries)
+    counted = 0
+    for start in range(0, len(digests), _SQLITE_BATCH):
+        batch = digests[start : start + _SQLITE_BATCH]
+        try:
+            counted += len(raw.execute(_sqlite_image_up(len(batch)), (image_id, *batch)).fetchall())
+        except sqlite3.IntegrityError as error:
+            if QUOTA_ABORT not in str(error):
+                raise
+            _refuse_on_sqlite(conn, raw, registry_id, image_id, digests)
+    if counted < len(digests):
+        linked = set()
+        for start in range(0, len(digests), _SQLITE_BATCH):
+            batch = digests[start : start + _SQLITE_BATCH]
+            linked.update(d for d, _ in raw.execute(_sqlite_linked(len(batch)), (image_id, *batch)))
+        raise_unlinked(sorted(set(digests) - linked))
+
+
+def _refuse_on_sqlite(
+    conn: Connection, raw: sqlite3.Connection, registry_id: int, image_id: int, digests: list[str]
+) -> None:
+    """The quota trigger undid the statement: what the push misses (refused first, as
+    PostgreSQL does) or the bytes it would add to the registry, for the message."""
+    linked: dict[str, int] = {}
+    held: set[str] = set()  # in the image or the registry already: no bytes added
+    for start in range(0, len(digests), _SQLITE_BATCH):
+        batch = digests[start : start + _SQLITE_BATCH]
+        linked.update(raw.execute(_sqlite_linked(len(batch)), (image_id, *batch)).fetchall())
+        held.update(d for (d,) in raw.execute(_sqlite_held(len(batch)), (image_id, *batch)))
+        held.update(
+            d for (d,) in raw.execute(_sqlite_held(len(batch), True), (registry_id, *batch))
+        )
+    if len(linked) < len(digests):
+        raise_unlinked(sorted(set(digests).difference(linked)))
+    _refuse(conn, registry_id, sum(size for digest, size in linked.items() if digest not in held))
 
 
 def raise_unlinked(missing: list[str], what: str = "the image") -> None:
@@ -418,11 +414,16 @@ def lock_for_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:
         locks.blob_usage(conn, [*own, *referenced])
 
 
+def _digests(level: type[ImageUsage] | type[RegistryUsage]) -> Any:
+    """The digests of a level's blobs (its rows name them by id)."""
+    return select(BlobUsage.digest).join(level, level.blob_id == BlobUsage.id)
+
+
 def lock_for_images(conn: Connection, image_ids: Iterable[int]) -> None:
     """Lock the `blob_usage` rows that removing these images may change, in digest order."""
     ids = list(image_ids)
     if ids and conn.dialect.name == "postgresql":
-        held = select(ImageUsage.digest).where(ImageUsage.image_id.in_(ids)).distinct()
+        held = _digests(ImageUsage).where(ImageUsage.image_id.in_(ids)).distinct()
         locks.blob_usage(conn, conn.scalars(held).all())
 
 
@@ -446,9 +447,7 @@ def remove_images(conn: Connection, image_ids: Iterable[int]) -> None:
         registry_id = conn.scalar(select(Image.registry_id).where(Image.id == image_id))
         if registry_id is None:
             continue
-        digests = conn.scalars(
-            select(ImageUsage.digest).where(ImageUsage.image_id == image_id)
-        ).all()
+        digests = conn.scalars(_digests(ImageUsage).where(ImageUsage.image_id == image_id)).all()
         _leave_registry(conn, registry_id, digests)
         conn.execute(delete(ImageUsage).where(ImageUsage.image_id == image_id))
 
@@ -457,7 +456,7 @@ def remove_registry(conn: Connection, registry_id: int) -> None:
     """A registry is about to be deleted: whatever it still references leaves the platform's
     figures (its images should have gone through `remove_images` already)."""
     digests = conn.scalars(
-        select(RegistryUsage.digest).where(RegistryUsage.registry_id == registry_id)
+        _digests(RegistryUsage).where(RegistryUsage.registry_id == registry_id)
     ).all()
     _count_down(conn, _BLOB, None, digests, keep=True)
     conn.execute(delete(RegistryUsage).where(RegistryUsage.registry_id == registry_id))
@@ -467,7 +466,7 @@ def remove_registry(conn: Connection, registry_id: int) -> None:
 
 UNIQUE_BYTES = (
     select(func.coalesce(func.sum(RegistryUsage.size), 0).cast(BigInteger))
-    .join(BlobUsage, BlobUsage.digest == RegistryUsage.digest)
+    .join(BlobUsage, BlobUsage.id == RegistryUsage.blob_id)
     .where(RegistryUsage.registry_id == Registry.id, BlobUsage.refs == 1)
     .correlate(Registry)
     .scalar_subquery()

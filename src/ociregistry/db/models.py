@@ -217,9 +217,17 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+# A blob's id: BIGINT on PostgreSQL, whose identity spends a value on every upsert; SQLite's
+# INTEGER PRIMARY KEY is the rowid (64 bits), which clusters the table on it.
+BLOB_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
 class ImageUsage(Base):
     """A blob (layer, config or manifest) the manifests of an image reference, and how many
-    references it has there: the image's `size_bytes` is the sum of these sizes."""
+    references it has there: the image's `size_bytes` is the sum of these sizes. Keyed by the
+    blob's integer id (`BlobUsage.id`, which has the digest; migration 0018), so that the rows
+    a push adds go to the end of the image's rows, one page, not to a page each by digest,
+    and a row is small (a page holds some 150)."""
 
     __tablename__ = "image_usage"
     __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
@@ -227,13 +235,14 @@ class ImageUsage(Base):
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
-    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    blob_id: Mapped[int] = mapped_column(BLOB_ID, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     refs: Mapped[int] = mapped_column(Integer)
 
 
 class RegistryUsage(Base):
-    """A blob some image of a registry references, and in how many of its images."""
+    """A blob some image of a registry references, and in how many of its images (keyed by
+    the blob's id, as `ImageUsage`)."""
 
     __tablename__ = "registry_usage"
     __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
@@ -241,19 +250,20 @@ class RegistryUsage(Base):
     registry_id: Mapped[int] = mapped_column(
         ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True
     )
-    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    blob_id: Mapped[int] = mapped_column(BLOB_ID, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     refs: Mapped[int] = mapped_column(Integer)
 
 
 class BlobUsage(Base):
     """A blob some registry references, and in how many registries: the platform's referenced
-    bytes, and what is unique to one registry (`refs` = 1)."""
+    bytes, and what is unique to one registry (`refs` = 1). Its `id`, given in the order blobs
+    first enter the store, keys the rows of the levels below (migration 0018)."""
 
     __tablename__ = "blob_usage"
-    __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
 
-    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    id: Mapped[int] = mapped_column(BLOB_ID, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     refs: Mapped[int] = mapped_column(Integer)
 
