@@ -1,7 +1,7 @@
 """the audit log's search by the words of its targets: a B-tree of each target's tails
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-06 11:40:00
 
 Issue 15, flat growth: the audit log's search (`q`) went through a trigram index of the
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | None = "0017"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
