@@ -34,18 +34,15 @@ from ociregistry.auth.secrets import (
 )
 from ociregistry.catalog.listings import (
     FIRST_PAGE,
-    SEARCH_COUNT_LIMIT,
     TRIGRAM,
     Key,
     Page,
     Total,
-    among,
-    bounded_total,
     keyset_fetch,
     keyset_order,
     name_contains,
+    search_total,
     searched_first,
-    searched_ids,
 )
 from ociregistry.db.database import Database
 from ociregistry.db.models import as_utc, new_resource_id, utcnow
@@ -303,14 +300,9 @@ class Accounts:
         if q:
             query = query.where(User.id.in_(chosen))
         async with self.db.read(offload=True) as conn:
-            found = await searched_ids(conn, chosen) if q else None
-            if found is not None:  # the search's matches, all of them: sort only those
-                total = Total(len(found))
-                query = select(*_USER_COLUMNS).where(among(url, User.id, found))
-            elif q:
-                total = Total(SEARCH_COUNT_LIMIT, exact=False)
-            else:
-                total = await bounded_total(conn, chosen)
+            total, matches = await search_total(conn, url, chosen, User.id, q)
+            if matches is not None:  # the search's matches, all of them: sort only those
+                query = select(*_USER_COLUMNS).where(matches)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [UserInfo(*row) for row in rows], total, following
 
@@ -541,15 +533,9 @@ class Accounts:
         else:
             query = query.where(PersonalAccessToken.user_id == user_id)
         async with self.db.read(offload=True) as conn:
-            found = await searched_ids(conn, chosen) if q else None
-            if found is not None:  # the search's matches, all of them: sort only those
-                total = Total(len(found))
-                listed = among(url, PersonalAccessToken.id, found)
-                query = select(*_TOKEN_COLUMNS).where(listed)
-            elif q:
-                total = Total(SEARCH_COUNT_LIMIT, exact=False)
-            else:
-                total = await bounded_total(conn, chosen)
+            total, matches = await search_total(conn, url, chosen, PersonalAccessToken.id, q)
+            if matches is not None:  # the search's matches, all of them: sort only those
+                query = select(*_TOKEN_COLUMNS).where(matches)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [TokenInfo(*row) for row in rows], total, following
 

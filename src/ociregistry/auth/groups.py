@@ -15,7 +15,6 @@ from ociregistry.auth.accounts import ROLES
 from ociregistry.auth.models import GroupMember, ProjectGroup, User
 from ociregistry.catalog.listings import (
     FIRST_PAGE,
-    SEARCH_COUNT_LIMIT,
     Key,
     Page,
     Total,
@@ -24,6 +23,7 @@ from ociregistry.catalog.listings import (
     keyset_fetch,
     keyset_order,
     name_contains,
+    search_total,
     searched_first,
     searched_ids,
 )
@@ -196,14 +196,9 @@ class Groups:
             conditions = [ProjectGroup.id.in_(chosen)]
         order = keyset_order(sort, GROUP_SORTS, "name", ProjectGroup.id)
         async with self.db.read(offload=True) as conn:
-            found = await searched_ids(conn, chosen) if q else None
-            if found is not None:  # the search's matches, all of them: sort only those
-                total = Total(len(found))
-                conditions = [among(url, ProjectGroup.id, found)]
-            elif q:
-                total = Total(SEARCH_COUNT_LIMIT, exact=False)
-            else:
-                total = await bounded_total(conn, chosen)
+            total, matches = await search_total(conn, url, chosen, ProjectGroup.id, q)
+            if matches is not None:  # the search's matches, all of them: sort only those
+                conditions = [matches]
             query = self._view_query(user_id).where(*conditions)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [GroupView(*row) for row in rows], total, following

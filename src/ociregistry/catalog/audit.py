@@ -27,19 +27,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ociregistry.catalog.listings import (
     MERGE_LIMIT,
-    SEARCH_COUNT_LIMIT,
     Key,
     KeysetOrder,
     Page,
     Total,
-    among,
-    bounded_total,
     keyset_fetch,
     keyset_order,
     keyset_ranges,
     name_contains,
+    search_total,
     searched_first,
-    searched_ids,
 )
 from ociregistry.db.database import Database
 from ociregistry.db.models import AuditEvent, Registry, utcnow
@@ -171,14 +168,9 @@ class AuditLog:
         elif names is not None and 1 < len(names) <= MERGE_LIMIT:
             listed = [_best_of_each(names, conditions[1:], order, page)]
         async with self.db.read(offload=True) as conn:
-            found = await searched_ids(conn, chosen) if q else None
-            if found is not None:  # the search's matches, all of them: sort only those
-                total = Total(len(found))
-                listed = [among(url, AuditEvent.id, found)]
-            elif q:
-                total = Total(SEARCH_COUNT_LIMIT, exact=False)
-            else:
-                total = await bounded_total(conn, chosen)
+            total, matches = await search_total(conn, url, chosen, AuditEvent.id, q)
+            if matches is not None:  # the search's matches, all of them: sort only those
+                listed = [matches]
             query = select(*_EVENT_COLUMNS).where(*listed)
             rows, following = await keyset_fetch(conn, query, order, page)
         return [AuditRecord(*row) for row in rows], total, following

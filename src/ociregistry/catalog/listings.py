@@ -554,6 +554,21 @@ async def searched_ids(conn: Any, chosen: Select[Any]) -> list[int] | None:
     return ids if len(ids) <= SEARCH_COUNT_LIMIT else None
 
 
+async def search_total(
+    conn: Any, url: str, chosen: Select[Any], column: Any, q: str | None
+) -> tuple[Total, ColumnElement[bool] | None]:
+    """A list's total and, for a search with at most SEARCH_COUNT_LIMIT matches, the condition
+    that picks exactly them from the ids `searched_ids` read (`column` among them), so the
+    page is sorted from those few rows; None: list what `chosen` selects (no search, or one
+    with more matches, whose total is then the limit, labelled an estimate)."""
+    found = await searched_ids(conn, chosen) if q else None
+    if found is not None:
+        return Total(len(found)), among(url, column, found)
+    if q:
+        return Total(SEARCH_COUNT_LIMIT, exact=False), None
+    return await bounded_total(conn, chosen), None
+
+
 def among(url: str, column: Any, ids: list[int]) -> ColumnElement[bool]:
     """`column` is one of `ids` (searched_ids'), as one statement whatever their number: a
     PostgreSQL array, a SQLite JSON array. A list of bound values (`IN (?, ?, …)`) would be
