@@ -8,13 +8,16 @@ streams uploads (`proxy_request_buffering off`), answered the retried chunk's 41
 
 from __future__ import annotations
 
+import base64
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ociregistry.ops.unread_body import DRAIN_LIMIT
 from support.cluster import Nginx, require_nginx
 from support.server import RunningServer
 
@@ -82,3 +85,27 @@ def test_a_refused_push_leaves_the_connection_usable(
             )
             assert allowed.status_code == 202, allowed.text
             assert http.delete(location, auth=server.admin).status_code == 204
+
+
+def test_a_body_past_the_drain_limit_is_answered_without_waiting_for_the_rest(
+    server: RunningServer, registry: str
+) -> None:
+    """A layer pushed to an upload that is gone is answered once DRAIN_LIMIT bytes are read:
+    the client, still sending, learns of the error before the rest of its layer goes out."""
+    credentials = base64.b64encode(":".join(server.admin).encode()).decode()
+    declared = 4 * DRAIN_LIMIT  # announced, never all sent
+    head = (
+        f"PATCH /v2/{registry}/gone/blobs/uploads/0f5e1c9a-0000-4000-8000-000000000000 HTTP/1.1\r\n"
+        f"Host: {server.address}\r\nAuthorization: Basic {credentials}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n"
+    ).encode()
+    host, port = server.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(head)
+        piece = bytes(1024 * 1024)
+        sent = 0
+        while sent <= DRAIN_LIMIT + len(piece):  # a little past the limit, far from the end
+            sock.sendall(piece)
+            sent += len(piece)
+        answer = sock.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 404"), answer[:200]  # BLOB_UPLOAD_UNKNOWN

@@ -14,7 +14,9 @@ So before an answer starts, this pure ASGI middleware reads whatever the client 
 sending for the request and drops it. It costs nothing the client was not sending anyway: the
 bytes reach the server either way, and only the answer waits for them. It leaves alone a
 client that asked `Expect: 100-continue` and whose body nobody read: that client waits for our
-answer before sending, and reading would invite it to.
+answer before sending, and reading would invite it to. And it reads at most DRAIN_LIMIT bytes:
+past that (a whole layer pushed to an upload that is gone), an early answer the client can act
+on is worth more than the connection.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+DRAIN_LIMIT = 64 * 1024 * 1024  # more than any chunk a client sends again
 
 
 class ReadUnreadBody:
@@ -42,9 +45,12 @@ class ReadUnreadBody:
             return message
 
         async def send_after_body(message: Message) -> None:
-            if message["type"] == "http.response.start" and state.unread():
-                while state.unread():
-                    state.saw(await receive())
+            if message["type"] == "http.response.start":
+                drained = 0
+                while state.unread() and drained <= DRAIN_LIMIT:
+                    rest = await receive()
+                    state.saw(rest)
+                    drained += len(rest.get("body", b""))
             await send(message)
 
         await self.app(scope, receive_tracked, send_after_body)
