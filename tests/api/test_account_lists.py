@@ -23,16 +23,16 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import delete, func, inspect, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ociregistry.api.common import MAX_PAGED_ITEMS
 from ociregistry.auth.models import PersonalAccessToken, ProjectGroup, User
 from ociregistry.catalog.audit import AuditRecord, write_events
-from ociregistry.db.database import MIGRATIONS, _sqlite_engine
+from ociregistry.db.database import _sqlite_engine
 from ociregistry.db.models import AuditEvent, utcnow
 from support.inprocess import InProcessRegistry, on_database
+from support.migrations import migration_step
 from support.pgcluster import fresh_database
 
 PASSWORD = "long-enough-password"
@@ -473,7 +473,7 @@ def test_migration_0017_keeps_the_memberships_and_counts_them(tmp_path: Path) ->
     for step, target in ((command.downgrade, "0016"), (command.upgrade, "head")):
         with sqlite3.connect(data / "registry.db") as conn:
             before = conn.execute("SELECT count(*) FROM group_members").fetchone()[0]
-        _alembic(url, step, target)
+        migration_step(url, step, target)
         with sqlite3.connect(data / "registry.db") as conn:
             assert conn.execute("SELECT count(*) FROM group_members").fetchone()[0] == before
     running = InProcessRegistry(data)
@@ -504,14 +504,14 @@ def test_migration_0019_finds_the_events_logged_before_it(tmp_path: Path, databa
             )
             running.run(running.services.db.transaction(lambda c: write_events(c, [before])))
         engine_url = url or f"sqlite+aiosqlite:///{data / 'registry.db'}"
-        _alembic(engine_url, command.downgrade, "-1")
+        migration_step(engine_url, command.downgrade, "-1")
         late = {
             "at": utcnow(), "actor": "migrant", "client": "127.0.0.1", "action": "m.put",
             "method": "PUT", "status": 201, "target": "/v2/migteam/late", "outcome": "ok",
         }  # fmt: skip
         _on(engine_url, lambda conn: conn.execute(AuditEvent.__table__.insert(), [late]))
         assert "audit_target_tails" not in _on(engine_url, _tables)
-        _alembic(engine_url, command.upgrade, "head")
+        migration_step(engine_url, command.upgrade, "head")
         with InProcessRegistry(data, database_url=url) as running:
             found = _get(running, "/api/v1/audit-log", q="migteam/", page_size=100).json()
             targets = sorted(e["target"] for e in found["items"])
@@ -543,25 +543,3 @@ def _on(url: str, work: Any) -> Any:
             await engine.dispose()
 
     return asyncio.run(go())
-
-
-def _alembic(url: str, step: Any, target: str) -> None:
-    """Run an Alembic step on the database as the server's migration does (its engine, with
-    SQLite's foreign keys enforced)."""
-
-    async def go() -> None:
-        engine = _sqlite_engine(url) if url.startswith("sqlite") else create_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-
-                def work(sync: Any) -> None:
-                    config = Config()
-                    config.set_main_option("script_location", str(MIGRATIONS))
-                    config.attributes["connection"] = sync
-                    step(config, target)
-
-                await conn.run_sync(work)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())

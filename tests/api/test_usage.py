@@ -522,13 +522,9 @@ def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
     by digest) and up again with images, shared layers, an index and an orphan keeps every
     figure and every row, and the registry keeps counting exactly after it (a push, a
     manifest's and an image's deletions)."""
-    import asyncio
-
     from alembic import command
-    from alembic.config import Config
-    from sqlalchemy.ext.asyncio import create_async_engine
 
-    from ociregistry.db.database import MIGRATIONS, _sqlite_engine
+    from support.migrations import migration_step
 
     steps = (
         ("push", (0, "app"), "1.0", ((0, 1), 0)),
@@ -546,24 +542,11 @@ def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
         registry.close()
         url = url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
 
-        async def alembic(step: Any, target: str) -> Any:
-            engine = _sqlite_engine(url) if database == "sqlite" else create_async_engine(url)
-            try:
-                async with engine.begin() as conn:
+        def usage_rows(sync: Any) -> int:
+            return sync.exec_driver_sql("SELECT count(*) FROM image_usage").scalar()
 
-                    def work(sync: Any) -> Any:
-                        config = Config()
-                        config.set_main_option("script_location", str(MIGRATIONS))
-                        config.attributes["connection"] = sync
-                        step(config, target)
-                        return sync.exec_driver_sql("SELECT count(*) FROM image_usage").scalar()
-
-                    return await conn.run_sync(work)
-            finally:
-                await engine.dispose()
-
-        rows = asyncio.run(alembic(command.downgrade, "0017"))
-        assert rows == asyncio.run(alembic(command.upgrade, "head")) > 0
+        rows = migration_step(url, command.downgrade, "0017", then=usage_rows)
+        assert rows == migration_step(url, command.upgrade, "head", then=usage_rows) > 0
         registry = InProcessRegistry(tmp_path / "data", database_url=url)
         try:
             assert registry.run(_shown(registry, scenario.names)) == before
