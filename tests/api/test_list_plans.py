@@ -287,18 +287,35 @@ def _postgres_faults(
     return faults
 
 
-def _postgres_plans(registry: InProcessRegistry, statements: list[tuple[str, Any]]) -> list[Any]:
+def _postgres_plans(
+    registry: InProcessRegistry, statements: list[tuple[str, Any]], *, generic: bool = False
+) -> list[Any]:
+    """PostgreSQL's plans for `statements`, as at 100,000 rows (no sequential scan). With
+    `generic`, the plans it keeps once it has prepared them a few times (which know no
+    parameter's value), as asyncpg's cached statements get them under a steady load;
+    without, the plans for these values, sorts discouraged too."""
+
     async def explain() -> list[Any]:
         engine = create_async_engine(registry.settings.database_url)
         plans = []
         try:
             async with engine.connect() as conn:
                 await conn.exec_driver_sql("SET enable_seqscan = off")
-                await conn.exec_driver_sql("SET enable_sort = off")
-                for statement, parameters in statements:
-                    result = await conn.exec_driver_sql(
-                        "EXPLAIN (FORMAT JSON) " + statement, parameters
-                    )
+                if generic:
+                    await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+                else:
+                    await conn.exec_driver_sql("SET enable_sort = off")
+                for number, (statement, parameters) in enumerate(statements):
+                    if generic:
+                        await conn.exec_driver_sql(f"PREPARE generic{number} AS {statement}")
+                        values = ", ".join(_literal(value) for value in parameters)
+                        result = await conn.exec_driver_sql(
+                            f"EXPLAIN (FORMAT JSON) EXECUTE generic{number}({values})"
+                        )
+                    else:
+                        result = await conn.exec_driver_sql(
+                            "EXPLAIN (FORMAT JSON) " + statement, parameters
+                        )
                     document = result.scalar_one()
                     plans.append(json.loads(document) if isinstance(document, str) else document)
         finally:
@@ -575,7 +592,7 @@ def test_audit_search_reads_one_range_of_the_targets_tails(
         # the plan for these values, and the one kept once the statement is prepared
         for (plan,) in (
             _postgres_plans(registry, searching),
-            _postgres_generic_plans(registry, searching),
+            _postgres_plans(registry, searching, generic=True),
         ):
             _tails_read_by_range(path, plan)
     else:
@@ -606,35 +623,6 @@ def _tails_read_by_range(path: str, plan: Any) -> None:
     ], f"GET {path}: {tails}"
 
 
-def _postgres_generic_plans(
-    registry: InProcessRegistry, statements: list[tuple[str, Any]]
-) -> list[Any]:
-    """The plans PostgreSQL keeps for `statements` once it has prepared them a few times
-    (the generic plans, which know no parameter's value), as asyncpg's cached statements
-    get them under a steady load."""
-
-    async def explain() -> list[Any]:
-        engine = create_async_engine(registry.settings.database_url)
-        plans = []
-        try:
-            async with engine.connect() as conn:
-                await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-                await conn.exec_driver_sql("SET enable_seqscan = off")  # as at 100,000 rows
-                for number, (statement, parameters) in enumerate(statements):
-                    await conn.exec_driver_sql(f"PREPARE generic{number} AS {statement}")
-                    values = ", ".join(_literal(value) for value in parameters)
-                    result = await conn.exec_driver_sql(
-                        f"EXPLAIN (FORMAT JSON) EXECUTE generic{number}({values})"
-                    )
-                    document = result.scalar_one()
-                    plans.append(json.loads(document) if isinstance(document, str) else document)
-        finally:
-            await engine.dispose()
-        return plans
-
-    return registry.run(explain())
-
-
 def _literal(value: Any) -> str:
     """`value` as SQL (EXPLAIN EXECUTE takes no bound parameters)."""
     if isinstance(value, list):
@@ -658,7 +646,7 @@ def test_members_search_finds_the_memberships_by_user(registry: InProcessRegistr
     walks: list[str] = []
     if registry.settings.database_url.startswith("postgresql"):
         for (statement, _), plan in zip(
-            statements, _postgres_generic_plans(registry, statements), strict=True
+            statements, _postgres_plans(registry, statements, generic=True), strict=True
         ):
             nodes = [plan[0]["Plan"]]
             while nodes:
