@@ -46,11 +46,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from registry.cases import make_pushes, push_all, run_workers
+from registry.cases import answered, make_pushes, push_all, run_workers
 from registry.content import image_config, image_manifest
 from registry.harness import (
     FORM_POST,
@@ -199,14 +200,16 @@ async def put_manifests(server: OurServer, count: int, label: str) -> tuple[floa
         for repo, _, config, _ in work:
             await upload(client, repo, config)
 
-    async def put_manifest(client: httpx.AsyncClient, item: tuple[str, str, bytes, bytes]) -> None:
+    async def put_manifest(
+        session: aiohttp.ClientSession, item: tuple[str, str, bytes, bytes]
+    ) -> None:
         repo, tag, _, manifest = item
-        response = await client.put(
+        async with session.put(
             f"/v2/{repo}/manifests/{tag}",
-            content=manifest,
+            data=manifest,
             headers={"Content-Type": OCI_MANIFEST},
-        )
-        expect(response, 201, "PUT manifest")
+        ) as response:
+            await answered(response, 201, "PUT manifest")
 
     cpu: list[float] = []
     elapsed = await run_workers(

@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="override the runs per download and upload")
     parser.add_argument("--pushes", type=int, help="override the number of small pushes")
     parser.add_argument(
+        "--push-rounds", type=int, help="rounds of small pushes per server, alternating (median)"
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (data dirs, server logs)"
     )
     return parser.parse_args(argv)

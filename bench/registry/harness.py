@@ -88,6 +88,7 @@ class Settings:
     download_runs: int
     pushes: int
     push_concurrency: int
+    push_rounds: int
     extra_tags: int
     ours_workers: int
     theirs_cache: str
@@ -111,6 +112,7 @@ class Settings:
             download_runs=args.runs or (3 if quick else 7),  # ~0.1 s each: cheap, and noisy
             pushes=args.pushes or (40 if quick else 200),
             push_concurrency=8,
+            push_rounds=args.push_rounds or (1 if quick else 7),
             extra_tags=args.tags - 1,
             ours_workers=args.workers,
             theirs_cache=args.theirs_cache,

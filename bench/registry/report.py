@@ -143,7 +143,8 @@ def print_header(
     )
     print(
         f"pushes  : {settings.pushes} images (1–4 KiB layer, config, OCI manifest), "
-        f"{settings.push_concurrency} workers with a connection each"
+        f"{settings.push_concurrency} aiohttp workers with a connection each, "
+        f"{settings.push_rounds} rounds alternating (medians)"
     )
     print(flush=True)
 
@@ -168,6 +169,15 @@ def print_table(metrics: list[Metric], other_share: float) -> None:
             f"{'≥' + str(metric.target):>7} {verdict:<5} {fmt(metric.cpu_ratio, 2):>9}"
         )
     print()
+    for metric in metrics:
+        ours = metric.details.get("ours", {})
+        if "paired_ratios" in ours:
+            print(
+                f"{metric.key}: ratio per round {ours['paired_ratios']}, median "
+                f"{ours['paired_ratio_median']}; client CPU per push "
+                f"{ours['client_cpu_ms_per_push']} ms (ours), "
+                f"{metric.details.get('theirs', {}).get('client_cpu_ms_per_push', '-')} ms (theirs)"
+            )
     print(f"noise   : other processes used {other_share:.0%} of the CPUs during the run")
     if other_share > NOISY_SHARE:
         print("WARNING : the machine was busy; the figures are unreliable, run again when idle")
