@@ -7,8 +7,9 @@ It needs none of the application, so it imports none of it: `serve` does the pre
 process id, so signals and service managers see no change), and each worker is a fresh
 interpreter (`ociregistry.ops.worker`) that imports the app for itself. The supervisor thus
 stays a standard-library process of a few MiB instead of a copy of the application that never
-serves a request. Only the standard library and `ops.logs` (for the same log lines as the
-workers) may be imported here; `tests/ops/test_process_model.py` checks it.
+serves a request. Only the standard library, `ops.logs` (for the same log lines as the
+workers) and `ops.connections` (the table by which the workers share the connections) may be
+imported here; `tests/ops/test_process_model.py` checks it.
 
 The stop order (see `ops/shutdown.py` for the worker's half): SIGTERM goes on to every worker
 at once, the supervisor waits out `shutdown_delay_seconds` (the workers' `/readyz` says 503
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 
+from ociregistry.ops.connections import ConnectionTable
 from ociregistry.ops.logs import log_config
 
 log = logging.getLogger("ociregistry.supervisor")
@@ -52,12 +54,31 @@ class Supervisor:
         self.retiring: list[subprocess.Popen[bytes]] = []
         self.received: list[int] = []
         self.retry_at: dict[int, float] = {}  # pid of a worker that failed its start -> when
+        # Several workers share the connections by a table of their counts (`ops/accept.py`),
+        # a slot each: twice as many slots as workers, for a SIGHUP's old and new ones.
+        self.table = ConnectionTable.create(2 * self.count) if self.count > 1 else None
+        self.slots: dict[int, int] = {}  # worker pid -> its slot
 
     def spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, "--listener-fd", str(self.listener_fd)],
-            pass_fds=(self.listener_fd,),
+        command = [sys.executable, "-m", WORKER_MODULE, "--listener-fd", str(self.listener_fd)]
+        if self.table is None:
+            return subprocess.Popen(command, pass_fds=(self.listener_fd,))
+        taken = set(self.slots.values())
+        slot = next((slot for slot in range(self.table.slots) if slot not in taken), None)
+        if slot is None:  # SIGHUPs faster than old workers finish: this one accepts as uvicorn
+            return subprocess.Popen(command, pass_fds=(self.listener_fd,))
+        command += ["--connections-fd", str(self.table.fd), "--slots", str(self.table.slots)]
+        worker = subprocess.Popen(
+            [*command, "--slot", str(slot)], pass_fds=(self.listener_fd, self.table.fd)
         )
+        self.slots[worker.pid] = slot
+        return worker
+
+    def forget(self, worker: subprocess.Popen[bytes]) -> None:
+        """A worker exited: its slot, if it had one, is free for the next."""
+        slot = self.slots.pop(worker.pid, None)
+        if slot is not None and self.table is not None:
+            self.table.release(slot)
 
     def run(self) -> int:
         """Supervise until a stop signal; the exit status for the process."""
@@ -115,6 +136,9 @@ class Supervisor:
         not taken for a broken installation: its start may have met a passing fault (the
         storage or database away for a moment) that the serving worker rides out, and
         stopping the whole server for it would turn a short outage into a long one."""
+        for old in self.retiring:
+            if old.poll() is not None:
+                self.forget(old)
         self.retiring = [old for old in self.retiring if old.poll() is None]
         now = time.monotonic()
         for index, worker in enumerate(self.workers):
@@ -135,6 +159,7 @@ class Supervisor:
                 if now < retry_at:
                     continue
                 self.retry_at.pop(worker.pid, None)
+            self.forget(worker)
             replacement = self.spawn()
             log.warning(
                 "worker [%d] exited (status %d); started worker [%d]",

@@ -1,6 +1,7 @@
 """One worker process of `ociregistry serve`: a fresh interpreter started by the supervisor
 (`ops/supervisor.py`) that serves the registry app with uvicorn (uvloop, httptools) on the
-listening socket it inherited. The settings come from the environment `serve` exported."""
+listening socket it inherited. The settings come from the environment `serve` exported. With
+other workers beside it, it takes its share of the connections (`ops/accept.py`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import socket
 import uvicorn
 
 from ociregistry.config import Settings
+from ociregistry.ops.accept import SharingServer
 from ociregistry.ops.allocator import keep_upload_buffers
+from ociregistry.ops.connections import ConnectionTable
 from ociregistry.ops.logs import log_config
 
 APP_FACTORY = "ociregistry.app:create_app_from_environment"
@@ -38,11 +41,18 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ociregistry serve (worker)")
     parser.add_argument("--listener-fd", type=int, required=True)
+    parser.add_argument("--connections-fd", type=int, help="the workers' shared table")
+    parser.add_argument("--slots", type=int, default=0, help="the table's size")
+    parser.add_argument("--slot", type=int, default=0, help="this worker's slot in it")
     args = parser.parse_args(argv)
     keep_upload_buffers()  # before the first upload's buffers are allocated
     config = uvicorn_config(Settings.load())
     listener = socket.socket(fileno=args.listener_fd)
-    uvicorn.Server(config).run(sockets=[listener])
+    if args.connections_fd is None:  # the only worker: nobody to share connections with
+        uvicorn.Server(config).run(sockets=[listener])
+        return
+    table = ConnectionTable(args.connections_fd, args.slots)
+    SharingServer(config, listener, table, args.slot).run()
 
 
 if __name__ == "__main__":
