@@ -582,8 +582,8 @@ def _usage_trigger_statements(connection: Any) -> dict[str, list[str]]:
 
 
 def _temporary_tables(connection: Any, sql: str, parameters: Any = ()) -> int:
-    """How many temporary B-trees SQLite opens to run a statement (its EXPLAIN's
-    OpenEphemeral operations; a trigger's program is not in it, so each is explained apart)."""
+    """How many temporary B-trees SQLite opens to run a statement: its EXPLAIN's
+    OpenEphemeral operations."""
     return sum(
         row[1] == "OpenEphemeral" for row in connection.execute(f"EXPLAIN {sql}", parameters)
     )
