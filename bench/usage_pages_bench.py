@@ -15,7 +15,14 @@ noisy as the machine).
 The work is usage_bench.py's: manifests of 8 images, each with a config of its own and two
 layers every manifest shares, a tag each.
 
+`--instructions` counts user-space instructions instead, with valgrind's callgrind (a count,
+steady however busy the machine): the same transactions in four child processes, with and
+without upkeep, each putting W (warm-up) and W + N manifests of the same prepared work; the
+difference over N is the instructions per PUT, the whole process's (Python, SQLAlchemy, SQLite)
+and nothing but the PUTs'.
+
     python bench/usage_pages_bench.py [--manifests N] [--rounds N] [--pushed]
+    python bench/usage_pages_bench.py --instructions [--manifests 300] [--warmup 200] [--pushed]
 """
 
 from __future__ import annotations
@@ -24,8 +31,12 @@ import argparse
 import hashlib
 import json
 import os
+import random
+import re
+import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +80,9 @@ class Database:
             if not kept:  # SQLite's upkeep runs in triggers too (migration 0018)
                 for trigger in usage.SQLITE_TRIGGERS:
                     conn.exec_driver_sql(f"DROP TRIGGER {trigger}")
-        self.layers = [os.urandom(2000), os.urandom(3000)]
+        # Seeded, so that a count is repeatable: the same digests, the same B-trees.
+        self.random = random.Random(14)
+        self.layers = [self.random.randbytes(2000), self.random.randbytes(3000)]
 
     def wal_pages(self) -> float:
         wal = Path(f"{self.path}-wal")
@@ -87,7 +100,9 @@ class Database:
         work = []
         for n in range(count):
             repo = RepositoryName("bench", f"put{n % 8}")
-            config = json.dumps({"os": "linux", "label": f"{label}-{n}-{os.urandom(4).hex()}"})
+            config = json.dumps(
+                {"os": "linux", "label": f"{label}-{n}-{self.random.randbytes(4).hex()}"}
+            )
             blobs = [config.encode(), *self.layers]
             manifest = {
                 "schemaVersion": 2,
@@ -153,6 +168,59 @@ def upkeep(on: bool) -> None:
         images.note_stored = lambda *args, **kwargs: None
 
 
+def child(label: str, prepared: int, count: int, pushed: bool) -> None:
+    """One counted process: `prepared` manifests made ready, the first `count` put."""
+    with tempfile.TemporaryDirectory(prefix="usage-count-") as tmp:
+        database = Database(Path(tmp), kept=label == "kept")
+        upkeep(label == "kept")
+        work = database.prepare(prepared, label, pushed=pushed)
+        database.put(work[:count])
+
+
+def instructions(label: str, prepared: int, count: int, pushed: bool) -> int:
+    """The instructions callgrind counts in a child that puts `count` manifests."""
+    command = [
+        shutil.which("valgrind") or "valgrind",
+        "--tool=callgrind",
+        "--cache-sim=no",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        label,
+        "--manifests",
+        str(prepared),
+        "--warmup",
+        str(count),
+        *(["--pushed"] if pushed else []),
+    ]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no count from callgrind: {done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def count_instructions(manifests: int, warmup: int, pushed: bool) -> None:
+    """Instructions per PUT with and without upkeep: (W + N PUTs) - (W PUTs), over N."""
+    per_put = {}
+    for label in ("kept", "off"):
+        prepared = warmup + manifests
+        low = instructions(label, prepared, warmup, pushed)
+        high = instructions(label, prepared, prepared, pushed)
+        per_put[label] = (high - low) / manifests
+        print(f"{label}: {low:,} and {high:,} instructions", file=sys.stderr)
+    kept, off = per_put["kept"], per_put["off"]
+    print(f"{'manifest PUT, SQLite':30} {'kept':>10} {'off':>10} {'upkeep':>10}")
+    print(f"{'instructions per PUT':30} {kept:10,.0f} {off:10,.0f} {kept - off:10,.0f}")
+    order = "each right after its blobs" if pushed else "after all their blobs"
+    print(
+        f"(callgrind, {manifests} PUTs after {warmup}, {order}; "
+        f"upkeep {(kept - off) / off * 100:.1f} % of a PUT without it)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifests", type=int, default=500)
@@ -163,7 +231,21 @@ def main(argv: list[str] | None = None) -> int:
         help="link each manifest's blobs right before its PUT, as a client pushes an image "
         "(default: every manifest's blobs before the first PUT, as usage_bench.py's PUTs)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per PUT with callgrind (--manifests after --warmup)",
+    )
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--child", choices=("kept", "off"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.manifests, args.warmup, args.pushed)
+        return 0
+    if args.instructions:
+        manifests = 300 if "--manifests" not in (argv or sys.argv) else args.manifests
+        count_instructions(manifests, args.warmup, args.pushed)
+        return 0
     figures: dict[str, list[tuple[float, float]]] = {"kept": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="usage-pages-") as tmp:
         databases = {label: Database(Path(tmp) / label, kept=label == "kept") for label in figures}

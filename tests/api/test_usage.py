@@ -561,3 +561,125 @@ def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
                 registry.run(_check(scenario))
         finally:
             registry.close()
+
+
+def _usage_trigger_statements(connection: Any) -> dict[str, list[str]]:
+    """Each statement of the usage triggers as EXPLAIN takes it, outside a trigger: NEW's
+    columns made values, RAISE() (a trigger's only) made NULL."""
+    import re
+
+    statements = {}
+    for name, sql in connection.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'usage_%'"
+    ):
+        body = sql[sql.index("BEGIN") + len("BEGIN") : sql.rindex("END")]
+        statements[name] = [
+            re.sub(r"RAISE\([^)]*\)", "NULL", re.sub(r"NEW\.\w+", "1", statement)).strip()
+            for statement in body.split(";")
+            if statement.strip()
+        ]
+    return statements
+
+
+def _temporary_tables(connection: Any, sql: str, parameters: Any = ()) -> int:
+    """How many temporary B-trees SQLite opens to run a statement: its EXPLAIN's
+    OpenEphemeral operations."""
+    return sum(
+        row[1] == "OpenEphemeral" for row in connection.execute(f"EXPLAIN {sql}", parameters)
+    )
+
+
+def test_the_upkeep_per_blob_writes_through_no_temporary_table(tmp_path: Path) -> None:
+    """Migration 0020 and the blob link (the cost of exact usage, counted by
+    `bench/usage_pages_bench.py --instructions`): SQLite runs an INSERT ... SELECT into a
+    table with triggers, and any RETURNING, through a temporary B-tree, as much work as the
+    rest of a small statement. No statement of the usage triggers, each run per blob, opens
+    one, nor does linking a blob into an image (whose row fires usage_blob_stored). The
+    manifest's one statement for all its blobs still does, once per PUT: one row of VALUES
+    per blob instead counted as many instructions."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite
+
+    from ociregistry.catalog.images import _LINK_INTO_IMAGE
+    from ociregistry.db.database import _driver_statement
+
+    InProcessRegistry(tmp_path / "data").close()
+    connection = sqlite3.connect(tmp_path / "data" / "registry.db")
+    try:
+        statements = _usage_trigger_statements(connection)
+        assert sorted(statements) == [
+            "usage_blob_stored",
+            "usage_image_added",
+            "usage_registry_added",
+        ]
+        assert {
+            name: [_temporary_tables(connection, sql) for sql in body]
+            for name, body in statements.items()
+        } == {name: [0] * len(body) for name, body in statements.items()}
+        link, binds = _driver_statement(_LINK_INTO_IMAGE, sqlite.dialect())
+        assert _temporary_tables(connection, link, [None] * len(binds)) == 0
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_usage_triggers_of_0020_keep_every_figure_down_and_up(
+    tmp_path: Path, database: str
+) -> None:
+    """Migration 0020 (on SQLite, the usage triggers without temporary tables, the quota
+    checked in the statement that grows a registry; on PostgreSQL nothing): going down to
+    0019 and up again keeps every figure and every row, the triggers are 0018's below it and
+    0020's above, and the registry keeps counting exactly after it (a push, a manifest's and
+    an image's deletions)."""
+    from alembic import command
+
+    from support.migrations import migration_step
+
+    steps = (
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("push", (1, "app"), "1.0", ((0, 2), 1)),
+        ("index", (1, "tools/cli"), "2.0", [((1, 2), 2), ((3,), 3)], False),
+        ("orphan", (0, "app"), b"uploaded, never referenced"),
+    )
+    with fresh_database(database, "usage0020") as url:
+        registry = InProcessRegistry(tmp_path / "data", database_url=url)
+        scenario = Scenario(registry)
+        for step in steps:
+            registry.run(scenario.run(step))
+        before = registry.run(_shown(registry, scenario.names))
+        registry.run(_check(scenario))
+        registry.close()
+        url = url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
+
+        def state(sync: Any) -> tuple[int, int, str]:
+            rows = sync.exec_driver_sql("SELECT count(*) FROM image_usage").scalar()
+            sizes = sync.exec_driver_sql("SELECT sum(size_bytes) FROM registries").scalar()
+            trigger = ""
+            if database == "sqlite":
+                trigger = sync.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'usage_registry_added'"
+                ).scalar()
+            return rows, sizes, trigger
+
+        rows, sizes, trigger = migration_step(url, command.downgrade, "0019", then=state)
+        assert rows > 0 and sizes > 0
+        assert database == "postgres" or "SELECT RAISE" in trigger
+        assert migration_step(url, command.upgrade, "head", then=state)[:2] == (rows, sizes)
+        if database == "sqlite":
+            _, _, trigger = migration_step(url, command.upgrade, "head", then=state)
+            assert "SELECT RAISE" not in trigger and "THEN RAISE" in trigger
+        registry = InProcessRegistry(tmp_path / "data", database_url=url)
+        try:
+            assert registry.run(_shown(registry, scenario.names)) == before
+            scenario.r, scenario.client = registry, registry.client
+            registry.run(_check(scenario))
+            for step in (
+                ("push", (2, "app"), "3.0", ((0, 4), 4)),
+                ("delete_manifest", (0, "app"), "1.0"),
+                ("delete_image", (1, "tools/cli")),
+            ):
+                registry.run(scenario.run(step))
+                registry.run(_check(scenario))
+        finally:
+            registry.close()

@@ -36,7 +36,7 @@ from ociregistry.catalog.usage import (
     remove_manifests,
 )
 from ociregistry.db import locks
-from ociregistry.db.database import Database, execute_on_driver
+from ociregistry.db.database import Database, changes_on_driver, execute_on_driver
 from ociregistry.db.models import (
     Image,
     ImageBlob,
@@ -482,30 +482,21 @@ def _link(conn: Connection, image_id: int, digest: str, size: int, *, stored: bo
 # image found by its registry's and its own name within the same statement: one statement on
 # the driver where looking up the registry, then the image, then inserting took three
 # executions through SQLAlchemy. SQLite only, whose writers take turns: on PostgreSQL the image
-# must be kept from a deletion under way first (`locks.image_kept`). RETURNING tells a link
-# made from none made (no such image, or linked already): `_ensure_image` then decides.
-_LINK_INTO_IMAGE = (
-    sqlite.insert(ImageBlob)
-    .from_select(
-        ["image_id", "digest", "size", "created_at"],
-        select(
-            Image.id,
-            bindparam("digest", type_=ImageBlob.digest.type),
-            bindparam("size", type_=ImageBlob.size.type),
-            bindparam("now", type_=ImageBlob.created_at.type),
-        )
-        .select_from(Image)
-        .join(Registry, Registry.id == Image.registry_id)
-        # A WHERE (SQLite then never reads ON CONFLICT as the join's ON) of bound values only.
-        .where(
-            Registry.name == bindparam("registry"),
-            Registry.status == bindparam("available"),
-            Image.name == bindparam("image"),
-        ),
-    )
-    .on_conflict_do_nothing(index_elements=["image_id", "digest"])
-    .returning(ImageBlob.image_id)
-)
+# must be kept from a deletion under way first (`locks.image_kept`). The count of rows it
+# changed tells a link made from none made (no such image: a NULL image id, which OR IGNORE
+# skips; or linked already): `_ensure_image` then decides. One row of VALUES, and no
+# RETURNING: SQLite runs an INSERT ... SELECT into a table with triggers (usage_blob_stored),
+# and any RETURNING, through a temporary table, which cost more than the rest of the
+# statement (migration 0020).
+_LINK_INTO_IMAGE = text(
+    """
+    INSERT OR IGNORE INTO image_blobs (image_id, digest, size, created_at) VALUES (
+        (SELECT images.id FROM images JOIN registries ON registries.id = images.registry_id
+         WHERE registries.name = :registry AND registries.status = :available
+           AND images.name = :image),
+        :digest, :size, :now)
+    """
+).bindparams(bindparam("now", type_=ImageBlob.created_at.type))
 
 
 # PostgreSQL: the image found by name and kept from a deletion under way (`locks.image_kept`)
@@ -516,7 +507,7 @@ _IMAGE_KEPT = _IMAGE_ID.with_for_update(read=True, key_share=True, of=Image)
 def _link_blob(conn: Connection, repo: RepositoryName, digest: str, size: int) -> None:
     if conn.dialect.name == "sqlite":
         values = _params(repo, digest=digest, size=size, now=utcnow(), available="available")
-        if execute_on_driver(conn, _LINK_INTO_IMAGE, values):
+        if changes_on_driver(conn, _LINK_INTO_IMAGE, values):
             note_stored(conn, digest, size)
             return
     elif conn.dialect.name == "postgresql":

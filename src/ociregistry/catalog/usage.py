@@ -106,13 +106,14 @@ _KEYS = {"image_usage": "image_id", "registry_usage": "registry_id", "blob_usage
 # On SQLite a manifest's references are one statement on the transaction's own sqlite3
 # connection: the image level for all its blobs, counted from the links, so a blob the
 # manifest names but the image does not hold (unlinked since the check before the
-# transaction) adds no row, one fewer than it was given; the caller refuses the push.
+# transaction) adds no row, one fewer than it was given (the statement's count of changed
+# rows, not a RETURNING, which SQLite runs through a temporary table); the caller refuses it.
 # The references are so checked under the transaction's lock at no cost of a statement of
 # their own. Triggers (migration 0018) carry each blob new to the image up to the registry and
 # the platform, and the sizes of the image and the registry with it, inside SQLite: as a
 # statement each through Python they cost ten round trips per PUT for a few microseconds of
-# SQLite's work each. A registry taken above its quota aborts the statement (SQLite undoes
-# it): QUOTA_ABORT.
+# SQLite's work each; and, since migration 0020, without a temporary table per blob. A
+# registry taken above its quota aborts the statement (SQLite undoes it): QUOTA_ABORT.
 QUOTA_ABORT = "ociregistry: registry quota exceeded"
 SQLITE_TRIGGERS = ("usage_blob_stored", "usage_image_added", "usage_registry_added")
 _SQLITE_BATCH = 500  # blobs per statement, well within SQLite's limit of bound values
@@ -125,8 +126,7 @@ def _sqlite_image_up(count: int) -> str:
         "SELECT l.image_id, b.id, l.size, 1 FROM image_blobs AS l "
         "JOIN blob_usage AS b ON b.digest = l.digest "
         f"WHERE l.image_id = ? AND l.digest IN ({_marks(count)}) "
-        "ON CONFLICT (image_id, blob_id) DO UPDATE SET refs = refs + 1 "
-        "RETURNING blob_id"
+        "ON CONFLICT (image_id, blob_id) DO UPDATE SET refs = refs + 1"
     )
 
 
@@ -325,7 +325,7 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     for start in range(0, len(digests), _SQLITE_BATCH):
         batch = digests[start : start + _SQLITE_BATCH]
         try:
-            counted += len(raw.execute(_sqlite_image_up(len(batch)), (image_id, *batch)).fetchall())
+            counted += raw.execute(_sqlite_image_up(len(batch)), (image_id, *batch)).rowcount
         except sqlite3.IntegrityError as error:
             if QUOTA_ABORT not in str(error):
                 raise

@@ -275,6 +275,21 @@ def execute_on_driver(
     if connection.dialect.name != "sqlite":
         result = connection.execute(statement, parameters)
         return [tuple(row) for row in result.all()] if result.returns_rows else []
+    return _on_driver(connection, statement, parameters).fetchall()
+
+
+def changes_on_driver(
+    connection: Connection, statement: Executable, parameters: dict[str, Any]
+) -> int:
+    """`execute_on_driver` for a write whose answer is only how many rows it changed: what a
+    `RETURNING` would tell, without the temporary table SQLite fills for one (about as much
+    work as a small statement of its own)."""
+    if connection.dialect.name != "sqlite":
+        return connection.execute(statement, parameters).rowcount
+    return _on_driver(connection, statement, parameters).rowcount
+
+
+def _on_driver(connection: Connection, statement: Executable, parameters: dict[str, Any]) -> Any:
     sql, binds = _driver_statement(statement, connection.dialect)
     args = [
         parameters[name] if process is None else process(parameters[name])
@@ -282,7 +297,7 @@ def execute_on_driver(
     ]
     driver = connection.connection.driver_connection
     assert driver is not None
-    return driver.execute(sql, args).fetchall()
+    return driver.execute(sql, args)
 
 
 _driver_statements: dict[Executable, tuple[str, list[tuple[str, Any]]]] = {}
