@@ -504,7 +504,7 @@ def test_migration_0019_finds_the_events_logged_before_it(tmp_path: Path, databa
             )
             running.run(running.services.db.transaction(lambda c: write_events(c, [before])))
         engine_url = url or f"sqlite+aiosqlite:///{data / 'registry.db'}"
-        migration_step(engine_url, command.downgrade, "-1")
+        migration_step(engine_url, command.downgrade, "0018")  # the revision before 0019
         late = {
             "at": utcnow(), "actor": "migrant", "client": "127.0.0.1", "action": "m.put",
             "method": "PUT", "status": 201, "target": "/v2/migteam/late", "outcome": "ok",
