@@ -513,6 +513,45 @@ async def _shown(registry: InProcessRegistry, names: list[str]) -> list[Any]:
     return shown
 
 
+def _seeded_for_migration(tmp_path: Path, url: str | None) -> tuple[Scenario, list[Any], str]:
+    """Images, shared layers, an index and an orphan, pushed at the head revision; the
+    scenario, every figure shown, and the database's URL (for Alembic)."""
+    registry = InProcessRegistry(tmp_path / "data", database_url=url)
+    scenario = Scenario(registry)
+    for step in (
+        ("push", (0, "app"), "1.0", ((0, 1), 0)),
+        ("push", (1, "app"), "1.0", ((0, 2), 1)),
+        ("index", (1, "tools/cli"), "2.0", [((1, 2), 2), ((3,), 3)], False),
+        ("orphan", (0, "app"), b"uploaded, never referenced"),
+    ):
+        registry.run(scenario.run(step))
+    before = registry.run(_shown(registry, scenario.names))
+    registry.run(_check(scenario))
+    registry.close()
+    return scenario, before, url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
+
+
+def _still_counts_after_migration(
+    tmp_path: Path, url: str, scenario: Scenario, before: list[Any]
+) -> None:
+    """After a migration down and up: the same figures shown, and a push, a manifest's and an
+    image's deletions still counted exactly."""
+    registry = InProcessRegistry(tmp_path / "data", database_url=url)
+    try:
+        assert registry.run(_shown(registry, scenario.names)) == before
+        scenario.r, scenario.client = registry, registry.client
+        registry.run(_check(scenario))
+        for step in (
+            ("push", (2, "app"), "3.0", ((0, 4), 4)),
+            ("delete_manifest", (0, "app"), "1.0"),
+            ("delete_image", (1, "tools/cli")),
+        ):
+            registry.run(scenario.run(step))
+            registry.run(_check(scenario))
+    finally:
+        registry.close()
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
     tmp_path: Path, database: str
@@ -526,41 +565,15 @@ def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
 
     from support.migrations import migration_step
 
-    steps = (
-        ("push", (0, "app"), "1.0", ((0, 1), 0)),
-        ("push", (1, "app"), "1.0", ((0, 2), 1)),
-        ("index", (1, "tools/cli"), "2.0", [((1, 2), 2), ((3,), 3)], False),
-        ("orphan", (0, "app"), b"uploaded, never referenced"),
-    )
     with fresh_database(database, "usage0018") as url:
-        registry = InProcessRegistry(tmp_path / "data", database_url=url)
-        scenario = Scenario(registry)
-        for step in steps:
-            registry.run(scenario.run(step))
-        before = registry.run(_shown(registry, scenario.names))
-        registry.run(_check(scenario))
-        registry.close()
-        url = url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
+        scenario, before, url = _seeded_for_migration(tmp_path, url)
 
         def usage_rows(sync: Any) -> int:
             return sync.exec_driver_sql("SELECT count(*) FROM image_usage").scalar()
 
         rows = migration_step(url, command.downgrade, "0017", then=usage_rows)
         assert rows == migration_step(url, command.upgrade, "head", then=usage_rows) > 0
-        registry = InProcessRegistry(tmp_path / "data", database_url=url)
-        try:
-            assert registry.run(_shown(registry, scenario.names)) == before
-            scenario.r, scenario.client = registry, registry.client
-            registry.run(_check(scenario))
-            for step in (
-                ("push", (2, "app"), "3.0", ((0, 4), 4)),
-                ("delete_manifest", (0, "app"), "1.0"),
-                ("delete_image", (1, "tools/cli")),
-            ):
-                registry.run(scenario.run(step))
-                registry.run(_check(scenario))
-        finally:
-            registry.close()
+        _still_counts_after_migration(tmp_path, url, scenario, before)
 
 
 def _usage_trigger_statements(connection: Any) -> dict[str, list[str]]:
@@ -636,21 +649,8 @@ def test_the_usage_triggers_of_0020_keep_every_figure_down_and_up(
 
     from support.migrations import migration_step
 
-    steps = (
-        ("push", (0, "app"), "1.0", ((0, 1), 0)),
-        ("push", (1, "app"), "1.0", ((0, 2), 1)),
-        ("index", (1, "tools/cli"), "2.0", [((1, 2), 2), ((3,), 3)], False),
-        ("orphan", (0, "app"), b"uploaded, never referenced"),
-    )
     with fresh_database(database, "usage0020") as url:
-        registry = InProcessRegistry(tmp_path / "data", database_url=url)
-        scenario = Scenario(registry)
-        for step in steps:
-            registry.run(scenario.run(step))
-        before = registry.run(_shown(registry, scenario.names))
-        registry.run(_check(scenario))
-        registry.close()
-        url = url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
+        scenario, before, url = _seeded_for_migration(tmp_path, url)
 
         def state(sync: Any) -> tuple[int, int, str]:
             rows = sync.exec_driver_sql("SELECT count(*) FROM image_usage").scalar()
@@ -669,17 +669,4 @@ def test_the_usage_triggers_of_0020_keep_every_figure_down_and_up(
         if database == "sqlite":
             _, _, trigger = migration_step(url, command.upgrade, "head", then=state)
             assert "SELECT RAISE" not in trigger and "THEN RAISE" in trigger
-        registry = InProcessRegistry(tmp_path / "data", database_url=url)
-        try:
-            assert registry.run(_shown(registry, scenario.names)) == before
-            scenario.r, scenario.client = registry, registry.client
-            registry.run(_check(scenario))
-            for step in (
-                ("push", (2, "app"), "3.0", ((0, 4), 4)),
-                ("delete_manifest", (0, "app"), "1.0"),
-                ("delete_image", (1, "tools/cli")),
-            ):
-                registry.run(scenario.run(step))
-                registry.run(_check(scenario))
-        finally:
-            registry.close()
+        _still_counts_after_migration(tmp_path, url, scenario, before)
