@@ -9,6 +9,7 @@ sockets in each worker's file table, against the established connections to the 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import time
@@ -24,6 +25,7 @@ from support.waiting import wait_for
 CONNECTIONS = 8
 REQUEST = b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n"
 ESTABLISHED = "01"  # the `st` column of /proc/net/tcp
+ALL_BUT_LISTEN = (*(f"{state:02X}" for state in range(1, 10)), "0B")  # 0A: LISTEN
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +51,23 @@ def _workers(server: RunningServer) -> list[int]:
     return found
 
 
-def _held(server: RunningServer) -> dict[int, int]:
-    """Established connections to the server's port, per worker."""
+def _held(server: RunningServer, states: tuple[str, ...] = (ESTABLISHED,)) -> dict[int, int]:
+    """Connections to the server's port in one of `states`, per worker."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local_port = int(fields[1].split(":")[1], 16)
-        if local_port == server.port and fields[3] == ESTABLISHED:
+        if local_port == server.port and fields[3] in states:
             inodes.add(fields[9])
     held = {}
     for pid in _workers(server):
         sockets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
         held[pid] = sum(1 for link in sockets if link[8:-1] in inodes and "socket:" in link)
     return held
+
+
+def _whole_log(server: RunningServer) -> str:
+    return server.log_path.read_text(errors="replace")  # `log()` is its tail
 
 
 def _answered(connection: socket.socket) -> bytes:
@@ -110,6 +116,37 @@ def test_a_stuck_worker_strands_no_connection(two_workers: RunningServer) -> Non
         os.kill(stuck, signal.SIGCONT)
         for connection in connections:
             connection.close()
+
+
+def test_out_of_file_descriptors_the_connection_waits_without_a_busy_loop(
+    two_workers: RunningServer,
+) -> None:
+    """When no worker can accept (each at its limit of open files), the connection waits in
+    the queue: each worker says so in its log now and then and tries again shortly, rather
+    than failing the accept in a loop (thousands of lines a second), and serves the
+    connection once descriptors are free again."""
+    workers = _workers(two_workers)
+    # The earlier tests' connections closed: each worker's descriptors are its own again.
+    wait_for(lambda: not any(_held(two_workers, ALL_BUT_LISTEN).values()), "closed sockets", 60)
+    limits = {pid: resource.prlimit(pid, resource.RLIMIT_NOFILE) for pid in workers}
+    logged = _whole_log(two_workers).count("Too many open files")
+    for pid in workers:  # a new descriptor takes the lowest free number: none below it now
+        in_use = {int(fd.name) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        lowest_free = next(number for number in range(len(in_use) + 1) if number not in in_use)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, limits[pid][1]))
+    connection = socket.create_connection(("127.0.0.1", two_workers.port))
+    try:
+        connection.sendall(REQUEST)
+        time.sleep(1)  # both workers find the connection and fail to take it meanwhile
+        failures = _whole_log(two_workers).count("Too many open files") - logged
+        assert 1 <= failures <= 60  # about ten a second each, not a loop
+    finally:
+        for pid, limit in limits.items():
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limit)
+    try:
+        assert _answered(connection).startswith(b"HTTP/1.1 401")
+    finally:
+        connection.close()
 
 
 def test_the_table_keeps_a_count_per_worker() -> None:

@@ -19,6 +19,7 @@ client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import socket
 from collections.abc import Callable
@@ -30,7 +31,12 @@ from ociregistry.ops.connections import ConnectionTable
 # How long a connection may wait for a less busy worker (its handshake is done; it waits in
 # the kernel's accept queue). Only a worker holding more connections than another waits.
 DEFER_SECONDS = 0.005
+# After an accept failed for want of a resource (file descriptors), before the next try;
+# meanwhile another worker may take the connection.
+PAUSE_AFTER_FAILURE_SECONDS = 0.1
 BACKLOG = 2048  # uvicorn's default
+
+log = logging.getLogger("ociregistry.accept")
 
 
 class SharedListener:
@@ -76,16 +82,21 @@ class SharedListener:
         """Take the connection that no other worker took meanwhile, then watch again."""
         if self._closed:
             return
+        self._watch()
         waiting, _, _ = select.select([self._listener], [], [], 0)
         if waiting:
             self._accept()
-        self._watch()
 
     def _accept(self) -> None:
         try:
             connection, _ = self._listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it, or the client gave up
+        except OSError as error:  # out of file descriptors, say: the connection stays queued
+            log.warning("cannot accept a connection (%s); trying again shortly", error)
+            self._loop.remove_reader(self._listener.fileno())  # not again at once, in a loop
+            self._loop.call_later(PAUSE_AFTER_FAILURE_SECONDS, self._watch)
+            return
         connection.setblocking(False)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._starting += 1
