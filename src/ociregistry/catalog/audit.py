@@ -85,7 +85,9 @@ class AuditLog:
     def __init__(self, db: Database, *, retention_days: int) -> None:
         self.db = db
         self.retention_days = retention_days
-        self._pruned_at = 0.0
+        # None: not yet (the first write prunes; monotonic time counts from the boot, so a
+        # start within PRUNE_EVERY_SECONDS of it would otherwise not prune for that long)
+        self._pruned_at: float | None = None
         self._pending: list[AuditRecord] = []
         self._batch: asyncio.Future[None] | None = None  # the commit `_pending` will share
         self._writer: asyncio.Task[None] | None = None
@@ -110,7 +112,9 @@ class AuditLog:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     def _prune_before(self) -> datetime | None:
-        if self.retention_days <= 0 or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+        if self.retention_days <= 0:
+            return None
+        if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
             return None
         self._pruned_at = time.monotonic()
         return utcnow() - timedelta(days=self.retention_days)
