@@ -430,7 +430,8 @@ WORD_SEARCHES = [
     ("webapp", set(), None),  # inside a word: not a match (before migration 0019: one)
     ("crit", set(), None),
     ("1.2.3", set(), None),  # `1` is inside the word `v1`
-    ("-/", {"tag"}, None),  # no word: found by the trigram index (or a scan), as before
+    ("-/", {"tag"}, None),  # no word: found by a scan (migration 0021)
+    ("/-/", {"tag"}, None),  # three characters: a scan too, no trigram index (0021)
     ("tails%", set(), None),  # literally
 ]
 
@@ -522,6 +523,61 @@ def test_migration_0019_finds_the_events_logged_before_it(tmp_path: Path, databa
         _on(engine_url, lambda conn: conn.execute(gone))
         left = _on(engine_url, lambda conn: conn.exec_driver_sql(_TAILS_OF_MIGTEAM).scalar())
         assert left == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_migration_0021_drops_the_trigram_index_of_targets(tmp_path: Path, database: str) -> None:
+    """Migration 0021 drops the trigram index of the audit log's targets (SQLite's FTS5
+    table and its triggers, PostgreSQL's GIN index): a `q` of separators only, which it
+    served, still finds the events written before and after it, by a scan. Going down makes
+    the index again from the log; up again drops it."""
+    data = tmp_path / "data"
+    with fresh_database(database, "trigram") as url:
+        early = AuditRecord(
+            "trigrammer", "127.0.0.1", None, "t.put", "PUT", "/v2/tri/-/early", None, 201, "ok"
+        )
+        with InProcessRegistry(data, database_url=url) as running:
+            running.run(running.services.db.transaction(lambda c: write_events(c, [early])))
+        engine_url = url or f"sqlite+aiosqlite:///{data / 'registry.db'}"
+        assert _on(engine_url, _trigram_index) == []
+        migration_step(engine_url, command.downgrade, "0020")
+        # PostgreSQL: made again where 0017 could make it (pg_trgm installed)
+        expected = ["audit_search"]
+        if database == "postgres":
+            expected = [_PG_TRIGRAM] if _on(engine_url, _pg_trgm_installed) else []
+        assert _on(engine_url, _trigram_index) == expected
+        if database == "sqlite":  # rebuilt from the log: it finds the early event
+            found = _on(engine_url, lambda c: c.exec_driver_sql(_FTS_EARLY).scalar())
+            assert found == 1
+        migration_step(engine_url, command.upgrade, "head")
+        assert _on(engine_url, _trigram_index) == []
+        with InProcessRegistry(data, database_url=url) as running:
+            late = AuditRecord(
+                "trigrammer", "127.0.0.1", None, "t.put", "PUT", "/v2/tri/-/late", None, 201, "ok"
+            )
+            running.run(running.services.db.transaction(lambda c: write_events(c, [late])))
+            answer = _get(running, "/api/v1/audit-log", q="/-/", actor="trigrammer").json()
+            assert sorted(e["target"] for e in answer["items"]) == [
+                "/v2/tri/-/early",
+                "/v2/tri/-/late",
+            ]
+            assert answer["total"] == 2
+
+
+_PG_TRIGRAM = "ix_audit_log_target_trgm"
+_FTS_EARLY = "SELECT count(*) FROM audit_search WHERE audit_search MATCH '\"tri/-/ea\"'"
+
+
+def _pg_trgm_installed(conn: Any) -> bool:
+    return bool(conn.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").all())
+
+
+def _trigram_index(conn: Any) -> list[str]:
+    """The trigram index of the audit log's targets, if the database has it."""
+    if conn.dialect.name == "postgresql":
+        indexes = inspect(conn).get_indexes("audit_log")
+        return [i["name"] for i in indexes if i["name"] == _PG_TRIGRAM]
+    return [name for name in inspect(conn).get_table_names() if name == "audit_search"]
 
 
 _TAILS_OF_MIGTEAM = "SELECT count(*) FROM audit_target_tails WHERE tail LIKE 'migteam%'"

@@ -34,7 +34,6 @@ from ociregistry.catalog.listings import (
     keyset_fetch,
     keyset_order,
     keyset_ranges,
-    name_contains,
     search_total,
     searched_first,
 )
@@ -165,8 +164,8 @@ class AuditLog:
         url = self.db.url
         if q:
             named = target_words(q)
-            if named is None:  # no word in `q`: its trigrams (migration 0017)
-                named = name_contains(url, AuditEvent.id, AuditEvent.target, "audit_search", q)
+            if named is None:  # no word in `q`, only separators: a scan (migration 0021)
+                named = AuditEvent.target.like(f"%{escape_like(q)}%", escape="\\")
             chosen = searched_first(url, chosen.where(named), AuditEvent.id)
             listed = [AuditEvent.id.in_(chosen)]
         elif names is not None and 1 < len(names) <= MERGE_LIMIT:
@@ -206,8 +205,7 @@ def target_words(q: str) -> ColumnElement[bool] | None:
     tails = select(_TAILS.c.event_id).where(
         _TAILS.c.tail >= low, _TAILS.c.tail < low + _LAST_CHARACTER
     )
-    # `|| ''`: checked on the events found, never a way to find them (PostgreSQL's planner
-    # would weigh the trigram index of the targets for it)
+    # `|| ''`: checked on the events found, never a way to find them
     held = (AuditEvent.target + "").like(f"%{escape_like(q)}%", escape="\\")
     return and_(AuditEvent.id.in_(tails), held)
 
