@@ -13,7 +13,9 @@ workers, a bench user pushing with Bearer tokens), on the same machine in the sa
   (counting only the blobs linked into the image). Nothing else differs: the same routes, the
   same immutable-tag and quota code paths, the same audit middleware.
 
-Each round measures both, alternating which goes first:
+Each round measures both, each case on the two servers back to back (A B for pushes, then
+B A for the manifest PUTs, A alternating between rounds), the PUTs' blobs uploaded for both
+before either's clock starts:
 
 - small pushes: fresh one-layer images (1-4 KiB layer, a config, the manifest), 8 at a time;
 - manifest PUTs: manifests whose blobs were uploaded before the clock started, 8 at a time,
@@ -183,9 +185,12 @@ def databases(kind: str) -> Iterator[list[tuple[str, int | None]]]:
             cluster.stop()
 
 
-async def put_manifests(server: OurServer, count: int, label: str) -> tuple[float, float]:
-    """Upload `count` configs and a few shared layers, then time `count` manifest PUTs: the
-    rate, and the server's CPU milliseconds per PUT."""
+ManifestWork = tuple[dict[str, str], list[tuple[str, str, bytes, bytes]]]
+
+
+async def prepare_manifests(server: OurServer, count: int, label: str) -> ManifestWork:
+    """Upload `count` configs and a few shared layers for `count` manifest PUTs, before the
+    clock starts: the PUTs' headers and work."""
     layers = [os.urandom(random.randint(1024, 4096)) for _ in range(4)]
     work = []
     for index in range(count):
@@ -202,6 +207,12 @@ async def put_manifests(server: OurServer, count: int, label: str) -> tuple[floa
                 await upload(client, repo, layer)
         for repo, _, config, _ in work:
             await upload(client, repo, config)
+    return headers, work
+
+
+async def put_manifests(server: OurServer, prepared: ManifestWork) -> tuple[float, float]:
+    """Time the prepared manifest PUTs: the rate, and the server's CPU milliseconds per PUT."""
+    headers, work = prepared
 
     async def put_manifest(
         session: aiohttp.ClientSession, item: tuple[str, str, bytes, bytes]
@@ -218,7 +229,7 @@ async def put_manifests(server: OurServer, count: int, label: str) -> tuple[floa
     elapsed = await run_workers(
         server, headers, work, CONCURRENCY, put_manifest, lambda: cpu.append(server.cpu_seconds())
     )
-    return count / elapsed, (server.cpu_seconds() - cpu[0]) * 1000 / count
+    return len(work) / elapsed, (server.cpu_seconds() - cpu[0]) * 1000 / len(work)
 
 
 async def upload(client: httpx.AsyncClient, repo: str, blob: bytes) -> None:
@@ -276,10 +287,18 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers:
                 server.start()
             for round_number in range(args.rounds):
+                # Each case runs on both servers back to back, A B then B A (A alternating
+                # between rounds), so that the two runs of a pair are seconds apart and
+                # neither server always goes first or last.
                 order = servers if round_number % 2 == 0 else servers[::-1]
+                prepared = {
+                    server.label: asyncio.run(
+                        prepare_manifests(server, args.manifests, f"{server.label}-{round_number}")
+                    )
+                    for server in servers
+                }
                 for server in order:
-                    label = f"{server.label}-{round_number}"
-                    pushes = make_pushes(settings, label)
+                    pushes = make_pushes(settings, f"{server.label}-{round_number}")
                     os.sync()
                     before = server.cpu_seconds()
                     seconds = asyncio.run(push_all(server, pushes, CONCURRENCY, FORM_POST))
@@ -287,14 +306,17 @@ def main(argv: list[str] | None = None) -> int:
                         (server.cpu_seconds() - before) * 1000 / len(pushes)
                     )
                     push_rate[server.label].append(len(pushes) / seconds)
+                for server in order[::-1]:
                     os.sync()
-                    rate, cpu_ms = asyncio.run(put_manifests(server, args.manifests, label))
+                    rate, cpu_ms = asyncio.run(put_manifests(server, prepared[server.label]))
                     put_rate[server.label].append(rate)
                     put_cpu[server.label].append(cpu_ms)
+                for server in servers:
                     log(
                         f"round {round_number + 1} {server.label}: "
                         f"{push_rate[server.label][-1]:.1f} pushes/s "
-                        f"({push_cpu[server.label][-1]:.2f} ms CPU each), {rate:.1f} PUTs/s "
+                        f"({push_cpu[server.label][-1]:.2f} ms CPU each), "
+                        f"{put_rate[server.label][-1]:.1f} PUTs/s "
                         f"({put_cpu[server.label][-1]:.2f} ms CPU each)"
                     )
             for server in servers:
