@@ -21,7 +21,7 @@ without upkeep, each putting W (warm-up) and W + N manifests of the same prepare
 difference over N is the instructions per PUT, the whole process's (Python, SQLAlchemy, SQLite)
 and nothing but the PUTs'.
 
-    python bench/usage_pages_bench.py [--manifests N] [--rounds N] [--pushed]
+    python bench/usage_pages_bench.py [--manifests N] [--rounds N] [--pushed] [--connections 2]
     python bench/usage_pages_bench.py --instructions [--manifests 300] [--warmup 200] [--pushed]
 """
 
@@ -64,17 +64,22 @@ def sha256(data: bytes) -> str:
 class Database:
     """A migrated SQLite database with one registry, written as the server writes it."""
 
-    def __init__(self, folder: Path, *, kept: bool) -> None:
+    def __init__(self, folder: Path, *, kept: bool, connections: int = 1) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "registry.db"
         url = f"sqlite+aiosqlite:///{self.path}"
         migrate(url)
-        self.engine = _sqlite_sync_engine(url)
-        event.listen(
-            self.engine,
-            "connect",
-            lambda dbapi, _record: dbapi.execute("PRAGMA wal_autocheckpoint=0"),
-        )
+        # The PUTs take turns on `connections` engines (a connection each, as each worker
+        # has its own): SQLite drops a connection's page cache when another one committed
+        # since its last transaction, so with two every PUT starts cold, as on the server.
+        self.engines = [_sqlite_sync_engine(url) for _ in range(connections)]
+        self.engine = self.engines[0]
+        for engine in self.engines:
+            event.listen(
+                engine,
+                "connect",
+                lambda dbapi, _record: dbapi.execute("PRAGMA wal_autocheckpoint=0"),
+            )
         with self.engine.begin() as conn:
             conn.execute(Registry.__table__.insert(), {"resource_id": "bench", "name": "bench"})
             if not kept:  # SQLite's upkeep runs in triggers too (migration 0018)
@@ -138,12 +143,12 @@ class Database:
         """The PUTs' transactions: WAL pages and CPU microseconds per PUT."""
         self.checkpoint()
         pages = cpu = 0.0
-        for blobs, item in work:
+        for number, (blobs, item) in enumerate(work):
             if blobs:
                 self.link(item[0], blobs)
             before = self.wal_pages()
             started = time.process_time()
-            with self.engine.begin() as conn:
+            with self.engines[number % len(self.engines)].begin() as conn:
                 images._record_manifest(conn, *item)
             cpu += time.process_time() - started
             pages += self.wal_pages() - before
@@ -237,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         help="count instructions per PUT with callgrind (--manifests after --warmup)",
     )
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="PUTs take turns on this many connections (2: each starts with a cold page "
+        "cache, as with two workers; the timed CPU figure then includes reading pages back)",
+    )
     parser.add_argument("--child", choices=("kept", "off"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -248,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     figures: dict[str, list[tuple[float, float]]] = {"kept": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="usage-pages-") as tmp:
-        databases = {label: Database(Path(tmp) / label, kept=label == "kept") for label in figures}
+        databases = {
+            label: Database(Path(tmp) / label, kept=label == "kept", connections=args.connections)
+            for label in figures
+        }
         for round_number in range(args.rounds):
             for label in figures if round_number % 2 == 0 else list(figures)[::-1]:
                 upkeep(label == "kept")
@@ -270,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         off = median(f[index] for f in figures["off"])
         print(f"{title:30} {kept:8.2f} {off:8.2f} {(kept - off) / off * 100:7.1f}%")
     order = "each right after its blobs" if args.pushed else "after all their blobs"
-    print(f"(medians of {args.rounds} rounds of {args.manifests} PUTs, {order})")
+    print(
+        f"(medians of {args.rounds} rounds of {args.manifests} PUTs, {order}, "
+        f"on {args.connections} connection(s) in turn)"
+    )
     return 0
 
 
