@@ -12,7 +12,8 @@ target (every one holds `/`), so a scan of the log in its order finds a page of 
 once, and the index served almost nothing while every event written paid for it: on SQLite
 an event's insert took 311 µs with it and 220 without (`INSERT` and commit, one at a time,
 10,000 events). A search of separators is now a scan, as one of one or two characters was
-before.
+before; one that matches little (`://`, in no target) reads the whole log to say so, tens of
+milliseconds at 100,000 events, where every event written saves 90 µs.
 
 The way down makes the index again from the log (`rebuild`, CREATE INDEX).
 """
