@@ -72,6 +72,20 @@ def test_the_supervisor_imports_none_of_the_application(server: RunningServer) -
         assert "uvloop" in _mapped(pid) and "cryptography" in _mapped(pid)
 
 
+def test_the_workers_share_one_signal_of_the_write_lock(server: RunningServer) -> None:
+    """Each worker gets the supervisor's eventfd, by which a worker that releases SQLite's
+    write lock wakes another waiting for it (`db/write_lock.py`): the same descriptor
+    number in each (inherited), an eventfd."""
+    assert server.workers > 1
+    given = set()
+    for pid in _workers(server):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        fd = int(argv[argv.index("--write-lock-fd") + 1])
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventfd]"
+        given.add(fd)
+    assert len(given) == 1
+
+
 def test_sighup_replaces_every_worker_and_sigint_stops_cleanly(fresh_server: RunningServer) -> None:
     server = fresh_server
     assert server.process is not None

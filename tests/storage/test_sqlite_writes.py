@@ -10,6 +10,7 @@ inside: the thread that runs the work, and SQLAlchemy's commit event.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from ociregistry.db import sqlite_writes
+from ociregistry.db import sqlite_writes, write_lock
 from ociregistry.db.database import Database
 from ociregistry.db.sqlite_writes import WRITER_THREAD
 
@@ -284,3 +285,77 @@ async def test_every_thread_hop_goes_to_one_writer_thread(db: Database, commits:
     assert not [name for name in started if not name.startswith(WRITER_THREAD)]
     assert db.write_counts == {"inline": 20, "commit on thread": 20}
     assert await _numbers(db) == list(range(10, 30))
+
+
+@pytest.fixture
+async def signalled(path: Path) -> AsyncIterator[tuple[Database, int]]:
+    """A database of a worker that has other workers beside it: its writes share the
+    supervisor's eventfd (`db/write_lock.py`), here the test's."""
+    fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    write_lock.share(write_lock.WriteLockSignal(fd))
+    try:
+        database = Database(f"sqlite+aiosqlite:///{path}")
+    finally:
+        write_lock.share(None)
+    await database.transaction(
+        lambda conn: conn.exec_driver_sql("CREATE TABLE probe (n INTEGER, note TEXT)")
+    )
+    _drain(fd)
+    database.write_counts.clear()
+    yield database, fd
+    await database.dispose()
+    os.close(fd)
+
+
+def _drain(fd: int) -> int:
+    """What the eventfd counted since it was last read (0: nothing)."""
+    try:
+        return os.eventfd_read(fd)
+    except BlockingIOError:
+        return 0
+
+
+async def test_a_write_behind_another_worker_goes_as_soon_as_it_signals(
+    signalled: tuple[Database, int], path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write waiting for another worker's write lock tries again as soon as that worker
+    signals the lock released, not when its timer (a millisecond or two on uvloop) runs
+    out: here the timer would take a minute, and the write is done within seconds."""
+    db, fd = signalled
+    monkeypatch.setattr(sqlite_writes, "BUSY_POLL_SECONDS", 60.0)
+    holder = _Holder(path)
+    try:
+        write = asyncio.create_task(db.transaction(_insert(7, []), durable=False))
+        await _until(db, "busy polls", write)
+        holder.release()
+        os.eventfd_write(fd, 1)  # what the other worker's SQLiteWrites does as it commits
+        await asyncio.wait_for(write, 30)
+    finally:
+        holder.stop()
+
+    assert db.write_counts["busy woken"] >= 1
+    assert db.write_counts["inline"] == 1 and "busy" not in db.write_counts
+    assert await _numbers(db) == [6, 7]
+
+
+async def test_every_write_signals_the_lock_released(signalled: tuple[Database, int]) -> None:
+    """Every way a write transaction ends releases SQLite's write lock, and signals it to
+    the other workers: a relaxed commit on the loop, a durable one on the writer thread, a
+    rollback, a transaction run whole on the thread (over its budget)."""
+    db, fd = signalled
+
+    def fails(conn: Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO probe (n) VALUES (9)")
+        raise RuntimeError("the work fails")
+
+    await db.transaction(_insert(1, []), durable=False)
+    assert _drain(fd) == 1
+    await db.transaction(_insert(2, []))
+    assert _drain(fd) == 1
+    with pytest.raises(RuntimeError):
+        await db.transaction(fails)
+    assert _drain(fd) == 1
+    await db.transaction(lambda conn: conn.exec_driver_sql(_LONG_STATEMENT).scalar_one())
+    assert db.write_counts["on thread"] == 1
+    assert _drain(fd) == 2  # the one interrupted on the loop, then the thread's
+    assert await _numbers(db) == [1, 2]

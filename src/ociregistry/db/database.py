@@ -91,6 +91,7 @@ from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.engine.result import ScalarResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ociregistry.db import write_lock
 from ociregistry.db.sqlite_writes import SQLiteWrites
 
 T = TypeVar("T")
@@ -344,7 +345,10 @@ class Database:
             self._sync_writer = _sqlite_sync_engine(url)
             self._relaxed_writer = _sqlite_sync_engine(url, _RELAXED_PRAGMAS)
             self._sqlite_writes = SQLiteWrites(
-                self._sync_writer, self._relaxed_writer, SQLITE_BUSY_TIMEOUT_MS
+                self._sync_writer,
+                self._relaxed_writer,
+                SQLITE_BUSY_TIMEOUT_MS,
+                write_lock.shared(),
             )
             self._offloaded = _sqlite_read_engine(url)
         else:

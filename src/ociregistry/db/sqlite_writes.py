@@ -15,10 +15,10 @@ So a transaction here:
 1. begins on the event loop with `BEGIN IMMEDIATE` and no busy timeout. This process's
    writers take turns already (`Database._write_turn`), so only another process (a second
    worker, the CLI) can hold SQLite's write lock: then the `BEGIN` fails at once, is tried
-   again every millisecond for a while (`asyncio.sleep` between tries: the loop serves
-   other requests meanwhile), and when the lock is still held after that, the whole
-   transaction runs on the writer thread, whose busy handler may wait. The loop never waits
-   in the busy handler.
+   again every millisecond for a while, or as soon as another worker signals the lock
+   released (`write_lock`; the loop serves other requests meanwhile), and when the lock is
+   still held after that, the whole transaction runs on the writer thread, whose busy
+   handler may wait. The loop never waits in the busy handler.
 2. runs its work on the loop, under a budget of `INLINE_BUDGET_SECONDS` of CPU that a
    progress handler of sqlite3 checks while statements run. A work that takes longer (a garbage
    collection, the deletion of a large image) is interrupted, rolled back, and run again
@@ -57,6 +57,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
+from ociregistry.db.write_lock import WriteLockSignal
+
 T = TypeVar("T")
 
 WRITER_THREAD = "ociregistry-sqlite-writer"
@@ -81,13 +83,21 @@ class SQLiteWrites:
     """Runs `work(connection)` as one transaction on `durable` (FULL) or `relaxed` (NORMAL)
     connections, as the module docstring says. `counts` says where each one went:
     "inline" (begun and worked on the loop), "busy polls" (tries of the `BEGIN` again while
-    another process held the write lock), "busy" (it held the lock past them: run on the
-    thread), "long" (over the budget: run again on the thread), "commit on
+    another process held the write lock), "busy woken" (tries made at once because another
+    worker signalled the lock released, `signal`), "busy" (it held the lock past them: run on
+    the thread), "long" (over the budget: run again on the thread), "commit on
     thread" (a durable commit), "on thread" (every transaction the thread ran whole)."""
 
-    def __init__(self, durable: Engine, relaxed: Engine, busy_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        durable: Engine,
+        relaxed: Engine,
+        busy_timeout_ms: int,
+        signal: WriteLockSignal | None = None,
+    ) -> None:
         self._engines = {True: durable, False: relaxed}
         self._busy_timeout_ms = busy_timeout_ms
+        self._signal = signal
         self._thread: ThreadPoolExecutor | None = None
         self.counts: Counter[str] = Counter()
 
@@ -120,14 +130,14 @@ class SQLiteWrites:
             result = work(connection)
         except BaseException:
             driver.set_progress_handler(None, 0)
-            _abandon(transaction, connection)
+            self._abandon(transaction, connection)
             if not overran:
                 raise
             result = None
         else:
             driver.set_progress_handler(None, 0)
             if overran:  # the work ran past an interrupted statement: not a result to keep
-                _abandon(transaction, connection)
+                self._abandon(transaction, connection)
         if overran:
             self.counts["long"] += 1
             return await self._on_thread(engine, work)
@@ -138,6 +148,7 @@ class SQLiteWrites:
                 transaction.commit()
             finally:
                 connection.close()
+                self._released()
 
         if not durable:
             commit()
@@ -172,7 +183,10 @@ class SQLiteWrites:
         try:
             for _ in range(BUSY_POLLS):
                 self.counts["busy polls"] += 1
-                await asyncio.sleep(BUSY_POLL_SECONDS)
+                if self._signal is None:
+                    await asyncio.sleep(BUSY_POLL_SECONDS)
+                elif await self._signal.wait(BUSY_POLL_SECONDS):
+                    self.counts["busy woken"] += 1
                 if self._begin_now(driver):
                     return True
         except BaseException:  # cancelled while waiting: nothing was begun
@@ -184,20 +198,28 @@ class SQLiteWrites:
         """The whole transaction on the writer thread, its busy handler free to wait."""
 
         def run() -> T:
-            with engine.begin() as connection:
-                return work(connection)
+            try:
+                with engine.begin() as connection:
+                    return work(connection)
+            finally:
+                self._released()
 
         self.counts["on thread"] += 1
         return await asyncio.get_running_loop().run_in_executor(self._writer(), run)
+
+    def _abandon(self, transaction: Any, connection: Connection) -> None:
+        try:
+            transaction.rollback()
+        finally:
+            connection.close()
+            self._released()
+
+    def _released(self) -> None:
+        """The write lock is free again: wake a worker waiting for it (`write_lock`)."""
+        if self._signal is not None:
+            self._signal.released()
 
     def dispose(self) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
-
-
-def _abandon(transaction: Any, connection: Connection) -> None:
-    try:
-        transaction.rollback()
-    finally:
-        connection.close()

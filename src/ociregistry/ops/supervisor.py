@@ -58,19 +58,26 @@ class Supervisor:
         # a slot each: twice as many slots as workers, for a SIGHUP's old and new ones.
         self.table = ConnectionTable.create(2 * self.count) if self.count > 1 else None
         self.slots: dict[int, int] = {}  # worker pid -> its slot
+        # ... and wake each other when one releases SQLite's write lock: an eventfd
+        # (`db/write_lock.py`, which the workers import; made here with the standard library).
+        self.write_lock_fd: int | None = None
+        if self.count > 1:
+            self.write_lock_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def spawn(self) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", WORKER_MODULE, "--listener-fd", str(self.listener_fd)]
+        fds = [self.listener_fd]
+        if self.write_lock_fd is not None:
+            command += ["--write-lock-fd", str(self.write_lock_fd)]
+            fds.append(self.write_lock_fd)
         if self.table is None:
-            return subprocess.Popen(command, pass_fds=(self.listener_fd,))
+            return subprocess.Popen(command, pass_fds=fds)
         taken = set(self.slots.values())
         slot = next((slot for slot in range(self.table.slots) if slot not in taken), None)
         if slot is None:  # SIGHUPs faster than old workers finish: this one accepts as uvicorn
-            return subprocess.Popen(command, pass_fds=(self.listener_fd,))
+            return subprocess.Popen(command, pass_fds=fds)
         command += ["--connections-fd", str(self.table.fd), "--slots", str(self.table.slots)]
-        worker = subprocess.Popen(
-            [*command, "--slot", str(slot)], pass_fds=(self.listener_fd, self.table.fd)
-        )
+        worker = subprocess.Popen([*command, "--slot", str(slot)], pass_fds=[*fds, self.table.fd])
         self.slots[worker.pid] = slot
         return worker
 

@@ -11,6 +11,7 @@ import socket
 import uvicorn
 
 from ociregistry.config import Settings
+from ociregistry.db import write_lock
 from ociregistry.ops.accept import SharingServer
 from ociregistry.ops.allocator import keep_upload_buffers
 from ociregistry.ops.connections import ConnectionTable
@@ -44,8 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections-fd", type=int, help="the workers' shared table")
     parser.add_argument("--slots", type=int, default=0, help="the table's size")
     parser.add_argument("--slot", type=int, default=0, help="this worker's slot in it")
+    parser.add_argument("--write-lock-fd", type=int, help="the workers' shared eventfd")
     args = parser.parse_args(argv)
     keep_upload_buffers()  # before the first upload's buffers are allocated
+    if args.write_lock_fd is not None:  # before the app makes its database
+        write_lock.share(write_lock.WriteLockSignal(args.write_lock_fd))
     config = uvicorn_config(Settings.load())
     listener = socket.socket(fileno=args.listener_fd)
     if args.connections_fd is None:  # the only worker: nobody to share connections with
