@@ -91,6 +91,7 @@ class Services:
         )
 
     async def close(self) -> None:
+        await self.images.close()
         await self.registries.close()
         await self.db.dispose()
         await close_driver(self.blobs.driver)

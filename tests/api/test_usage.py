@@ -623,6 +623,7 @@ def test_the_upkeep_per_blob_writes_through_no_temporary_table(tmp_path: Path) -
         statements = _usage_trigger_statements(connection)
         assert sorted(statements) == [
             "usage_blob_stored",
+            "usage_fold_below_the_newest",  # migration 0022
             "usage_image_added",
             "usage_registry_added",
         ]

@@ -14,6 +14,7 @@ from ociregistry.catalog.usage import platform_usage as read_platform_usage
 async def platform_usage(request: Request) -> JSONResponse:
     platform_admin(await caller(request), "see the platform's storage")
     registry = services(request)
+    await registry.listings.usage.settle()
     async with registry.db.read(offload=True) as conn:
         usage = await conn.run_sync(read_platform_usage)
     upload_count, upload_bytes = await registry.uploads.usage()

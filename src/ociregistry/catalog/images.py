@@ -28,13 +28,15 @@ from ociregistry.catalog.immutable import (
     write_tag,
 )
 from ociregistry.catalog.usage import (
-    add_manifest,
+    check_held,
+    count_now,
     lock_for_manifests,
     manifest_entries,
     note_stored,
     raise_unlinked,
     remove_manifests,
 )
+from ociregistry.catalog.usage_deferred import UsageCounter
 from ociregistry.db import locks
 from ociregistry.db.database import Database, changes_on_driver, execute_on_driver
 from ociregistry.db.models import (
@@ -160,6 +162,10 @@ def _params(repo: RepositoryName, **more: Any) -> dict[str, Any]:
 class Images:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.usage = UsageCounter(db)
+
+    async def close(self) -> None:
+        await self.usage.close()
 
     # -- existence ---------------------------------------------------------------------------
 
@@ -262,9 +268,11 @@ class Images:
         """Record a manifest whose bytes are stored, then point `tag` and `more_tags` at it,
         atomically: every tag or none."""
         tags = [*([tag] if tag is not None else []), *more_tags]
-        await self.db.transaction(
+        pending = await self.db.transaction(
             lambda conn: _record_manifest(conn, repo, str(digest), size, parsed, tags)
         )
+        if pending:
+            self.usage.pushed()
 
     async def delete_manifest(
         self, repo: RepositoryName, digest: Digest, *, immutable_too: bool = False
@@ -346,9 +354,10 @@ _STORED_MANIFESTS = select(Manifest.digest, Manifest.size).where(
 _TOUCH_IMAGE = (
     update(Image).where(Image.id == bindparam("image_id")).values(updated_at=bindparam("now"))
 )
-# The registry (its immutable-tag patterns) and the image of a manifest push, in one read.
+# The registry (its immutable-tag patterns, its quota) and the image of a manifest push, in
+# one read.
 _TARGET = (
-    select(Registry.id, Registry.immutable_tags, Image.id)
+    select(Registry.id, Registry.immutable_tags, Image.id, Registry.quota_bytes)
     .select_from(Registry)
     .outerjoin(Image, and_(Image.registry_id == Registry.id, Image.name == bindparam("image")))
     .where(Registry.name == bindparam("registry"), Registry.status == bindparam("status"))
@@ -381,7 +390,8 @@ _HELD_POSTGRESQL = text(_HELD.format(wanted="= ANY(CAST(:digests AS text[]))"))
 
 
 # PostgreSQL: the manifest's own bytes linked and given their usage row (whose id keys the
-# usage rows of add_manifest) in one round trip; on SQLite the link's trigger gives the row.
+# usage rows of add_manifest) in one round trip; on SQLite the count gives the row, after the
+# PUT (catalog/usage_deferred.py; the link's trigger leaves an image's own manifest to it).
 _LINK_MANIFEST_POSTGRESQL = text(
     """
     WITH linked AS (
@@ -574,27 +584,35 @@ def _record_manifest(
     size: int,
     parsed: ParsedManifest,
     tags: Sequence[str],
-) -> None:
+) -> bool:
     """The manifest's transaction. Its references were checked before its bytes were
-    written (`missing_references`); under the transaction's lock `add_manifest` checks them
-    again as it counts them (a blob unlinked meanwhile adds no usage row, and the push is
-    refused), so no statement of its own does. Every statement is compiled once and, on
-    SQLite, run on the driver (`execute_on_driver`)."""
-    registry_id, image_id, patterns = _target(conn, repo, bool(tags))
+    written (`missing_references`); under the transaction's lock they are checked again (a
+    blob unlinked meanwhile refuses the push), as the usage count does (`count_now`) or, on
+    SQLite without a quota, by one statement, the count following after the PUT
+    (catalog/usage_deferred.py). True when a new manifest awaits that count. Every statement
+    is compiled once and, on SQLite, run on the driver (`execute_on_driver`)."""
+    registry_id, image_id, patterns, quota = _target(conn, repo, bool(tags))
     now = utcnow()
     dialect = conn.dialect.name
+    # The manifest's row before its link: on SQLite the link of an image's own manifest
+    # leaves its `blob_usage` row to the count (migration 0022).
+    manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
     execute_on_driver(
         conn,
         _link_manifest_statement(dialect),
         {"l_image_id": image_id, "l_digest": digest, "l_size": size, "l_created_at": now},
     )
-    manifest_id = _insert_manifest(conn, image_id, digest, size, parsed)
+    pending = False
     if manifest_id is None:
         (manifest_id,) = execute_on_driver(
             conn, _MANIFEST_ID, {"image_id": image_id, "digest": digest}
         )[0]
+    elif dialect == "sqlite" and not quota:
+        check_held(conn, image_id, manifest_entries(digest, size, parsed))
+        pending = True
     else:
-        add_manifest(conn, registry_id, image_id, manifest_entries(digest, size, parsed))
+        entries = manifest_entries(digest, size, parsed)
+        count_now(conn, registry_id, image_id, manifest_id, digest, size, entries)
     for tag in dict.fromkeys(tags):
         params = {
             "image_id": image_id,
@@ -605,22 +623,29 @@ def _record_manifest(
         }
         write_tag(conn, params, rule_for(patterns, tag), repo.full)
     execute_on_driver(conn, _TOUCH_IMAGE, {"image_id": image_id, "now": now})
+    return pending
 
 
-def _target(conn: Connection, repo: RepositoryName, tagged: bool) -> tuple[int, int, list[str]]:
+def _target(
+    conn: Connection, repo: RepositoryName, tagged: bool
+) -> tuple[int, int, list[str], int]:
     """The ids of the registry and the image a manifest is pushed into (the image made on
-    the first push), locked on PostgreSQL in the lock order of db/database.py; and the
-    registry's immutable-tag patterns when tags are to be written. On SQLite, where nothing
-    is locked, one statement on the driver while the image exists."""
+    the first push), locked on PostgreSQL in the lock order of db/database.py; the
+    registry's immutable-tag patterns when tags are to be written; and on SQLite its quota.
+    On SQLite, where nothing is locked, one statement on the driver while the image exists."""
     if conn.dialect.name == "sqlite":
         rows = execute_on_driver(
             conn, _TARGET, {"registry": repo.registry, "image": repo.image, "status": "available"}
         )
         if rows and rows[0][2] is not None:
-            registry_id, patterns, image_id = rows[0]
-            return registry_id, image_id, json.loads(patterns) if patterns else []
+            registry_id, patterns, image_id, quota = rows[0]
+            return registry_id, image_id, json.loads(patterns) if patterns else [], quota
     registry_id, image_id = _ensure_image(conn, repo, lock=True)
-    return registry_id, image_id, registry_patterns(conn, registry_id) if tagged else []
+    patterns = registry_patterns(conn, registry_id) if tagged else []
+    if conn.dialect.name != "sqlite":  # counted in the PUT whatever the quota
+        return registry_id, image_id, patterns, 0
+    quota = conn.scalar(select(Registry.quota_bytes).where(Registry.id == registry_id))
+    return registry_id, image_id, patterns, quota or 0
 
 
 def _unlink_blob(conn: Connection, repo: RepositoryName, digest: str) -> bool:

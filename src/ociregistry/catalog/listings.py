@@ -55,6 +55,7 @@ from ociregistry.auth.models import ProjectGroup, User
 from ociregistry.catalog import candidates
 from ociregistry.catalog.immutable import refuse_deleting
 from ociregistry.catalog.usage import UNIQUE_BYTES, lock_for_images, remove_images, tree_sizes
+from ociregistry.catalog.usage_deferred import UsageCounter, count_pending
 from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
@@ -603,6 +604,9 @@ class Listings:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Figures (`size_bytes`, `unique_bytes`) are read after the manifests pushed so far
+        # are counted (on SQLite they are counted after their PUT: catalog/usage_deferred.py).
+        self.usage = UsageCounter(db)
 
     # -- registries --------------------------------------------------------------------------
 
@@ -664,6 +668,7 @@ class Listings:
             after = _decode_key(page.after, field, 1)
             conditions.append(_beyond(keys, after, descending))
         query = self._registry_query(role).add_columns(*keys).where(*conditions)
+        await self.usage.settle()
         async with self.db.read(offload=True) as conn:
             total = await _count_matches(conn, counted)
             rows = (
@@ -673,6 +678,7 @@ class Listings:
         return [RegistryView(*row[: -len(keys)]) for row in rows], total, following
 
     async def get_registry(self, name: str, *, role: Any = None) -> RegistryView:
+        await self.usage.settle()
         async with self.db.read() as conn:
             row = (
                 await conn.execute(self._registry_query(role).where(Registry.name == name))
@@ -683,6 +689,8 @@ class Listings:
 
     async def update_registry(self, name: str, **values: Any) -> RegistryView:
         async with self.db.write() as conn:
+            if values.get("quota_bytes"):  # a registry with a quota has nothing pending
+                await conn.run_sync(count_pending)
             result = await conn.execute(
                 update(Registry).where(Registry.name == name).values(updated_at=utcnow(), **values)
             )
@@ -734,6 +742,7 @@ class Listings:
         keys = (IMAGE_SORTS[field], Image.registry_id, Image.id)
         if isinstance(registries, str):
             registries = Registry.name == registries
+        await self.usage.settle()
         async with self.db.read(offload=True) as conn:
             held = [
                 (int(row[0]), str(row[1]), int(row[2]))
@@ -831,6 +840,7 @@ class Listings:
         return chosen
 
     async def get_image(self, registry: str, image: str) -> ImageView:
+        await self.usage.settle()
         async with self.db.read() as conn:
             row = (
                 await conn.execute(

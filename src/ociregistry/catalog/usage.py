@@ -1,4 +1,4 @@
-"""Exact storage usage, kept current in the transaction of every change (issue 14).
+"""Exact storage usage, kept current with every change (issue 14).
 
 A manifest *references* its own bytes and its config and layers (foreign layers, which the
 registry does not hold, excepted); an index's children are manifests of their own. Three
@@ -12,6 +12,10 @@ tables count those references at three levels, so every figure is a sum over one
   row exists from the moment a blob is first linked into any image (an upload, a mount, a
   manifest), so rows with no reference are exactly the bytes awaiting garbage collection;
   rows referenced by one registry only are that registry's `unique_bytes`.
+
+On SQLite a manifest is counted after its PUT, with every manifest pushed since, and whatever
+reads a figure or takes references away counts what is pending first (catalog/usage_deferred.py,
+migration 0022); PostgreSQL counts in the PUT. Either way, each figure read is exact.
 
 A blob's id is given in the order blobs enter the store, so the rows a push adds at the two
 lower levels, keyed by it, go to the end of the image's and the registry's rows: a page per
@@ -44,6 +48,7 @@ from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from ociregistry.catalog.usage_deferred import MOVE_MARK, count_pending
 from ociregistry.db import locks
 from ociregistry.db.models import (
     BlobUsage,
@@ -272,16 +277,18 @@ def _count_down(
     return gone
 
 
-def note_stored(conn: Connection, digest: str, size: int) -> None:
+def note_stored(conn: Connection, digest: str, size: int, *, manifest: bool = False) -> None:
     """A blob entered the store (linked into an image): from now on it is either referenced
-    or awaiting garbage collection. On SQLite the link's trigger (usage_blob_stored) did it."""
-    if conn.dialect.name == "sqlite":
+    or awaiting garbage collection. On SQLite the link's trigger (usage_blob_stored) did it,
+    unless the blob is a `manifest` of that image (migration 0022: the count gives the row)."""
+    if conn.dialect.name == "sqlite" and not manifest:
         return
     conn.execute(_stored(conn.dialect.name), {"digest": digest, "size": size, "refs": 0})
 
 
 def note_collected(conn: Connection, digest: str) -> None:
-    """Garbage collection removed a blob's bytes."""
+    """Garbage collection removed a blob's bytes (call `count_pending` first in its
+    transaction: a blob of a manifest not counted yet would look unreferenced)."""
     conn.execute(delete(_BLOB).where(_BLOB.c.digest == digest, _BLOB.c.refs == 0))
 
 
@@ -331,11 +338,46 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
                 raise
             _refuse_on_sqlite(conn, raw, registry_id, image_id, digests)
     if counted < len(digests):
-        linked = set()
-        for start in range(0, len(digests), _SQLITE_BATCH):
-            batch = digests[start : start + _SQLITE_BATCH]
-            linked.update(d for d, _ in raw.execute(_sqlite_linked(len(batch)), (image_id, *batch)))
+        _check_linked(raw, image_id, digests)
+
+
+def check_held(conn: Connection, image_id: int, entries: Entries) -> None:
+    """The check `add_manifest` makes as it counts, without counting: the image holds every
+    blob the manifest names (else MANIFEST_BLOB_UNKNOWN, and the transaction rolls back). For
+    a PUT on SQLite, whose manifest is counted after it (catalog/usage_deferred.py)."""
+    raw = _sqlite3(conn)
+    if raw is None:  # pragma: no cover - SQLite is always run on its sqlite3 connection
+        raise RuntimeError("a PUT on SQLite runs on the transaction's sqlite3 connection")
+    _check_linked(raw, image_id, sorted(entries))
+
+
+def _check_linked(raw: sqlite3.Connection, image_id: int, digests: list[str]) -> None:
+    linked: set[str] = set()
+    for start in range(0, len(digests), _SQLITE_BATCH):
+        batch = digests[start : start + _SQLITE_BATCH]
+        linked.update(d for d, _ in raw.execute(_sqlite_linked(len(batch)), (image_id, *batch)))
+    if len(linked) < len(digests):
         raise_unlinked(sorted(set(digests) - linked))
+
+
+def count_now(
+    conn: Connection,
+    registry_id: int,
+    image_id: int,
+    manifest_id: int,
+    digest: str,
+    size: int,
+    entries: Entries,
+) -> None:
+    """Count a manifest in its PUT (a registry with a quota, and every PUT on PostgreSQL):
+    on SQLite what is pending first, then this one, and the mark moves past it."""
+    if conn.dialect.name != "sqlite":
+        add_manifest(conn, registry_id, image_id, entries)
+        return
+    count_pending(conn, through=manifest_id - 1)
+    note_stored(conn, digest, size, manifest=True)
+    add_manifest(conn, registry_id, image_id, entries)
+    conn.exec_driver_sql(MOVE_MARK, (manifest_id,))
 
 
 def _refuse_on_sqlite(
@@ -433,6 +475,7 @@ def remove_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:
     ids = list(manifest_ids)
     if not ids:
         return
+    count_pending(conn)  # never take away what was not counted yet (usage_deferred)
     references: dict[int, set[str]] = {}
     for manifest_id, digest in conn.execute(_BLOB_REFERENCES, {"ids": ids}):
         references.setdefault(manifest_id, set()).add(digest)
@@ -443,6 +486,7 @@ def remove_manifests(conn: Connection, manifest_ids: Iterable[int]) -> None:
 def remove_images(conn: Connection, image_ids: Iterable[int]) -> None:
     """Images are about to be deleted (their manifests with them, by cascade): take what they
     reference away from their registry's figures."""
+    count_pending(conn)
     for image_id in sorted(image_ids):
         registry_id = conn.scalar(select(Image.registry_id).where(Image.id == image_id))
         if registry_id is None:
@@ -455,6 +499,7 @@ def remove_images(conn: Connection, image_ids: Iterable[int]) -> None:
 def remove_registry(conn: Connection, registry_id: int) -> None:
     """A registry is about to be deleted: whatever it still references leaves the platform's
     figures (its images should have gone through `remove_images` already)."""
+    count_pending(conn)
     digests = conn.scalars(
         _digests(RegistryUsage).where(RegistryUsage.registry_id == registry_id)
     ).all()

@@ -8,8 +8,9 @@
     registries ─< registry_usage                 (the same, per registry)
     blob_usage                                   (the same, for the whole platform)
 
-The three usage tables are reference counts kept in the transaction that adds or removes a
-manifest (catalog/usage.py): they make every storage figure exact and current at all times.
+The three usage tables are reference counts kept as manifests are added and removed
+(catalog/usage.py; on SQLite a manifest is counted after its PUT, catalog/usage_deferred.py):
+they make every storage figure exact whenever it is read.
 
 Bytes (blobs and manifests alike) live in the blob store under their digest, never here.
 `images.tag_count`, `images.size_bytes` and `registries.image_count` are kept by database
@@ -26,6 +27,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -266,6 +268,18 @@ class BlobUsage(Base):
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), unique=True)
     size: Mapped[int] = mapped_column(BigInteger)
     refs: Mapped[int] = mapped_column(Integer)
+
+
+class UsageFold(Base):
+    """The highest manifest id whose references the usage tables count: on SQLite a manifest
+    is counted after its PUT, with every other pushed since (catalog/usage_deferred.py;
+    migration 0022). One row."""
+
+    __tablename__ = "usage_fold"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_usage_fold_one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manifest_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class JobLease(Base):
