@@ -5,15 +5,16 @@ On a shared machine the HTTP figures of `bench/usage_bench.py` move by ±10 % fr
 more than the cost they measure. This one runs a manifest PUT's transaction
 (`catalog.images._record_manifest`, as the PUT handler runs it) in-process on a fresh SQLite
 database, with usage upkeep and with it made a no-op (as usage_bench.py does: no usage rows,
-the SQLite triggers of migration 0018 dropped, but the manifest's references checked in its
-transaction by one statement, as the upkeep's image-level upsert checks them), and counts the
-pages each commit appends to the WAL (automatic checkpoints off, so the WAL's length is the
-count): a commit's I/O, and most of its CPU, is proportional to them, and the count does not
-depend on the machine's load. It also prints the process's CPU per transaction (timed, so as
-noisy as the machine).
+the SQLite usage triggers dropped, the PUT's check of the manifest's
+references made in both), and counts the pages each commit appends to the WAL (automatic
+checkpoints off, so the WAL's length is the count): a commit's I/O, and most of its CPU, is
+proportional to them, and the count does not depend on the machine's load. It also prints
+the process's CPU per transaction (timed, so as noisy as the machine).
 
 The work is usage_bench.py's: manifests of 8 images, each with a config of its own and two
-layers every manifest shares, a tag each.
+layers every manifest shares, a tag each. With upkeep, the PUTs are followed by the counts
+that a worker makes after them (catalog/usage_deferred.py: every `BATCH` PUTs, a transaction
+that counts them all), whose pages and CPU are shared among those PUTs.
 
 `--instructions` counts user-space instructions instead, with valgrind's callgrind (a count,
 steady however busy the machine): the same transactions in four child processes, with and
@@ -47,6 +48,7 @@ from sqlalchemy import event
 
 import ociregistry.catalog.images as images
 import ociregistry.catalog.usage as usage
+import ociregistry.catalog.usage_deferred as usage_deferred
 from ociregistry.db.database import _sqlite_sync_engine, migrate
 from ociregistry.db.models import Registry
 from ociregistry.manifests.parse import parse_manifest
@@ -54,7 +56,7 @@ from ociregistry.names import RepositoryName
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 WAL_FRAME = 24 + 4096  # frame header and a page of the default size
-UPKEEP = (images.add_manifest, images.note_stored)
+UPKEEP = images.note_stored
 
 
 def sha256(data: bytes) -> str:
@@ -139,8 +141,10 @@ class Database:
             for blob in blobs:
                 images.link_blob_in(conn, repo, sha256(blob), len(blob))
 
-    def put(self, work: list[tuple[Any, ...]]) -> tuple[float, float]:
-        """The PUTs' transactions: WAL pages and CPU microseconds per PUT."""
+    def put(self, work: list[tuple[Any, ...]], *, counted: bool) -> tuple[float, float]:
+        """The PUTs' transactions, and (`counted`) the counts that follow them, as a worker
+        counts them (`usage_deferred.BATCH` at a time, in a transaction of their own): WAL
+        pages and CPU microseconds per PUT."""
         self.checkpoint()
         pages = cpu = 0.0
         for number, (blobs, item) in enumerate(work):
@@ -150,27 +154,18 @@ class Database:
             started = time.process_time()
             with self.engines[number % len(self.engines)].begin() as conn:
                 images._record_manifest(conn, *item)
+            if counted and ((number + 1) % usage_deferred.BATCH == 0 or number == len(work) - 1):
+                with self.engines[(number + 1) % len(self.engines)].begin() as conn:
+                    usage_deferred.count_pending(conn)
             cpu += time.process_time() - started
             pages += self.wal_pages() - before
         return pages / len(work), cpu * 1e6 / len(work)
 
 
-def check_only(conn: Any, registry_id: int, image_id: int, entries: Any) -> None:
-    """The "off" upkeep: no usage rows, but the manifest's references checked under the
-    transaction's lock as the upkeep checks them (one statement on the driver)."""
-    digests = sorted(entries)
-    statement = usage._sqlite_linked(len(digests))
-    linked = conn.connection.driver_connection.execute(statement, (image_id, *digests))
-    if len(linked.fetchall()) < len(digests):
-        raise RuntimeError("a manifest's blob is not linked")
-
-
 def upkeep(on: bool) -> None:
-    if on:
-        images.add_manifest, images.note_stored = UPKEEP
-    else:
-        images.add_manifest = check_only
-        images.note_stored = lambda *args, **kwargs: None
+    """The "off" upkeep: no usage rows (the PUT's check of the manifest's references, which
+    the count leaves to the PUT, still made); `put` then counts nothing."""
+    images.note_stored = UPKEEP if on else lambda *args, **kwargs: None
 
 
 def child(label: str, prepared: int, count: int, pushed: bool) -> None:
@@ -179,7 +174,7 @@ def child(label: str, prepared: int, count: int, pushed: bool) -> None:
         database = Database(Path(tmp), kept=label == "kept")
         upkeep(label == "kept")
         work = database.prepare(prepared, label, pushed=pushed)
-        database.put(work[:count])
+        database.put(work[:count], counted=label == "kept")
 
 
 def instructions(label: str, prepared: int, count: int, pushed: bool) -> int:
@@ -270,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 work = databases[label].prepare(
                     args.manifests, f"{label}{round_number}", pushed=args.pushed
                 )
-                figures[label].append(databases[label].put(work))
+                figures[label].append(databases[label].put(work, counted=label == "kept"))
                 pages, cpu = figures[label][-1]
                 print(
                     f"round {round_number + 1} {label}: {pages:.2f} WAL pages, "
