@@ -65,7 +65,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from registry.cases import SmallPush, answered, make_pushes, push_all, push_one, run_workers
+from registry.cases import (
+    SmallPush,
+    answered,
+    connection,
+    make_pushes,
+    push_all,
+    push_one,
+    run_workers,
+)
 from registry.content import image_config, image_manifest
 from registry.harness import (
     FORM_POST,
@@ -261,7 +269,6 @@ async def run_together(legs: list[Leg]) -> dict[str, tuple[float, float]]:
     queues = {server.label: deque(items) for server, _, items, _ in legs}
     done = dict.fromkeys(queues, 0)
     connected = asyncio.Barrier(len(legs) * CONCURRENCY + 1)
-    timeout = aiohttp.ClientTimeout(total=300.0, connect=10.0)
     meters: dict[str, Any] = {}
 
     def finish() -> None:
@@ -270,14 +277,7 @@ async def run_together(legs: list[Leg]) -> dict[str, tuple[float, float]]:
             meters["cpu after"] = {server.label: server.cpu_seconds() for server, *_ in legs}
 
     async def worker(server: UsageServer, headers: dict[str, str], handle: Any) -> None:
-        async with aiohttp.ClientSession(
-            base_url=server.url,
-            headers=headers,
-            connector=aiohttp.TCPConnector(limit=1),
-            timeout=timeout,
-        ) as session:
-            async with session.get("/v2/") as response:
-                await answered(response, 200, "GET /v2/")
+        async with connection(server, headers) as session:
             await connected.wait()
             queue = queues[server.label]
             while queue and "stopped" not in meters:

@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -420,6 +420,23 @@ async def answered(response: aiohttp.ClientResponse, status: int, what: str) -> 
         raise BenchError(f"{what}: expected {status}, got {response.status} {text}")
 
 
+@contextlib.asynccontextmanager
+async def connection(
+    server: Server, headers: dict[str, str]
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """A worker's one kept-alive connection to `server`, made (GET /v2/) before any clock
+    starts."""
+    async with aiohttp.ClientSession(
+        base_url=server.url,
+        headers=headers,
+        connector=aiohttp.TCPConnector(limit=1),
+        timeout=aiohttp.ClientTimeout(total=300.0, connect=10.0),
+    ) as session:
+        async with session.get("/v2/") as response:
+            await answered(response, 200, "GET /v2/")
+        yield session
+
+
 async def run_workers(
     server: Server,
     headers: dict[str, str],
@@ -444,17 +461,9 @@ async def run_workers(
     for item in items:
         queue.put_nowait(item)
     connected = asyncio.Barrier(concurrency + 1)
-    timeout = aiohttp.ClientTimeout(total=300.0, connect=10.0)
 
     async def worker() -> None:
-        async with aiohttp.ClientSession(
-            base_url=server.url,
-            headers=headers,
-            connector=aiohttp.TCPConnector(limit=1),
-            timeout=timeout,
-        ) as session:
-            async with session.get("/v2/") as response:
-                await answered(response, 200, "GET /v2/")
+        async with connection(server, headers) as session:
             await connected.wait()
             while not queue.empty():
                 await handle(session, queue.get_nowait())
