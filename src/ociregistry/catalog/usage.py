@@ -287,8 +287,8 @@ def note_stored(conn: Connection, digest: str, size: int, *, manifest: bool = Fa
 
 
 def note_collected(conn: Connection, digest: str) -> None:
-    """Garbage collection removed a blob's bytes (call `count_pending` first in its
-    transaction: a blob of a manifest not counted yet would look unreferenced)."""
+    """Garbage collection removed a blob's bytes (never one a manifest names, counted or
+    not: collection checks the manifests' references, not these rows)."""
     conn.execute(delete(_BLOB).where(_BLOB.c.digest == digest, _BLOB.c.refs == 0))
 
 

@@ -17,8 +17,8 @@ How every figure stays exact:
   `UsageCounter.pushed`: a count on the same worker a moment later.
 - Whatever reads a figure counts what is pending first (`UsageCounter.settle`).
 - Whatever takes references away counts what is pending first, in its own transaction
-  (`count_pending` in `usage.remove_*` and in garbage collection), so it never takes away
-  what was never counted.
+  (`count_pending` in `usage.remove_*`, which garbage collection's deletions go through
+  too), so it never takes away what was never counted.
 - A registry with a quota is counted in the PUT, where the quota is enforced as the figure
   grows (`usage.count_now`). Setting a quota counts what is pending first, so a registry with a
   quota never has a manifest pending.
@@ -56,9 +56,9 @@ _UPTO = (
 # The manifests' own bytes are stored from now on (their `blob_usage` rows, which the link's
 # trigger left to the count), then every blob each manifest references, itself included, one
 # reference at the image level; the triggers of migrations 0018 and 0020 carry each blob new
-# to its image up to the registry and the platform, as in the PUT. A blob the manifest names
-# that garbage collection removed meanwhile (unlinked from the image, so not held) has no row
-# and is not counted, as a PUT would have refused it.
+# to its image up to the registry and the platform, as in the PUT. Every blob a manifest
+# names has its row: it was linked into the image (the PUT checked it), and garbage
+# collection removes no blob a manifest names.
 _STORED = """
     INSERT INTO blob_usage (digest, size, refs)
     SELECT digest, size, 0 FROM manifests WHERE id > ? AND id <= ? ORDER BY id

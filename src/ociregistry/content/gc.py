@@ -41,7 +41,6 @@ from ociregistry.catalog.usage import (
     remove_images,
     remove_manifests,
 )
-from ociregistry.catalog.usage_deferred import count_pending
 from ociregistry.db import locks
 from ociregistry.db.database import Database
 from ociregistry.db.models import (
@@ -207,8 +206,6 @@ def _forget(conn: Connection, digests: list[str], collected: list[str], cutoff: 
     """Drop the candidates of a batch that are dealt with: deleted, or referenced. A candidate
     recorded again since (a push of the same blob) stays, for its new grace window. The blobs
     deleted (`collected`) leave the usage figures."""
-    if collected:
-        count_pending(conn)  # a manifest not counted yet must not leave its blobs unreferenced
     for digest in sorted(collected):  # blob_usage, then blob_candidates, by digest
         note_collected(conn, digest)
     due = (BlobCandidate.digest.in_(digests), BlobCandidate.since < cutoff)
