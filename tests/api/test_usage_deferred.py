@@ -1,4 +1,4 @@
-"""On SQLite a manifest is counted after its PUT (catalog/usage_deferred.py, migration 0022):
+"""On SQLite a manifest is counted after its PUT (catalog/usage_deferred.py, migrations 0022-23):
 every figure read is still exact, whatever happens while manifests wait to be counted.
 
 Each test stops the worker's own count after a PUT (`UsageCounter.pushed`), so that manifests
@@ -122,6 +122,22 @@ def test_a_manifest_pushed_after_the_newest_was_deleted_is_counted(
     registry.run(_check(scenario))
 
 
+def test_a_manifest_naming_a_layer_twice_is_counted_in_its_put(
+    registry: InProcessRegistry,
+) -> None:
+    """The count adds every reference it finds (`UNION ALL`): a manifest naming a layer twice
+    is counted in its PUT, where each blob counts once, or deleting it would leave the layer
+    counted."""
+    scenario = Scenario(registry)
+    registry.run(scenario.run(("push", (0, "app"), "1.0", ((0, 1), 0))))
+    registry.run(scenario.run(("push", (0, "app"), "2.0", ((2, 2), 1))))
+    mark, newest = _marks(registry)
+    assert mark == newest  # counted in the PUT, with the one pending before it
+    registry.run(_check(scenario))
+    registry.run(scenario.run(("delete_manifest", (0, "app"), "2.0")))
+    registry.run(_check(scenario))
+
+
 def test_a_registry_with_a_quota_is_counted_in_its_put(registry: InProcessRegistry) -> None:
     """Setting a quota counts what is pending first; from then on the registry's PUTs are
     counted in their transaction, where the quota is enforced."""
@@ -227,3 +243,36 @@ def test_a_read_is_served_when_the_count_cannot_be_written(registry: InProcessRe
         connection.execute("DROP TRIGGER refused")
     registry.run(_check(scenario))
     assert not _pending(registry)
+
+
+def test_migration_0023_counts_what_is_pending_with_the_union(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Manifests left pending by a process before migration 0023 may name a layer twice
+    (here one made so by the test): the migration counts them as 0022's count did, each blob
+    once, so that deleting them later leaves no figure wrong."""
+    from alembic import command
+
+    import ociregistry.catalog.images as images
+    from support.migrations import migration_step
+
+    monkeypatch.setattr(images, "counted_later", lambda parsed, entries: True)
+    registry = InProcessRegistry(tmp_path / "data")
+    _left_pending(registry)
+    scenario = Scenario(registry)
+    registry.run(scenario.run(("push", (0, "app"), "1.0", ((0, 0, 1), 0))))
+    registry.close()
+    assert _pending(registry)
+    monkeypatch.undo()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'registry.db'}"
+    migration_step(url, command.downgrade, "0022")
+    migration_step(url, command.upgrade, "0023")
+    assert not _pending(registry)
+    again = InProcessRegistry(tmp_path / "data")
+    try:
+        scenario.r, scenario.client = again, again.client
+        again.run(_check(scenario))
+        again.run(scenario.run(("delete_manifest", (0, "app"), "1.0")))
+        again.run(_check(scenario))
+    finally:
+        again.close()

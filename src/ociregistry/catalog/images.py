@@ -36,7 +36,7 @@ from ociregistry.catalog.usage import (
     raise_unlinked,
     remove_manifests,
 )
-from ociregistry.catalog.usage_deferred import UsageCounter
+from ociregistry.catalog.usage_deferred import UsageCounter, counted_later
 from ociregistry.db import locks
 from ociregistry.db.database import Database, changes_on_driver, execute_on_driver
 from ociregistry.db.models import (
@@ -589,8 +589,9 @@ def _record_manifest(
     written (`missing_references`); under the transaction's lock they are checked again (a
     blob unlinked meanwhile refuses the push), as the usage count does (`count_now`) or, on
     SQLite without a quota, by one statement, the count following after the PUT
-    (catalog/usage_deferred.py). True when a new manifest awaits that count. Every statement
-    is compiled once and, on SQLite, run on the driver (`execute_on_driver`)."""
+    (catalog/usage_deferred.py; a manifest naming a blob twice is counted in its PUT). True
+    when a new manifest awaits that count. Every statement is compiled once and, on SQLite,
+    run on the driver (`execute_on_driver`)."""
     registry_id, image_id, patterns, quota = _target(conn, repo, bool(tags))
     now = utcnow()
     dialect = conn.dialect.name
@@ -603,15 +604,15 @@ def _record_manifest(
         {"l_image_id": image_id, "l_digest": digest, "l_size": size, "l_created_at": now},
     )
     pending = False
+    entries = manifest_entries(digest, size, parsed)
     if manifest_id is None:
         (manifest_id,) = execute_on_driver(
             conn, _MANIFEST_ID, {"image_id": image_id, "digest": digest}
         )[0]
-    elif dialect == "sqlite" and not quota:
-        check_held(conn, image_id, manifest_entries(digest, size, parsed))
+    elif dialect == "sqlite" and not quota and counted_later(parsed, entries):
+        check_held(conn, image_id, entries)
         pending = True
     else:
-        entries = manifest_entries(digest, size, parsed)
         count_now(conn, registry_id, image_id, manifest_id, digest, size, entries)
     for tag in dict.fromkeys(tags):
         params = {
