@@ -604,16 +604,17 @@ def _record_manifest(
         {"l_image_id": image_id, "l_digest": digest, "l_size": size, "l_created_at": now},
     )
     pending = False
-    entries = manifest_entries(digest, size, parsed)
     if manifest_id is None:
         (manifest_id,) = execute_on_driver(
             conn, _MANIFEST_ID, {"image_id": image_id, "digest": digest}
         )[0]
-    elif dialect == "sqlite" and not quota and counted_later(parsed, entries):
-        check_held(conn, image_id, entries)
-        pending = True
     else:
-        count_now(conn, registry_id, image_id, manifest_id, digest, size, entries)
+        entries = manifest_entries(digest, size, parsed)
+        if dialect == "sqlite" and not quota and counted_later(parsed, entries):
+            check_held(conn, image_id, entries)
+            pending = True
+        else:
+            count_now(conn, registry_id, image_id, manifest_id, digest, size, entries)
     for tag in dict.fromkeys(tags):
         params = {
             "image_id": image_id,
