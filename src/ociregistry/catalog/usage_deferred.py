@@ -86,9 +86,9 @@ def counted_later(parsed: ParsedManifest, entries: Mapping[str, int]) -> bool:
     """Whether a manifest pushed into a registry without a quota may be left to the count:
     when it names each of its blobs once, so that `entries` (`usage.manifest_entries`: the
     manifest and its blobs, each once) is one longer than its list of blobs. One that names
-    a layer twice (some builders repeat an empty layer) is counted in its
-    PUT, whose statements take each blob once: the count adds every reference it finds,
-    with no search for duplicates (`_COUNTED`)."""
+    a layer twice (some builders repeat an empty layer) is counted in its PUT, whose
+    statements take each blob once: the count adds every reference it finds, with no search
+    for duplicates (`_COUNTED`)."""
     return len(entries) == 1 + sum(not descriptor.foreign for descriptor in parsed.blobs)
 
 
