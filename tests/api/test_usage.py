@@ -578,8 +578,8 @@ def test_usage_keyed_by_blob_ids_keeps_every_figure_down_and_up(
 
 
 def _usage_trigger_statements(connection: Any) -> dict[str, list[str]]:
-    """Each statement of the usage triggers as EXPLAIN takes it, outside a trigger: NEW's
-    columns made values, RAISE() (a trigger's only) made NULL."""
+    """Each statement of the usage triggers as EXPLAIN takes it, outside a trigger: NEW's and
+    OLD's columns made values, RAISE() (a trigger's only) made NULL."""
     import re
 
     statements = {}
@@ -588,7 +588,7 @@ def _usage_trigger_statements(connection: Any) -> dict[str, list[str]]:
     ):
         body = sql[sql.index("BEGIN") + len("BEGIN") : sql.rindex("END")]
         statements[name] = [
-            re.sub(r"RAISE\([^)]*\)", "NULL", re.sub(r"NEW\.\w+", "1", statement)).strip()
+            re.sub(r"RAISE\([^)]*\)", "NULL", re.sub(r"(?:NEW|OLD)\.\w+", "1", statement)).strip()
             for statement in body.split(";")
             if statement.strip()
         ]
@@ -626,7 +626,9 @@ def test_the_upkeep_per_blob_writes_through_no_temporary_table(tmp_path: Path) -
             "usage_blob_stored",
             "usage_fold_below_the_newest",  # migration 0022
             "usage_image_added",
+            "usage_image_removed",  # migration 0024
             "usage_registry_added",
+            "usage_registry_removed",  # migration 0024
         ]
         assert {
             name: [_temporary_tables(connection, sql) for sql in body]
@@ -667,8 +669,71 @@ def test_the_usage_triggers_of_0020_keep_every_figure_down_and_up(
         rows, sizes, trigger = migration_step(url, command.downgrade, "0019", then=state)
         assert rows > 0 and sizes > 0
         assert database == "postgres" or "SELECT RAISE" in trigger
-        assert migration_step(url, command.upgrade, "head", then=state)[:2] == (rows, sizes)
+        assert migration_step(url, command.upgrade, "0020", then=state)[:2] == (rows, sizes)
         if database == "sqlite":
-            _, _, trigger = migration_step(url, command.upgrade, "head", then=state)
+            _, _, trigger = migration_step(url, command.upgrade, "0020", then=state)
             assert "SELECT RAISE" not in trigger and "THEN RAISE" in trigger
+        migration_step(url, command.upgrade, "head")
         _still_counts_after_migration(tmp_path, url, scenario, before)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_sizes_grown_once_a_statement_keep_every_figure_down_and_up(
+    tmp_path: Path, database: str
+) -> None:
+    """Migration 0024 (on SQLite, a registry's size grown once a statement through
+    `usage_delta`, and the usage rows without foreign keys; on PostgreSQL nothing): going
+    down to 0023 and up again keeps every figure and every row, the foreign keys are back
+    below it and gone above, and the registry keeps counting exactly after it."""
+    from alembic import command
+
+    from support.migrations import migration_step
+
+    with fresh_database(database, "usage0024") as url:
+        scenario, before, url = _seeded_for_migration(tmp_path, url)
+
+        def state(sync: Any) -> tuple[int, int, int]:
+            rows = sync.exec_driver_sql("SELECT count(*) FROM registry_usage").scalar()
+            sizes = sync.exec_driver_sql("SELECT sum(size_bytes) FROM registries").scalar()
+            keys = 0
+            if database == "sqlite":
+                keys = len(sync.exec_driver_sql("PRAGMA foreign_key_list(image_usage)").all())
+            return rows, sizes, keys
+
+        rows, sizes, keys = migration_step(url, command.downgrade, "0023", then=state)
+        assert rows > 0 and sizes > 0
+        assert keys == (1 if database == "sqlite" else 0)
+        assert migration_step(url, command.upgrade, "head", then=state) == (rows, sizes, 0)
+        _still_counts_after_migration(tmp_path, url, scenario, before)
+
+
+def test_usage_rows_leave_with_their_image_and_registry(tmp_path: Path) -> None:
+    """On SQLite the usage rows have no foreign key since migration 0024 (its lookup of the
+    image and the registry cost each row inserted): delete triggers do what the cascade did,
+    so that rows of a deleted image are never counted for the next one, which SQLite may give
+    the same id."""
+    import sqlite3
+
+    registry = InProcessRegistry(tmp_path / "data")
+    scenario = Scenario(registry)
+    try:
+        registry.run(scenario.run(("push", (0, "app"), "1.0", ((0, 1), 0))))
+        registry.run(_check(scenario))
+    finally:
+        registry.close()
+    connection = sqlite3.connect(tmp_path / "data" / "registry.db")
+    try:
+
+        def rows() -> tuple[int, int]:
+            return connection.execute(
+                "SELECT (SELECT count(*) FROM image_usage), (SELECT count(*) FROM registry_usage)"
+            ).fetchone()
+
+        assert min(rows()) > 0
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("DELETE FROM images")
+        assert rows()[0] == 0 and rows()[1] > 0
+        connection.execute("DELETE FROM registries")
+        assert rows() == (0, 0)
+    finally:
+        connection.close()

@@ -23,17 +23,18 @@ level, where rows keyed by digest took a page per blob and level (migration 0018
 written costs a transaction about 10 µs on SQLite, its WAL frame, fsync and checkpoint).
 
 Adding a manifest adds one reference per blob at the image level; only a blob new to the image
-goes up a level, and only one new to the registry reaches the platform. Removing works the
-same way down. On SQLite adding is one statement, the image level, which triggers carry up
-(migration 0018); on PostgreSQL one statement of data-modifying CTEs. The registry's
-`size_bytes` grows in the database, which is also where a quota is enforced: two pushes
-racing on different workers or instances serialise on that row, and the second sees the
-first's bytes (SPEC: a 403 is decided in the database, not from a figure read earlier). Rows
-are touched in digest order, so transactions on PostgreSQL lock them in one order and never
-deadlock on each other. A transaction that removes several manifests or images changes
-`blob_usage` once per manifest or image, so in several passes: it locks every row it may
-change first, in digest order (`lock_for_manifests`, `lock_for_images`), right after its
-registry and image locks (the lock order of db/database.py).
+goes up a level, and only one new to the registry reaches the platform. Removing works the same
+way down. On SQLite adding is one statement, the image level, which triggers carry up (migration
+0018), then the registries' sizes grown by what reached them, each once (migration 0024); on
+PostgreSQL one statement of data-modifying CTEs. The registry's `size_bytes` grows in the
+database, which is also where a quota is enforced: two pushes racing on different workers or
+instances serialise on that row (on SQLite, on the one write lock), and the second sees the
+first's bytes (SPEC: a 403 is decided in the database, not from a figure read earlier). Rows are
+touched in digest order, so transactions on PostgreSQL lock them in one order and never deadlock
+on each other. A transaction that removes several manifests or images changes `blob_usage` once
+per manifest or image, so in several passes: it locks every row it may change first, in digest
+order (`lock_for_manifests`, `lock_for_images`), right after its registry and image locks (the
+lock order of db/database.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from sqlalchemy import BigInteger, Table, bindparam, case, delete, func, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ociregistry.catalog.usage_deferred import MOVE_MARK, count_pending
+from ociregistry.catalog.usage_deferred import MOVE_MARK, count_pending, grow_sizes
 from ociregistry.db import locks
 from ociregistry.db.models import (
     BlobUsage,
@@ -117,10 +118,14 @@ _KEYS = {"image_usage": "image_id", "registry_usage": "registry_id", "blob_usage
 # their own. Triggers (migration 0018) carry each blob new to the image up to the registry and
 # the platform, and the sizes of the image and the registry with it, inside SQLite: as a
 # statement each through Python they cost ten round trips per PUT for a few microseconds of
-# SQLite's work each; and, since migration 0020, without a temporary table per blob. A
-# registry taken above its quota aborts the statement (SQLite undoes it): QUOTA_ABORT.
-QUOTA_ABORT = "ociregistry: registry quota exceeded"
+# SQLite's work each; and, since migration 0020, without a temporary table per blob. Since
+# migration 0024 the registry's size grows once, after the statement (`grow_sizes`), where the
+# quota is checked on it (_SIZE_GROWN).
 SQLITE_TRIGGERS = ("usage_blob_stored", "usage_image_added", "usage_registry_added")
+_SIZE_GROWN = """
+    SELECT r.size_bytes, r.quota_bytes, d.bytes FROM usage_delta AS d
+    JOIN registries AS r ON r.id = d.registry_id WHERE d.registry_id = ?
+"""
 _SQLITE_BATCH = 500  # blobs per statement, well within SQLite's limit of bound values
 
 
@@ -139,15 +144,6 @@ def _sqlite_image_up(count: int) -> str:
 def _sqlite_linked(count: int) -> str:
     return (
         f"SELECT digest, size FROM image_blobs WHERE image_id = ? AND digest IN ({_marks(count)})"
-    )
-
-
-@cache
-def _sqlite_held(count: int, registry: bool = False) -> str:
-    table, key = ("registry_usage", "registry_id") if registry else ("image_usage", "image_id")
-    return (
-        f"SELECT b.digest FROM blob_usage AS b JOIN {table} AS u ON u.blob_id = b.id "
-        f"WHERE u.{key} = ? AND b.digest IN ({_marks(count)})"
     )
 
 
@@ -310,8 +306,9 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     """A manifest was added to an image: count its references, refusing it if one of its
     blobs is not linked into the image (ManifestBlobUnknown) or if its new bytes exceed the
     registry's quota (QuotaExceeded); the caller's transaction then rolls back. A blob the
-    image held already stops at the first level. One statement in all: on SQLite the image
-    level, run on the driver, which triggers carry up (migration 0018); on PostgreSQL every
+    image held already stops at the first level. On SQLite one statement, the image level,
+    run on the driver, which triggers carry up (migration 0018), then the registry's size
+    grown by what reached it, once (migration 0024); on PostgreSQL one statement for every
     level (_POSTGRESQL_ADD)."""
     raw = _sqlite3(conn)
     if raw is None and conn.dialect.name == "postgresql":
@@ -331,14 +328,15 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     counted = 0
     for start in range(0, len(digests), _SQLITE_BATCH):
         batch = digests[start : start + _SQLITE_BATCH]
-        try:
-            counted += raw.execute(_sqlite_image_up(len(batch)), (image_id, *batch)).rowcount
-        except sqlite3.IntegrityError as error:
-            if QUOTA_ABORT not in str(error):
-                raise
-            _refuse_on_sqlite(conn, raw, registry_id, image_id, digests)
+        counted += raw.execute(_sqlite_image_up(len(batch)), (image_id, *batch)).rowcount
     if counted < len(digests):
         _check_linked(raw, image_id, digests)
+    grown = raw.execute(_SIZE_GROWN, (registry_id,)).fetchone()
+    if grown is not None:
+        used, quota, added = grown
+        if quota > 0 and used + added > quota:
+            _refuse(conn, registry_id, added)
+    grow_sizes(raw.execute)
 
 
 def check_held(conn: Connection, image_id: int, entries: Entries) -> None:
@@ -378,25 +376,6 @@ def count_now(
     note_stored(conn, digest, size, manifest=True)
     add_manifest(conn, registry_id, image_id, entries)
     conn.exec_driver_sql(MOVE_MARK, (manifest_id,))
-
-
-def _refuse_on_sqlite(
-    conn: Connection, raw: sqlite3.Connection, registry_id: int, image_id: int, digests: list[str]
-) -> None:
-    """The quota trigger undid the statement: what the push misses (refused first, as
-    PostgreSQL does) or the bytes it would add to the registry, for the message."""
-    linked: dict[str, int] = {}
-    held: set[str] = set()  # in the image or the registry already: no bytes added
-    for start in range(0, len(digests), _SQLITE_BATCH):
-        batch = digests[start : start + _SQLITE_BATCH]
-        linked.update(raw.execute(_sqlite_linked(len(batch)), (image_id, *batch)).fetchall())
-        held.update(d for (d,) in raw.execute(_sqlite_held(len(batch)), (image_id, *batch)))
-        held.update(
-            d for (d,) in raw.execute(_sqlite_held(len(batch), True), (registry_id, *batch))
-        )
-    if len(linked) < len(digests):
-        raise_unlinked(sorted(set(digests).difference(linked)))
-    _refuse(conn, registry_id, sum(size for digest, size in linked.items() if digest not in held))
 
 
 def raise_unlinked(missing: list[str], what: str = "the image") -> None:

@@ -59,8 +59,8 @@ _UPTO = (
 )
 # The manifests' own bytes are stored from now on (their `blob_usage` rows, which the link's
 # trigger left to the count), then every blob each manifest references, itself included, one
-# reference at the image level; the triggers of migrations 0018 and 0020 carry each blob new
-# to its image up to the registry and the platform, as in the PUT. Every blob a manifest
+# reference at the image level; the triggers of migrations 0018, 0020 and 0024 carry each blob
+# new to its image up to the registry and the platform, as in the PUT. Every blob a manifest
 # names has its row: it was linked into the image (the PUT checked it), and garbage
 # collection removes no blob a manifest names. `UNION ALL`, not `UNION`: a pending manifest
 # names each blob once (`counted_later`), so there is nothing to remove twice, and a
@@ -86,6 +86,24 @@ _COUNTED = """
 """
 
 
+# Migration 0024: a blob new to a registry adds its size to the registry's line of
+# `usage_delta` (a trigger), not to the registry's row, which is wide: after the statement
+# that inserted references, the lines grow the rows, each once, and are cleared.
+_SIZES_GROWN = """
+    UPDATE registries SET size_bytes = size_bytes + (
+        SELECT bytes FROM usage_delta WHERE registry_id = registries.id
+    ) WHERE id IN (SELECT registry_id FROM usage_delta)
+"""
+_SIZES_CLEARED = "DELETE FROM usage_delta"
+
+
+def grow_sizes(run: Callable[..., Any]) -> None:
+    """Grow each registry's `size_bytes` by the blobs the statements before added to it, on
+    SQLite, in the transaction that added them (`run`: its sqlite3 connection's `execute`)."""
+    run(_SIZES_GROWN)
+    run(_SIZES_CLEARED)
+
+
 def counted_later(parsed: ParsedManifest, entries: Mapping[str, int]) -> bool:
     """Whether a manifest pushed into a registry without a quota may be left to the count:
     when it names each of its blobs once, so that `entries` (`usage.manifest_entries`: the
@@ -109,6 +127,7 @@ def count_pending(conn: Connection, *, through: int = _LAST_ID, limit: int = -1)
         return False
     run(_STORED, (mark, upto))
     run(_COUNTED, (mark, upto))
+    grow_sizes(run)
     run(MOVE_MARK, (upto,))
     return True
 

@@ -229,7 +229,8 @@ class ImageUsage(Base):
     references it has there: the image's `size_bytes` is the sum of these sizes. Keyed by the
     blob's integer id (`BlobUsage.id`, which has the digest; migration 0018), so that the rows
     a push adds go to the end of the image's rows, one page, not to a page each by digest,
-    and a row is small (a page holds some 150)."""
+    and a row is small (a page holds some 150). On SQLite the foreign key is a delete trigger
+    on `images` instead (migration 0024: its lookup cost every row inserted)."""
 
     __tablename__ = "image_usage"
     __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
@@ -244,7 +245,7 @@ class ImageUsage(Base):
 
 class RegistryUsage(Base):
     """A blob some image of a registry references, and in how many of its images (keyed by
-    the blob's id, as `ImageUsage`)."""
+    the blob's id, as `ImageUsage`; on SQLite without its foreign key, as `ImageUsage`)."""
 
     __tablename__ = "registry_usage"
     __table_args__ = ({"sqlite_with_rowid": False},)  # clustered on the key (migration 0016)
