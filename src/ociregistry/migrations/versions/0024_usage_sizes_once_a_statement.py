@@ -11,7 +11,7 @@ manifests a count, each a new manifest and config and two layers the image held 
   registry: two per manifest, 6,000 instructions each. It now adds the blob's size to the
   registry's line in `usage_delta` (a narrow row, its key the registry's id), and whoever
   inserted the references applies the lines to `registries.size_bytes` once, at the end of
-  its statement, and empties the table (`usage_deferred.apply_sizes`): 3,400 instructions a
+  its statement, and empties the table (`usage_deferred.grow_sizes`): 3,600 instructions a
   manifest less. The quota is checked there too, on the registry's grown size
   (`usage.add_manifest`), where the trigger checked it as the size grew: the same condition,
   since within one statement a size only grows. `usage_delta` is empty outside a
