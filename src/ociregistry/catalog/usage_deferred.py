@@ -66,7 +66,7 @@ _UPTO = (
 # names each blob once (`counted_later`), so there is nothing to remove twice, and a
 # `UNION`'s temporary B-tree cost a sixth of the count (migration 0023). Sizes are taken from
 # the manifest and its descriptors, which the PUT checked against the bytes stored, so that
-# SQLite reads the platform's rows by their digest index alone (4,000 instructions a manifest).
+# SQLite reads the platform's rows by their digest index alone (3,800 instructions a manifest).
 _STORED = """
     INSERT INTO blob_usage (digest, size, refs)
     SELECT digest, size, 0 FROM manifests WHERE id > ? AND id <= ? ORDER BY id
@@ -99,7 +99,7 @@ _SIZES_CLEARED = "DELETE FROM usage_delta"
 
 def grow_sizes(run: Callable[..., Any]) -> None:
     """Grow each registry's `size_bytes` by the blobs the statements before added to it, on
-    SQLite, in the transaction that added them (`run`: its sqlite3 connection's `execute`)."""
+    SQLite, in the transaction that added them (`run` runs a statement in it)."""
     run(_SIZES_GROWN)
     run(_SIZES_CLEARED)
 
@@ -135,7 +135,7 @@ def count_pending(conn: Connection, *, through: int = _LAST_ID, limit: int = -1)
 def _runner(conn: Connection) -> Callable[..., Any]:
     """How the count runs a statement: on the transaction's sqlite3 connection when it has
     one (`Database.transaction`), since through SQLAlchemy a statement costs some 12 µs more
-    and a count runs five; its errors raised as SQLAlchemy raises them, for the callers'
+    and a count runs seven; its errors raised as SQLAlchemy raises them, for the callers'
     handlers (a full disk is a clean 503 to a client whose deletion counts first)."""
     driver = conn.connection.driver_connection
     if not isinstance(driver, sqlite3.Connection):
