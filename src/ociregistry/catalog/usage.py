@@ -332,10 +332,11 @@ def add_manifest(conn: Connection, registry_id: int, image_id: int, entries: Ent
     if counted < len(digests):
         _check_linked(raw, image_id, digests)
     grown = raw.execute(_SIZE_GROWN, (registry_id,)).fetchone()
-    if grown is not None:
-        used, quota, added = grown
-        if quota > 0 and used + added > quota:
-            _refuse(conn, registry_id, added)
+    if grown is None:  # no blob new to the registry: no size to grow
+        return
+    used, quota, added = grown
+    if quota > 0 and used + added > quota:
+        _refuse(conn, registry_id, added)
     grow_sizes(raw.execute)
 
 
