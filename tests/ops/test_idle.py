@@ -37,10 +37,8 @@ def _count_transactions(registry: InProcessRegistry) -> list[str]:
     db = registry.services.db
     begun: list[str] = []
     engines = [db._writer.sync_engine]
-    if db._sync_writer is not None:
+    if db._sync_writer is not None:  # durable commits and those without an fsync alike
         engines.append(db._sync_writer)
-    if db._relaxed_writer is not None:  # the upload sessions' commits without an fsync
-        engines.append(db._relaxed_writer)
     for engine in engines:
         event.listen(engine, "begin", lambda _conn, name=engine.url: begun.append(str(name)))
     return begun

@@ -56,7 +56,7 @@ def commits(db: Database) -> Iterator[list[str]]:
     def committed(_conn: Connection) -> None:
         names.append(threading.current_thread().name)
 
-    engines = [db._sync_writer, db._relaxed_writer]
+    engines = [db._sync_writer]
     for engine in engines:
         event.listen(engine, "commit", committed)
     yield names
@@ -123,6 +123,48 @@ async def test_relaxed_commits_never_checkpoint(db: Database) -> None:
         lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
     )
     assert (relaxed, durable) == (0, 1000)
+
+
+async def test_both_kinds_of_commit_share_one_connection_each_as_asked(db: Database) -> None:
+    """Durable and relaxed writes run on one sqlite3 connection, so that its page cache
+    lasts from one write to the next (SQLite empties a connection's cache when another
+    connection committed since its last transaction): in any order, on the loop or on the
+    writer thread, each commits as asked. A durable commit that ran relaxed would lose a
+    201's promise in a power cut; a relaxed one that checkpointed would stall the loop."""
+
+    def commits_as(conn: Connection) -> tuple[int, int, int]:
+        driver = conn.connection.driver_connection
+        synchronous = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+        checkpoint_pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        return id(driver), synchronous, checkpoint_pages
+
+    def long(conn: Connection) -> tuple[int, int, int]:
+        conn.exec_driver_sql(_LONG_STATEMENT).scalar_one()
+        return commits_as(conn)
+
+    seen = []
+    for work, durable in [
+        (commits_as, False),
+        (commits_as, True),
+        (commits_as, False),
+        (long, True),  # run again on the writer thread
+        (commits_as, False),
+        (long, False),
+        (commits_as, True),
+    ]:
+        seen.append(await db.transaction(work, durable=durable))
+
+    assert len({connection for connection, _, _ in seen}) == 1
+    assert [commit for _, *commit in seen] == [
+        [1, 0],  # NORMAL, never a checkpoint
+        [2, 1000],  # FULL, SQLite's automatic checkpoints
+        [1, 0],
+        [2, 1000],
+        [1, 0],
+        [1, 0],
+        [2, 1000],
+    ]
+    assert db.write_counts["on thread"] == 2
 
 
 async def test_a_failed_write_changes_nothing(db: Database) -> None:

@@ -81,7 +81,7 @@ def statements(registry: InProcessRegistry) -> Iterator[Statements]:
     seen = Statements()
     db = registry.services.db
     engines: list[Engine] = [db._writer.sync_engine]
-    engines += [engine for engine in (db._sync_writer, db._relaxed_writer) if engine is not None]
+    engines += [engine for engine in (db._sync_writer,) if engine is not None]
 
     def traced(sql: str) -> None:
         # sqlite3 reports a statement again as each of its triggers runs (tags, usage): once.

@@ -49,7 +49,7 @@ class Writes:
 def _write_engines(registry: InProcessRegistry) -> list[Engine]:
     db = registry.services.db
     engines = [db._writer.sync_engine]
-    engines += [engine for engine in (db._sync_writer, db._relaxed_writer) if engine is not None]
+    engines += [engine for engine in (db._sync_writer,) if engine is not None]
     return engines
 
 

@@ -104,22 +104,15 @@ _PRAGMAS = (
     f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     "foreign_keys=ON",
 )
-# The same, for the writer of commits that need no fsync of their own (see above).
-# Its commits may run on the event loop, so they never checkpoint (a checkpoint syncs and
-# copies pages): the durable commits, on the writer thread, do (see `sqlite_writes`).
-_RELAXED_PRAGMAS = (
-    *("synchronous=NORMAL" if pragma == "synchronous=FULL" else pragma for pragma in _PRAGMAS),
-    "wal_autocheckpoint=0",
-)
 
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _apply_pragmas(dbapi_connection: Any, pragmas: tuple[str, ...] = _PRAGMAS) -> None:
+def _apply_pragmas(dbapi_connection: Any) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in pragmas:
+    for pragma in _PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -238,9 +231,10 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_sync_engine(url: str, pragmas: tuple[str, ...] = _PRAGMAS) -> Engine:
-    """Writes that run whole on a worker thread: one thread hop per transaction, not three
-    per statement as through the async driver."""
+def _sqlite_sync_engine(url: str) -> Engine:
+    """The writer of `sqlite_writes`, whose one connection takes durable and relaxed
+    commits alike; its transactions run on the event loop or whole on one worker thread: one
+    thread hop per transaction, not three per statement as through the async driver."""
     engine = create_engine(
         url.replace("sqlite+aiosqlite", "sqlite", 1),
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
@@ -249,7 +243,7 @@ def _sqlite_sync_engine(url: str, pragmas: tuple[str, ...] = _PRAGMAS) -> Engine
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        _apply_pragmas(dbapi_connection, pragmas)
+        _apply_pragmas(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
@@ -331,7 +325,6 @@ class Database:
         self.url = url
         self._inline: InlineReader | None = None
         self._sync_writer: Engine | None = None
-        self._relaxed_writer: Engine | None = None
         self._sqlite_writes: SQLiteWrites | None = None
         self._offloaded: Engine | None = None
         # SQLite takes one writer at a time; queueing this process's writers here costs
@@ -343,10 +336,8 @@ class Database:
             self._inline = InlineReader(url)
             self._writer = _sqlite_engine(url)
             self._sync_writer = _sqlite_sync_engine(url)
-            self._relaxed_writer = _sqlite_sync_engine(url, _RELAXED_PRAGMAS)
             self._sqlite_writes = SQLiteWrites(
                 self._sync_writer,
-                self._relaxed_writer,
                 SQLITE_BUSY_TIMEOUT_MS,
                 write_lock.shared(),
             )
@@ -517,8 +508,6 @@ class Database:
         watch(self._writer.sync_engine)
         if self._sync_writer is not None:
             watch(self._sync_writer)
-        if self._relaxed_writer is not None:
-            watch(self._relaxed_writer)
 
     @property
     def write_counts(self) -> Counter[str]:
@@ -532,8 +521,6 @@ class Database:
             self._inline.dispose()
         if self._sync_writer is not None:
             self._sync_writer.dispose()
-        if self._relaxed_writer is not None:
-            self._relaxed_writer.dispose()
         if self._offloaded is not None:
             self._offloaded.dispose()
         await self._writer.dispose()

@@ -26,7 +26,7 @@ So a transaction here:
    work must therefore be a unit that can run twice: its only effects are its statements
    and what it returns (the rule PostgreSQL's retries already set, see `database`).
 3. commits on the loop when the commit is relaxed (`durable=False`: `synchronous=NORMAL`,
-   an append to the WAL in the page cache, no fsync). Its connections never checkpoint
+   an append to the WAL in the page cache, no fsync). Such a commit never checkpoints
    (`wal_autocheckpoint=0`: a checkpoint syncs and copies pages), so the durable commits,
    off the loop, do.
 4. commits on the writer thread when the commit is durable (`synchronous=FULL`): the one
@@ -39,6 +39,15 @@ fdatasync of the WAL shared by every commit before it): a NORMAL commit is visib
 reader, in every process, as soon as it is made, so a read could serve a manifest that a
 power cut then loses; a FULL commit becomes visible only after its sync. Nor would it hold
 across a WAL file created anew (a descriptor kept on the old one syncs nothing).
+
+One connection for both kinds of commit, told before each `BEGIN` that differs in kind from
+the one before (`_commit_as`: two PRAGMAs, which SQLite refuses inside a transaction). SQLite
+empties a connection's page cache when another connection committed since its last
+transaction: with a connection for each kind, as before, every change of kind read the pages
+again from the file (a small push changes kind several times; a usage count after manifest
+PUTs, catalog/usage_deferred.py, twice). Counted in-process over 256 manifest PUTs and their
+counts (2,048 manifests in the database): 12,000 instructions per PUT fewer, a ninth of
+what exact usage cost them.
 
 One dedicated writer thread, not the default pool: writers take turns anyway, so one thread
 serves them all, and the blob store's file writes in the default pool never queue behind a
@@ -79,23 +88,42 @@ BUSY_POLL_SECONDS = 0.001  # libuv (uvloop) times in whole milliseconds
 BUSY_POLLS = 20
 
 
+# How a transaction commits, set on the connection before its `BEGIN` when the one before
+# committed the other way (SQLite changes neither inside a transaction). Durable: the WAL's
+# fsync, and a checkpoint once the WAL holds 1,000 pages (SQLite's default), on the writer
+# thread. Relaxed: no fsync and never a checkpoint, since the commit runs on the event loop.
+_COMMITS = {
+    True: ("PRAGMA synchronous=FULL", "PRAGMA wal_autocheckpoint=1000"),
+    False: ("PRAGMA synchronous=NORMAL", "PRAGMA wal_autocheckpoint=0"),
+}
+
+
+def _commit_as(connection: Connection, driver: sqlite3.Connection, durable: bool) -> None:
+    """Make the connection's next commit durable or relaxed (`_COMMITS`)."""
+    info = connection.connection.info  # lives as long as the sqlite3 connection
+    if info.get("durable") is not durable:
+        for pragma in _COMMITS[durable]:
+            driver.execute(pragma)
+        info["durable"] = durable
+
+
 class SQLiteWrites:
-    """Runs `work(connection)` as one transaction on `durable` (FULL) or `relaxed` (NORMAL)
-    connections, as the module docstring says. `counts` says where each one went:
-    "inline" (begun and worked on the loop), "busy polls" (tries of the `BEGIN` again while
-    another process held the write lock), "busy woken" (tries made at once because another
-    worker signalled the lock released, `signal`), "busy" (it held the lock past them: run on
-    the thread), "long" (over the budget: run again on the thread), "commit on
-    thread" (a durable commit), "on thread" (every transaction the thread ran whole)."""
+    """Runs `work(connection)` as one transaction on `engine`'s one connection, committed
+    durably (FULL) or relaxed (NORMAL), as the module docstring says. `counts` says where
+    each one went: "inline" (begun and worked on the loop), "busy polls" (tries of the
+    `BEGIN` again while another process held the write lock), "busy woken" (tries made at
+    once because another worker signalled the lock released, `signal`), "busy" (it held the
+    lock past them: run on the thread), "long" (over the budget: run again on the thread),
+    "commit on thread" (a durable commit), "on thread" (every transaction the thread ran
+    whole)."""
 
     def __init__(
         self,
-        durable: Engine,
-        relaxed: Engine,
+        engine: Engine,
         busy_timeout_ms: int,
         signal: WriteLockSignal | None = None,
     ) -> None:
-        self._engines = {True: durable, False: relaxed}
+        self._engine = engine
         self._busy_timeout_ms = busy_timeout_ms
         self._signal = signal
         self._thread: ThreadPoolExecutor | None = None
@@ -108,14 +136,14 @@ class SQLiteWrites:
 
     async def run(self, work: Callable[[Connection], T], durable: bool) -> T:
         """Run `work` as one transaction (the caller holds this process's write turn)."""
-        engine = self._engines[durable]
-        connection = engine.connect()
+        connection = self._engine.connect()
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
+        _commit_as(connection, driver, durable)
         if not self._begin_now(driver) and not await self._begin_soon(driver, connection):
             connection.close()
             self.counts["busy"] += 1
-            return await self._on_thread(engine, work)
+            return await self._on_thread(work, durable)
         deadline = time.thread_time() + INLINE_BUDGET_SECONDS
         overran = False
 
@@ -140,7 +168,7 @@ class SQLiteWrites:
                 self._abandon(transaction, connection)
         if overran:
             self.counts["long"] += 1
-            return await self._on_thread(engine, work)
+            return await self._on_thread(work, durable)
         self.counts["inline"] += 1
 
         def commit() -> None:
@@ -194,13 +222,17 @@ class SQLiteWrites:
             raise
         return False
 
-    async def _on_thread(self, engine: Engine, work: Callable[[Connection], T]) -> T:
+    async def _on_thread(self, work: Callable[[Connection], T], durable: bool) -> T:
         """The whole transaction on the writer thread, its busy handler free to wait."""
 
         def run() -> T:
             try:
-                with engine.begin() as connection:
-                    return work(connection)
+                with self._engine.connect() as connection:
+                    driver = connection.connection.driver_connection
+                    assert isinstance(driver, sqlite3.Connection)
+                    _commit_as(connection, driver, durable)
+                    with connection.begin():
+                        return work(connection)
             finally:
                 self._released()
 
