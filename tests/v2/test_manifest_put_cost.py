@@ -81,7 +81,8 @@ def statements(registry: InProcessRegistry) -> Iterator[Statements]:
     seen = Statements()
     db = registry.services.db
     engines: list[Engine] = [db._writer.sync_engine]
-    engines += [engine for engine in (db._sync_writer,) if engine is not None]
+    if db._sync_writer is not None:  # durable commits and those without an fsync alike
+        engines.append(db._sync_writer)
 
     def traced(sql: str) -> None:
         # sqlite3 reports a statement again as each of its triggers runs (tags, usage): once.

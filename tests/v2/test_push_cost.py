@@ -49,7 +49,8 @@ class Writes:
 def _write_engines(registry: InProcessRegistry) -> list[Engine]:
     db = registry.services.db
     engines = [db._writer.sync_engine]
-    engines += [engine for engine in (db._sync_writer,) if engine is not None]
+    if db._sync_writer is not None:  # durable commits and those without an fsync alike
+        engines.append(db._sync_writer)
     return engines
 
 
