@@ -98,13 +98,13 @@ _COMMITS = {
 }
 
 
-def _commit_as(connection: Connection, driver: sqlite3.Connection, durable: bool) -> None:
+def _commit_as(connection: Connection, durable: bool) -> None:
     """Make the connection's next commit durable or relaxed (`_COMMITS`)."""
-    info = connection.connection.info  # lives as long as the sqlite3 connection
-    if info.get("durable") is not durable:
+    pooled = connection.connection
+    if pooled.info.get("durable") is not durable:  # `info` lives as long as the connection
         for pragma in _COMMITS[durable]:
-            driver.execute(pragma)
-        info["durable"] = durable
+            pooled.driver_connection.execute(pragma)  # type: ignore[union-attr]
+        pooled.info["durable"] = durable
 
 
 class SQLiteWrites:
@@ -139,7 +139,7 @@ class SQLiteWrites:
         connection = self._engine.connect()
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        _commit_as(connection, driver, durable)
+        _commit_as(connection, durable)
         if not self._begin_now(driver) and not await self._begin_soon(driver, connection):
             connection.close()
             self.counts["busy"] += 1
@@ -228,9 +228,7 @@ class SQLiteWrites:
         def run() -> T:
             try:
                 with self._engine.connect() as connection:
-                    driver = connection.connection.driver_connection
-                    assert isinstance(driver, sqlite3.Connection)
-                    _commit_as(connection, driver, durable)
+                    _commit_as(connection, durable)
                     with connection.begin():
                         return work(connection)
             finally:
